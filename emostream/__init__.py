@@ -1,0 +1,7 @@
+"""emostream: real-time emotion detection from WebRTC media on ONNX Runtime.
+
+Subpackages map to the repository's top-level folders (see DESIGN.md):
+``emostream.stream`` (ingest), ``emostream.models`` (inference), ``emostream.training``.
+"""
+
+__version__ = "0.1.0"

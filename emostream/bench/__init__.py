@@ -1,0 +1,1 @@
+"""Benchmarks (`emostream bench …`) that write docs/BENCHMARKS.md."""

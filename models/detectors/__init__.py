@@ -1,0 +1,1 @@
+"""Face detector backends behind one base class (see base.py)."""

@@ -1,0 +1,75 @@
+"""The face service a process runs: model from the repository, a detector per thread.
+
+Both the HTTP API and offline analysis build one of these from ``Settings``; metrics for
+every processed frame are recorded here, so every entry point counts the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from emostream import metrics
+from emostream.models.detectors.base import Detection, FaceDetector
+from emostream.models.detectors.haar import HaarConfig
+from emostream.models.detectors.registry import create_detector
+from emostream.models.face import FaceAnalyzer, FrameFaces
+from emostream.models.repository import ModelRepository
+from emostream.models.runner import Classifier, RunnerConfig
+
+
+class _ThreadLocalDetector(FaceDetector):
+    """OpenCV cascades are not safe to share between threads: give each thread its own."""
+
+    name = "thread-local"
+
+    def __init__(self, factory: Callable[[], FaceDetector]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self.name = factory().name
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        det = getattr(self._local, "det", None)
+        if det is None:
+            det = self._local.det = self._factory()
+        return det.detect(image)
+
+
+class FaceService:
+    def __init__(
+        self,
+        repo: ModelRepository,
+        name: str,
+        alias: str,
+        runner: RunnerConfig,
+        detector: HaarConfig,
+    ) -> None:
+        self.classifier = Classifier.from_repository(repo, name, alias, runner)
+        self.analyzer = FaceAnalyzer(
+            self.classifier, _ThreadLocalDetector(lambda: create_detector(detector))
+        )
+        card = self.classifier.card
+        self.card = card
+        metrics.MODEL_INFO.labels(
+            card.name, card.version, card.modality, self.classifier.runner.providers[0]
+        ).set(1)
+
+    @property
+    def provider(self) -> str:
+        return self.classifier.runner.providers[0]
+
+    def process(self, frame: np.ndarray, *, detect: bool = True) -> FrameFaces:
+        """Detect and classify one frame, recording stage latency and predictions."""
+        t0 = time.perf_counter()
+        result = self.analyzer.analyze([frame], detect=detect)[0]
+        metrics.STAGE_LATENCY.labels("inference", "face").observe(time.perf_counter() - t0)
+        metrics.FRAMES_PROCESSED.labels("face").inc()
+        if len(result.boxes):
+            metrics.BATCH_SIZE.labels("face").observe(len(result.boxes))
+        card = self.card
+        for k in np.argmax(result.scores, axis=1) if len(result.boxes) else []:
+            metrics.PREDICTIONS.labels(card.name, card.version, "face", card.classes[k]).inc()
+        return result

@@ -1,0 +1,131 @@
+"""The HTTP API of ``emostream serve`` (FastAPI): predict, health, readiness, metrics.
+
+Later issues add WebRTC signalling (``/whip``, ``/v1/offer``) to this same app. CPU work
+(decode, detect, classify) runs in worker threads behind a capacity limiter, so the event
+loop keeps answering health checks and other sessions while a big image is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from emostream import __version__, metrics
+from emostream.models.repository import ModelRepository
+from emostream.models.service import FaceService
+from emostream.schema import FaceMessage
+from emostream.settings import Settings
+from emostream.stream.body import image_bytes
+from emostream.stream.errors import ApiError, api_error_handler, validation_handler
+from emostream.stream.media import MediaError, decode_image
+
+log = logging.getLogger(__name__)
+
+
+class AppState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.face: FaceService | None = None
+        self.face_error: str | None = None
+        self.limiter = anyio.CapacityLimiter(settings.predict_concurrency)
+        self.seq = 0
+
+    def load(self) -> None:
+        s = self.settings
+        try:
+            self.face = FaceService(
+                ModelRepository(s.model_root), s.face_model, s.model_alias, s.runner(), s.detector()
+            )
+            log.info("serving %s on %s", self.face.card.ref, self.face.provider)
+        except (LookupError, ValueError, OSError) as exc:
+            self.face, self.face_error = None, str(exc)
+            log.error("face model not loaded: %s", exc)
+
+
+def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
+    state = state or AppState(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if state.face is None and state.face_error is None:
+            await anyio.to_thread.run_sync(state.load)
+        yield
+
+    app = FastAPI(title="emostream", version=__version__, lifespan=lifespan)
+    app.state.emostream = state
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process answers; says nothing about models (that is /readyz)."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        face = state.face
+        if face is None:
+            return JSONResponse(
+                {"ready": False, "reason": state.face_error or "models are loading"}, 503
+            )
+        return JSONResponse(
+            {
+                "ready": True,
+                "broker": state.settings.broker,
+                "models": {"face": {"model": face.card.ref, "provider": face.provider}},
+            }
+        )
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/predict",
+        response_model=FaceMessage,
+        response_model_by_alias=True,
+        response_model_exclude_none=True,
+        responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+    )
+    async def predict(
+        request: Request, detect: bool = Query(True, description="false: the image is one face")
+    ) -> FaceMessage:
+        """One image (raw body or multipart ``file``) -> one face message."""
+        t0 = time.perf_counter()
+        face = state.face
+        if face is None:
+            raise ApiError(503, "model_unavailable", state.face_error or "models are loading")
+        data = await image_bytes(request, state.settings.max_body_bytes)
+        metrics.FRAMES_IN.labels("face").inc()
+        try:
+            async with state.limiter:
+                t1 = time.perf_counter()
+                image = await anyio.to_thread.run_sync(
+                    decode_image, data, state.settings.max_pixels
+                )
+                metrics.STAGE_LATENCY.labels("decode", "face").observe(time.perf_counter() - t1)
+                result = await anyio.to_thread.run_sync(lambda: face.process(image, detect=detect))
+        except MediaError as exc:
+            metrics.FRAMES_DROPPED.labels("face", exc.code).inc()
+            raise ApiError(exc.status, exc.code, exc.detail) from None
+        state.seq += 1
+        latency = time.perf_counter() - t0
+        metrics.STAGE_LATENCY.labels("end_to_end", "face").observe(latency)
+        return FaceMessage(
+            seq=state.seq,
+            latency_ms=round(latency * 1000, 3),
+            model=face.card.ref,
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            faces=face.analyzer.to_faces(result),
+        )
+
+    return app

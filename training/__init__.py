@@ -1,0 +1,1 @@
+"""Offline side: dataset readers, model import/conversion, evaluation, registration."""
