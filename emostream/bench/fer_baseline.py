@@ -17,6 +17,7 @@ stderr; stdout carries exactly one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -36,15 +37,14 @@ def _progress(items: Iterable[T], desc: str, total: int) -> Iterator[T]:
     except ImportError:
         yield from items
         return
-    yield from tqdm(items, desc=desc, total=total, file=sys.stderr, leave=False,
-                    dynamic_ncols=True)
+    yield from tqdm(items, desc=desc, total=total, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def read_frames(video: Path, n: int) -> list[Any]:
     import cv2
 
     cap = cv2.VideoCapture(str(video))
-    frames = []
+    frames: list[Any] = []
     try:
         while len(frames) < n:
             ok, frame = cap.read()
@@ -67,8 +67,9 @@ def _top_label(result: list[dict[str, Any]]) -> str | None:
     return max(emotions, key=lambda k: emotions[k])
 
 
-def time_frames(fn: Callable[[Any], list[Any]], frames: list[Any], warmup: int,
-                desc: str) -> dict[str, Any]:
+def time_frames(
+    fn: Callable[[Any], list[Any]], frames: list[Any], warmup: int, desc: str
+) -> dict[str, Any]:
     """Per-frame wall time of ``fn(frame)`` in ms, after ``warmup`` untimed frames."""
     for frame in frames[:warmup]:
         fn(frame)
@@ -119,12 +120,16 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for dist in ("fer", "tensorflow-cpu", "tensorflow", "keras",
-                 "opencv-contrib-python-headless", "numpy"):
-        try:
+    for dist in (
+        "fer",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+        "opencv-contrib-python-headless",
+        "numpy",
+    ):
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
     import cv2
 
     out["cv2"] = cv2.__version__
@@ -154,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = read_frames(args.video, args.frames)
     result: dict[str, Any] = {
-        "versions": versions(), "threads": args.threads, "frames": len(frames),
-        "frame_shape": list(frames[0].shape), "warmup": args.warmup,
-        "tensorflow_import_s": round(import_s, 2), "variants": {},
+        "versions": versions(),
+        "threads": args.threads,
+        "frames": len(frames),
+        "frame_shape": list(frames[0].shape),
+        "warmup": args.warmup,
+        "tensorflow_import_s": round(import_s, 2),
+        "variants": {},
     }
     first: Any = None
     for variant in [v for v in args.variants.split(",") if v]:

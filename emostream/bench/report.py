@@ -80,8 +80,9 @@ def machine_lines() -> list[str]:
     ]
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[object]],
-             align: str | None = None) -> str:
+def md_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
     """A GitHub markdown table; ``align`` is one letter per column (l, r, c)."""
     align = align or "l" + "r" * (len(header) - 1)
     marks = {"l": "---", "r": "---:", "c": ":---:"}
@@ -105,8 +106,7 @@ def replace_section(text: str, heading: str, body: str) -> str:
     if start is None:
         base = text.rstrip("\n")
         return (base + "\n\n" if base else "") + body
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     after = "".join(lines[end:])
     return "".join(lines[:start]) + body + ("\n" + after if after else "")
 
