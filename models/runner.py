@@ -33,6 +33,11 @@ class RunnerConfig(BaseModel):
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime decide")
     inter_op_threads: int = Field(default=0, ge=0)
     allow_tensorrt: bool = False  # TensorRT builds engines at start-up: opt in
+    allow_spinning: bool = Field(
+        default=False,
+        description="let idle ONNX Runtime threads spin; off because spinning steals the "
+        "cores that decode and detection need between model calls (docs/BENCHMARKS.md)",
+    )
 
 
 def choose_providers(config: RunnerConfig) -> list[str]:
@@ -57,6 +62,9 @@ class OnnxRunner:
             opts.intra_op_num_threads = config.intra_op_threads
         if config.inter_op_threads:
             opts.inter_op_num_threads = config.inter_op_threads
+        spin = "1" if config.allow_spinning else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
         src = str(model) if isinstance(model, Path) else model
         self.session = ort.InferenceSession(src, opts, providers=choose_providers(config))
         self.providers: list[str] = self.session.get_providers()

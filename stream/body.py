@@ -61,4 +61,6 @@ async def image_bytes(request: Request, limit: int) -> bytes:
             data = await value.read()
             await value.close()
             return data
-    raise ApiError(400, "no_file", "the multipart body has no file field; send it as 'file'")
+    raise ApiError(
+        400, "no_file", "the multipart body has no file part; send one, e.g. curl -F file=@face.jpg"
+    )

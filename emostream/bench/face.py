@@ -492,7 +492,7 @@ def render(
         rows.append(row(fer.keras, "fer `FER(use_tflite=False)` (Keras: our weights)"))
     lines += [md_table(header, rows), ""]
     if not fer:
-        lines += [f"fer baseline not run: {fer_note}", ""]
+        lines += [f"The fer baseline was {fer_note}.", ""]
 
     lines += ["Where the time goes (medians, ms/frame; separate passes over the same frames):", ""]
     split_rows: list[list[object]] = [
@@ -631,7 +631,7 @@ def _reading(
                 f"{n} frames where both found a face (boxes and crops differ slightly)."
             )
     if not fer:
-        parts.append(f"The fer comparison was not run ({fer_note}).")
+        parts.append(f"The fer comparison was {fer_note}.")
     parts.append(
         f"The model alone reaches {best.model_fps:,.0f} faces/s at batch {best.batch} "
         f"against {one.model_fps:,.0f} at batch {one.batch}, which is what the batching "
@@ -704,7 +704,7 @@ def run(
         cv2.setNumThreads(old_cv_threads)
 
     fer: FerResult | None = None
-    fer_note = "skipped (`--skip-fer`)" if skip_fer else ""
+    fer_note = "skipped with `--skip-fer`" if skip_fer else ""
     if not skip_fer:
         fer = run_fer(fer_venv or cache_dir() / "fer-venv", video, len(clip), threads)
 
