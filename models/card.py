@@ -76,7 +76,7 @@ class Evaluation(BaseModel):
 class ModelCard(BaseModel):
     name: str
     version: str
-    task: Literal["face-emotion", "voice-emotion"]
+    task: Literal["face-emotion", "voice-emotion", "face-detection"]
     modality: Literal["face", "voice"]
     classes: list[str]
     input: Annotated[ImageInput | AudioInput, Field(discriminator="kind")]

@@ -32,6 +32,7 @@ class ModelMissingError(LookupError):
 PULL_HINTS = {
     "face-emotion": "`emostream models pull face-emotion` (or `make models`)",
     "voice-emotion": "`emostream train voice`",
+    "face-detector": "`emostream models pull face-detector` (or `make models`)",
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from emostream import metrics
 from emostream.models.detectors.base import Detection, FaceDetector
+from emostream.models.detectors.blazeface import BlazeFaceConfig
 from emostream.models.detectors.haar import HaarConfig
 from emostream.models.detectors.registry import create_detector
 from emostream.models.face import FaceAnalyzer, FrameFaces
@@ -45,7 +46,7 @@ class FaceService:
         name: str,
         alias: str,
         runner: RunnerConfig,
-        detector: HaarConfig,
+        detector: HaarConfig | BlazeFaceConfig,
     ) -> None:
         self.classifier = Classifier.from_repository(repo, name, alias, runner)
         self.analyzer = FaceAnalyzer(

@@ -76,9 +76,16 @@ def main() -> None:
         script = Path(tmp) / "keras_run.py"
         script.write_text(KERAS_SCRIPT)
         proc = subprocess.run(
-            [str(venv_python), str(script), str(h5), str(Path(tmp) / "x.npy"),
-             str(Path(tmp) / "y.npy")],
-            check=True, capture_output=True, text=True,
+            [
+                str(venv_python),
+                str(script),
+                str(h5),
+                str(Path(tmp) / "x.npy"),
+                str(Path(tmp) / "y.npy"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         versions = json.loads(proc.stdout.strip().splitlines()[-1])
         outputs = np.load(Path(tmp) / "y.npy")
@@ -89,12 +96,19 @@ def main() -> None:
         random_inputs=random_inputs,
         random_keras=outputs[:n_r],
         fer_files=np.array(fer_files),
-        fer_keras=outputs[n_r:n_r + n_f],
+        fer_keras=outputs[n_r : n_r + n_f],
         media_files=np.array(media_files),
         media_boxes=np.array(media_boxes, dtype=np.int64),
-        media_keras=outputs[n_r + n_f:],
-        meta=np.array(json.dumps({**versions, "made": datetime.now(UTC).isoformat(),
-                                  "by": "scripts/keras_reference.py"})),
+        media_keras=outputs[n_r + n_f :],
+        meta=np.array(
+            json.dumps(
+                {
+                    **versions,
+                    "made": datetime.now(UTC).isoformat(),
+                    "by": "scripts/keras_reference.py",
+                }
+            )
+        ),
     )
     print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes): {len(outputs)} outputs, {versions}")
 

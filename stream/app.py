@@ -42,7 +42,11 @@ class AppState:
         s = self.settings
         try:
             self.face = FaceService(
-                ModelRepository(s.model_root), s.face_model, s.model_alias, s.runner(), s.detector()
+                ModelRepository(s.model_root),
+                s.face_model,
+                s.model_alias,
+                s.runner(),
+                s.detector_config(),
             )
             log.info("serving %s on %s", self.face.card.ref, self.face.provider)
         except (LookupError, ValueError, OSError) as exc:

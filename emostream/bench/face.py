@@ -142,16 +142,14 @@ def _repeat(
 
 def read_frames(video: Path, n: int) -> list[np.ndarray]:
     """Decode up front: decoding is not part of what either side is timed on."""
-    cap = cv2.VideoCapture(str(video))
-    frames: list[np.ndarray] = []
+    from itertools import islice
+
+    from emostream.stream.media import MediaError, iter_video
+
     try:
-        while len(frames) < n:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        cap.release()
+        frames = [f.image for f in islice(iter_video(video), n)]
+    except MediaError:
+        frames = []
     if not frames:
         raise SystemExit(f"could not decode any frame of {video}")
     return frames
@@ -212,7 +210,7 @@ def bench_batches(
 
 
 def bench_frames(
-    analyzer: Any, frames: Sequence[np.ndarray]
+    analyzer: Any, frames: Sequence[np.ndarray], name: str = "emostream"
 ) -> tuple[FrameStats, FrameStats, FrameStats, FrameStats]:
     """``analyze([frame])`` per frame; then the same split into detect and classify; then
     the detector alone, with no model call in between (to expose contention between ONNX
@@ -241,7 +239,7 @@ def bench_frames(
         analyzer.detect(frame)
         alone_ms.append((time.perf_counter() - t0) * 1000.0)
     return (
-        FrameStats("emostream", ms, faces, labels),
+        FrameStats(name, ms, faces, labels),
         FrameStats("emostream detect", det_ms, faces),
         FrameStats("emostream classify", cls_ms, faces),
         FrameStats("emostream detect alone", alone_ms, faces),
@@ -428,6 +426,7 @@ def render(
     detect: FrameStats,
     classify: FrameStats,
     detect_alone: FrameStats,
+    haar: tuple[FrameStats, FrameStats] | None,
     fer: FerResult | None,
     fer_note: str,
     n_frames: int,
@@ -485,7 +484,9 @@ def render(
             ratio,
         ]
 
-    rows.append(row(ours, "**emostream** (ONNX Runtime, Haar at 320 px)"))
+    rows.append(row(ours, f"**emostream** (ONNX Runtime, {detector_desc.split(' (')[0]})"))
+    if haar:
+        rows.append(row(haar[0], "emostream with the Haar detector (320 px, scale 1.2)"))
     if fer and fer.tflite:
         rows.append(row(fer.tflite, "fer `FER()` (default: quantized TFLite, full-frame Haar)"))
     if fer and fer.keras:
@@ -512,6 +513,14 @@ def render(
             _f(detect_alone.p95, 2),
         ],
     ]
+    if haar:
+        split_rows.append(
+            [
+                "emostream Haar detect alone (320 px, scale 1.2)",
+                _f(haar[1].median, 2),
+                _f(haar[1].p95, 2),
+            ]
+        )
     if fer and fer.find_faces:
         split_rows.append(
             [
@@ -562,7 +571,17 @@ def render(
     lines += [
         "### Reading",
         "",
-        _reading(batches, ours, detect, classify, detect_alone, fer, fer_note),
+        _reading(
+            batches,
+            ours,
+            detect,
+            classify,
+            detect_alone,
+            haar,
+            fer,
+            fer_note,
+            detector_desc.split(" (")[0],
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -574,16 +593,23 @@ def _reading(
     detect: FrameStats,
     classify: FrameStats,
     detect_alone: FrameStats,
+    haar: tuple[FrameStats, FrameStats] | None,
     fer: FerResult | None,
     fer_note: str,
+    detector_name: str,
 ) -> str:
     best = max(batches, key=lambda b: b.model_fps)
     one = min(batches, key=lambda b: b.batch)
     parts = [
         f"Our pipeline takes {ours.median:.1f} ms per frame (p95 {ours.p95:.1f} ms), of "
-        f"which the Haar detector is {detect.median:.1f} ms and classification "
+        f"which the {detector_name} detector is {detect.median:.1f} ms and classification "
         f"{classify.median:.1f} ms."
     ]
+    if haar:
+        parts.append(
+            f"With OpenCV's Haar cascade instead (320 px, scale 1.2) the frame takes "
+            f"{haar[0].median:.1f} ms, its detector alone {haar[1].median:.1f} ms."
+        )
     if fer and fer.keras:
         r = fer.keras.median / ours.median
         verdict = "meets" if r >= 10 else "misses"
@@ -599,8 +625,7 @@ def _reading(
     if fer and fer.find_faces:
         ff = fer.find_faces.median
         parts.append(
-            f"fer's full-frame Haar cascade alone takes {ff:.1f} ms (ours runs on a 320 px "
-            "copy with a coarser pyramid)"
+            f"fer's full-frame Haar cascade alone takes {ff:.1f} ms"
             + (
                 f"; beyond detection fer's Keras path spends about "
                 f"{max(0.0, fer.keras.median - ff):.1f} ms per frame against our "
@@ -614,9 +639,7 @@ def _reading(
         parts.append(
             f"Our detector takes {detect_alone.median:.1f} ms run back to back but "
             f"{detect.median:.1f} ms between model calls: after each call ONNX Runtime's "
-            "intra-op threads spin-wait and compete with OpenCV's threads for the cores, "
-            "so turning spinning off (`session.intra_op.allow_spinning` = 0) should recover "
-            "most of the difference."
+            "threads compete with the detector's for the cores."
         )
     if detect.median > 0.5 * ours.median:
         parts.append(
@@ -651,6 +674,7 @@ def run(
     skip_fer: bool = False,
 ) -> str:
     """Run the benchmark, (re)write its section of `out`, return the markdown section."""
+    from emostream.models.detectors.haar import HaarDetector
     from emostream.models.detectors.registry import create_detector
     from emostream.models.face import FaceAnalyzer
     from emostream.models.repository import ModelMissingError, ModelRepository
@@ -681,13 +705,11 @@ def run(
         raise SystemExit(f"{exc}; run `emostream models pull {MODEL}` first") from None
     detector = create_detector()
     analyzer = FaceAnalyzer(classifier, detector)
-    cfg: Any = getattr(detector, "config", None)
-    detector_desc = (
-        f"{detector.name} (max side {cfg.max_side} px, scale factor {cfg.scale_factor}, "
-        f"min neighbours {cfg.min_neighbors}, min size {cfg.min_size})"
-        if cfg is not None and hasattr(cfg, "max_side")
-        else detector.name
-    )
+    detector_desc = {
+        "blazeface": "BlazeFace (short range, 128x128 on ONNX Runtime, 1 thread; weights "
+        "from the mediapipe wheel, see docs/ARCHITECTURE.md)",
+        "haar": "Haar (OpenCV cascade on a 320 px copy, scale factor 1.2)",
+    }.get(detector.name, detector.name)
 
     clip = read_frames(video, frames)
     _say(f"{len(clip)} frames of {video.name}, {threads} threads, model {classifier.card.ref}")
@@ -699,7 +721,14 @@ def run(
         _say("model alone, batch sizes " + ", ".join(map(str, batches)))
         batch_results = bench_batches(classifier, crops, batches)
         _say("detect + classify per frame")
-        ours, det, cls, alone = bench_frames(analyzer, clip)
+        ours, det, cls, alone = bench_frames(analyzer, clip, f"emostream ({detector.name})")
+        haar: tuple[FrameStats, FrameStats] | None = None
+        if detector.name != "haar":
+            _say("the same with the Haar detector, for comparison")
+            h_ours, _, _, h_alone = bench_frames(
+                FaceAnalyzer(classifier, HaarDetector()), clip, "emostream (haar)"
+            )
+            haar = (h_ours, h_alone)
     finally:
         cv2.setNumThreads(old_cv_threads)
 
@@ -710,7 +739,8 @@ def run(
 
     out = Path(out)
     chart_path = out.parent / CHART
-    rows = [ours] + ([s for s in (fer.tflite, fer.keras) if s] if fer else [])
+    rows = [ours] + ([haar[0]] if haar else [])
+    rows += [s for s in (fer.tflite, fer.keras) if s] if fer else []
     draw_chart(
         chart_path,
         rows,
@@ -723,6 +753,7 @@ def run(
         detect=det,
         classify=cls,
         detect_alone=alone,
+        haar=haar,
         fer=fer,
         fer_note=fer_note,
         n_frames=len(clip),
