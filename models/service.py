@@ -48,6 +48,7 @@ class FaceService:
         runner: RunnerConfig,
         detector: HaarConfig | BlazeFaceConfig,
     ) -> None:
+        self._detector_config = detector
         self.classifier = Classifier.from_repository(repo, name, alias, runner)
         self.analyzer = FaceAnalyzer(
             self.classifier, _ThreadLocalDetector(lambda: create_detector(detector))
@@ -57,6 +58,16 @@ class FaceService:
         metrics.MODEL_INFO.labels(
             card.name, card.version, card.modality, self.classifier.runner.providers[0]
         ).set(1)
+
+    @property
+    def detector_ref(self) -> str:
+        """``face-detector/<version>`` for a repository model, else the backend name."""
+        cfg = self._detector_config
+        if isinstance(cfg, BlazeFaceConfig):
+            repo = ModelRepository(cfg.model_root) if cfg.model_root else None
+            version = repo.resolve(cfg.model, cfg.version) if repo else cfg.version
+            return f"{cfg.model}/{version}"
+        return cfg.type
 
     @property
     def provider(self) -> str:

@@ -84,7 +84,10 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             {
                 "ready": True,
                 "broker": state.settings.broker,
-                "models": {"face": {"model": face.card.ref, "provider": face.provider}},
+                "models": {
+                    "face": {"model": face.card.ref, "provider": face.provider},
+                    "detector": face.detector_ref,
+                },
             }
         )
 

@@ -151,6 +151,7 @@ def test_readyz_names_the_served_model(client: TestClient, repo: ModelRepository
     assert body["models"]["face"]["model"] == _expected_ref(repo)
     assert body["models"]["face"]["model"] == "face-emotion/1"
     assert body["models"]["face"]["provider"]
+    assert body["models"]["detector"] == "face-detector/1"  # BlazeFace short range
 
 
 def test_metrics_exposes_emostream_metrics(client: TestClient) -> None:
