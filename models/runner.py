@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+
+try:
+    import onnxruntime as ort
+except ImportError as exc:  # the runtime comes from an extra, so say which to install
+    raise ImportError(
+        "ONNX Runtime is not installed: pip install 'emostream[cpu]' (or 'emostream[gpu]' "
+        "for CUDA; never both)"
+    ) from exc
 from pydantic import BaseModel, Field
 
 from emostream.models.card import ImageInput, ModelCard
