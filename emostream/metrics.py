@@ -68,3 +68,7 @@ MODEL_INFO = Gauge(
     "1 for each model version this process serves",
     ["model", "version", "modality", "provider"],
 )
+QUEUE_DEPTH = Gauge(
+    "emostream_queue_depth", "Jobs queued for inference and not yet taken by a worker",
+    ["modality"],
+)

@@ -1,0 +1,128 @@
+"""The embedded broker: asyncio queues in one process, the worker beside the sessions.
+
+Fairness: ``take`` collects round-robin, one job per session per pass, so one busy session
+cannot fill a batch while others wait. Backpressure: at most ``max_in_flight`` queued jobs
+per session and modality; a newer job supersedes the oldest queued one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+
+from emostream import metrics
+from emostream.broker.base import Broker, DropReason, Job, Modality, Result, count_drop
+
+
+class UnknownSessionError(KeyError):
+    pass
+
+
+class MemoryBroker(Broker):
+    def __init__(self, max_in_flight: int = 2, deadline_s: float = 0.25) -> None:
+        super().__init__(max_in_flight, deadline_s)
+        self._pending: dict[Modality, OrderedDict[str, deque[Job]]] = {
+            "face": OrderedDict(), "voice": OrderedDict(),
+        }
+        self._results: dict[str, asyncio.Queue[Result | None]] = {}
+        self._wake: dict[Modality, asyncio.Event] = {}
+
+    def _event(self, modality: Modality) -> asyncio.Event:
+        ev = self._wake.get(modality)
+        if ev is None:
+            ev = self._wake[modality] = asyncio.Event()
+        return ev
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for session in list(self._results):
+            await self.close_session(session)
+
+    async def open_session(self, session: str) -> None:
+        self._results.setdefault(session, asyncio.Queue())
+
+    async def close_session(self, session: str) -> None:
+        for modality, queues in self._pending.items():
+            for job in queues.pop(session, deque()):
+                count_drop(job, DropReason.session_closed)
+            metrics.QUEUE_DEPTH.labels(modality).set(self.depth(modality))
+        q = self._results.pop(session, None)
+        if q is not None:
+            q.put_nowait(None)
+
+    async def submit(self, job: Job) -> None:
+        if job.session not in self._results:
+            raise UnknownSessionError(job.session)
+        metrics.FRAMES_IN.labels(job.modality).inc()
+        queue = self._pending[job.modality].setdefault(job.session, deque())
+        while len(queue) >= self.max_in_flight:
+            self._results[job.session].put_nowait(
+                count_drop(queue.popleft(), DropReason.superseded)
+            )
+        queue.append(self._stamp(job))
+        metrics.QUEUE_DEPTH.labels(job.modality).set(self.depth(job.modality))
+        self._event(job.modality).set()
+
+    async def results(self, session: str) -> AsyncIterator[Result]:
+        q = self._results.get(session)
+        if q is None:
+            raise UnknownSessionError(session)
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            yield item
+
+    def _collect(self, modality: Modality, room: int, out: list[Job]) -> None:
+        """Round-robin over sessions, dropping jobs that are already past their deadline."""
+        queues = self._pending[modality]
+        now = time.monotonic()
+        progressed = True
+        while room > 0 and progressed:
+            progressed = False
+            for session in list(queues):
+                q = queues[session]
+                while q and q[0].deadline < now:
+                    stale = q.popleft()
+                    self._results[session].put_nowait(count_drop(stale, DropReason.deadline))
+                if q and room > 0:
+                    out.append(q.popleft())
+                    room -= 1
+                    progressed = True
+                    queues.move_to_end(session)  # next pass starts with another session
+                if not q:
+                    queues.pop(session, None)
+
+    async def take(self, modality: Modality, max_items: int, max_wait_s: float) -> list[Job]:
+        event = self._event(modality)
+        out: list[Job] = []
+        first: float | None = None
+        while True:
+            self._collect(modality, max_items - len(out), out)
+            if out and first is None:
+                first = time.monotonic()
+            if len(out) >= max_items or (first is not None and
+                                         time.monotonic() - first >= max_wait_s):
+                break
+            event.clear()
+            timeout = None if first is None else max(0.0, max_wait_s - (time.monotonic() - first))
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except TimeoutError:
+                self._collect(modality, max_items - len(out), out)
+                break
+        metrics.QUEUE_DEPTH.labels(modality).set(self.depth(modality))
+        return out
+
+    async def publish(self, results: list[Result]) -> None:
+        for r in results:
+            q = self._results.get(r.session)
+            if q is not None:  # a session that ended meanwhile simply gets nothing
+                q.put_nowait(r)
+
+    def depth(self, modality: Modality) -> int:
+        return sum(len(q) for q in self._pending[modality].values())
