@@ -69,6 +69,8 @@ MODEL_INFO = Gauge(
     ["model", "version", "modality", "provider"],
 )
 QUEUE_DEPTH = Gauge(
-    "emostream_queue_depth", "Jobs queued for inference and not yet taken by a worker",
+    "emostream_queue_depth",
+    "Jobs queued for inference and not yet taken by a worker",
     ["modality"],
 )
+ACTIVE_SESSIONS = Gauge("emostream_active_sessions", "WebRTC sessions open on this ingest node")

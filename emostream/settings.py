@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     detector_scale_factor: float = Field(default=1.2, gt=1.0)
     detector_min_neighbors: int = Field(default=5, ge=0)
 
+    # real time (WebRTC sessions, broker, worker)
+    ice_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="STUN/TURN URLs; none by default (local only)"
+    )
+    max_sessions: int = Field(default=32, ge=1)
+    idle_timeout_s: float = Field(default=10.0, gt=0)
+    session_max_side: int = Field(default=640, ge=64, description="frames downscaled once")
+    smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
+    max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
+    deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
+    worker_max_batch: int = Field(default=16, ge=1)
+    worker_max_wait_ms: float = Field(default=4.0, ge=0)
+    max_sdp_bytes: int = Field(default=64 * 1024, gt=0)
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="bearer tokens; empty = no auth"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=40_000_000, gt=0)
     predict_concurrency: int = Field(default=2, ge=1)
@@ -50,6 +68,13 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             items = [p.strip() for p in v.split(",") if p.strip()]
             return items or None
+        return v
+
+    @field_validator("ice_servers", "api_tokens", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
         return v
 
     def runner(self) -> RunnerConfig:

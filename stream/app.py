@@ -15,17 +15,22 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from emostream import __version__, metrics
+from emostream.broker.memory import MemoryBroker
 from emostream.models.repository import ModelRepository
 from emostream.models.service import FaceService
+from emostream.models.worker import FaceWorker, WorkerConfig
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
+from emostream.stream import signalling
 from emostream.stream.body import image_bytes
 from emostream.stream.errors import ApiError, api_error_handler, validation_handler
 from emostream.stream.media import MediaError, decode_image
+from emostream.stream.sessions import SessionConfig, SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,42 @@ class AppState:
         self.face_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.predict_concurrency)
         self.seq = 0
+        self.broker: MemoryBroker | None = None
+        self.worker: FaceWorker | None = None
+        self.sessions: SessionManager | None = None
+
+    async def start_realtime(self) -> None:
+        """The embedded broker, its batching worker and the session manager."""
+        if self.face is None:
+            return
+        s = self.settings
+        self.broker = MemoryBroker(max_in_flight=s.max_in_flight, deadline_s=s.deadline_ms / 1e3)
+        await self.broker.start()
+        self.worker = FaceWorker(
+            self.broker,
+            self.face,
+            WorkerConfig(max_batch=s.worker_max_batch, max_wait_ms=s.worker_max_wait_ms),
+        )
+        self.worker.start()
+        self.sessions = SessionManager(
+            self.broker,
+            SessionConfig(
+                max_side=s.session_max_side,
+                idle_timeout_s=s.idle_timeout_s,
+                smoothing=s.smoothing,
+                ice_servers=s.ice_servers,
+            ),
+            s.max_sessions,
+        )
+        self.sessions.start()
+
+    async def stop_realtime(self) -> None:
+        if self.sessions is not None:
+            await self.sessions.close()
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.broker is not None:
+            await self.broker.close()
 
     def load(self) -> None:
         s = self.settings
@@ -61,12 +102,26 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.face is None and state.face_error is None:
             await anyio.to_thread.run_sync(state.load)
-        yield
+        await state.start_realtime()
+        try:
+            yield
+        finally:
+            await state.stop_realtime()
 
     app = FastAPI(title="emostream", version=__version__, lifespan=lifespan)
     app.state.emostream = state
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    settings = state.settings
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location"],
+        )
+    app.include_router(signalling.router(settings, lambda: state.sessions))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -122,5 +122,6 @@ class Broker(ABC):
 def count_drop(job: Job, reason: DropReason) -> Result:
     """Count a dropped job and make the result that tells its session."""
     metrics.FRAMES_DROPPED.labels(job.modality, reason.value).inc()
-    return Result(job.session, job.modality, job.seq, job.pts, job.created, job.meta,
-                  dropped=reason)
+    return Result(
+        job.session, job.modality, job.seq, job.pts, job.created, job.meta, dropped=reason
+    )

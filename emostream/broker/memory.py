@@ -24,7 +24,8 @@ class MemoryBroker(Broker):
     def __init__(self, max_in_flight: int = 2, deadline_s: float = 0.25) -> None:
         super().__init__(max_in_flight, deadline_s)
         self._pending: dict[Modality, OrderedDict[str, deque[Job]]] = {
-            "face": OrderedDict(), "voice": OrderedDict(),
+            "face": OrderedDict(),
+            "voice": OrderedDict(),
         }
         self._results: dict[str, asyncio.Queue[Result | None]] = {}
         self._wake: dict[Modality, asyncio.Event] = {}
@@ -105,8 +106,9 @@ class MemoryBroker(Broker):
             self._collect(modality, max_items - len(out), out)
             if out and first is None:
                 first = time.monotonic()
-            if len(out) >= max_items or (first is not None and
-                                         time.monotonic() - first >= max_wait_s):
+            if len(out) >= max_items or (
+                first is not None and time.monotonic() - first >= max_wait_s
+            ):
                 break
             event.clear()
             timeout = None if first is None else max(0.0, max_wait_s - (time.monotonic() - first))

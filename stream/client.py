@@ -1,0 +1,211 @@
+"""The Python client: publish a camera, microphone or media file; receive the results.
+
+This is what call-centre software embeds::
+
+    async with EmotionClient("http://127.0.0.1:8000", source=FileSource("call.mp4")) as c:
+        async for message in c.messages():
+            ...  # DESIGN.md face/voice messages as dicts
+
+Signalling is the JSON offer (``/v1/offer``) or any WHIP endpoint; results arrive on the
+``emotions`` data channel this client opens. ICE servers are none unless given, so a local
+run never reaches outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from aiortc.contrib.media import MediaPlayer
+from av import VideoFrame
+
+VIDEO_CLOCK = 90_000
+
+
+class ClientError(RuntimeError):
+    pass
+
+
+class CameraTrack(VideoStreamTrack):
+    """An OpenCV camera as a WebRTC video track (frames read in a thread)."""
+
+    def __init__(self, index: int, fps: float = 15.0) -> None:
+        super().__init__()
+        import cv2
+
+        self._cap = cv2.VideoCapture(index)
+        if not self._cap.isOpened():
+            raise ClientError(f"camera {index} could not be opened")
+        self._period = 1.0 / fps
+        self._t0: float | None = None
+        self._n = 0
+
+    async def recv(self) -> VideoFrame:
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        self._n += 1
+        wait = self._t0 + self._n * self._period - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        ok, image = await asyncio.to_thread(self._cap.read)
+        if not ok:
+            self.stop()
+            raise ClientError("camera stopped delivering frames")
+        frame = VideoFrame.from_ndarray(np.asarray(image, np.uint8), format="bgr24")
+        frame.pts = round(self._n * self._period * VIDEO_CLOCK)
+        frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._cap.release()
+
+
+@dataclass
+class Source:
+    """What to publish: tracks, and the resources to release afterwards."""
+
+    tracks: list[MediaStreamTrack] = field(default_factory=list)
+    player: MediaPlayer | None = None
+
+    @classmethod
+    def file(cls, path: str, loop: bool = False) -> Source:
+        player = MediaPlayer(path, loop=loop)  # paced at the file's own rate
+        tracks = [t for t in (player.video, player.audio) if t is not None]
+        if not tracks:
+            raise ClientError(f"{path}: no audio or video stream")
+        return cls(tracks, player)
+
+    @classmethod
+    def camera(cls, index: int, fps: float = 15.0) -> Source:
+        return cls([CameraTrack(index, fps)])
+
+    @classmethod
+    def microphone(cls, device: str | None = None) -> Source:
+        try:
+            player = MediaPlayer(device or "default", format="pulse")
+        except Exception as exc:  # no sound server / device
+            raise ClientError(f"microphone {device or 'default'}: {exc}") from None
+        if player.audio is None:
+            raise ClientError("microphone gives no audio")
+        return cls([player.audio], player)
+
+    def stop(self) -> None:
+        for t in self.tracks:
+            t.stop()
+
+
+class EmotionClient:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        source: Source,
+        whip: str | None = None,
+        token: str | None = None,
+        ice_servers: list[str] | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        if not url and not whip:
+            raise ClientError("give the server URL or a WHIP endpoint")
+        self.url = (url or "").rstrip("/")
+        self.whip = whip
+        self.source = source
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        servers = [RTCIceServer(urls=u) for u in ice_servers or []]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.timeout_s = timeout_s
+        self.session_id: str | None = None
+        self.resource: str | None = None
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
+
+    async def __aenter__(self) -> EmotionClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        channel = self.pc.createDataChannel("emotions")
+
+        @channel.on("message")
+        def on_message(message: str | bytes) -> None:
+            with contextlib.suppress(ValueError):
+                self._queue.put_nowait(json.loads(message))
+
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                self._queue.put_nowait(None)
+
+        for track in self.source.tracks:
+            self.pc.addTrack(track)
+        await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers all ICE
+        offer = self.pc.localDescription.sdp
+        if self.whip:
+            resp = await self._http.post(
+                self.whip,
+                content=offer,
+                headers={**self.headers, "Content-Type": "application/sdp"},
+            )
+            self._check(resp, 201)
+            answer = resp.text
+            self.resource = str(httpx.URL(self.whip).join(resp.headers.get("location", "")))
+            self.session_id = self.resource.rstrip("/").rsplit("/", 1)[-1]
+        else:
+            resp = await self._http.post(
+                f"{self.url}/v1/offer", headers=self.headers, json={"sdp": offer, "type": "offer"}
+            )
+            self._check(resp, 200)
+            body = resp.json()
+            answer, self.session_id = body["sdp"], body["session_id"]
+            self.resource = f"{self.url}/v1/sessions/{self.session_id}"
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    @staticmethod
+    def _check(resp: httpx.Response, want: int) -> None:
+        if resp.status_code != want:
+            try:
+                detail = resp.json()
+            except ValueError:
+                detail = resp.text[:200]
+            raise ClientError(f"signalling failed: HTTP {resp.status_code}: {detail}")
+
+    async def messages(self, idle_timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Results until the connection ends (or nothing arrives for ``idle_timeout_s``)."""
+        while True:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
+            except TimeoutError:
+                return
+            if item is None:
+                return
+            yield item
+
+    async def close(self) -> None:
+        if self.resource:
+            with contextlib.suppress(httpx.HTTPError):
+                await self._http.delete(self.resource, headers=self.headers)
+            self.resource = None
+        self.source.stop()
+        await self.pc.close()
+        await self._http.aclose()
+        self._queue.put_nowait(None)

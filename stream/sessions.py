@@ -1,0 +1,239 @@
+"""WebRTC sessions (aiortc): one peer connection, its media readers and its results.
+
+Video frames are converted to BGR and downscaled once (``max_side``) on arrival, then
+submitted to the Broker; results come back through ``Broker.results(session)``, get track
+ids, and go out on the ``emotions`` data channel (when the client opened one) and to every
+SSE subscriber. Audio is read and discarded for now (the voice model is a later issue):
+reading it keeps aiortc's receive queue from growing.
+
+A session ends on DELETE, when its peer connection fails or closes, or after
+``idle_timeout_s`` without a frame; ending it cancels its tasks, stops its tracks, closes
+the connection and drops its queued jobs, so a vanished peer leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import cv2
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+
+from emostream import metrics
+from emostream.broker.base import Broker, Job
+from emostream.stream.results import FaceResults
+
+log = logging.getLogger(__name__)
+
+ACTIVE = metrics.ACTIVE_SESSIONS
+SSE_QUEUE = 64  # messages buffered per SSE subscriber before the oldest are dropped
+
+
+class SessionLimitError(RuntimeError):
+    pass
+
+
+@dataclass
+class SessionConfig:
+    max_side: int = 640
+    idle_timeout_s: float = 10.0
+    smoothing: float = 1.0
+    ice_servers: list[str] = field(default_factory=list)  # default none: never leave the host
+
+
+class Session:
+    def __init__(self, broker: Broker, config: SessionConfig) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.broker = broker
+        self.config = config
+        servers = [RTCIceServer(urls=u) for u in config.ice_servers]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        self.channel: RTCDataChannel | None = None
+        self.view = FaceResults(self.id, smoothing=config.smoothing)
+        self.subscribers: set[asyncio.Queue[str | None]] = set()
+        self.last_activity = time.monotonic()
+        self.frames_in = 0
+        self.messages_out = 0
+        self.closed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tracks: list[MediaStreamTrack] = []
+        self._seq = 0
+
+        @self.pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label == "emotions":
+                self.channel = channel
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._tracks.append(track)
+            reader = self._read_video(track) if track.kind == "video" else self._discard(track)
+            self._spawn(reader, f"{self.id}-{track.kind}")
+
+        @self.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            log.info("session %s: connection %s", self.id, self.pc.connectionState)
+            if self.pc.connectionState in ("failed", "closed"):
+                await self.close()
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the offer; the answer comes back with all ICE candidates (no trickle)."""
+        await self.broker.open_session(self.id)
+        self._spawn(self._send_results(), f"{self.id}-results")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        max_side = self.config.max_side
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            t0 = time.monotonic()
+            self.last_activity = t0
+            image = frame.to_ndarray(format="bgr24")  # type: ignore[union-attr]
+            h, w = image.shape[:2]
+            scale = min(1.0, max_side / max(h, w))
+            if scale < 1.0:
+                image = cv2.resize(
+                    image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
+                )
+            pts = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0  # type: ignore[operator]
+            metrics.STAGE_LATENCY.labels("decode", "face").observe(time.monotonic() - t0)
+            self._seq += 1
+            self.frames_in += 1
+            await self.broker.submit(
+                Job(
+                    session=self.id,
+                    modality="face",
+                    seq=self._seq,
+                    pts=pts,
+                    payload=image,
+                    created=t0,
+                    meta={"scale": scale, "width": float(w), "height": float(h)},
+                )
+            )
+
+    async def _discard(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self.last_activity = time.monotonic()
+
+    async def _send_results(self) -> None:
+        async for result in self.broker.results(self.id):
+            msg = self.view.message(result)
+            if msg is None:
+                continue
+            text = msg.to_json()
+            channel = self.channel
+            if channel is not None and channel.readyState == "open":
+                channel.send(text)
+            for q in list(self.subscribers):
+                if q.full():
+                    q.get_nowait()  # a slow reader loses the oldest, not the newest
+                q.put_nowait(text)
+            self.messages_out += 1
+
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        q: asyncio.Queue[str | None] = asyncio.Queue(SSE_QUEUE)
+        self.subscribers.add(q)
+        return q
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for track in self._tracks:
+            track.stop()
+        await self.broker.close_session(self.id)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self.pc.close()
+        for q in list(self.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)  # ends SSE streams
+        self.subscribers.clear()
+
+
+class SessionManager:
+    """All sessions of this ingest node, with the concurrency limit and the idle reaper."""
+
+    def __init__(self, broker: Broker, config: SessionConfig, max_sessions: int) -> None:
+        self.broker = broker
+        self.config = config
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, Session] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="reaper")
+
+    async def create(self, offer_sdp: str) -> Session:
+        if len(self.sessions) >= self.max_sessions:
+            raise SessionLimitError(
+                f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
+            )
+        session = Session(self.broker, self.config)
+        self.sessions[session.id] = session
+        ACTIVE.set(len(self.sessions))
+        try:
+            await session.answer(offer_sdp)
+        except BaseException:
+            await self.end(session.id)
+            raise
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    async def end(self, session_id: str) -> bool:
+        session = self.sessions.pop(session_id, None)
+        ACTIVE.set(len(self.sessions))
+        if session is None:
+            return False
+        await session.close()
+        log.info(
+            "session %s ended: %d frames in, %d messages out, dropped %s",
+            session_id,
+            session.frames_in,
+            session.messages_out,
+            session.view.dropped,
+        )
+        return True
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.config.idle_timeout_s / 4))
+            now = time.monotonic()
+            for sid, s in list(self.sessions.items()):
+                idle = now - s.last_activity > self.config.idle_timeout_s
+                if s.closed.is_set() or idle:
+                    await self.end(sid)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for sid in list(self.sessions):
+            await self.end(sid)

@@ -1,0 +1,175 @@
+"""WebRTC signalling and results over HTTP: WHIP, JSON offer, SSE events, session control.
+
+- ``POST /whip`` (RFC 9725): ``application/sdp`` offer -> ``201`` with the SDP answer and a
+  ``Location`` naming the session resource; ``DELETE`` on it ends the session.
+- ``POST /v1/offer``: ``{"sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer",
+  "session_id"}``.
+- ``GET /v1/sessions/{id}/events``: Server-Sent Events, one face message per ``data:``.
+- ``GET``/``DELETE /v1/sessions/{id}``: status, end.
+
+Bearer tokens (``EMOSTREAM_API_TOKENS``) guard all of these when set; EventSource cannot
+send headers, so the events stream also takes ``?token=``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from emostream.settings import Settings
+from emostream.stream.body import read_limited
+from emostream.stream.errors import ApiError
+from emostream.stream.sdp import SdpError, check_offer
+from emostream.stream.sessions import Session, SessionLimitError, SessionManager
+
+HEARTBEAT_S = 15.0
+
+
+class Offer(BaseModel):
+    sdp: str
+    type: Literal["offer"]
+
+
+class Answer(BaseModel):
+    sdp: str
+    type: Literal["answer"] = "answer"
+    session_id: str
+
+
+def authorize(request: Request, tokens: list[str]) -> None:
+    if not tokens:
+        return
+    header = request.headers.get("authorization", "")
+    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    given = given or request.query_params.get("token", "")
+    if not any(secrets.compare_digest(given, t) for t in tokens):
+        raise ApiError(401, "unauthorized", "a valid bearer token is required")
+
+
+def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> APIRouter:
+    r = APIRouter()
+
+    def sessions() -> SessionManager:
+        m = manager()
+        if m is None:
+            raise ApiError(503, "model_unavailable", "models are not loaded; see /readyz")
+        return m
+
+    def session_or_404(session_id: str) -> Session:
+        s = sessions().get(session_id)
+        if s is None:
+            raise ApiError(404, "unknown_session", f"no session {session_id!r} on this server")
+        return s
+
+    async def start(offer_sdp: str) -> Session:
+        try:
+            check_offer(offer_sdp, settings.max_sdp_bytes)
+            return await sessions().create(offer_sdp)
+        except SdpError as exc:
+            raise ApiError(exc.status, exc.code, exc.detail) from None
+        except SessionLimitError as exc:
+            raise ApiError(503, "too_many_sessions", str(exc)) from None
+        except (ValueError, AssertionError) as exc:  # aiortc's verdict on a malformed offer
+            raise ApiError(400, "bad_sdp", f"the offer could not be applied: {exc}") from None
+
+    @r.post(
+        "/v1/offer", response_model=Answer, responses={400: {}, 401: {}, 413: {}, 415: {}, 503: {}}
+    )
+    async def offer(request: Request) -> Answer:
+        authorize(request, settings.api_tokens)
+        body = await read_limited(request, settings.max_sdp_bytes + 1024)
+        try:
+            data = Offer.model_validate(json.loads(body))
+        except (ValueError, ValidationError) as exc:
+            raise ApiError(
+                400, "bad_offer", f'send {{"sdp": ..., "type": "offer"}}: {exc}'.splitlines()[0]
+            ) from None
+        session = await start(data.sdp)
+        return Answer(sdp=session.pc.localDescription.sdp, session_id=session.id)
+
+    @r.post("/whip", status_code=201, responses={400: {}, 401: {}, 413: {}, 415: {}})
+    async def whip(request: Request) -> Response:
+        authorize(request, settings.api_tokens)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/sdp":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"WHIP needs Content-Type application/sdp, got {ctype or '(none)'!r}",
+            )
+        body = await read_limited(request, settings.max_sdp_bytes)
+        session = await start(body.decode("utf-8", errors="replace"))
+        return Response(
+            session.pc.localDescription.sdp,
+            status_code=201,
+            media_type="application/sdp",
+            headers={"Location": f"/whip/{session.id}", "ETag": session.id},
+        )
+
+    @r.delete("/whip/{session_id}")
+    @r.delete("/v1/sessions/{session_id}")
+    async def end(session_id: str, request: Request) -> JSONResponse:
+        authorize(request, settings.api_tokens)
+        session_or_404(session_id)
+        await sessions().end(session_id)
+        return JSONResponse({"ended": session_id})
+
+    @r.patch("/whip/{session_id}")
+    async def trickle(session_id: str, request: Request) -> JSONResponse:
+        authorize(request, settings.api_tokens)
+        session_or_404(session_id)
+        raise ApiError(
+            405,
+            "trickle_not_supported",
+            "this server answers with all candidates; trickle ICE is not needed",
+        )
+
+    @r.get("/v1/sessions/{session_id}")
+    async def status(session_id: str, request: Request) -> dict[str, object]:
+        authorize(request, settings.api_tokens)
+        s = session_or_404(session_id)
+        return {
+            "session_id": s.id,
+            "connection": s.pc.connectionState,
+            "frames_in": s.frames_in,
+            "messages_out": s.messages_out,
+            "dropped": s.view.dropped,
+            "data_channel": s.channel is not None,
+        }
+
+    @r.get("/v1/sessions/{session_id}/events")
+    async def events(session_id: str, request: Request) -> StreamingResponse:
+        authorize(request, settings.api_tokens)
+        s = session_or_404(session_id)
+        queue = s.subscribe()
+
+        async def stream() -> AsyncIterator[str]:
+            try:
+                yield f": session {s.id}\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    if item is None:
+                        yield "event: end\ndata: {}\n\n"
+                        return
+                    yield f"data: {item}\n\n"
+            finally:
+                s.subscribers.discard(queue)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return r
