@@ -336,6 +336,24 @@ def bench_face(
     typer.echo(run(out=out, frames=frames, skip_fer=skip_fer))
 
 
+@bench_app.command("stream")
+def bench_stream(
+    clients: str = typer.Option("1,4,8,16", help="client counts, comma-separated"),
+    seconds: float = typer.Option(20.0, min=1.0, help="measuring window per count"),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+) -> None:
+    """N concurrent WebRTC clients (640x480@15 fps, real video) in a private namespace."""
+    from emostream.bench.stream import run
+
+    try:
+        counts = [int(c) for c in clients.split(",") if c.strip()]
+    except ValueError:
+        raise _fail(f"--clients {clients!r}: give numbers like 1,4,8,16", EXIT_USAGE) from None
+    if not counts or min(counts) < 1:
+        raise _fail("--clients needs positive numbers", EXIT_USAGE)
+    typer.echo(run(counts, seconds=seconds, out=out))
+
+
 def main() -> None:
     app()
 
