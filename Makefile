@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 ## sysdeps: Debian packages the tests need (Chromium for the browser test, iproute2 for
-## the network namespaces of the WebRTC tests); installed only when missing
-SYSDEPS := chromium:chromium ip:iproute2 setpriv:util-linux
+## the network namespaces of the WebRTC tests, PortAudio for the client's --mic);
+## installed only when missing
+SYSDEPS := chromium:chromium ip:iproute2 setpriv:util-linux /usr/lib/x86_64-linux-gnu/libportaudio.so.2:libportaudio2
 sysdeps:
 	@missing=""; for pair in $(SYSDEPS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	  { command -v $$cmd >/dev/null 2>&1 || [ -e $$cmd ]; } || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; apt-get update -qq && \

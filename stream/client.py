@@ -33,7 +33,7 @@ from aiortc import (
     VideoStreamTrack,
 )
 from aiortc.contrib.media import MediaPlayer
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 
 VIDEO_CLOCK = 90_000
 
@@ -77,6 +77,63 @@ class CameraTrack(VideoStreamTrack):
         self._cap.release()
 
 
+class MicrophoneTrack(MediaStreamTrack):
+    """A sounddevice (PortAudio) input as a WebRTC audio track: 48 kHz mono, 20 ms frames."""
+
+    kind = "audio"
+    RATE = 48_000
+    SAMPLES = 960  # 20 ms
+
+    def __init__(self, device: int | str | None = None) -> None:
+        super().__init__()
+        try:
+            import sounddevice as sd
+        except OSError as exc:  # PortAudio missing: apt-get install libportaudio2
+            raise ClientError(f"microphone: PortAudio is not available ({exc})") from None
+        try:
+            info = sd.query_devices(device, "input")
+        except (ValueError, sd.PortAudioError) as exc:
+            raise ClientError(f"microphone: no input device ({exc})") from None
+        self._queue: asyncio.Queue[np.ndarray] = asyncio.Queue(maxsize=50)
+        loop = asyncio.get_running_loop()
+
+        def callback(data: np.ndarray, frames: int, t: object, status: object) -> None:
+            block = data[:, 0].copy()
+            loop.call_soon_threadsafe(self._offer, block)
+
+        self._stream = sd.InputStream(
+            device=device,
+            channels=1,
+            samplerate=self.RATE,
+            blocksize=self.SAMPLES,
+            dtype="int16",
+            callback=callback,
+        )
+        self._stream.start()
+        self._pts = 0
+        self.name = str(info.get("name", device))
+
+    def _offer(self, block: np.ndarray) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()  # keep up with real time: drop the oldest block
+        self._queue.put_nowait(block)
+
+    async def recv(self) -> AudioFrame:
+        block = await self._queue.get()
+        frame = AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.RATE)
+        self._pts += block.shape[0]
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        with contextlib.suppress(Exception):
+            self._stream.stop()
+            self._stream.close()
+
+
 @dataclass
 class Source:
     """What to publish: tracks, and the resources to release afterwards."""
@@ -97,14 +154,9 @@ class Source:
         return cls([CameraTrack(index, fps)])
 
     @classmethod
-    def microphone(cls, device: str | None = None) -> Source:
-        try:
-            player = MediaPlayer(device or "default", format="pulse")
-        except Exception as exc:  # no sound server / device
-            raise ClientError(f"microphone {device or 'default'}: {exc}") from None
-        if player.audio is None:
-            raise ClientError("microphone gives no audio")
-        return cls([player.audio], player)
+    def microphone(cls, device: int | str | None = None) -> Source:
+        """The default (or named) input device through sounddevice; needs a running loop."""
+        return cls([MicrophoneTrack(device)])
 
     def stop(self) -> None:
         for t in self.tracks:
