@@ -121,17 +121,21 @@ class Session:
             metrics.STAGE_LATENCY.labels("decode", "face").observe(time.monotonic() - t0)
             self._seq += 1
             self.frames_in += 1
-            await self.broker.submit(
-                Job(
-                    session=self.id,
-                    modality="face",
-                    seq=self._seq,
-                    pts=pts,
-                    payload=image,
-                    created=t0,
-                    meta={"scale": scale, "width": float(w), "height": float(h)},
-                )
+            if self.closed.is_set():
+                return
+            job = Job(
+                session=self.id,
+                modality="face",
+                seq=self._seq,
+                pts=pts,
+                payload=image,
+                created=t0,
+                meta={"scale": scale, "width": float(w), "height": float(h)},
             )
+            try:
+                await self.broker.submit(job)
+            except KeyError:  # the session ended between the check and the submit
+                return
 
     async def _discard(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
