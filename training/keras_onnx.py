@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OPSET = 17
+from emostream.training.onnx_build import finish_model
 
 
 class UnsupportedLayerError(ValueError):
@@ -247,12 +247,4 @@ def convert(
             [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", final.channels])],
             initializer=b.inits,
         )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            producer_name="emostream.training.keras_onnx",
-            doc_string=doc,
-        )
-        model.ir_version = 8  # readable by every onnxruntime since 1.14, GPU builds included
-        onnx.checker.check_model(model, full_check=True)
-        return model
+        return finish_model(graph, "emostream.training.keras_onnx", doc)

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tflite.BuiltinOperator import BuiltinOperator
 from tflite.TensorType import TensorType
 
-OPSET = 17
+from emostream.training.onnx_build import finish_model
 
 _OP_NAMES: dict[int, str] = {
     v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
@@ -454,15 +454,7 @@ class _Converter:
         graph = helper.make_graph(
             self.nodes, "tflite_import", [graph_in], graph_outs, initializer=self.inits
         )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            producer_name="emostream.training.tflite_onnx",
-            doc_string=doc,
-        )
-        model.ir_version = 8  # readable by every onnxruntime since 1.14, GPU builds included
-        onnx.checker.check_model(model, full_check=True)
-        return model
+        return finish_model(graph, "emostream.training.tflite_onnx", doc)
 
 
 def convert(
