@@ -259,9 +259,9 @@ def render(results: list[RunResult], started: datetime, wall_s: float, command: 
                 f" At N = {busiest.clients} the server used {used:.0%} CPU of the "
                 f"{cores * 100} % its {cores} cores give, yet fell behind, so a serial "
                 "stage, not the cores, is the limit "
-                "there (not yet profiled; the likely one is the event loop, which handles "
-                "RTP, SRTP and frame conversion for every session in Python and shares the "
-                "GIL with the one inference thread). Past that point each session's queue "
+                "there (see the py-spy profile in the next section: the one inference thread "
+                "and the event loop, which share the GIL). Past that point each session's "
+                "queue "
                 "fills, the newest frame supersedes older ones (the `superseded` drops) and "
                 "latency stays under the deadline instead of growing without bound."
             )
