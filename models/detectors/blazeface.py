@@ -313,15 +313,15 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int
     Returns the (1, 3, size, size) float32 tensor in [-1, 1] (borders are black, i.e. -1)
     and ``(scale, x_offset, y_offset)`` so that ``source = (input - offset) / scale``.
     """
-    if image.ndim == 2:
-        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    else:
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    h, w = rgb.shape[:2]
+    h, w = image.shape[:2]
     scale = min(size / w, size / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    # Resize first, then convert colour: channel order commutes with resizing, and the
+    # conversion then touches 128 px instead of the whole frame (the worker's hot path).
+    small = cv2.resize(image, (nw, nh), interpolation=interp)
+    code = cv2.COLOR_GRAY2RGB if small.ndim == 2 else cv2.COLOR_BGR2RGB
+    resized = cv2.cvtColor(small, code)
     ox, oy = (size - nw) // 2, (size - nh) // 2
     canvas = np.zeros((size, size, 3), np.uint8)
     canvas[oy : oy + nh, ox : ox + nw] = resized
