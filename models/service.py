@@ -81,7 +81,11 @@ class FaceService:
         metrics.FRAMES_PROCESSED.labels("face").inc()
         if len(result.boxes):
             metrics.BATCH_SIZE.labels("face").observe(len(result.boxes))
-        card = self.card
-        for k in np.argmax(result.scores, axis=1) if len(result.boxes) else []:
-            metrics.PREDICTIONS.labels(card.name, card.version, "face", card.classes[k]).inc()
+        self.count_predictions(result.scores)
         return result
+
+    def count_predictions(self, scores: np.ndarray) -> None:
+        """Top class per face into ``emostream_predictions_total`` (what drift reads)."""
+        card = self.card
+        for k in np.argmax(scores, axis=1) if len(scores) else []:
+            metrics.PREDICTIONS.labels(card.name, card.version, "face", card.classes[k]).inc()

@@ -115,10 +115,7 @@ class FaceWorker:
             metrics.STAGE_LATENCY.labels("queue", "face").observe(started - job.enqueued)
             metrics.FRAMES_PROCESSED.labels("face").inc()
             scale = job.meta.get("scale", 1.0)
-            for k in frame_faces.scores.argmax(axis=1) if len(frame_faces.boxes) else []:
-                metrics.PREDICTIONS.labels(
-                    card.name, card.version, "face", card.classes[int(k)]
-                ).inc()
+            self.service.count_predictions(frame_faces.scores)
             out[i] = Result(
                 job.session,
                 job.modality,
