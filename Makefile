@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 ## sysdeps: Debian packages the tests need (Chromium for the browser test, iproute2 for
-## the network namespaces of the WebRTC tests, PortAudio for the client's --mic);
-## installed only when missing
-SYSDEPS := chromium:chromium ip:iproute2 setpriv:util-linux /usr/lib/x86_64-linux-gnu/libportaudio.so.2:libportaudio2
+## the network namespaces of the WebRTC tests, PortAudio for the client's --mic,
+## docker-compose and promtool to validate docker-compose.yml and the Prometheus config
+## without an engine); installed only when missing
+SYSDEPS := chromium:chromium ip:iproute2 setpriv:util-linux /usr/lib/x86_64-linux-gnu/libportaudio.so.2:libportaudio2 docker-compose:docker-compose promtool:prometheus
 sysdeps:
 	@missing=""; for pair in $(SYSDEPS); do cmd=$${pair%%:*}; pkg=$${pair#*:}; \
 	  { command -v $$cmd >/dev/null 2>&1 || [ -e $$cmd ]; } || missing="$$missing $$pkg"; done; \

@@ -65,18 +65,24 @@ def serve(
     host: str | None = typer.Option(None, envvar="EMOSTREAM_HOST", help="[default: 127.0.0.1]"),
     port: int | None = typer.Option(None, envvar="EMOSTREAM_PORT", help="[default: 8000]"),
     broker: str | None = typer.Option(
-        None, envvar="EMOSTREAM_BROKER", help="'memory' (in-process; the only one so far)"
+        None,
+        envvar="EMOSTREAM_BROKER",
+        help="'memory' (worker in this process) or redis://HOST:PORT/DB (workers run "
+        "separately: `emostream worker`) [default: memory]",
     ),
     log_level: str | None = typer.Option(None, envvar="EMOSTREAM_LOG_LEVEL"),
 ) -> None:
-    """Start the HTTP API: /v1/predict, /healthz, /readyz, /metrics."""
+    """Start the server: WebRTC sessions, /v1/predict, /healthz, /readyz, /metrics."""
     import uvicorn
 
+    from emostream.broker.factory import BrokerURLError, check_url
     from emostream.stream.app import create_app
 
     settings = _settings(host=host, port=port, broker=broker, log_level=log_level)
-    if settings.broker != "memory":
-        raise _fail(f"broker {settings.broker!r} is not supported yet; use 'memory'", EXIT_USAGE)
+    try:
+        check_url(settings.broker)
+    except BrokerURLError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -92,6 +98,59 @@ def serve(
         port=settings.port,
         log_level=settings.log_level.lower(),
     )
+
+
+@app.command()
+def worker(
+    broker: str | None = typer.Option(
+        None, envvar="EMOSTREAM_BROKER", help="redis://HOST:PORT/DB shared with the ingest nodes"
+    ),
+    metrics_port: int | None = typer.Option(
+        None, envvar="EMOSTREAM_METRICS_PORT", help="Prometheus /metrics port; 0 = none [9100]"
+    ),
+    metrics_host: str | None = typer.Option(
+        None, envvar="EMOSTREAM_METRICS_HOST", help="[default: 127.0.0.1]"
+    ),
+    name: str | None = typer.Option(
+        None, "--name", envvar="EMOSTREAM_WORKER_NAME", help="consumer name [hostname-pid]"
+    ),
+    max_batch: int | None = typer.Option(
+        None,
+        envvar="EMOSTREAM_WORKER_MAX_BATCH",
+        min=1,
+        help="B; default by provider (EMOSTREAM_WORKER_MAX_BATCH_CPU/_GPU: 16/64)",
+    ),
+    log_level: str | None = typer.Option(None, envvar="EMOSTREAM_LOG_LEVEL"),
+) -> None:
+    """A batching inference worker for the Redis broker (run as many as you like)."""
+    import asyncio
+
+    from emostream.broker.factory import BrokerURLError, check_url
+
+    settings = _settings(
+        broker=broker,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        worker_name=name,
+        worker_max_batch=max_batch,
+        log_level=log_level,
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        check_url(settings.broker)
+    except BrokerURLError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    from emostream.models.worker_process import run_worker
+
+    service = _face_service(settings)
+    try:
+        asyncio.run(run_worker(settings, service))
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except OSError as exc:  # e.g. the metrics port is taken
+        raise _fail(str(exc), EXIT_USAGE) from None
 
 
 @app.command()
@@ -352,6 +411,36 @@ def bench_stream(
     if not counts or min(counts) < 1:
         raise _fail("--clients needs positive numbers", EXIT_USAGE)
     typer.echo(run(counts, seconds=seconds, out=out))
+
+
+@bench_app.command("worker")
+def bench_worker(
+    batches: str = typer.Option("1,2,4,8,16,32,64,128,256", help="batch sizes, comma-separated"),
+    repeats: int = typer.Option(50, min=1, help="timed calls per batch size"),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    providers: str | None = typer.Option(
+        None, envvar="EMOSTREAM_PROVIDERS", help="e.g. CUDAExecutionProvider,CPUExecutionProvider"
+    ),
+) -> None:
+    """Faces/s of the worker's classifier at batch 1…256 on this machine's provider."""
+    from emostream.bench.worker import run_worker_bench
+
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise _fail(f"--batches {batches!r}: give numbers like 1,8,64", EXIT_USAGE) from None
+    if not sizes or min(sizes) < 1:
+        raise _fail("--batches needs positive numbers", EXIT_USAGE)
+    chosen = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
+    bench = run_worker_bench(
+        sizes,
+        repeats,
+        out,
+        chosen,
+        chart=out.parent / "bench-worker.png",
+        command=f"emostream bench worker --batches {batches} --repeats {repeats}",
+    )
+    typer.echo(bench.section)
 
 
 def main() -> None:

@@ -74,3 +74,17 @@ QUEUE_DEPTH = Gauge(
     ["modality"],
 )
 ACTIVE_SESSIONS = Gauge("emostream_active_sessions", "WebRTC sessions open on this ingest node")
+BROKER_UP = Gauge(
+    "emostream_broker_up",
+    "1 while this process reaches its broker (always 1 for the in-process one)",
+)
+JOBS_RECLAIMED = Counter(
+    "emostream_jobs_reclaimed_total",
+    "Jobs a worker took over from another that stopped answering (XAUTOCLAIM)",
+    ["modality"],
+)
+WORKER_INFO = Gauge(
+    "emostream_worker_info",
+    "1 per inference worker process; its consumer name, provider and batch settings",
+    ["worker", "provider", "max_batch"],
+)

@@ -62,6 +62,19 @@ class VoiceMessage(_Message):
     model: str | None = None
 
 
+class ErrorMessage(_Message):
+    """On the data channel and SSE: the session lives on, but something is wrong.
+
+    ``code`` ``broker_unavailable``: the server cannot reach its job broker (Redis); frames
+    are dropped until it is back, then face messages simply resume.
+    """
+
+    type: Literal["error"] = "error"
+    session: str | None = None
+    code: str
+    detail: str
+
+
 class ErrorBody(BaseModel):
     """Every 4xx/5xx body: a stable machine code and a sentence for a person."""
 

@@ -50,8 +50,22 @@ class Settings(BaseSettings):
     smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
     max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
     deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
-    worker_max_batch: int = Field(default=16, ge=1)
-    worker_max_wait_ms: float = Field(default=4.0, ge=0)
+    worker_max_batch: int | None = Field(
+        default=None, ge=1, description="B: frames per batch; unset = by provider (below)"
+    )
+    worker_max_batch_cpu: int = Field(default=16, ge=1, description="B on the CPU provider")
+    worker_max_batch_gpu: int = Field(default=64, ge=1, description="B on CUDA/TensorRT")
+    worker_max_wait_ms: float = Field(default=4.0, ge=0, description="T: wait after the first")
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="SIGTERM: finish in-flight")
+
+    # the Redis broker and separate worker processes (`emostream worker`)
+    broker_codec: Literal["jpeg", "raw"] = "jpeg"
+    broker_jpeg_quality: int = Field(default=90, ge=1, le=100)
+    broker_stream_max_len: int = Field(default=2000, ge=10)
+    claim_idle_ms: int = Field(default=500, ge=1, description="claim a dead worker's jobs")
+    worker_name: str | None = Field(default=None, description="consumer name; hostname-pid")
+    metrics_host: str = Field(default="127.0.0.1", description="worker /metrics address")
+    metrics_port: int = Field(default=9100, ge=0, le=65535, description="worker /metrics port")
     max_sdp_bytes: int = Field(default=64 * 1024, gt=0)
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="bearer tokens; empty = no auth"
@@ -83,6 +97,14 @@ class Settings(BaseSettings):
             intra_op_threads=self.intra_op_threads,
             inter_op_threads=self.inter_op_threads,
         )
+
+    def max_batch(self, provider: str) -> int:
+        """B for this provider: a GPU wants far bigger batches than a CPU."""
+        if self.worker_max_batch is not None:
+            return self.worker_max_batch
+        if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            return self.worker_max_batch_gpu
+        return self.worker_max_batch_cpu
 
     def detector_config(self) -> HaarConfig | BlazeFaceConfig:
         if self.detector == "blazeface":

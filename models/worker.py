@@ -53,30 +53,49 @@ class FaceWorker:
         self.config = config or WorkerConfig()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-infer")
         self._task: asyncio.Task[None] | None = None
+        self._draining = False
+        self._busy = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="face-worker")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
+
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop; with ``drain_s`` > 0 the batch in progress finishes and is published first.
+
+        Jobs this worker has read but not started stay pending in the broker, where another
+        worker claims them (Redis) or their session's end drops them (in-process).
+        """
+        task, self._draining = self._task, True
+        if task is not None and drain_s > 0 and self._busy:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), drain_s)
+        if task is not None and not task.done():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self._executor.shutdown(wait=True)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
-        while True:
+        while not self._draining:
             jobs = await self.broker.take("face", cfg.max_batch, cfg.max_wait_ms / 1000.0)
             if not jobs:
                 continue
+            self._busy = True
             try:
                 results = await loop.run_in_executor(self._executor, self.infer, jobs)
             except Exception:  # never let one batch kill the worker
                 log.exception("face batch of %d failed", len(jobs))
                 results = [self._failed(j, "inference failed") for j in jobs]
-            await self.broker.publish(results)
+            try:
+                await self.broker.publish(results)
+            finally:
+                self._busy = False
 
     def _failed(self, job: Job, why: str) -> Result:
         r = count_drop(job, DropReason.error)
@@ -116,13 +135,8 @@ class FaceWorker:
             metrics.FRAMES_PROCESSED.labels("face").inc()
             scale = job.meta.get("scale", 1.0)
             self.service.count_predictions(frame_faces.scores)
-            out[i] = Result(
-                job.session,
-                job.modality,
-                job.seq,
-                job.pts,
-                job.created,
-                job.meta,
+            out[i] = Result.of(
+                job,
                 model=card.ref,
                 boxes=[_source_box(b, scale) for b in frame_faces.boxes],
                 scores=frame_faces.scores,

@@ -22,7 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from emostream import __version__, metrics
-from emostream.broker.memory import MemoryBroker
+from emostream.broker.base import Broker
+from emostream.broker.factory import make_broker
 from emostream.models.repository import ModelRepository
 from emostream.models.service import FaceService
 from emostream.models.worker import FaceWorker, WorkerConfig
@@ -44,23 +45,30 @@ class AppState:
         self.face_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.predict_concurrency)
         self.seq = 0
-        self.broker: MemoryBroker | None = None
+        self.broker: Broker | None = None
         self.worker: FaceWorker | None = None
         self.sessions: SessionManager | None = None
 
     async def start_realtime(self) -> None:
-        """The embedded broker, its batching worker and the session manager."""
+        """The broker, the session manager and, with ``memory``, the in-process worker.
+
+        With a Redis broker the batching workers are separate processes (``emostream
+        worker``); this node only ingests, routes results and answers REST predictions.
+        """
         if self.face is None:
             return
         s = self.settings
-        self.broker = MemoryBroker(max_in_flight=s.max_in_flight, deadline_s=s.deadline_ms / 1e3)
+        self.broker = make_broker(s)
         await self.broker.start()
-        self.worker = FaceWorker(
-            self.broker,
-            self.face,
-            WorkerConfig(max_batch=s.worker_max_batch, max_wait_ms=s.worker_max_wait_ms),
-        )
-        self.worker.start()
+        if s.broker == "memory":
+            self.worker = FaceWorker(
+                self.broker,
+                self.face,
+                WorkerConfig(
+                    max_batch=s.max_batch(self.face.provider), max_wait_ms=s.worker_max_wait_ms
+                ),
+            )
+            self.worker.start()
         self.sessions = SessionManager(
             self.broker,
             SessionConfig(
@@ -144,6 +152,9 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             return JSONResponse(
                 {"ready": False, "reason": state.face_error or "models are loading"}, 503
             )
+        broker = state.broker
+        if broker is not None and not await broker.healthy():
+            return JSONResponse({"ready": False, "reason": broker.problem or "broker down"}, 503)
         return JSONResponse(
             {
                 "ready": True,

@@ -32,7 +32,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 
 from emostream import metrics
-from emostream.broker.base import Broker, Job
+from emostream.broker.base import Broker, DropReason, Job
+from emostream.schema import ErrorMessage
 from emostream.stream.results import FaceResults
 
 log = logging.getLogger(__name__)
@@ -145,18 +146,27 @@ class Session:
 
     async def _send_results(self) -> None:
         async for result in self.broker.results(self.id):
-            msg = self.view.message(result)
-            if msg is None:
+            if result.dropped is DropReason.unavailable and result.error:
+                self._send(
+                    ErrorMessage(
+                        session=self.id, code="broker_unavailable", detail=result.error
+                    ).to_json()
+                )
                 continue
-            text = msg.to_json()
-            channel = self.channel
-            if channel is not None and channel.readyState == "open":
-                channel.send(text)
-            for q in list(self.subscribers):
-                if q.full():
-                    q.get_nowait()  # a slow reader loses the oldest, not the newest
-                q.put_nowait(text)
-            self.messages_out += 1
+            msg = self.view.message(result)
+            if msg is not None:
+                self._send(msg.to_json())
+
+    def _send(self, text: str) -> None:
+        """To the data channel (when open) and every SSE subscriber."""
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+        for q in list(self.subscribers):
+            if q.full():
+                q.get_nowait()  # a slow reader loses the oldest, not the newest
+            q.put_nowait(text)
+        self.messages_out += 1
 
     def subscribe(self) -> asyncio.Queue[str | None]:
         q: asyncio.Queue[str | None] = asyncio.Queue(SSE_QUEUE)

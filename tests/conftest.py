@@ -19,6 +19,8 @@ from emostream.settings import Settings
 from emostream.training.blazeface_import import import_blazeface
 from emostream.training.fer_import import NAME, import_fer
 
+from redis_server import RedisServer
+
 FIXTURES = Path(__file__).parent / "fixtures"
 NO_DATA = "shared data not found: set EMOSTREAM_DATA to the folder holding fer2013/ and media/"
 
@@ -85,3 +87,11 @@ def output_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     path = base / request.node.name.replace("/", "_")
     path.mkdir(parents=True, exist_ok=True)
     yield path
+
+
+@pytest.fixture()
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -28,6 +28,9 @@ class DropReason(StrEnum):
     session_closed = "session_closed"  # the session ended before it ran
     error = "error"  # the worker failed on it (bad payload); the session lives on
     overload = "overload"  # the broker refused it (queue full across sessions)
+    malformed = "malformed"  # a job on the stream that no worker can read (acked, not run)
+    unavailable = "unavailable"  # the broker (Redis) was unreachable when it was submitted
+    lost = "lost"  # no worker answered long after its deadline (stream trimmed or wiped)
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Job:
     deadline: float = 0.0  # monotonic; 0 = created + the broker's default
     meta: dict[str, float] = field(default_factory=dict)  # e.g. scale back to source pixels
     enqueued: float = 0.0
+    reply_to: str = ""  # where its result goes (the Redis broker: the ingest node's stream)
+    token: str = ""  # the broker's handle for acknowledging it (a stream entry id)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -67,6 +72,23 @@ class Result:
     error: str | None = None
     queue_s: float = 0.0
     inference_s: float = 0.0
+    reply_to: str = ""
+    token: str = ""
+
+    @classmethod
+    def of(cls, job: Job, **fields: object) -> Result:
+        """A result for ``job``: its identity, timing and routing copied over."""
+        return cls(
+            job.session,
+            job.modality,
+            job.seq,
+            job.pts,
+            job.created,
+            job.meta,
+            reply_to=job.reply_to,
+            token=job.token,
+            **fields,  # type: ignore[arg-type]
+        )
 
 
 class Broker(ABC):
@@ -106,11 +128,16 @@ class Broker(ABC):
     async def publish(self, results: list[Result]) -> None: ...
 
     @abstractmethod
-    def depth(self, modality: Modality) -> int:
+    async def depth(self, modality: Modality) -> int:
         """Jobs queued and not yet taken."""
 
     async def healthy(self) -> bool:
         return True
+
+    @property
+    def problem(self) -> str | None:
+        """Why the broker cannot take jobs right now (``/readyz`` says it), or None."""
+        return None
 
     def _stamp(self, job: Job) -> Job:
         if not job.deadline:
@@ -122,6 +149,4 @@ class Broker(ABC):
 def count_drop(job: Job, reason: DropReason) -> Result:
     """Count a dropped job and make the result that tells its session."""
     metrics.FRAMES_DROPPED.labels(job.modality, reason.value).inc()
-    return Result(
-        job.session, job.modality, job.seq, job.pts, job.created, job.meta, dropped=reason
-    )
+    return Result.of(job, dropped=reason)

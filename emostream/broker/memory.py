@@ -50,7 +50,7 @@ class MemoryBroker(Broker):
         for modality, queues in self._pending.items():
             for job in queues.pop(session, deque()):
                 count_drop(job, DropReason.session_closed)
-            metrics.QUEUE_DEPTH.labels(modality).set(self.depth(modality))
+            metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
         q = self._results.pop(session, None)
         if q is not None:
             q.put_nowait(None)
@@ -65,7 +65,7 @@ class MemoryBroker(Broker):
                 count_drop(queue.popleft(), DropReason.superseded)
             )
         queue.append(self._stamp(job))
-        metrics.QUEUE_DEPTH.labels(job.modality).set(self.depth(job.modality))
+        metrics.QUEUE_DEPTH.labels(job.modality).set(self._depth(job.modality))
         self._event(job.modality).set()
 
     async def results(self, session: str) -> AsyncIterator[Result]:
@@ -117,7 +117,7 @@ class MemoryBroker(Broker):
             except TimeoutError:
                 self._collect(modality, max_items - len(out), out)
                 break
-        metrics.QUEUE_DEPTH.labels(modality).set(self.depth(modality))
+        metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
         return out
 
     async def publish(self, results: list[Result]) -> None:
@@ -126,5 +126,8 @@ class MemoryBroker(Broker):
             if q is not None:  # a session that ended meanwhile simply gets nothing
                 q.put_nowait(r)
 
-    def depth(self, modality: Modality) -> int:
+    async def depth(self, modality: Modality) -> int:
+        return self._depth(modality)
+
+    def _depth(self, modality: Modality) -> int:
         return sum(len(q) for q in self._pending[modality].values())

@@ -1,0 +1,233 @@
+"""The Redis broker's fault handling, against a real redis-server (no WebRTC needed).
+
+A dead worker's jobs are claimed by another or dropped as stale; Redis going away is
+reported to sessions and ``problem``/``healthy`` and never raises into a session; when it
+comes back (empty) results resume; entries no worker can read are acked and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from emostream import metrics
+from emostream.broker.base import DropReason, Job, Result
+from emostream.broker.redis import RedisBroker, RedisBrokerConfig
+from emostream.broker.wire import decode_result, encode_job
+
+from redis_server import RedisServer
+
+
+def _job(session: str, seq: int, deadline_s: float = 30.0) -> Job:
+    return Job(
+        session=session,
+        modality="face",
+        seq=seq,
+        pts=seq / 15,
+        payload=np.full((48, 64, 3), 80, np.uint8),
+        deadline=time.monotonic() + deadline_s,
+    )
+
+
+def _broker(url: str, consumer: str, **kw: object) -> RedisBroker:
+    config = RedisBrokerConfig(url=url, consumer=consumer, claim_idle_ms=200, **kw)  # type: ignore[arg-type]
+    return RedisBroker(config, max_in_flight=2, deadline_s=30.0)
+
+
+def _dropped(reason: str) -> float:
+    return metrics.FRAMES_DROPPED.labels("face", reason)._value.get()  # type: ignore[attr-defined]
+
+
+async def _next(broker: RedisBroker, session: str) -> Result:
+    async def first() -> Result:
+        async for r in broker.results(session):
+            return r
+        raise AssertionError("result stream ended")
+
+    return await asyncio.wait_for(first(), 30)
+
+
+@pytest.fixture()
+async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
+    b = _broker(redis_server.url, "ingest")
+    await b.start()
+    yield b
+    await b.close()
+
+
+async def test_jobs_of_a_dead_worker_are_claimed_by_another(
+    redis_server: RedisServer, ingest: RedisBroker
+) -> None:
+    await ingest.open_session("s")
+    await ingest.submit(_job("s", 1))
+    dead = _broker(redis_server.url, "dead")
+    taken = await dead.take("face", 8, 0.0)
+    assert [j.seq for j in taken] == [1]  # read, never answered: the worker "died" here
+    survivor = _broker(redis_server.url, "survivor")
+    before = metrics.JOBS_RECLAIMED.labels("face")._value.get()  # type: ignore[attr-defined]
+    try:
+        claimed: list[Job] = []
+        for _ in range(50):  # claim_idle_ms=200; each take blocks up to 1 s when idle
+            claimed = await survivor.take("face", 8, 0.0)
+            if claimed:
+                break
+        assert [j.seq for j in claimed] == [1]
+        await survivor.publish([Result.of(j, model="m/1") for j in claimed])
+        r = await _next(ingest, "s")
+        assert (r.seq, r.model, r.dropped) == (1, "m/1", None)
+        assert metrics.JOBS_RECLAIMED.labels("face")._value.get() - before == 1  # type: ignore[attr-defined]
+        redis = aioredis.Redis.from_url(redis_server.url)
+        pending = await redis.xpending("emostream:jobs:face", "emostream-workers")
+        await redis.aclose()
+        assert pending["pending"] == 0  # acked by the survivor
+    finally:
+        await survivor.close()
+        await dead.close()
+
+
+async def test_a_dead_workers_stale_jobs_are_dropped_not_run(
+    redis_server: RedisServer, ingest: RedisBroker
+) -> None:
+    await ingest.open_session("s")
+    await ingest.submit(_job("s", 1, deadline_s=0.1))
+    dead = _broker(redis_server.url, "dead")
+    assert len(await dead.take("face", 8, 0.0)) == 1
+    survivor = _broker(redis_server.url, "survivor")
+    before = _dropped("deadline")
+    try:
+
+        async def work() -> None:
+            while True:
+                assert await survivor.take("face", 8, 0.0) == []  # nothing runnable
+
+        task = asyncio.create_task(work())
+        r = await _next(ingest, "s")  # the survivor claims it, drops it, tells the session
+        task.cancel()
+        assert (r.seq, r.dropped) == (1, DropReason.deadline)
+        assert _dropped("deadline") - before == 1
+    finally:
+        await survivor.close()
+        await dead.close()
+
+
+async def test_redis_going_away_is_reported_and_results_resume_after_restart(
+    redis_server: RedisServer, ingest: RedisBroker
+) -> None:
+    await ingest.open_session("s")
+    worker = _broker(redis_server.url, "w")
+    try:
+        await ingest.submit(_job("s", 1))
+        (job,) = await worker.take("face", 8, 0.0)
+        await worker.publish([Result.of(job, model="m/1")])
+        assert (await _next(ingest, "s")).seq == 1
+
+        redis_server.stop()
+        r = await _next(ingest, "s")  # the reader notices and tells the session once
+        assert r.dropped is DropReason.unavailable and r.error and "unreachable" in r.error
+        assert not await ingest.healthy() and ingest.problem is not None
+        before = _dropped("unavailable")
+        await ingest.submit(_job("s", 2))  # no exception: dropped and counted
+        assert _dropped("unavailable") - before == 1
+        assert await worker.take("face", 8, 0.0) == []  # the worker backs off, no crash
+
+        redis_server.start()  # same port, empty: no stream, no group
+        for _ in range(100):
+            if await ingest.healthy():
+                break
+            await asyncio.sleep(0.1)
+        assert ingest.problem is None
+        await ingest.submit(_job("s", 3))
+        jobs: list[Job] = []
+        for _ in range(10):
+            jobs = await worker.take("face", 8, 0.0)
+            if jobs:
+                break
+        assert [j.seq for j in jobs] == [3]
+        await worker.publish([Result.of(j, model="m/1") for j in jobs])
+        r = await _next(ingest, "s")
+        while r.dropped is DropReason.unavailable:  # a second notice if it raced the restart
+            r = await _next(ingest, "s")
+        assert (r.seq, r.dropped) == (3, None)
+    finally:
+        await worker.close()
+
+
+async def test_entries_no_worker_can_read_are_acked_and_counted(
+    redis_server: RedisServer, ingest: RedisBroker, tmp_path: Path
+) -> None:
+    await ingest.open_session("s")
+    redis = aioredis.Redis.from_url(redis_server.url)
+    worker = _broker(redis_server.url, "w")
+    stream = "emostream:jobs:face"
+    try:
+        await worker.take("face", 1, 0.0)  # creates the group
+        await redis.xadd(stream, {"garbage": "yes"})  # not a job at all
+        good = encode_job(_job("s", 1))
+        good[b"reply_to"] = ingest.results_key.encode()
+        bad_payload = {**good, b"seq": b"2", b"data": b"not a jpeg"}  # header fine, pixels not
+        await redis.xadd(stream, bad_payload)  # type: ignore[arg-type]
+        await redis.xadd(stream, good)  # type: ignore[arg-type]
+        malformed, errors = _dropped("malformed"), _dropped("error")
+        jobs = await worker.take("face", 8, 0.0)
+        assert [j.seq for j in jobs] == [1]  # the readable one, and the worker goes on
+        assert _dropped("malformed") - malformed == 1
+        assert _dropped("error") - errors == 1
+        # the bad payload's session is told on its node's stream (this ingest ignores it:
+        # it never sent that entry)
+        ((_, fields),) = await redis.xrange(ingest.results_key)
+        r = decode_result(fields)
+        assert r.seq == 2 and r.dropped is DropReason.error and "bad payload" in (r.error or "")
+        pending = await redis.xpending(stream, "emostream-workers")
+        assert pending["pending"] == 1  # only the job being run; the bad two are acked
+    finally:
+        await redis.aclose()
+        await worker.close()
+
+
+async def test_results_for_a_closed_session_are_ignored(
+    redis_server: RedisServer, ingest: RedisBroker
+) -> None:
+    worker = _broker(redis_server.url, "w")
+    try:
+        await ingest.open_session("gone")
+        await ingest.submit(_job("gone", 1))
+        (job,) = await worker.take("face", 8, 0.0)
+        await ingest.close_session("gone")
+        await worker.publish([Result.of(job, model="m/1")])  # no error, nobody gets it
+        await ingest.open_session("other")
+        await ingest.submit(_job("other", 1))
+        (job2,) = await worker.take("face", 8, 0.0)
+        await worker.publish([Result.of(job2, model="m/1")])
+        assert (await _next(ingest, "other")).session == "other"
+    finally:
+        await worker.close()
+
+
+def test_results_survive_the_wire() -> None:
+    from emostream.broker.wire import encode_result
+
+    job = _job("s", 7)
+    r = Result.of(
+        job,
+        model="face-emotion/1",
+        boxes=[(1, 2, 30, 40)],
+        scores=np.array([[0.25, 0.75]], np.float32),
+        classes=["sad", "happy"],
+        queue_s=0.001,
+        inference_s=0.002,
+    )
+    back = decode_result(encode_result(r))
+    assert (back.session, back.seq, back.boxes, back.classes) == (
+        "s",
+        7,
+        [(1, 2, 30, 40)],
+        ["sad", "happy"],
+    )
+    assert back.scores is not None and np.allclose(back.scores, r.scores)  # type: ignore[arg-type]
+    assert abs(back.created - job.created) < 0.01
