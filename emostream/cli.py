@@ -266,6 +266,8 @@ def client(
                 count += 1
                 if fmt is Format.jsonl:
                     sys.stdout.write(json.dumps(msg) + "\n")
+                elif msg.get("type") == "error":
+                    typer.echo(f"emostream: server: {msg.get('code')}: {msg.get('detail')}", err=True)
                 else:
                     faces = (
                         "; ".join(
@@ -400,17 +402,37 @@ def bench_stream(
     clients: str = typer.Option("1,4,8,16", help="client counts, comma-separated"),
     seconds: float = typer.Option(20.0, min=1.0, help="measuring window per count"),
     out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    broker: str = typer.Option(
+        "memory",
+        help="'memory', or redis://127.0.0.1:PORT/0: the bench then runs its own "
+        "redis-server there, W worker processes, and the memory broker for comparison",
+    ),
+    workers: str = typer.Option("1,2,3", help="with --broker redis://…: worker counts"),
 ) -> None:
     """N concurrent WebRTC clients (640x480@15 fps, real video) in a private namespace."""
-    from emostream.bench.stream import run
+    counts = _numbers("--clients", clients)
+    if broker == "memory":
+        from emostream.bench.stream import run
+
+        typer.echo(run(counts, seconds=seconds, out=out))
+        return
+    from emostream.bench import scaleout
 
     try:
-        counts = [int(c) for c in clients.split(",") if c.strip()]
+        scaleout.check_redis_url(broker)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    typer.echo(scaleout.run(counts, _numbers("--workers", workers), broker, seconds, out))
+
+
+def _numbers(option: str, text: str) -> list[int]:
+    try:
+        values = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
-        raise _fail(f"--clients {clients!r}: give numbers like 1,4,8,16", EXIT_USAGE) from None
-    if not counts or min(counts) < 1:
-        raise _fail("--clients needs positive numbers", EXIT_USAGE)
-    typer.echo(run(counts, seconds=seconds, out=out))
+        raise _fail(f"{option} {text!r}: give numbers like 1,4,8", EXIT_USAGE) from None
+    if not values or min(values) < 1:
+        raise _fail(f"{option} needs positive numbers", EXIT_USAGE)
+    return values
 
 
 @bench_app.command("worker")

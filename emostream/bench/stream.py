@@ -51,6 +51,7 @@ class RunResult:
     client_cpu_s: float = 0.0
     connected: int = 0
     error: str | None = None
+    helper_cpu_s: float = 0.0
 
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
@@ -117,7 +118,16 @@ def _metric_sum(text: str, name: str, **labels: str) -> dict[str, float]:
     return out
 
 
-async def _one_run(n: int, clip: Path, seconds: float, warmup: float) -> RunResult:
+async def _one_run(
+    n: int,
+    clip: Path,
+    seconds: float,
+    warmup: float,
+    env_extra: dict[str, str] | None = None,
+    helpers: list[int] | None = None,
+) -> RunResult:
+    """One measuring window with ``n`` clients; ``helpers``: other pids whose CPU counts
+    (the Redis bench's workers and redis-server), summed into ``RunResult.helper_cpu_s``."""
     from aiortc.contrib.media import MediaPlayer
 
     from emostream.stream.client import EmotionClient, Source
@@ -125,6 +135,7 @@ async def _one_run(n: int, clip: Path, seconds: float, warmup: float) -> RunResu
     port = 18000 + n
     url = f"http://{ADDR}:{port}"
     env = {k: v for k, v in os.environ.items() if k != ENV_INSIDE}
+    env.update(env_extra or {})
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "emostream"),
@@ -171,10 +182,12 @@ async def _one_run(n: int, clip: Path, seconds: float, warmup: float) -> RunResu
             await asyncio.sleep(warmup)
             before = (await http.get(f"{url}/metrics")).text
             cpu0, ccpu0 = _cpu_seconds(server.pid), time.process_time()
+            hcpu0 = sum(_cpu_seconds(p) for p in helpers or [])
             measuring.set()
             await asyncio.sleep(seconds)
             measuring.clear()
             result.server_cpu_s = _cpu_seconds(server.pid) - cpu0
+            result.helper_cpu_s = sum(_cpu_seconds(p) for p in helpers or []) - hcpu0
             result.client_cpu_s = time.process_time() - ccpu0
             after = (await http.get(f"{url}/metrics")).text
             fin = "emostream_frames_in_total"

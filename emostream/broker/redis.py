@@ -89,7 +89,7 @@ class RedisBrokerConfig(BaseModel):
     lost_after_s: float = Field(default=3.0, gt=0, description="unanswered past deadline")
     socket_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
-    max_backoff_s: float = Field(default=2.0, gt=0)
+    max_backoff_s: float = Field(default=1.0, gt=0)
 
 
 class Backoff:
@@ -361,7 +361,6 @@ class RedisBroker(Broker):
         abandoned jobs at least that often; a busy one looks at each call, at that rate.
         """
         out: list[Job] = []
-        first: float | None = None
         try:
             if modality not in self._taking:
                 await self._ensure_group(modality)
@@ -373,26 +372,16 @@ class RedisBroker(Broker):
                 if now >= self._tidy_at:
                     self._tidy_at = now + 30
                     await self._forget_idle_consumers(modality)
-            first = time.monotonic() if out else None
-            while len(out) < max_items:
-                if first is None:
-                    block = self.config.claim_interval_ms
-                else:
-                    left = max_wait_s - (time.monotonic() - first)
-                    if left <= 0:
-                        break
-                    block = max(1, int(left * 1000))
-                reply = await self._read_group(modality, max_items - len(out), block)
-                if not reply:
-                    break
-                for entry_id, fields in reply:
-                    job = self._admit(modality, entry_id.decode(), fields)
-                    if job is not None:
-                        out.append(job)
-                if out and first is None:
-                    first = time.monotonic()
-                if max_wait_s <= 0 and out:
-                    break
+            if not out:  # idle: block until the first job (or the next claim check)
+                await self._read_into(out, modality, max_items, self.config.claim_interval_ms)
+            if out and len(out) < max_items:  # whatever else is already there
+                await self._read_into(out, modality, max_items, None)
+            if out and len(out) < max_items and max_wait_s > 0:
+                # Wait T on our side, then read once more. Not ``BLOCK T``: Redis ends short
+                # blocking reads only when its event loop next wakes (up to 1/hz = 100 ms
+                # on a quiet server), which measured as +35 ms median latency.
+                await asyncio.sleep(max_wait_s)
+                await self._read_into(out, modality, max_items, None)
             self._take_backoff.reset()
             self._up()
         except (*UNREACHABLE, RedisError) as exc:
@@ -404,7 +393,16 @@ class RedisBroker(Broker):
         await self._update_depth(modality)
         return out
 
-    async def _read_group(self, modality: Modality, count: int, block: int) -> list[Any]:
+    async def _read_into(
+        self, out: list[Job], modality: Modality, max_items: int, block: int | None
+    ) -> None:
+        reply = await self._read_group(modality, max_items - len(out), block)
+        for entry_id, fields in reply:
+            job = self._admit(modality, entry_id.decode(), fields)
+            if job is not None:
+                out.append(job)
+
+    async def _read_group(self, modality: Modality, count: int, block: int | None) -> list[Any]:
         stream = self.stream(modality)
         for attempt in (1, 2):
             try:

@@ -273,7 +273,13 @@
     } catch (_) {
       return;
     }
+    if (msg && msg.type === 'error') {
+      // e.g. broker_unavailable: the session lives on; face messages resume by themselves
+      showError(`Server: ${msg.detail || msg.code}`);
+      return;
+    }
     if (!msg || msg.type !== 'face' || !Array.isArray(msg.faces)) return; // e.g. voice, later
+    if (ui.error.textContent.startsWith('Server: ')) showError('');
     const now = performance.now();
     latest = { msg, at: now };
     arrivals.push(now);

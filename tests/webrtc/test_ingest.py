@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +21,8 @@ import pytest
 from emostream.paths import data_root
 from emostream.stream.client import EmotionClient, Source
 
-ROOT = Path(__file__).resolve().parents[2]
-EMOSTREAM = [str(Path(sys.executable).parent / "emostream")]
+from procs import EMOSTREAM, Server, Worker
+from redis_server import RedisServer
 
 
 def _video() -> Path:
@@ -35,64 +32,24 @@ def _video() -> Path:
     return root / "media" / "woman2.mp4"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, host: str, **env: str) -> None:
-        self.port = _free_port(host)
-        self.url = f"http://{host}:{self.port}"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("EMOSTREAM_")}
-        environ.update({"EMOSTREAM_MODEL_ROOT": str(ROOT / "models"), **env})
-        if "EMOSTREAM_DATA" in os.environ:
-            environ["EMOSTREAM_DATA"] = os.environ["EMOSTREAM_DATA"]
-        self.proc = subprocess.Popen(
-            [
-                *EMOSTREAM,
-                "serve",
-                "--host",
-                host,
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited: {self.proc.stderr.read() if self.proc.stderr else ''}"
-                )
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def server(netns_ip: str) -> Iterator[Server]:
-    s = Server(netns_ip, EMOSTREAM_IDLE_TIMEOUT_S="2")
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(
+    request: pytest.FixtureRequest, netns_ip: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The same tests against both brokers: in-process, and Redis with a separate worker."""
+    logs = tmp_path_factory.mktemp(f"ingest-{request.param}")
+    if request.param == "memory":
+        s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2")
+        yield s
+        s.stop()
+        return
+    redis = RedisServer(logs / "redis").start()
+    worker = Worker(redis.url, logs, "ingest-tests-worker")
+    s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2", EMOSTREAM_BROKER=redis.url)
     yield s
     s.stop()
+    worker.stop()
+    redis.stop()
 
 
 async def _collect(client: EmotionClient, n: int) -> list[dict]:
@@ -270,7 +227,7 @@ def test_unknown_sessions_are_404(server: Server, method: str, path: str) -> Non
 
 
 async def test_session_limit_and_tokens(netns_ip: str) -> None:
-    s = Server(netns_ip, EMOSTREAM_MAX_SESSIONS="1", EMOSTREAM_API_TOKENS="secret-1")
+    s = Server(netns_ip, None, EMOSTREAM_MAX_SESSIONS="1", EMOSTREAM_API_TOKENS="secret-1")
     try:
         async with httpx.AsyncClient(trust_env=False) as http:
             r = await http.post(f"{s.url}/v1/offer", json={"sdp": VP9_ONLY, "type": "offer"})
