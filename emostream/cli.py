@@ -267,7 +267,9 @@ def client(
                 if fmt is Format.jsonl:
                     sys.stdout.write(json.dumps(msg) + "\n")
                 elif msg.get("type") == "error":
-                    typer.echo(f"emostream: server: {msg.get('code')}: {msg.get('detail')}", err=True)
+                    typer.echo(
+                        f"emostream: server: {msg.get('code')}: {msg.get('detail')}", err=True
+                    )
                 else:
                     faces = (
                         "; ".join(
