@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,13 +217,20 @@ print(json.dumps({**report(), "lingering": lingering.pid}))
     assert child["default_route"] is False
     assert child["udp4"] == "ENETUNREACH"
     assert child["ipv4"] == ["e0 10.213.0.1/24", "lo 127.0.0.1/8"]
-    # the process it left behind was killed, the namespace deleted
-    try:
-        os.kill(child["lingering"], 0)
-        alive = Path(f"/proc/{child['lingering']}/stat").read_text().split()[2] != "Z"
-    except ProcessLookupError:
-        alive = False
-    assert not alive
+    # the process it left behind was killed (SIGKILL is delivered asynchronously: on a busy
+    # machine the victim may still be running for a moment, so poll as a failure guard)
+    # and the namespace deleted
+    def alive() -> bool:
+        try:
+            os.kill(child["lingering"], 0)
+            return Path(f"/proc/{child['lingering']}/stat").read_text().split()[2] != "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive()
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(line.startswith(f"emotest{os.getpid()}_") for line in names.splitlines())
 
