@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emostream.bench.report import machine_lines, md_table, usable_cores, write_section
+from emostream.bench.report import machine_lines, md_table, num, usable_cores, write_section
 
 SECTION = "Face (emostream bench face)"
 COMMAND = "emostream bench face"
@@ -414,10 +414,6 @@ def draw_chart(path: Path, rows: Sequence[FrameStats], title: str) -> None:
     plt.close(fig)
 
 
-def _f(x: float, nd: int = 1) -> str:
-    return f"{x:,.{nd}f}"
-
-
 def render(
     *,
     batches: list[BatchResult],
@@ -476,10 +472,10 @@ def render(
         ratio = "1.0x" if s is ours else f"{s.median / ours.median:.1f}x"
         return [
             label,
-            _f(s.median, 2),
-            _f(s.p95, 2),
-            _f(1000.0 / s.median, 0),
-            _f(s.faces_per_frame, 2),
+            num(s.median, 2),
+            num(s.p95, 2),
+            num(1000.0 / s.median, 0),
+            num(s.faces_per_frame, 2),
             f"{s.frames_with_face:.0%}",
             ratio,
         ]
@@ -499,34 +495,34 @@ def render(
     split_rows: list[list[object]] = [
         [
             "emostream detect (`FaceAnalyzer.detect`), between model calls",
-            _f(detect.median, 2),
-            _f(detect.p95, 2),
+            num(detect.median, 2),
+            num(detect.p95, 2),
         ],
         [
             "emostream classify (`FaceAnalyzer.classify`: crop, preprocess, model)",
-            _f(classify.median, 2),
-            _f(classify.p95, 2),
+            num(classify.median, 2),
+            num(classify.p95, 2),
         ],
         [
             "emostream detect alone (no model calls in between)",
-            _f(detect_alone.median, 2),
-            _f(detect_alone.p95, 2),
+            num(detect_alone.median, 2),
+            num(detect_alone.p95, 2),
         ],
     ]
     if haar:
         split_rows.append(
             [
                 "emostream Haar detect alone (320 px, scale 1.2)",
-                _f(haar[1].median, 2),
-                _f(haar[1].p95, 2),
+                num(haar[1].median, 2),
+                num(haar[1].p95, 2),
             ]
         )
     if fer and fer.find_faces:
         split_rows.append(
             [
                 "fer detect (`FER.find_faces`, full frame, scale 1.1)",
-                _f(fer.find_faces.median, 2),
-                _f(fer.find_faces.p95, 2),
+                num(fer.find_faces.median, 2),
+                num(fer.find_faces.p95, 2),
             ]
         )
     lines += [md_table(["stage", "median", "p95"], split_rows), ""]
@@ -545,10 +541,10 @@ def render(
     brows = [
         [
             b.batch,
-            _f(b.model_ms, 2),
-            _f(b.model_fps, 0),
-            _f(b.full_ms, 2),
-            _f(b.full_fps, 0),
+            num(b.model_ms, 2),
+            num(b.model_fps, 0),
+            num(b.full_ms, 2),
+            num(b.full_fps, 0),
             f"{b.model_repeats} / {b.full_repeats}",
         ]
         for b in batches

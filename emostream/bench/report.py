@@ -119,3 +119,8 @@ def write_section(out: Path, heading: str, body: str) -> None:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(new, encoding="utf-8")
     tmp.replace(out)
+
+
+def num(x: float, nd: int = 1) -> str:
+    """A figure for a table: thousands separators, ``nd`` decimals."""
+    return f"{x:,.{nd}f}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,14 @@ from urllib.parse import urlparse
 import httpx
 
 from emostream.bench.report import machine_lines, md_table, write_section
-from emostream.bench.stream import ENV_INSIDE, NETNS_SETUP, RunResult, _one_run, prepare_clip
+from emostream.bench.stream import (
+    ENV_INSIDE,
+    RunResult,
+    _cpu_seconds,
+    _one_run,
+    prepare_clip,
+    rerun_in_netns,
+)
 from emostream.paths import data_root
 
 SECTION = "Stream over Redis (emostream bench stream --broker redis://… --workers)"
@@ -93,8 +99,6 @@ def _redis_run(
             )
             procs.append(w)
             _wait_http(f"http://127.0.0.1:{mport}/metrics", w)
-        from emostream.bench.stream import _cpu_seconds
-
         r0 = _cpu_seconds(redis.pid)
         result = asyncio.run(
             _one_run(
@@ -228,15 +232,8 @@ def run(clients: list[int], workers: list[int], broker: str, seconds: float, out
     command = f"emostream bench stream --broker {broker} --workers {w} --clients {c}"
     if os.environ.get(ENV_INSIDE) == "1":
         return run_inside(clients, workers, port, seconds, out, command)
-    inner = [sys.executable, "-m", "emostream.bench.scaleout", c, w, str(port), str(seconds)]
-    inner += [str(out.resolve()), command]
-    script = NETNS_SETUP + "exec " + " ".join(shlex.quote(a) for a in inner)
-    env = {**os.environ, ENV_INSIDE: "1"}
-    subprocess.run(["unshare", "--net", "--", "bash", "-c", script], check=True, env=env)
-    text = out.read_text(encoding="utf-8")
-    start = text.index(f"## {SECTION}")
-    end = text.find("\n## ", start + 1)
-    return text[start:] if end < 0 else text[start:end]
+    args = [c, w, str(port), str(seconds), str(out.resolve()), command]
+    return rerun_in_netns("emostream.bench.scaleout", args, out, SECTION)
 
 
 if __name__ == "__main__":

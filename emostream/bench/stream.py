@@ -337,19 +337,19 @@ def run(clients: list[int], seconds: float = 20.0, out: Path = Path("docs/BENCHM
     command = f"emostream bench stream --clients {','.join(map(str, clients))}"
     if os.environ.get(ENV_INSIDE) == "1":
         return run_inside(clients, seconds, out, command)
-    inner = [
-        sys.executable,
-        "-m",
-        "emostream.bench.stream",
-        ",".join(map(str, clients)),
-        str(seconds),
-        str(out.resolve()),
-    ]
+    module_args = [",".join(map(str, clients)), str(seconds), str(out.resolve())]
+    return rerun_in_netns("emostream.bench.stream", module_args, out, SECTION)
+
+
+def rerun_in_netns(module: str, args: list[str], out: Path, section: str) -> str:
+    """Run ``python -m module args`` in a fresh private network namespace (``unshare
+    --net``, the veth of NETNS_SETUP, no route out); return the section it wrote to ``out``."""
+    inner = [sys.executable, "-m", module, *args]
     script = NETNS_SETUP + "exec " + " ".join(shlex.quote(a) for a in inner)
     env = {**os.environ, ENV_INSIDE: "1"}
     subprocess.run(["unshare", "--net", "--", "bash", "-c", script], check=True, env=env)
     text = out.read_text(encoding="utf-8")
-    start = text.index(f"## {SECTION}")
+    start = text.index(f"## {section}")
     end = text.find("\n## ", start + 1)
     return text[start:] if end < 0 else text[start:end]
 

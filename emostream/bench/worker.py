@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emostream.bench.report import machine_lines, md_table, write_section
+from emostream.bench.report import machine_lines, md_table, num, write_section
 from emostream.models.detectors.base import Box
 from emostream.models.service import FaceService
 
@@ -353,10 +353,6 @@ def draw_chart(
     plt.close(fig)
 
 
-def _f(x: float, nd: int = 1) -> str:
-    return f"{x:,.{nd}f}"
-
-
 def render(
     *,
     heading: str = SECTION,
@@ -406,10 +402,10 @@ def render(
     rows: list[list[object]] = [
         [
             r.batch,
-            _f(r.model_ms, 2),
-            _f(r.model_fps, 0),
-            _f(r.predict_ms, 2),
-            _f(r.predict_fps, 0),
+            num(r.model_ms, 2),
+            num(r.model_fps, 0),
+            num(r.predict_ms, 2),
+            num(r.predict_fps, 0),
             f"{r.model_fps / base:.1f}x",
         ]
         for r in clf
@@ -441,11 +437,11 @@ def render(
             [
                 r.batch,
                 r.faces,
-                _f(r.total_ms, 2),
-                _f(r.detect_ms, 2),
-                _f(r.classify_ms, 2),
-                _f(r.frames_per_s, 0),
-                _f(r.faces_per_s, 0),
+                num(r.total_ms, 2),
+                num(r.detect_ms, 2),
+                num(r.classify_ms, 2),
+                num(r.frames_per_s, 0),
+                num(r.faces_per_s, 0),
             ]
             for r in frames
         ]
