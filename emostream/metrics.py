@@ -6,7 +6,10 @@ reason), so cardinality stays flat however many sessions run.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 #: 1 ms to 200 ms resolved finely, then a tail for overload.
 LATENCY_BUCKETS = (
@@ -88,3 +91,65 @@ WORKER_INFO = Gauge(
     "1 per inference worker process; its consumer name, provider and batch settings",
     ["worker", "provider", "max_batch"],
 )
+
+# Class drift (models/drift.py): computed at scrape time over this process's own window.
+DRIFT_PSI = Gauge(
+    "emostream_drift_psi",
+    "Population stability index of the recent predictions vs the model card's reference",
+    ["model", "version", "modality"],
+)
+DRIFT_JS = Gauge(
+    "emostream_drift_js_distance",
+    "Jensen-Shannon distance (base 2) of the recent predictions vs the card's reference",
+    ["model", "version", "modality"],
+)
+DRIFT_WINDOW_SAMPLES = Gauge(
+    "emostream_drift_window_samples",
+    "Predictions currently in the drift window",
+    ["model", "version", "modality"],
+)
+DRIFT_REFERENCE_MISSING = Gauge(
+    "emostream_drift_reference_missing",
+    "1 when the model card has no reference_distribution (drift not measured), else 0",
+    ["model", "version", "modality"],
+)
+
+#: Drop reasons each role can count (the /v1/predict media error codes come on demand).
+INGEST_DROPS = ("superseded", "session_closed", "unavailable", "lost")
+WORKER_DROPS = ("deadline", "error", "malformed")
+
+
+def initialise(role: Literal["ingest", "worker", "all-in-one"], modality: str = "face") -> None:
+    """Create this role's labelled series at zero, before anything happens.
+
+    A counter that has never been incremented does not exist for Prometheus: ``rate()`` of
+    it returns nothing instead of 0, panels say "No data" and ratios go missing. So every
+    series a role owns is exported from the start (Prometheus' "initialise your metrics").
+    """
+    if role != "worker":
+        FRAMES_IN.labels(modality)
+        for reason in INGEST_DROPS:
+            FRAMES_DROPPED.labels(modality, reason)
+        for stage in ("decode", "end_to_end"):
+            STAGE_LATENCY.labels(stage, modality)
+    if role != "ingest":
+        FRAMES_PROCESSED.labels(modality)
+        for reason in WORKER_DROPS:
+            FRAMES_DROPPED.labels(modality, reason)
+        for stage in ("queue", "inference"):
+            STAGE_LATENCY.labels(stage, modality)
+        BATCH_SIZE.labels(modality)
+        JOBS_RECLAIMED.labels(modality)
+    QUEUE_DEPTH.labels(modality)
+
+
+def exported_names() -> set[str]:
+    """Every metric name this package exports (as Prometheus sees it, ``_total`` included)."""
+    names: set[str] = set()
+    for value in globals().values():
+        if isinstance(value, MetricWrapperBase):
+            for family in value.describe():
+                names.add(family.name)
+                if family.type == "counter":
+                    names.add(family.name + "_total")
+    return names

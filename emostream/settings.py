@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from emostream.models.detectors.blazeface import BlazeFaceConfig
 from emostream.models.detectors.haar import HaarConfig
+from emostream.models.drift import DriftConfig
 from emostream.models.runner import RunnerConfig
 from emostream.paths import model_root
 
@@ -76,6 +77,12 @@ class Settings(BaseSettings):
     max_pixels: int = Field(default=40_000_000, gt=0)
     predict_concurrency: int = Field(default=2, ge=1)
 
+    # class drift window per model (either bound may be unset, e.g. an empty variable)
+    drift_window_size: int | None = Field(default=1000, ge=1, description="last N predictions")
+    drift_window_seconds: float | None = Field(
+        default=600.0, gt=0, description="predictions of the last S seconds"
+    )
+
     @field_validator("providers", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
@@ -90,6 +97,25 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [p.strip() for p in v.split(",") if p.strip()]
         return v
+
+    @field_validator("drift_window_size", "drift_window_seconds", mode="before")
+    @classmethod
+    def _unset(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip().lower() in ("", "none"):
+            return None
+        return v
+
+    @model_validator(mode="after")
+    def _drift_window_bounded(self) -> Settings:
+        if self.drift_window_size is None and self.drift_window_seconds is None:
+            raise ValueError(
+                "set EMOSTREAM_DRIFT_WINDOW_SIZE, EMOSTREAM_DRIFT_WINDOW_SECONDS or both: "
+                "a drift window with neither bound would grow without limit"
+            )
+        return self
+
+    def drift_config(self) -> DriftConfig:
+        return DriftConfig(size=self.drift_window_size, seconds=self.drift_window_seconds)
 
     def runner(self) -> RunnerConfig:
         return RunnerConfig(

@@ -17,6 +17,7 @@ from emostream.models.detectors.base import Detection, FaceDetector
 from emostream.models.detectors.blazeface import BlazeFaceConfig
 from emostream.models.detectors.haar import HaarConfig
 from emostream.models.detectors.registry import create_detector
+from emostream.models.drift import DriftConfig, DriftMonitor
 from emostream.models.face import FaceAnalyzer, FrameFaces
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
@@ -47,6 +48,7 @@ class FaceService:
         alias: str,
         runner: RunnerConfig,
         detector: HaarConfig | BlazeFaceConfig,
+        drift: DriftConfig | None = None,
     ) -> None:
         self._detector_config = detector
         self.classifier = Classifier.from_repository(repo, name, alias, runner)
@@ -58,6 +60,14 @@ class FaceService:
         metrics.MODEL_INFO.labels(
             card.name, card.version, card.modality, self.classifier.runner.providers[0]
         ).set(1)
+        self.drift = DriftMonitor(
+            card.name,
+            card.version,
+            card.modality,
+            card.classes,
+            card.reference_distribution,
+            drift,
+        )
 
     @property
     def detector_ref(self) -> str:
@@ -85,7 +95,11 @@ class FaceService:
         return result
 
     def count_predictions(self, scores: np.ndarray) -> None:
-        """Top class per face into ``emostream_predictions_total`` (what drift reads)."""
+        """Top class per face into ``emostream_predictions_total`` and the drift window."""
+        if not len(scores):
+            return
         card = self.card
-        for k in np.argmax(scores, axis=1) if len(scores) else []:
+        top = np.argmax(scores, axis=1).tolist()
+        for k in top:
             metrics.PREDICTIONS.labels(card.name, card.version, "face", card.classes[k]).inc()
+        self.drift.observe(top)

@@ -32,6 +32,7 @@ def load_service(settings: Settings) -> FaceService:
         settings.model_alias,
         settings.runner(),
         settings.detector_config(),
+        settings.drift_config(),
     )
 
 
@@ -49,6 +50,7 @@ async def run_worker(settings: Settings, service: FaceService) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     metrics.WORKER_INFO.labels(name, provider, str(batch)).set(1)
+    metrics.initialise("worker")
     log.info(
         "worker %s: %s on %s, detector %s, batch up to %d, wait %.1f ms, broker %s%s",
         name,

@@ -60,13 +60,14 @@ class AppState:
         s = self.settings
         self.broker = make_broker(s)
         await self.broker.start()
+        metrics.initialise("all-in-one" if s.broker == "memory" else "ingest")
         if s.broker == "memory":
+            batch = s.max_batch(self.face.provider)
+            metrics.WORKER_INFO.labels("in-process", self.face.provider, str(batch)).set(1)
             self.worker = FaceWorker(
                 self.broker,
                 self.face,
-                WorkerConfig(
-                    max_batch=s.max_batch(self.face.provider), max_wait_ms=s.worker_max_wait_ms
-                ),
+                WorkerConfig(max_batch=batch, max_wait_ms=s.worker_max_wait_ms),
             )
             self.worker.start()
         self.sessions = SessionManager(
@@ -98,6 +99,7 @@ class AppState:
                 s.model_alias,
                 s.runner(),
                 s.detector_config(),
+                s.drift_config(),
             )
             log.info("serving %s on %s", self.face.card.ref, self.face.provider)
         except (LookupError, ValueError, OSError) as exc:

@@ -3,17 +3,27 @@
 Workers are stateless (any worker may take any frame), so the tracker lives with the
 session on the ingest side. ``latency_ms`` runs from the start of the frame's decode
 (``Result.created``) to the moment the message is built, just before it is sent.
+
+Prometheus has no per-session labels (cardinality), so each session keeps its own small
+summary here (latency percentiles over its recent results, its class counts): served by
+``GET /v1/sessions/{id}`` while it runs and written to the log when it ends.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from emostream import metrics
 from emostream.broker.base import Result
 from emostream.models.tracker import IouTracker
 from emostream.schema import Face, FaceMessage
+
+#: Results a session keeps for its own latency percentiles (10 min at 15 fps, ~0.3 MB).
+LATENCY_WINDOW = 9000
 
 
 @dataclass
@@ -22,6 +32,8 @@ class FaceResults:
     smoothing: float = 1.0  # EMA weight of the newest frame; 1 = raw scores
     tracker: IouTracker = field(init=False)
     dropped: dict[str, int] = field(default_factory=dict)
+    classes: Counter[str] = field(default_factory=Counter)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def __post_init__(self) -> None:
         self.tracker = IouTracker(alpha=self.smoothing)
@@ -50,6 +62,8 @@ class FaceResults:
             self.tracker.update([])
         latency = time.monotonic() - r.created
         metrics.STAGE_LATENCY.labels("end_to_end", r.modality).observe(latency)
+        self.latencies.append(latency)
+        self.classes.update(f.label for f in faces)
         return FaceMessage(
             session=self.session,
             seq=r.seq,
@@ -60,3 +74,17 @@ class FaceResults:
             height=int(r.meta["height"]) if "height" in r.meta else None,
             faces=faces,
         )
+
+    def summary(self) -> dict[str, object]:
+        """This session's figures: end-to-end latency percentiles, class counts, drops."""
+        ms = np.array(self.latencies) * 1e3
+        latency = (
+            {
+                "results": len(ms),
+                **{f"p{q}": round(float(np.percentile(ms, q)), 1) for q in (50, 95, 99)},
+                "max": round(float(ms.max()), 1),
+            }
+            if len(ms)
+            else None
+        )
+        return {"latency_ms": latency, "classes": dict(self.classes), "dropped": self.dropped}

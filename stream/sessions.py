@@ -64,7 +64,7 @@ class Session:
         self.channel: RTCDataChannel | None = None
         self.view = FaceResults(self.id, smoothing=config.smoothing)
         self.subscribers: set[asyncio.Queue[str | None]] = set()
-        self.last_activity = time.monotonic()
+        self.started = self.last_activity = time.monotonic()
         self.frames_in = 0
         self.messages_out = 0
         self.closed = asyncio.Event()
@@ -228,12 +228,17 @@ class SessionManager:
         if session is None:
             return False
         await session.close()
+        summary = session.view.summary()
         log.info(
-            "session %s ended: %d frames in, %d messages out, dropped %s",
+            "session %s ended after %.0f s: %d frames in, %d messages out, dropped %s, "
+            "end-to-end latency %s, classes %s",
             session_id,
+            time.monotonic() - session.started,
             session.frames_in,
             session.messages_out,
-            session.view.dropped,
+            summary["dropped"],
+            summary["latency_ms"],
+            summary["classes"],
         )
         return True
 

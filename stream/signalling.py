@@ -140,8 +140,8 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             "connection": s.pc.connectionState,
             "frames_in": s.frames_in,
             "messages_out": s.messages_out,
-            "dropped": s.view.dropped,
             "data_channel": s.channel is not None,
+            **s.view.summary(),  # latency_ms (p50/p95/p99/max), classes, dropped
         }
 
     @r.get("/v1/sessions/{session_id}/events")

@@ -58,7 +58,9 @@ def classifier(repo: ModelRepository) -> Classifier:
 @pytest.fixture(scope="session")
 def service(repo: ModelRepository) -> FaceService:
     s = Settings(model_root=repo.root)
-    return FaceService(repo, s.face_model, s.model_alias, s.runner(), s.detector_config())
+    return FaceService(
+        repo, s.face_model, s.model_alias, s.runner(), s.detector_config(), s.drift_config()
+    )
 
 
 @pytest.fixture()

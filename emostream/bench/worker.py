@@ -508,7 +508,12 @@ def _service(providers: list[str] | None, threads: int | None) -> FaceService:
         cfg = cfg.model_copy(update={"intra_op_threads": threads})
     try:
         return FaceService(
-            ModelRepository(s.model_root), s.face_model, s.model_alias, cfg, s.detector_config()
+            ModelRepository(s.model_root),
+            s.face_model,
+            s.model_alias,
+            cfg,
+            s.detector_config(),
+            s.drift_config(),
         )
     except ModelMissingError as exc:
         raise SystemExit(f"{exc}; run `emostream models pull` first") from None

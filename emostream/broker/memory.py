@@ -37,7 +37,7 @@ class MemoryBroker(Broker):
         return ev
 
     async def start(self) -> None:
-        return None
+        metrics.BROKER_UP.set(1)  # in-process: reachable as long as the process runs
 
     async def close(self) -> None:
         for session in list(self._results):

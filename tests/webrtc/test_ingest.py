@@ -104,6 +104,10 @@ async def test_client_streams_a_real_video_and_gets_faces_on_channel_and_sse(
     assert 0 <= box[0] < 596 and 0 <= box[1] < 336  # source-frame pixels
     # frames arrived far faster than the deadline drops them: most frames were processed
     assert status["frames_in"] > 0 and status["messages_out"] >= 0.8 * status["frames_in"]
+    # the session's own figures (no per-session labels in Prometheus)
+    lat = status["latency_ms"]
+    assert lat["results"] >= 90 and 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert sum(status["classes"].values()) >= len(with_face)
     # SSE carries the same messages as the data channel
     by_seq = {m["seq"]: m for m in msgs}
     common = [m for m in sse_msgs if m["seq"] in by_seq]

@@ -1,0 +1,1 @@
+"""Grafana dashboards (the JSON files beside this module) and the code that ships them."""
