@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from emostream.models.drift import DriftConfig, DriftMonitor, DriftWindow, js_distance, psi
+from emostream.models.repository import ModelRepository
 from emostream.models.service import FaceService
 from emostream.settings import Settings
 
@@ -289,7 +290,13 @@ def test_settings_reject_an_unbounded_window(monkeypatch: pytest.MonkeyPatch) ->
 # --- wiring -----------------------------------------------------------------------------
 
 
-def test_face_service_feeds_its_drift_monitor(service: FaceService) -> None:
+def test_face_service_feeds_its_drift_monitor(repo: ModelRepository) -> None:
+    # its own service: the newest monitor for a model owns the gauges, and other tests
+    # build services for the same model
+    s = Settings(model_root=repo.root)
+    service = FaceService(
+        repo, s.face_model, s.model_alias, s.runner(), s.detector_config(), s.drift_config()
+    )
     card = service.card
     labels = {"model": card.name, "version": card.version, "modality": card.modality}
     assert REGISTRY.get_sample_value("emostream_drift_reference_missing", labels) == 0
