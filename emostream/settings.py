@@ -107,11 +107,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _drift_window_bounded(self) -> Settings:
-        if self.drift_window_size is None and self.drift_window_seconds is None:
-            raise ValueError(
-                "set EMOSTREAM_DRIFT_WINDOW_SIZE, EMOSTREAM_DRIFT_WINDOW_SECONDS or both: "
-                "a drift window with neither bound would grow without limit"
-            )
+        self.drift_config()  # the window's own check, at startup rather than first use
         return self
 
     def drift_config(self) -> DriftConfig:

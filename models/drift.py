@@ -101,7 +101,8 @@ class DriftConfig(BaseModel):
         if self.size is None and self.seconds is None:
             raise ValueError(
                 "the drift window needs a size, a time span or both "
-                "(EMOSTREAM_DRIFT_WINDOW_SIZE / EMOSTREAM_DRIFT_WINDOW_SECONDS)"
+                "(EMOSTREAM_DRIFT_WINDOW_SIZE / EMOSTREAM_DRIFT_WINDOW_SECONDS): one with "
+                "neither bound would grow without limit"
             )
         return self
 

@@ -149,3 +149,24 @@ def test_models_list_promote_rollback(cli: CliRunner, tmp_repo: ModelRepository)
 def test_pull_unknown_model_is_a_usage_error(cli: CliRunner) -> None:
     r = cli.invoke(app, ["models", "pull", "no-such-model"])
     assert r.exit_code == 2 and "pullable: face-emotion" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        (
+            {"EMOSTREAM_DRIFT_WINDOW_SIZE": "", "EMOSTREAM_DRIFT_WINDOW_SECONDS": "none"},
+            "drift window needs a size, a time span or both",
+        ),
+        ({"EMOSTREAM_DRIFT_WINDOW_SIZE": "0"}, "drift_window_size"),
+        ({"EMOSTREAM_MAX_SESSIONS": "0"}, "max_sessions"),
+    ],
+)
+def test_bad_settings_exit_2_with_the_reason(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], why: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    result = cli.invoke(app, ["models", "list"])
+    assert result.exit_code == 2, result.output
+    assert "invalid settings" in result.output and why in result.output
