@@ -247,7 +247,7 @@ def dashboard_png(
     dash: Dashboard, panels: Sequence[PanelData], path: Path, subtitle: str = ""
 ) -> Path:
     """All panels on Grafana's grid: x, y, w, h from each panel's ``gridPos``."""
-    raw = [p for p in _rows(dash)] + [d.panel.raw for d in panels]
+    raw = [*_rows(dash), *(d.panel.raw for d in panels)]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in raw)
     width, height = 24 * GRID_W_IN, rows * GRID_H_IN + 0.6
     fig = Figure(figsize=(width, height))

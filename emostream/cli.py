@@ -54,18 +54,11 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def _face_service(settings: Settings):  # type: ignore[no-untyped-def]
-    from emostream.models.repository import ModelMissingError, ModelRepository
+    from emostream.models.repository import ModelMissingError
     from emostream.models.service import FaceService
 
     try:
-        return FaceService(
-            ModelRepository(settings.model_root),
-            settings.face_model,
-            settings.model_alias,
-            settings.runner(),
-            settings.detector_config(),
-            settings.drift_config(),
-        )
+        return FaceService.from_settings(settings)
     except ModelMissingError as exc:
         raise _fail(str(exc), EXIT_MODEL_MISSING) from None
     except ValueError as exc:

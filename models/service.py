@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from emostream.models.drift import DriftConfig, DriftMonitor
 from emostream.models.face import FaceAnalyzer, FrameFaces
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
+
+if TYPE_CHECKING:
+    from emostream.settings import Settings
 
 
 class _ThreadLocalDetector(FaceDetector):
@@ -67,6 +71,18 @@ class FaceService:
             card.classes,
             card.reference_distribution,
             drift,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FaceService:
+        """The production service a process runs: model, runner, detector, drift window."""
+        return cls(
+            ModelRepository(settings.model_root),
+            settings.face_model,
+            settings.model_alias,
+            settings.runner(),
+            settings.detector_config(),
+            settings.drift_config(),
         )
 
     @property

@@ -17,7 +17,6 @@ from prometheus_client import start_http_server
 
 from emostream import metrics
 from emostream.broker.factory import is_redis, make_broker
-from emostream.models.repository import ModelRepository
 from emostream.models.service import FaceService
 from emostream.models.worker import FaceWorker, WorkerConfig
 from emostream.settings import Settings
@@ -26,14 +25,7 @@ log = logging.getLogger("emostream.worker")
 
 
 def load_service(settings: Settings) -> FaceService:
-    return FaceService(
-        ModelRepository(settings.model_root),
-        settings.face_model,
-        settings.model_alias,
-        settings.runner(),
-        settings.detector_config(),
-        settings.drift_config(),
-    )
+    return FaceService.from_settings(settings)
 
 
 async def run_worker(settings: Settings, service: FaceService) -> None:

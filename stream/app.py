@@ -24,7 +24,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from emostream import __version__, metrics
 from emostream.broker.base import Broker
 from emostream.broker.factory import make_broker
-from emostream.models.repository import ModelRepository
 from emostream.models.service import FaceService
 from emostream.models.worker import FaceWorker, WorkerConfig
 from emostream.schema import FaceMessage
@@ -93,14 +92,7 @@ class AppState:
     def load(self) -> None:
         s = self.settings
         try:
-            self.face = FaceService(
-                ModelRepository(s.model_root),
-                s.face_model,
-                s.model_alias,
-                s.runner(),
-                s.detector_config(),
-                s.drift_config(),
-            )
+            self.face = FaceService.from_settings(s)
             log.info("serving %s on %s", self.face.card.ref, self.face.provider)
         except (LookupError, ValueError, OSError) as exc:
             self.face, self.face_error = None, str(exc)

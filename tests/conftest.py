@@ -57,10 +57,7 @@ def classifier(repo: ModelRepository) -> Classifier:
 
 @pytest.fixture(scope="session")
 def service(repo: ModelRepository) -> FaceService:
-    s = Settings(model_root=repo.root)
-    return FaceService(
-        repo, s.face_model, s.model_alias, s.runner(), s.detector_config(), s.drift_config()
-    )
+    return FaceService.from_settings(Settings(model_root=repo.root))
 
 
 @pytest.fixture()

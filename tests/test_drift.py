@@ -293,10 +293,7 @@ def test_settings_reject_an_unbounded_window(monkeypatch: pytest.MonkeyPatch) ->
 def test_face_service_feeds_its_drift_monitor(repo: ModelRepository) -> None:
     # its own service: the newest monitor for a model owns the gauges, and other tests
     # build services for the same model
-    s = Settings(model_root=repo.root)
-    service = FaceService(
-        repo, s.face_model, s.model_alias, s.runner(), s.detector_config(), s.drift_config()
-    )
+    service = FaceService.from_settings(Settings(model_root=repo.root))
     card = service.card
     labels = {"model": card.name, "version": card.version, "modality": card.modality}
     assert REGISTRY.get_sample_value("emostream_drift_reference_missing", labels) == 0

@@ -497,24 +497,16 @@ def _reading(clf: list[ClassifierRow], frames: list[FrameRow], provider: str) ->
 
 def _service(providers: list[str] | None, threads: int | None) -> FaceService:
     """The worker's own service from Settings (EMOSTREAM_*), providers/threads overridden."""
-    from emostream.models.repository import ModelMissingError, ModelRepository
+    from emostream.models.repository import ModelMissingError
     from emostream.settings import Settings
 
     s = Settings()
-    cfg = s.runner()
     if providers:
-        cfg = cfg.model_copy(update={"providers": providers})
+        s = s.model_copy(update={"providers": providers})
     if threads is not None:
-        cfg = cfg.model_copy(update={"intra_op_threads": threads})
+        s = s.model_copy(update={"intra_op_threads": threads})
     try:
-        return FaceService(
-            ModelRepository(s.model_root),
-            s.face_model,
-            s.model_alias,
-            cfg,
-            s.detector_config(),
-            s.drift_config(),
-        )
+        return FaceService.from_settings(s)
     except ModelMissingError as exc:
         raise SystemExit(f"{exc}; run `emostream models pull` first") from None
     except ValueError as exc:  # a provider this onnxruntime build lacks
