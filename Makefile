@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	@bash scripts/typecheck.sh $(BIN)/mypy
+	$(BIN)/mypy
 
 ## keras-reference: regenerate tests/fixtures/fer_keras_reference.npz with real Keras
 ## (in a throwaway venv with TensorFlow; never installed into the product)
