@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from emostream.settings import Settings
+from emostream.settings import Settings, describe
 
 app = typer.Typer(
     add_completion=False,
@@ -42,9 +42,7 @@ def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{describe(e['loc'])}: {e['msg']}" for e in exc.errors())
         raise _fail(f"invalid settings: {problems}", EXIT_USAGE) from None
 
 
@@ -80,27 +78,23 @@ def serve(
     """Start the server: WebRTC sessions, /v1/predict, /healthz, /readyz, /metrics."""
     import uvicorn
 
-    from emostream.broker.factory import BrokerURLError, check_url
     from emostream.stream.app import create_app
 
     settings = _settings(host=host, port=port, broker=broker, log_level=log_level)
-    try:
-        check_url(settings.broker)
-    except BrokerURLError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    server = settings.server
+    shown = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
     typer.echo(
-        f"emostream {settings.model_root}: serving on http://{shown}:{settings.port}/ "
-        f"(try: curl -F file=@face.jpg http://{shown}:{settings.port}/v1/predict)",
+        f"emostream {settings.model_root}: serving on http://{shown}:{server.port}/ "
+        f"(try: curl -F file=@face.jpg http://{shown}:{server.port}/v1/predict)",
         err=True,
     )
     uvicorn.run(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        host=server.host,
+        port=server.port,
         log_level=settings.log_level.lower(),
     )
 
@@ -130,8 +124,6 @@ def worker(
     """A batching inference worker for the Redis broker (run as many as you like)."""
     import asyncio
 
-    from emostream.broker.factory import BrokerURLError, check_url
-
     settings = _settings(
         broker=broker,
         metrics_port=metrics_port,
@@ -143,10 +135,6 @@ def worker(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        check_url(settings.broker)
-    except BrokerURLError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
     from emostream.models.worker_process import run_worker
 
     service = _face_service(settings)
@@ -195,7 +183,7 @@ def analyze(
         annotate=annotate,
         smooth=smooth,
         progress=not quiet,
-        max_pixels=settings.max_pixels,
+        max_pixels=settings.limits.max_pixels,
     )
 
     def emit(msg: FaceMessage) -> None:
@@ -264,7 +252,7 @@ def client(
             source=src,
             whip=whip,
             token=token,
-            ice_servers=settings.ice_servers,
+            ice_servers=settings.session.ice_servers,
         ) as c:
             typer.echo(f"emostream: session {c.session_id}", err=True)
             async for msg in c.messages(idle_timeout_s=idle):

@@ -1,143 +1,188 @@
-"""Process settings: every field is also an ``EMOSTREAM_<FIELD>`` environment variable.
+"""Process settings as a tree: each branch *is* a component's own config, so every value
+has one default, in the component that uses it.
 
-CLI options override these; the server, workers and analysis read only this object.
+Read from keyword arguments, then ``EMOSTREAM_<BRANCH>__<FIELD>`` environment variables
+(``EMOSTREAM_WORKER__MAX_BATCH=8``), then the flat names documented before the tree existed
+(``EMOSTREAM_WORKER_MAX_BATCH=8``, see ``LEGACY``), then the defaults. The CLI builds its
+options from these same fields (``emostream.cli.options``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from emostream.models.detectors.blazeface import BlazeFaceConfig
-from emostream.models.detectors.haar import HaarConfig
+from emostream.broker.config import BrokerConfig
+from emostream.models.detectors import BACKENDS, DetectorConfig, default_detector
 from emostream.models.drift import DriftConfig
 from emostream.models.runner import RunnerConfig
+from emostream.models.service import FaceModelConfig
+from emostream.models.worker import WorkerConfig
 from emostream.paths import model_root
+from emostream.stream.config import LimitsConfig, ServerConfig
+from emostream.stream.sessions import SessionConfig
+
+PREFIX = "EMOSTREAM_"
+
+#: The flat names of the first releases (``EMOSTREAM_<NAME>``, or ``Settings(name=...)``)
+#: and where each lives in the tree now. They keep working; new settings get no flat name.
+LEGACY: dict[str, tuple[str, str]] = {
+    "host": ("server", "host"),
+    "port": ("server", "port"),
+    "api_tokens": ("server", "api_tokens"),
+    "cors_origins": ("server", "cors_origins"),
+    "max_body_bytes": ("limits", "max_body_bytes"),
+    "max_pixels": ("limits", "max_pixels"),
+    "max_sdp_bytes": ("limits", "max_sdp_bytes"),
+    "predict_concurrency": ("limits", "predict_concurrency"),
+    "ice_servers": ("session", "ice_servers"),
+    "max_sessions": ("session", "max_sessions"),
+    "idle_timeout_s": ("session", "idle_timeout_s"),
+    "session_max_side": ("session", "max_side"),
+    "smoothing": ("session", "smoothing"),
+    "broker": ("broker", "url"),
+    "max_in_flight": ("broker", "max_in_flight"),
+    "deadline_ms": ("broker", "deadline_ms"),
+    "broker_codec": ("broker", "codec"),
+    "broker_jpeg_quality": ("broker", "jpeg_quality"),
+    "broker_stream_max_len": ("broker", "stream_max_len"),
+    "claim_idle_ms": ("broker", "claim_idle_ms"),
+    "worker_name": ("worker", "name"),
+    "worker_max_batch": ("worker", "max_batch"),
+    "worker_max_batch_cpu": ("worker", "max_batch_cpu"),
+    "worker_max_batch_gpu": ("worker", "max_batch_gpu"),
+    "worker_max_wait_ms": ("worker", "max_wait_ms"),
+    "drain_timeout_s": ("worker", "drain_timeout_s"),
+    "metrics_host": ("worker", "metrics_host"),
+    "metrics_port": ("worker", "metrics_port"),
+    "providers": ("runner", "providers"),
+    "intra_op_threads": ("runner", "intra_op_threads"),
+    "inter_op_threads": ("runner", "inter_op_threads"),
+    "face_model": ("face", "model"),
+    "model_alias": ("face", "alias"),
+    "detector": ("detector", "type"),
+    "detector_model": ("detector", "model"),
+    "detector_alias": ("detector", "version"),
+    "detector_score_threshold": ("detector", "score_threshold"),
+    "detector_max_side": ("detector", "max_side"),
+    "detector_scale_factor": ("detector", "scale_factor"),
+    "detector_min_neighbors": ("detector", "min_neighbors"),
+    "drift_window_size": ("drift", "size"),
+    "drift_window_seconds": ("drift", "seconds"),
+}
+
+
+def _is_legacy(key: str, value: object) -> bool:
+    # ``broker`` and ``detector`` name both a legacy leaf and a branch: a whole branch
+    # (a dict or a config object) is the branch.
+    return key in LEGACY and not isinstance(value, dict | BaseModel)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Legacy flat keys moved into their branch (over what the branch already says: a
+    keyword argument beats the environment); other keys kept as they are."""
+    out = {
+        k: dict(v) if isinstance(v, dict) else v for k, v in flat.items() if not _is_legacy(k, v)
+    }
+    for key, value in flat.items():
+        if _is_legacy(key, value):
+            branch, field = LEGACY[key]
+            node = out.setdefault(branch, {})
+            if isinstance(node, BaseModel):
+                node = out[branch] = node.model_dump(exclude_unset=True)
+            if isinstance(node, dict):
+                node[field] = value
+    return out
+
+
+def describe(loc: tuple[str | int, ...]) -> str:
+    """A setting's place in the tree as people write it, with its flat name if it had one:
+    ``drift.size (formerly drift_window_size)``."""
+    path = ".".join(str(p) for p in loc) or "settings"
+    old = next((k for k, v in LEGACY.items() if v == tuple(loc[:2]) and len(loc) == 2), None)
+    return f"{path} (formerly {old})" if old else path
+
+
+class _NestedEnv(EnvSettingsSource):
+    """``EMOSTREAM_BROKER`` and ``EMOSTREAM_DETECTOR`` are legacy leaves (a URL, a backend
+    name), not JSON for the branch of the same name: leave them to ``_LegacyEnv``."""
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        env = dict(super()._load_env_vars())
+        for branch in ("broker", "detector"):
+            env.pop(f"{PREFIX}{branch}".lower(), None)
+            env.pop(f"{PREFIX}{branch}".upper(), None)
+        return env
+
+
+class _LegacyEnv(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds the whole tree at once
+
+    def __call__(self) -> dict[str, Any]:
+        found = {
+            name: os.environ[f"{PREFIX}{name.upper()}"]
+            for name in LEGACY
+            if f"{PREFIX}{name.upper()}" in os.environ
+        }
+        return _nest(found)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EMOSTREAM_", extra="ignore")
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    broker: str = "memory"
-    log_level: str = "info"
-
-    model_root: Path = Field(default_factory=model_root)
-    face_model: str = "face-emotion"
-    model_alias: str = "production"
-    providers: Annotated[list[str] | None, NoDecode] = None
-    intra_op_threads: int = Field(default=0, ge=0)
-    inter_op_threads: int = Field(default=0, ge=0)
-
-    detector: Literal["blazeface", "haar"] = "blazeface"
-    detector_model: str = "face-detector"
-    detector_alias: str = "production"
-    detector_score_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    detector_max_side: int = Field(default=320, ge=0)
-    detector_scale_factor: float = Field(default=1.2, gt=1.0)
-    detector_min_neighbors: int = Field(default=5, ge=0)
-
-    # real time (WebRTC sessions, broker, worker)
-    ice_servers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="STUN/TURN URLs; none by default (local only)"
-    )
-    max_sessions: int = Field(default=32, ge=1)
-    idle_timeout_s: float = Field(default=10.0, gt=0)
-    session_max_side: int = Field(default=640, ge=64, description="frames downscaled once")
-    smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
-    max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
-    deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
-    worker_max_batch: int | None = Field(
-        default=None, ge=1, description="B: frames per batch; unset = by provider (below)"
-    )
-    worker_max_batch_cpu: int = Field(default=16, ge=1, description="B on the CPU provider")
-    worker_max_batch_gpu: int = Field(default=64, ge=1, description="B on CUDA/TensorRT")
-    worker_max_wait_ms: float = Field(default=4.0, ge=0, description="T: wait after the first")
-    drain_timeout_s: float = Field(default=10.0, ge=0, description="SIGTERM: finish in-flight")
-
-    # the Redis broker and separate worker processes (`emostream worker`)
-    broker_codec: Literal["jpeg", "raw"] = "jpeg"
-    broker_jpeg_quality: int = Field(default=90, ge=1, le=100)
-    broker_stream_max_len: int = Field(default=2000, ge=10)
-    claim_idle_ms: int = Field(default=500, ge=1, description="claim a dead worker's jobs")
-    worker_name: str | None = Field(default=None, description="consumer name; hostname-pid")
-    metrics_host: str = Field(default="127.0.0.1", description="worker /metrics address")
-    metrics_port: int = Field(default=9100, ge=0, le=65535, description="worker /metrics port")
-    max_sdp_bytes: int = Field(default=64 * 1024, gt=0)
-    api_tokens: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="bearer tokens; empty = no auth"
-    )
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    max_pixels: int = Field(default=40_000_000, gt=0)
-    predict_concurrency: int = Field(default=2, ge=1)
-
-    # class drift window per model (either bound may be unset, e.g. an empty variable)
-    drift_window_size: int | None = Field(default=1000, ge=1, description="last N predictions")
-    drift_window_seconds: float | None = Field(
-        default=600.0, gt=0, description="predictions of the last S seconds"
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
     )
 
-    @field_validator("providers", mode="before")
+    model_root: Path = Field(default_factory=model_root, description="the model repository")
+    log_level: str = Field(default="info", description="debug, info, warning, error")
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    face: FaceModelConfig = Field(default_factory=FaceModelConfig)
+    detector: DetectorConfig = Field(default_factory=default_detector)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @model_validator(mode="before")
     @classmethod
-    def _split(cls, v: object) -> object:
-        if isinstance(v, str):
-            items = [p.strip() for p in v.split(",") if p.strip()]
-            return items or None
-        return v
+    def _legacy_keywords(cls, data: object) -> object:
+        return _nest(data) if isinstance(data, dict) else data
 
-    @field_validator("ice_servers", "api_tokens", "cors_origins", mode="before")
     @classmethod
-    def _split_list(cls, v: object) -> object:
-        if isinstance(v, str):
-            return [p.strip() for p in v.split(",") if p.strip()]
-        return v
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _NestedEnv(settings_cls), _LegacyEnv(settings_cls))
 
-    @field_validator("drift_window_size", "drift_window_seconds", mode="before")
-    @classmethod
-    def _unset(cls, v: object) -> object:
-        if isinstance(v, str) and v.strip().lower() in ("", "none"):
-            return None
-        return v
 
-    @model_validator(mode="after")
-    def _drift_window_bounded(self) -> Settings:
-        self.drift_config()  # the window's own check, at startup rather than first use
-        return self
-
-    def drift_config(self) -> DriftConfig:
-        return DriftConfig(size=self.drift_window_size, seconds=self.drift_window_seconds)
-
-    def runner(self) -> RunnerConfig:
-        return RunnerConfig(
-            providers=self.providers,
-            intra_op_threads=self.intra_op_threads,
-            inter_op_threads=self.inter_op_threads,
+def env_names() -> set[str]:
+    """Every ``EMOSTREAM_*`` variable ``Settings`` reads: each leaf of the tree by its nested
+    name (``EMOSTREAM_WORKER__MAX_BATCH``) and, where it had one, by its flat name."""
+    names = {f"{PREFIX}{k.upper()}" for k in LEGACY}
+    for key, field in Settings.model_fields.items():
+        branch = field.default_factory() if field.default_factory else None  # type: ignore[call-arg]
+        if not isinstance(branch, BaseModel):
+            names.add(f"{PREFIX}{key.upper()}")
+            continue
+        models = (
+            [b.config_class for b in BACKENDS.values()] if key == "detector" else [type(branch)]
         )
-
-    def max_batch(self, provider: str) -> int:
-        """B for this provider: a GPU wants far bigger batches than a CPU."""
-        if self.worker_max_batch is not None:
-            return self.worker_max_batch
-        if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-            return self.worker_max_batch_gpu
-        return self.worker_max_batch_cpu
-
-    def detector_config(self) -> HaarConfig | BlazeFaceConfig:
-        if self.detector == "blazeface":
-            return BlazeFaceConfig(
-                model=self.detector_model,
-                version=self.detector_alias,
-                model_root=self.model_root,
-                score_threshold=self.detector_score_threshold,
-            )
-        return HaarConfig(
-            max_side=self.detector_max_side,
-            scale_factor=self.detector_scale_factor,
-            min_neighbors=self.detector_min_neighbors,
-        )
+        for model in models:
+            names.update(f"{PREFIX}{key.upper()}__{leaf.upper()}" for leaf in model.model_fields)
+    return names

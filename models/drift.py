@@ -17,11 +17,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from emostream import metrics
+from emostream.fields import Unset
 
 log = logging.getLogger("emostream.drift")
 
@@ -91,10 +93,15 @@ def js_distance(
 
 
 class DriftConfig(BaseModel):
-    """The window: at most ``size`` predictions and/or those of the last ``seconds``."""
+    """``EMOSTREAM_DRIFT__*``: the window holds at most ``size`` predictions and/or those of
+    the last ``seconds`` (either may be unset, e.g. by an empty variable, not both)."""
 
-    size: int | None = Field(default=1000, ge=1)
-    seconds: float | None = Field(default=600.0, gt=0)
+    size: Annotated[int | None, Unset] = Field(
+        default=1000, ge=1, description="the last N predictions"
+    )
+    seconds: Annotated[float | None, Unset] = Field(
+        default=600.0, gt=0, description="predictions of the last S seconds"
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> DriftConfig:

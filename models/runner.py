@@ -23,6 +23,7 @@ except ImportError as exc:  # the runtime comes from an extra, so say which to i
     ) from exc
 from pydantic import BaseModel, Field
 
+from emostream.fields import OptionalCommaList
 from emostream.models.card import ImageInput, ModelCard
 from emostream.models.preprocess import prepare
 from emostream.models.repository import PRODUCTION, ModelRepository
@@ -34,7 +35,7 @@ PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecution
 
 
 class RunnerConfig(BaseModel):
-    providers: list[str] | None = Field(
+    providers: OptionalCommaList = Field(
         default=None, description="ONNX Runtime providers in order; None picks CUDA then CPU"
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime decide")

@@ -12,12 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, Field
 
 from emostream import metrics
-from emostream.models.detectors.base import Detection, FaceDetector
-from emostream.models.detectors.blazeface import BlazeFaceConfig
-from emostream.models.detectors.haar import HaarConfig
-from emostream.models.detectors.registry import create_detector
+from emostream.models.detectors import create_detector
+from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.drift import DriftConfig, DriftMonitor
 from emostream.models.face import FaceAnalyzer, FrameFaces
 from emostream.models.repository import ModelRepository
@@ -27,15 +26,21 @@ if TYPE_CHECKING:
     from emostream.settings import Settings
 
 
-class _ThreadLocalDetector(FaceDetector):
-    """OpenCV cascades are not safe to share between threads: give each thread its own."""
+class FaceModelConfig(BaseModel):
+    """``EMOSTREAM_FACE__*``: which face-emotion model the process serves."""
 
-    name = "thread-local"
+    model: str = Field(default="face-emotion", description="model name in the repository")
+    alias: str = Field(default="production", description="the alias (or version) to serve")
+
+
+class _ThreadLocalDetector:
+    """OpenCV cascades are not safe to share between threads: give each thread its own."""
 
     def __init__(self, factory: Callable[[], FaceDetector]) -> None:
         self._factory = factory
         self._local = threading.local()
-        self.name = factory().name
+        first = factory()
+        self.name, self.ref = first.name, first.ref
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         det = getattr(self._local, "det", None)
@@ -51,13 +56,13 @@ class FaceService:
         name: str,
         alias: str,
         runner: RunnerConfig,
-        detector: HaarConfig | BlazeFaceConfig,
+        detector: DetectorConfigBase,
         drift: DriftConfig | None = None,
     ) -> None:
-        self._detector_config = detector
         self.classifier = Classifier.from_repository(repo, name, alias, runner)
         self.analyzer = FaceAnalyzer(
-            self.classifier, _ThreadLocalDetector(lambda: create_detector(detector))
+            self.classifier,
+            _ThreadLocalDetector(lambda: create_detector(detector, repo.root)),  # type: ignore[arg-type]
         )
         card = self.classifier.card
         self.card = card
@@ -78,22 +83,17 @@ class FaceService:
         """The production service a process runs: model, runner, detector, drift window."""
         return cls(
             ModelRepository(settings.model_root),
-            settings.face_model,
-            settings.model_alias,
-            settings.runner(),
-            settings.detector_config(),
-            settings.drift_config(),
+            settings.face.model,
+            settings.face.alias,
+            settings.runner,
+            settings.detector,
+            settings.drift,
         )
 
     @property
     def detector_ref(self) -> str:
         """``face-detector/<version>`` for a repository model, else the backend name."""
-        cfg = self._detector_config
-        if isinstance(cfg, BlazeFaceConfig):
-            repo = ModelRepository(cfg.model_root) if cfg.model_root else None
-            version = repo.resolve(cfg.model, cfg.version) if repo else cfg.version
-            return f"{cfg.model}/{version}"
-        return cfg.type
+        return self.analyzer.detector.ref
 
     @property
     def provider(self) -> str:

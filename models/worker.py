@@ -15,12 +15,14 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from emostream import metrics
 from emostream.broker.base import Broker, DropReason, Job, Result, count_drop
+from emostream.fields import Unset
 from emostream.models.detectors.base import Box
 from emostream.models.service import FaceService
 
@@ -28,8 +30,28 @@ log = logging.getLogger(__name__)
 
 
 class WorkerConfig(BaseModel):
-    max_batch: int = Field(default=16, ge=1, description="B: most frames per model call")
+    """``EMOSTREAM_WORKER__*``: batching (B and T), draining, and the worker's own identity."""
+
+    max_batch: Annotated[int | None, Unset] = Field(
+        default=None, ge=1, description="B: most frames per model call; unset = by provider"
+    )
+    max_batch_cpu: int = Field(default=16, ge=1, description="B on the CPU provider")
+    max_batch_gpu: int = Field(default=64, ge=1, description="B on CUDA/TensorRT")
     max_wait_ms: float = Field(default=4.0, ge=0.0, description="T: wait for more after one")
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="SIGTERM: finish in-flight")
+    name: str | None = Field(default=None, description="consumer name; default hostname-pid")
+    metrics_host: str = Field(default="127.0.0.1", description="the worker's /metrics address")
+    metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="the worker's /metrics port; 0 = none"
+    )
+
+    def batch_for(self, provider: str) -> int:
+        """B for this provider: a GPU wants far bigger batches than a CPU."""
+        if self.max_batch is not None:
+            return self.max_batch
+        if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            return self.max_batch_gpu
+        return self.max_batch_cpu
 
 
 def _source_box(box: Box, scale: float) -> Box:
@@ -51,6 +73,7 @@ class FaceWorker:
         self.broker = broker
         self.service = service
         self.config = config or WorkerConfig()
+        self.max_batch = self.config.batch_for(service.provider)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-infer")
         self._task: asyncio.Task[None] | None = None
         self._draining = False
@@ -83,7 +106,7 @@ class FaceWorker:
         loop = asyncio.get_running_loop()
         cfg = self.config
         while not self._draining:
-            jobs = await self.broker.take("face", cfg.max_batch, cfg.max_wait_ms / 1000.0)
+            jobs = await self.broker.take("face", self.max_batch, cfg.max_wait_ms / 1000.0)
             if not jobs:
                 continue
             self._busy = True

@@ -16,9 +16,9 @@ import signal
 from prometheus_client import start_http_server
 
 from emostream import metrics
-from emostream.broker.factory import is_redis, make_broker
+from emostream.broker.factory import make_broker
 from emostream.models.service import FaceService
-from emostream.models.worker import FaceWorker, WorkerConfig
+from emostream.models.worker import FaceWorker
 from emostream.settings import Settings
 
 log = logging.getLogger("emostream.worker")
@@ -29,18 +29,18 @@ def load_service(settings: Settings) -> FaceService:
 
 
 async def run_worker(settings: Settings, service: FaceService) -> None:
-    if not is_redis(settings.broker):
+    if not settings.broker.is_redis:
         raise ValueError(
             f"a separate worker needs a shared broker: --broker redis://…, not "
-            f"{settings.broker!r} (with 'memory' the worker runs inside `emostream serve`)"
+            f"{settings.broker.url!r} (with 'memory' the worker runs inside `emostream serve`)"
         )
     broker = make_broker(settings)
-    name = getattr(getattr(broker, "config", None), "consumer", "worker")
+    name = getattr(broker, "consumer", "worker")
     provider = service.provider
-    batch = settings.max_batch(provider)
-    config = WorkerConfig(max_batch=batch, max_wait_ms=settings.worker_max_wait_ms)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    config = settings.worker
+    batch = config.batch_for(provider)
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.metrics_host)
     metrics.WORKER_INFO.labels(name, provider, str(batch)).set(1)
     metrics.initialise("worker")
     log.info(
@@ -51,10 +51,8 @@ async def run_worker(settings: Settings, service: FaceService) -> None:
         service.detector_ref,
         batch,
         config.max_wait_ms,
-        settings.broker,
-        f", metrics on {settings.metrics_host}:{settings.metrics_port}"
-        if settings.metrics_port
-        else "",
+        settings.broker.url,
+        f", metrics on {config.metrics_host}:{config.metrics_port}" if config.metrics_port else "",
     )
     await broker.start()
     worker = FaceWorker(broker, service, config)
@@ -72,6 +70,6 @@ async def run_worker(settings: Settings, service: FaceService) -> None:
         await broker.close()
         raise RuntimeError(f"worker loop ended: {running.exception()!r}")
     log.info("worker %s: stopping, finishing the batch in progress", name)
-    await worker.stop(drain_s=settings.drain_timeout_s)
+    await worker.stop(drain_s=config.drain_timeout_s)
     await broker.close()
     log.info("worker %s: stopped", name)

@@ -25,14 +25,14 @@ from emostream import __version__, metrics
 from emostream.broker.base import Broker
 from emostream.broker.factory import make_broker
 from emostream.models.service import FaceService
-from emostream.models.worker import FaceWorker, WorkerConfig
+from emostream.models.worker import FaceWorker
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
 from emostream.stream import signalling
 from emostream.stream.body import image_bytes
 from emostream.stream.errors import ApiError, api_error_handler, validation_handler
 from emostream.stream.media import MediaError, decode_image
-from emostream.stream.sessions import SessionConfig, SessionManager
+from emostream.stream.sessions import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class AppState:
         self.settings = settings
         self.face: FaceService | None = None
         self.face_error: str | None = None
-        self.limiter = anyio.CapacityLimiter(settings.predict_concurrency)
+        self.limiter = anyio.CapacityLimiter(settings.limits.predict_concurrency)
         self.seq = 0
         self.broker: Broker | None = None
         self.worker: FaceWorker | None = None
@@ -59,26 +59,13 @@ class AppState:
         s = self.settings
         self.broker = make_broker(s)
         await self.broker.start()
-        metrics.initialise("all-in-one" if s.broker == "memory" else "ingest")
-        if s.broker == "memory":
-            batch = s.max_batch(self.face.provider)
+        metrics.initialise("ingest" if s.broker.is_redis else "all-in-one")
+        if not s.broker.is_redis:
+            self.worker = FaceWorker(self.broker, self.face, s.worker)
+            batch = self.worker.max_batch
             metrics.WORKER_INFO.labels("in-process", self.face.provider, str(batch)).set(1)
-            self.worker = FaceWorker(
-                self.broker,
-                self.face,
-                WorkerConfig(max_batch=batch, max_wait_ms=s.worker_max_wait_ms),
-            )
             self.worker.start()
-        self.sessions = SessionManager(
-            self.broker,
-            SessionConfig(
-                max_side=s.session_max_side,
-                idle_timeout_s=s.idle_timeout_s,
-                smoothing=s.smoothing,
-                ice_servers=s.ice_servers,
-            ),
-            s.max_sessions,
-        )
+        self.sessions = SessionManager(self.broker, s.session)
         self.sessions.start()
 
     async def stop_realtime(self) -> None:
@@ -117,10 +104,10 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     settings = state.settings
-    if settings.cors_origins:
+    if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
             expose_headers=["Location"],
@@ -152,7 +139,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         return JSONResponse(
             {
                 "ready": True,
-                "broker": state.settings.broker,
+                "broker": state.settings.broker.url,
                 "models": {
                     "face": {"model": face.card.ref, "provider": face.provider},
                     "detector": face.detector_ref,
@@ -179,13 +166,13 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         face = state.face
         if face is None:
             raise ApiError(503, "model_unavailable", state.face_error or "models are loading")
-        data = await image_bytes(request, state.settings.max_body_bytes)
+        data = await image_bytes(request, state.settings.limits.max_body_bytes)
         metrics.FRAMES_IN.labels("face").inc()
         try:
             async with state.limiter:
                 t1 = time.perf_counter()
                 image = await anyio.to_thread.run_sync(
-                    decode_image, data, state.settings.max_pixels
+                    decode_image, data, state.settings.limits.max_pixels
                 )
                 metrics.STAGE_LATENCY.labels("decode", "face").observe(time.perf_counter() - t1)
                 result = await anyio.to_thread.run_sync(lambda: face.process(image, detect=detect))

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 
 import cv2
 from aiortc import (
@@ -30,9 +29,11 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
+from pydantic import BaseModel, Field
 
 from emostream import metrics
 from emostream.broker.base import Broker, DropReason, Job
+from emostream.fields import CommaList
 from emostream.schema import ErrorMessage
 from emostream.stream.results import FaceResults
 
@@ -46,12 +47,16 @@ class SessionLimitError(RuntimeError):
     pass
 
 
-@dataclass
-class SessionConfig:
-    max_side: int = 640
-    idle_timeout_s: float = 10.0
-    smoothing: float = 1.0
-    ice_servers: list[str] = field(default_factory=list)  # default none: never leave the host
+class SessionConfig(BaseModel):
+    """``EMOSTREAM_SESSION__*``: how WebRTC sessions are admitted, read and ended."""
+
+    max_sessions: int = Field(default=32, ge=1, description="sessions open at once")
+    idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
+    max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
+    smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
+    ice_servers: CommaList = Field(
+        default_factory=list, description="STUN/TURN URLs; none by default (local only)"
+    )
 
 
 class Session:
@@ -194,10 +199,10 @@ class Session:
 class SessionManager:
     """All sessions of this ingest node, with the concurrency limit and the idle reaper."""
 
-    def __init__(self, broker: Broker, config: SessionConfig, max_sessions: int) -> None:
+    def __init__(self, broker: Broker, config: SessionConfig) -> None:
         self.broker = broker
         self.config = config
-        self.max_sessions = max_sessions
+        self.max_sessions = config.max_sessions
         self.sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
 

@@ -70,7 +70,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
 
     async def start(offer_sdp: str) -> Session:
         try:
-            check_offer(offer_sdp, settings.max_sdp_bytes)
+            check_offer(offer_sdp, settings.limits.max_sdp_bytes)
             return await sessions().create(offer_sdp)
         except SdpError as exc:
             raise ApiError(exc.status, exc.code, exc.detail) from None
@@ -83,8 +83,8 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
         "/v1/offer", response_model=Answer, responses={400: {}, 401: {}, 413: {}, 415: {}, 503: {}}
     )
     async def offer(request: Request) -> Answer:
-        authorize(request, settings.api_tokens)
-        body = await read_limited(request, settings.max_sdp_bytes + 1024)
+        authorize(request, settings.server.api_tokens)
+        body = await read_limited(request, settings.limits.max_sdp_bytes + 1024)
         try:
             data = Offer.model_validate(json.loads(body))
         except (ValueError, ValidationError) as exc:
@@ -96,7 +96,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
 
     @r.post("/whip", status_code=201, responses={400: {}, 401: {}, 413: {}, 415: {}})
     async def whip(request: Request) -> Response:
-        authorize(request, settings.api_tokens)
+        authorize(request, settings.server.api_tokens)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/sdp":
             raise ApiError(
@@ -104,7 +104,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
                 "unsupported_media_type",
                 f"WHIP needs Content-Type application/sdp, got {ctype or '(none)'!r}",
             )
-        body = await read_limited(request, settings.max_sdp_bytes)
+        body = await read_limited(request, settings.limits.max_sdp_bytes)
         session = await start(body.decode("utf-8", errors="replace"))
         return Response(
             session.pc.localDescription.sdp,
@@ -116,14 +116,14 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
     @r.delete("/whip/{session_id}")
     @r.delete("/v1/sessions/{session_id}")
     async def end(session_id: str, request: Request) -> JSONResponse:
-        authorize(request, settings.api_tokens)
+        authorize(request, settings.server.api_tokens)
         session_or_404(session_id)
         await sessions().end(session_id)
         return JSONResponse({"ended": session_id})
 
     @r.patch("/whip/{session_id}")
     async def trickle(session_id: str, request: Request) -> JSONResponse:
-        authorize(request, settings.api_tokens)
+        authorize(request, settings.server.api_tokens)
         session_or_404(session_id)
         raise ApiError(
             405,
@@ -133,7 +133,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
 
     @r.get("/v1/sessions/{session_id}")
     async def status(session_id: str, request: Request) -> dict[str, object]:
-        authorize(request, settings.api_tokens)
+        authorize(request, settings.server.api_tokens)
         s = session_or_404(session_id)
         return {
             "session_id": s.id,
@@ -146,7 +146,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
 
     @r.get("/v1/sessions/{session_id}/events")
     async def events(session_id: str, request: Request) -> StreamingResponse:
-        authorize(request, settings.api_tokens)
+        authorize(request, settings.server.api_tokens)
         s = session_or_404(session_id)
         queue = s.subscribe()
 

@@ -18,8 +18,9 @@ import pytest
 
 from emostream import metrics
 from emostream.broker.base import Broker, DropReason, Job, Result
+from emostream.broker.config import BrokerConfig
 from emostream.broker.memory import MemoryBroker, UnknownSessionError
-from emostream.broker.redis import RedisBroker, RedisBrokerConfig
+from emostream.broker.redis import RedisBroker
 from emostream.models.service import FaceService
 from emostream.models.worker import FaceWorker, WorkerConfig
 from emostream.stream.media import read_image
@@ -36,7 +37,7 @@ async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         b = MemoryBroker(max_in_flight=2, deadline_s=30.0)
     else:
         server = RedisServer(tmp_path / "redis").start()
-        b = RedisBroker(RedisBrokerConfig(url=server.url), max_in_flight=2, deadline_s=30.0)
+        b = RedisBroker(BrokerConfig(url=server.url, max_in_flight=2, deadline_ms=30_000))
     await b.start()
     yield b
     await b.close()

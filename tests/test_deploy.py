@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from emostream.settings import Settings
+from emostream.settings import env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -100,7 +100,7 @@ def containers(deployment: Doc) -> list[Doc]:
 
 def settings_env() -> set[str]:
     """The environment variables emostream.settings.Settings reads."""
-    return {f"EMOSTREAM_{name.upper()}" for name in Settings.model_fields}
+    return env_names()
 
 
 @cache

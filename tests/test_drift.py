@@ -263,15 +263,15 @@ def test_drift_config_needs_a_bound() -> None:
 
 def test_settings_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
-    assert (s.drift_window_size, s.drift_window_seconds) == (1000, 600.0)
-    assert s.drift_config() == DriftConfig(size=1000, seconds=600.0)
+    assert (s.drift.size, s.drift.seconds) == (1000, 600.0)
+    assert s.drift == DriftConfig(size=1000, seconds=600.0)
     monkeypatch.setenv("EMOSTREAM_DRIFT_WINDOW_SIZE", "")
     monkeypatch.setenv("EMOSTREAM_DRIFT_WINDOW_SECONDS", "30")
     s = Settings()
-    assert s.drift_config() == DriftConfig(size=None, seconds=30.0)
+    assert s.drift == DriftConfig(size=None, seconds=30.0)
     monkeypatch.setenv("EMOSTREAM_DRIFT_WINDOW_SIZE", "50")
     monkeypatch.setenv("EMOSTREAM_DRIFT_WINDOW_SECONDS", "")
-    assert Settings().drift_config() == DriftConfig(size=50, seconds=None)
+    assert Settings().drift == DriftConfig(size=50, seconds=None)
 
 
 def test_settings_reject_an_unbounded_window(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -217,6 +217,7 @@ print(json.dumps({**report(), "lingering": lingering.pid}))
     assert child["default_route"] is False
     assert child["udp4"] == "ENETUNREACH"
     assert child["ipv4"] == ["e0 10.213.0.1/24", "lo 127.0.0.1/8"]
+
     # the process it left behind was killed (SIGKILL is delivered asynchronously: on a busy
     # machine the victim may still be running for a moment, so poll as a failure guard)
     # and the namespace deleted

@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 
 from emostream import metrics
 from emostream.broker.base import DropReason, Job, Result
-from emostream.broker.redis import RedisBroker, RedisBrokerConfig
+from emostream.broker.config import BrokerConfig
+from emostream.broker.redis import RedisBroker
 from emostream.broker.wire import decode_result, encode_job
 
 from redis_server import RedisServer
@@ -36,8 +37,8 @@ def _job(session: str, seq: int, deadline_s: float = 30.0) -> Job:
 
 
 def _broker(url: str, consumer: str, **kw: object) -> RedisBroker:
-    config = RedisBrokerConfig(url=url, consumer=consumer, claim_idle_ms=200, **kw)  # type: ignore[arg-type]
-    return RedisBroker(config, max_in_flight=2, deadline_s=30.0)
+    config = BrokerConfig(url=url, claim_idle_ms=200, max_in_flight=2, deadline_ms=30_000, **kw)  # type: ignore[arg-type]
+    return RedisBroker(config, consumer=consumer)
 
 
 def _dropped(reason: str) -> float:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import redis
 
-from emostream.broker.redis import RedisBroker, RedisBrokerConfig
+from emostream.broker.config import BrokerConfig
+from emostream.broker.redis import RedisBroker
 from emostream.broker.wire import encode_job
 from emostream.models.repository import ModelRepository
 from emostream.stream.media import read_image
@@ -77,7 +78,7 @@ def test_worker_serves_jobs_and_survives_garbage_on_the_stream(
         assert worker.proc.poll() is None  # still running
 
         async def one_result() -> tuple[int, str]:
-            ingest = RedisBroker(RedisBrokerConfig(url=redis_server.url), deadline_s=30.0)
+            ingest = RedisBroker(BrokerConfig(url=redis_server.url, deadline_ms=30_000))
             await ingest.open_session("s")
             await ingest.submit(face_job("s", 1, read_image(media / "justin.jpg")))
             async for res in ingest.results("s"):

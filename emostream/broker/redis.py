@@ -41,7 +41,6 @@ from typing import Any, cast
 import cv2
 import numpy as np
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,9 +50,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from emostream import metrics
 from emostream.broker import lua
 from emostream.broker.base import Broker, DropReason, Job, Modality, Result, count_drop
+from emostream.broker.config import BrokerConfig
 from emostream.broker.memory import UnknownSessionError
 from emostream.broker.wire import (
-    Codec,
     Fields,
     WireError,
     decode_frame,
@@ -74,24 +73,6 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class RedisBrokerConfig(BaseModel):
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "emostream"
-    group: str = "emostream-workers"
-    consumer: str = Field(default_factory=default_consumer, description="this worker's name")
-    codec: Codec = "jpeg"
-    jpeg_quality: int = Field(default=90, ge=1, le=100)
-    stream_max_len: int = Field(default=2000, ge=10, description="MAXLEN ~ of job streams")
-    results_max_len: int = Field(default=2000, ge=10)
-    results_ttl_s: int = Field(default=60, ge=1)
-    claim_idle_ms: int = Field(default=500, ge=1, description="claim jobs idle this long")
-    claim_interval_ms: int = Field(default=250, ge=1)
-    lost_after_s: float = Field(default=3.0, gt=0, description="unanswered past deadline")
-    socket_timeout_s: float = Field(default=5.0, gt=0)
-    connect_timeout_s: float = Field(default=1.0, gt=0)
-    max_backoff_s: float = Field(default=1.0, gt=0)
-
-
 class Backoff:
     """Exponential retry delays: 0.1 s doubling up to a cap, reset by a success."""
 
@@ -108,11 +89,10 @@ class Backoff:
 
 
 class RedisBroker(Broker):
-    def __init__(
-        self, config: RedisBrokerConfig, max_in_flight: int = 2, deadline_s: float = 0.25
-    ) -> None:
-        super().__init__(max_in_flight, deadline_s)
+    def __init__(self, config: BrokerConfig, consumer: str | None = None) -> None:
+        super().__init__(config.max_in_flight, config.deadline_s)
         self.config = config
+        self.consumer = consumer or default_consumer()
         self.node = secrets.token_hex(6)
         self.results_key = f"{config.prefix}:results:{self.node}"
         self._redis = aioredis.Redis.from_url(
@@ -212,9 +192,9 @@ class RedisBroker(Broker):
             for modality in self._taking:
                 info = await self._redis.xpending(self.stream(modality), self.config.group)
                 mine = {c["name"].decode(): c["pending"] for c in info.get("consumers", [])}
-                if not mine.get(self.config.consumer):
+                if not mine.get(self.consumer):
                     await self._redis.xgroup_delconsumer(
-                        self.stream(modality), self.config.group, self.config.consumer
+                        self.stream(modality), self.config.group, self.consumer
                     )
 
     # -- ingest side ------------------------------------------------------------------------
@@ -352,7 +332,7 @@ class RedisBroker(Broker):
         stream, group = self.stream(modality), self.config.group
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
             await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
-        await self._redis.xgroup_createconsumer(stream, group, self.config.consumer)
+        await self._redis.xgroup_createconsumer(stream, group, self.consumer)
 
     async def take(self, modality: Modality, max_items: int, max_wait_s: float) -> list[Job]:
         """Claimed jobs of dead workers first, then new ones; may return [] when idle.
@@ -407,7 +387,7 @@ class RedisBroker(Broker):
         for attempt in (1, 2):
             try:
                 reply: Any = await self._redis.xreadgroup(
-                    self.config.group, self.config.consumer, {stream: ">"}, count, block
+                    self.config.group, self.consumer, {stream: ">"}, count, block
                 )
                 return list(reply[0][1]) if reply else []
             except ResponseError as exc:
@@ -482,7 +462,7 @@ class RedisBroker(Broker):
         """Take over jobs that a dead (or stuck) worker left pending: run or drop them."""
         cfg = self.config
         reply = await self._redis.xautoclaim(
-            self.stream(modality), cfg.group, cfg.consumer, cfg.claim_idle_ms, "0-0", count=count
+            self.stream(modality), cfg.group, self.consumer, cfg.claim_idle_ms, "0-0", count=count
         )
         entries = [e for e in reply[1] if e and e[1] is not None]
         if not entries:
@@ -497,7 +477,7 @@ class RedisBroker(Broker):
         consumers = await self._redis.xinfo_consumers(self.stream(modality), self.config.group)
         for c in consumers:
             name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
-            if name != self.config.consumer and c["pending"] == 0 and c["idle"] > 60_000:
+            if name != self.consumer and c["pending"] == 0 and c["idle"] > 60_000:
                 await self._redis.xgroup_delconsumer(self.stream(modality), self.config.group, name)
 
     async def _update_depth(self, modality: Modality) -> None:

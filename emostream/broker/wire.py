@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from emostream.broker.base import DropReason, Job, Modality, Result
+from emostream.broker.config import Codec
 
 WIRE_VERSION = b"1"
-Codec = Literal["jpeg", "raw"]
 Fields = dict[bytes, bytes]
 MAX_SIDE = 8192  # a larger frame on the stream is malformed, not a reason to allocate
 

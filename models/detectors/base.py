@@ -1,15 +1,20 @@
 """The face detector interface: every backend turns a BGR frame into boxes.
 
-Backends live one per file (``haar.py`` …) and are created from a pydantic config by
-``create_detector``, so a deployment picks one by setting, not by code.
+A backend is one file in this package holding its pydantic config (a ``type`` literal
+naming it) and a ``FaceDetector`` subclass that names that config in ``config_class``.
+``emostream.models.detectors`` finds every such file on import, the way Frigate's
+``detector_types.py`` does, so adding a detector is adding one file.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+from pydantic import BaseModel
 
 Box = tuple[int, int, int, int]
 
@@ -20,9 +25,26 @@ class Detection:
     score: float  # backend-specific confidence; higher is surer
 
 
+class DetectorConfigBase(BaseModel):
+    """Every backend's config: ``type`` picks the backend (``EMOSTREAM_DETECTOR__TYPE``)."""
+
+    type: str
+
+
 class FaceDetector(ABC):
-    name: str
+    name: ClassVar[str]
+    config_class: ClassVar[type[DetectorConfigBase]]
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: DetectorConfigBase, model_root: Path) -> FaceDetector:
+        """The backend built from its config; ``model_root`` for repository models."""
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in a BGR (or gray) frame, largest first."""
+
+    @property
+    def ref(self) -> str:
+        """What ``/readyz`` and the worker's log name: a model ``name/version`` or the backend."""
+        return self.name

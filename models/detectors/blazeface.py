@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from emostream.models.detectors.base import Detection, FaceDetector
+from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import OnnxRunner, RunnerConfig
 
@@ -195,11 +195,11 @@ def nms(
     return np.asarray(kept_boxes, np.float32), np.asarray(kept_scores, np.float32)
 
 
-class BlazeFaceConfig(BaseModel):
+class BlazeFaceConfig(DetectorConfigBase):
     type: Literal["blazeface"] = "blazeface"
     model: str = Field(default=MODEL_NAME, description="model name in the repository")
     version: str = Field(default="production", description="a version or an alias")
-    model_root: Path | None = Field(default=None, description="None: emostream.paths")
+    model_root: Path | None = Field(default=None, description="None: the settings' model root")
     score_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="None: the model's own (0.5 / 0.6)"
     )
@@ -222,24 +222,23 @@ def read_spec(runner: OnnxRunner) -> BlazeFaceSpec:
     return BlazeFaceSpec.model_validate_json(meta[METADATA_KEY])
 
 
-def resolve_model(repo: ModelRepository, name: str, version: str) -> Path:
-    """The ONNX path of ``name/version`` (alias allowed), its sha256 checked against the card."""
-    return repo.onnx_path(name, repo.resolve(name, version))
-
-
 class BlazeFaceDetector(FaceDetector):
     name = "blazeface"
+    config_class = BlazeFaceConfig
 
     def __init__(
         self, config: BlazeFaceConfig | None = None, *, model: Path | bytes | None = None
     ) -> None:
         """From the repository (``config.model``/``config.version``) or an explicit model."""
         self.config = config = config or BlazeFaceConfig()
+        self._ref = "blazeface (explicit model)"
         if model is None:
             from emostream.paths import model_root
 
             repo = ModelRepository(config.model_root or model_root())
-            model = resolve_model(repo, config.model, config.version)
+            version = repo.resolve(config.model, config.version)
+            model = repo.onnx_path(config.model, version)
+            self._ref = f"{config.model}/{version}"
         self.runner = OnnxRunner(
             model,
             RunnerConfig(providers=config.providers, intra_op_threads=config.intra_op_threads),
@@ -256,6 +255,17 @@ class BlazeFaceDetector(FaceDetector):
         self.threshold = (
             config.score_threshold if config.score_threshold is not None else self.spec.min_score
         )
+
+    @classmethod
+    def from_config(cls, config: DetectorConfigBase, model_root: Path) -> BlazeFaceDetector:
+        assert isinstance(config, BlazeFaceConfig)
+        if config.model_root is None:
+            config = config.model_copy(update={"model_root": model_root})
+        return cls(config)
+
+    @property
+    def ref(self) -> str:
+        return self._ref
 
     # -- stages (public so that tests and the reference script share them) ---------------
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float, int, int]:

@@ -7,16 +7,17 @@ call frame several times faster than the full-frame, 1.1-step defaults (docs/BEN
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
-from emostream.models.detectors.base import Detection, FaceDetector
+from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 
 
-class HaarConfig(BaseModel):
+class HaarConfig(DetectorConfigBase):
     type: Literal["haar"] = "haar"
     cascade: str = "haarcascade_frontalface_default.xml"
     max_side: int = Field(default=320, ge=0, description="working size; 0 keeps full size")
@@ -35,6 +36,12 @@ class HaarConfig(BaseModel):
 
 class HaarDetector(FaceDetector):
     name = "haar"
+    config_class = HaarConfig
+
+    @classmethod
+    def from_config(cls, config: DetectorConfigBase, model_root: Path) -> HaarDetector:
+        assert isinstance(config, HaarConfig)
+        return cls(config)
 
     def __init__(self, config: HaarConfig | None = None) -> None:
         self.config = config or HaarConfig()

@@ -1,0 +1,53 @@
+"""The broker's settings (``EMOSTREAM_BROKER__*``): which broker, the real-time rules, and
+the Redis Streams layout and timings. One home for every default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+Codec = Literal["jpeg", "raw"]
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class BrokerConfig(BaseModel):
+    url: str = Field(
+        default="memory",
+        description="'memory' (worker in this process) or redis://HOST:PORT/DB (workers run "
+        "separately: `emostream worker`)",
+    )
+    max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
+    deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
+    # Redis Streams only
+    codec: Codec = Field(default="jpeg", description="how frames travel: jpeg or raw")
+    jpeg_quality: int = Field(default=90, ge=1, le=100)
+    stream_max_len: int = Field(default=2000, ge=10, description="MAXLEN ~ of job streams")
+    results_max_len: int = Field(default=2000, ge=10)
+    results_ttl_s: int = Field(default=60, ge=1)
+    claim_idle_ms: int = Field(default=500, ge=1, description="claim a dead worker's jobs")
+    claim_interval_ms: int = Field(default=250, ge=1)
+    lost_after_s: float = Field(default=3.0, gt=0, description="unanswered past deadline")
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+    max_backoff_s: float = Field(default=1.0, gt=0)
+    prefix: str = "emostream"
+    group: str = "emostream-workers"
+
+    @property
+    def deadline_s(self) -> float:
+        return self.deadline_ms / 1000.0
+
+    @property
+    def is_redis(self) -> bool:
+        return self.url.startswith(REDIS_SCHEMES)
+
+    @field_validator("url")
+    @classmethod
+    def _known(cls, url: str) -> str:
+        if url == "memory" or url.startswith(REDIS_SCHEMES):
+            return url
+        raise ValueError(
+            f"broker {url!r} not understood: use 'memory' or a Redis URL such as "
+            "redis://127.0.0.1:6379/0"
+        )
