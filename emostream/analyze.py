@@ -1,7 +1,9 @@
 """Offline analysis: images and videos in, one face message per image or frame out.
 
-Used by ``emostream analyze``. A file that cannot be read is reported and skipped; the
-other files are still analysed, and the exit code says something failed.
+Used by ``emostream analyze``. Each image or frame is a job run through ``run_batch``, the
+same path the real-time worker takes, so offline and live results are scored and counted
+alike. A file that cannot be read is reported and skipped; the other files are still
+analysed, and the exit code says something failed.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from emostream.annotate import draw_faces
-from emostream.models.service import FaceService
+from emostream.models.face import FaceAnalyzer
 from emostream.models.tracker import IouTracker
-from emostream.schema import Face, FaceMessage
+from emostream.pipeline.analyzer import run_batch
+from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.pipeline.messages import face_message
+from emostream.pipeline.outcomes import Failed, Scored
+from emostream.schema import FaceMessage
 from emostream.stream.media import MediaError, iter_video, kind_of, open_video, read_image
 
 
@@ -41,41 +48,40 @@ def annotated_path(src: Path, target: Path, single: bool, kind: str) -> Path:
     return target / f"{src.stem}.annotated{ext}"
 
 
-def _message(
-    service: FaceService,
+def _analyze(
+    analyzer: FaceAnalyzer,
+    image: np.ndarray,
     source: str,
     seq: int,
     pts: float | None,
-    image_shape: tuple[int, ...],
-    faces: list[Face],
+    opts: AnalyzeOptions,
+    tracker: IouTracker | None,
     t0: float,
 ) -> FaceMessage:
-    return FaceMessage(
-        source=source,
-        seq=seq,
-        pts=pts,
-        model=service.card.ref,
-        latency_ms=round((time.perf_counter() - t0) * 1000, 3),
-        width=int(image_shape[1]),
-        height=int(image_shape[0]),
-        faces=faces,
-    )
+    """One image or frame through the inference path, as a DESIGN.md message."""
+    h, w = image.shape[:2]
+    job = Job("", seq, pts, image, FrameInfo(w, h, detect=opts.detect), created=t0)
+    (outcome,) = run_batch(analyzer, [job])
+    if not isinstance(outcome, Scored):
+        why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
+        raise MediaError("analysis_failed", f"{source}: {why}")
+    latency = time.monotonic() - t0
+    return face_message(outcome, latency_s=latency, tracker=tracker, source=source)
 
 
 def analyze_image(
-    service: FaceService, path: Path, opts: AnalyzeOptions, out: Path | None
+    analyzer: FaceAnalyzer, path: Path, opts: AnalyzeOptions, out: Path | None
 ) -> Iterator[FaceMessage]:
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     image = read_image(path, opts.max_pixels)
-    result = service.process(image, detect=opts.detect)
-    faces = service.analyzer.to_faces(result)
-    yield _message(service, str(path), 0, None, image.shape, faces, t0)
-    if out is not None and not cv2.imwrite(str(out), draw_faces(image, faces)):
+    msg = _analyze(analyzer, image, str(path), 0, None, opts, None, t0)
+    yield msg
+    if out is not None and not cv2.imwrite(str(out), draw_faces(image, msg.faces)):
         raise MediaError("write_failed", f"could not write {out}")
 
 
 def analyze_video(
-    service: FaceService, path: Path, opts: AnalyzeOptions, out: Path | None
+    analyzer: FaceAnalyzer, path: Path, opts: AnalyzeOptions, out: Path | None
 ) -> Iterator[FaceMessage]:
     cap, info = open_video(path)
     cap.release()
@@ -93,16 +99,15 @@ def analyze_video(
             disable=not opts.progress,
         ) as bar:
             for seq, frame in enumerate(iter_video(path, opts.fps)):
-                t0 = time.perf_counter()
-                result = service.process(frame.image, detect=opts.detect)
-                faces = service.analyzer.to_faces(result, tracker)
-                yield _message(service, str(path), seq, frame.pts, frame.image.shape, faces, t0)
+                t0 = time.monotonic()
+                msg = _analyze(analyzer, frame.image, str(path), seq, frame.pts, opts, tracker, t0)
+                yield msg
                 if out is not None:
                     if writer is None:
                         h, w = frame.image.shape[:2]
                         fourcc = cv2.VideoWriter.fourcc(*"mp4v")
                         writer = cv2.VideoWriter(str(out), fourcc, opts.fps or info.fps, (w, h))
-                    writer.write(draw_faces(frame.image, faces))
+                    writer.write(draw_faces(frame.image, msg.faces))
                 bar.update(1)
     finally:
         if writer is not None:
@@ -110,7 +115,7 @@ def analyze_video(
 
 
 def analyze_paths(
-    service: FaceService,
+    analyzer: FaceAnalyzer,
     paths: list[Path],
     opts: AnalyzeOptions,
     emit: Callable[[FaceMessage], None],
@@ -129,7 +134,7 @@ def analyze_paths(
                 else None
             )
             run = analyze_image if kind == "image" else analyze_video
-            for msg in run(service, path, opts, out):
+            for msg in run(analyzer, path, opts, out):
                 emit(msg)
         except MediaError as exc:
             failed += 1

@@ -52,11 +52,11 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 def _face_service(settings: Settings):  # type: ignore[no-untyped-def]
+    from emostream.models.face import FaceAnalyzer
     from emostream.models.repository import ModelMissingError
-    from emostream.models.service import FaceService
 
     try:
-        return FaceService.from_settings(settings)
+        return FaceAnalyzer.from_settings(settings)
     except ModelMissingError as exc:
         raise _fail(str(exc), EXIT_MODEL_MISSING) from None
     except ValueError as exc:
@@ -139,7 +139,7 @@ def worker(
 
     service = _face_service(settings)
     try:
-        asyncio.run(run_worker(settings, service))
+        asyncio.run(run_worker(settings, [service]))
     except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:  # e.g. the metrics port is taken

@@ -24,8 +24,8 @@ from pydantic_settings import (
 from emostream.broker.config import BrokerConfig
 from emostream.models.detectors import BACKENDS, DetectorConfig, default_detector
 from emostream.models.drift import DriftConfig
+from emostream.models.face import FaceModelConfig
 from emostream.models.runner import RunnerConfig
-from emostream.models.service import FaceModelConfig
 from emostream.models.worker import WorkerConfig
 from emostream.paths import model_root
 from emostream.stream.config import LimitsConfig, ServerConfig

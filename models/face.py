@@ -1,82 +1,178 @@
-"""Frames in, faces with emotion scores out: detection, cropping, batched classification.
+"""The face analyzer: frames in, faces with emotion scores out, for every entry point.
 
-The classifier call is batched over every face of every frame handed in at once, which is
-what the real-time worker relies on to serve many sessions with one ONNX Runtime call.
+Detection runs per frame, then one classifier call scores every face of every frame in the
+batch, whichever session it came from: that is what lets one worker serve many sessions
+with one ONNX Runtime call. Boxes are found on the (downscaled) payload and reported in
+source-frame pixels. A frame the detector cannot take fails alone; the batch goes on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, Field
 
-from emostream.models.detectors.base import Box, FaceDetector
+from emostream.models.detectors import create_detector
+from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.drift import DriftConfig
 from emostream.models.preprocess import crop
-from emostream.models.runner import Classifier
-from emostream.models.tracker import IouTracker
-from emostream.schema import Face
+from emostream.models.repository import ModelRepository
+from emostream.models.runner import Classifier, RunnerConfig
+from emostream.models.tally import ModelTally
+from emostream.pipeline.jobs import Box, Job, Modality
+from emostream.pipeline.outcomes import FaceScores, Outcome, Scored, fail
+
+if TYPE_CHECKING:
+    from emostream.settings import Settings
 
 
-@dataclass
-class FrameFaces:
-    """Raw per-frame result, before track ids and message wrapping."""
+class FaceModelConfig(BaseModel):
+    """``EMOSTREAM_FACE__*``: which face-emotion model the process serves."""
 
-    boxes: list[Box]
-    scores: np.ndarray  # (faces, classes)
+    model: str = Field(default="face-emotion", description="model name in the repository")
+    alias: str = Field(default="production", description="the alias (or version) to serve")
+
+
+class ThreadLocalDetector:
+    """OpenCV cascades are not safe to share between threads: give each thread its own."""
+
+    def __init__(self, factory: Callable[[], FaceDetector]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._local.det = first = factory()
+        self.name, self.ref = first.name, first.ref
+
+    @property
+    def current(self) -> FaceDetector:
+        """This thread's detector (built on first use)."""
+        det: FaceDetector | None = getattr(self._local, "det", None)
+        if det is None:
+            det = self._local.det = self._factory()
+        return det
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.current.detect(image)
+
+
+def _source_box(box: Box, scale: float) -> Box:
+    """Boxes are found on the downscaled frame; messages use source-frame pixels."""
+    if scale == 1.0:
+        return box
+    return (
+        round(box[0] / scale),
+        round(box[1] / scale),
+        round(box[2] / scale),
+        round(box[3] / scale),
+    )
+
+
+def _bad_frame(frame: np.ndarray) -> str | None:
+    if frame.ndim not in (2, 3) or frame.size == 0 or frame.dtype != np.uint8:
+        return f"bad frame {frame.shape} {frame.dtype}"
+    return None
 
 
 class FaceAnalyzer:
-    def __init__(self, classifier: Classifier, detector: FaceDetector) -> None:
+    """Detector + classifier + the model's tally: the ``Analyzer`` of the face modality."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        detector: ThreadLocalDetector,
+        drift: DriftConfig | None = None,
+    ) -> None:
         self.classifier = classifier
         self.detector = detector
-        self.classes = classifier.card.classes
+        self.card = classifier.card
+        self.classes = tuple(self.card.classes)
+        self._tally = ModelTally(self.card, self.provider, drift)
+
+    @classmethod
+    def load(
+        cls,
+        repo: ModelRepository,
+        model: FaceModelConfig,
+        runner: RunnerConfig,
+        detector: DetectorConfigBase,
+        drift: DriftConfig | None = None,
+    ) -> FaceAnalyzer:
+        """The model an alias names, with its detector (raises ModelMissingError if absent)."""
+        classifier = Classifier.from_repository(repo, model.model, model.alias, runner)
+        return cls(
+            classifier, ThreadLocalDetector(lambda: create_detector(detector, repo.root)), drift
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FaceAnalyzer:
+        """The production analyzer a process runs: model, runner, detector, drift window."""
+        return cls.load(
+            ModelRepository(settings.model_root),
+            settings.face,
+            settings.runner,
+            settings.detector,
+            settings.drift,
+        )
+
+    # -- the Analyzer protocol ----------------------------------------------------------
+    @property
+    def modality(self) -> Modality:
+        return "face"
 
     @property
-    def model_ref(self) -> str:
-        return self.classifier.card.ref
+    def model(self) -> str:
+        return self.card.ref
 
+    @property
+    def provider(self) -> str:
+        return self.classifier.runner.providers[0]
+
+    @property
+    def tally(self) -> ModelTally:
+        return self._tally
+
+    def run(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Detect per frame (unless the frame is one face), classify all faces in one call."""
+        out: dict[int, Outcome] = {}
+        live: list[tuple[int, Job, list[Box]]] = []
+        for i, job in enumerate(jobs):
+            problem = _bad_frame(job.payload)
+            if problem is not None:
+                out[i] = fail(job, problem)
+                continue
+            try:
+                boxes = self.detect(job.payload) if job.info.detect else [_whole(job.payload)]
+            except Exception as exc:  # a frame the detector cannot take
+                out[i] = fail(job, f"detection failed: {exc}")
+                continue
+            live.append((i, job, boxes))
+        scores = self.classify([j.payload for _, j, _ in live], [b for _, _, b in live])
+        for (i, job, boxes), frame_scores in zip(live, scores, strict=True):
+            source = [_source_box(b, job.info.scale) for b in boxes]
+            out[i] = Scored(
+                job.header(), self.model, FaceScores(source, frame_scores, self.classes)
+            )
+        return [out[i] for i in range(len(jobs))]
+
+    # -- stages (public so that benchmarks time them separately) -------------------------
     def detect(self, frame: np.ndarray) -> list[Box]:
         return [d.box for d in self.detector.detect(frame)]
 
     def classify(
         self, frames: Sequence[np.ndarray], boxes: Sequence[list[Box]]
-    ) -> list[FrameFaces]:
-        """Score the given boxes of each frame in one batched model call."""
+    ) -> list[np.ndarray]:
+        """(faces, classes) scores for the given boxes of each frame, in one model call."""
         margin = self.classifier.spec.crop_margin
         crops = [crop(f, b, margin) for f, bs in zip(frames, boxes, strict=True) for b in bs]
         scores = self.classifier.predict(crops)
         out, i = [], 0
         for bs in boxes:
-            out.append(FrameFaces(list(bs), scores[i : i + len(bs)]))
+            out.append(scores[i : i + len(bs)])
             i += len(bs)
         return out
 
-    def analyze(self, frames: Sequence[np.ndarray], *, detect: bool = True) -> list[FrameFaces]:
-        """Detect (or take each whole frame as one aligned face) and classify."""
-        if detect:
-            boxes = [self.detect(f) for f in frames]
-        else:
-            boxes = [[(0, 0, f.shape[1], f.shape[0])] for f in frames]
-        return self.classify(frames, boxes)
 
-    def to_faces(self, result: FrameFaces, tracker: IouTracker | None = None) -> list[Face]:
-        """Schema faces; with a tracker, stable ids and (optionally) smoothed scores."""
-        if tracker is not None:
-            ids, scores = tracker.update(result.boxes, result.scores)
-            assert scores is not None
-        else:
-            ids, scores = list(range(1, len(result.boxes) + 1)), result.scores
-        faces = []
-        for box, tid, row in zip(result.boxes, ids, scores, strict=True):
-            k = int(np.argmax(row))
-            faces.append(
-                Face(
-                    track_id=tid,
-                    box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])),
-                    scores={c: round(float(p), 5) for c, p in zip(self.classes, row, strict=True)},
-                    label=self.classes[k],
-                    confidence=round(float(row[k]), 5),
-                )
-            )
-        return faces
+def _whole(frame: np.ndarray) -> Box:
+    return (0, 0, frame.shape[1], frame.shape[0])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-Box = tuple[int, int, int, int]
+from emostream.pipeline.jobs import Box
 
 
 def iou(a: Box, b: Box) -> float:

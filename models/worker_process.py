@@ -16,60 +16,59 @@ import signal
 from prometheus_client import start_http_server
 
 from emostream import metrics
-from emostream.broker.factory import make_broker
-from emostream.models.service import FaceService
-from emostream.models.worker import FaceWorker
+from emostream.broker.factory import make_worker_broker
+from emostream.models.face import FaceAnalyzer
+from emostream.models.worker import BatchWorker
 from emostream.settings import Settings
 
 log = logging.getLogger("emostream.worker")
 
 
-def load_service(settings: Settings) -> FaceService:
-    return FaceService.from_settings(settings)
+def load_analyzers(settings: Settings) -> list[FaceAnalyzer]:
+    """The analyzers this worker serves, one per modality whose model is configured."""
+    return [FaceAnalyzer.from_settings(settings)]
 
 
-async def run_worker(settings: Settings, service: FaceService) -> None:
-    if not settings.broker.is_redis:
-        raise ValueError(
-            f"a separate worker needs a shared broker: --broker redis://…, not "
-            f"{settings.broker.url!r} (with 'memory' the worker runs inside `emostream serve`)"
-        )
-    broker = make_broker(settings)
+async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
+    broker = make_worker_broker(settings)
     name = getattr(broker, "consumer", "worker")
-    provider = service.provider
     config = settings.worker
-    batch = config.batch_for(provider)
+    workers = [BatchWorker(broker, a, config) for a in analyzers]
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.metrics_host)
-    metrics.WORKER_INFO.labels(name, provider, str(batch)).set(1)
-    metrics.initialise("worker")
-    log.info(
-        "worker %s: %s on %s, detector %s, batch up to %d, wait %.1f ms, broker %s%s",
-        name,
-        service.card.ref,
-        provider,
-        service.detector_ref,
-        batch,
-        config.max_wait_ms,
-        settings.broker.url,
-        f", metrics on {config.metrics_host}:{config.metrics_port}" if config.metrics_port else "",
-    )
+    for a, w in zip(analyzers, workers, strict=True):
+        metrics.WORKER_INFO.labels(name, a.provider, str(w.max_batch)).set(1)
+        metrics.initialise("worker", a.modality)
+        log.info(
+            "worker %s: %s on %s, detector %s, batch up to %d, wait %.1f ms, broker %s%s",
+            name,
+            a.model,
+            a.provider,
+            a.detector.ref,
+            w.max_batch,
+            config.max_wait_ms,
+            settings.broker.url,
+            f", metrics on {config.metrics_host}:{config.metrics_port}"
+            if config.metrics_port
+            else "",
+        )
     await broker.start()
-    worker = FaceWorker(broker, service, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker.start()
+    for w in workers:
+        w.start()
     stopping = asyncio.create_task(stop.wait())
-    running = worker.task
-    assert running is not None
-    await asyncio.wait({stopping, running}, return_when=asyncio.FIRST_COMPLETED)
-    if running.done():  # the loop itself ended: a bug, not a signal; say so and exit non-zero
+    running = {w.task for w in workers if w.task is not None}
+    done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
+    ended = [t for t in done if t is not stopping]
+    if ended:  # a loop itself ended: a bug, not a signal; say so and exit non-zero
         stopping.cancel()
         await broker.close()
-        raise RuntimeError(f"worker loop ended: {running.exception()!r}")
+        raise RuntimeError(f"worker loop ended: {ended[0].exception()!r}")
     log.info("worker %s: stopping, finishing the batch in progress", name)
-    await worker.stop(drain_s=config.drain_timeout_s)
+    for w in workers:
+        await w.stop(drain_s=config.drain_timeout_s)
     await broker.close()
     log.info("worker %s: stopped", name)

@@ -1,8 +1,10 @@
-"""The HTTP API of ``emostream serve`` (FastAPI): predict, health, readiness, metrics.
+"""The HTTP API of ``emostream serve`` (FastAPI): signalling, predict, health, metrics.
 
-Later issues add WebRTC signalling (``/whip``, ``/v1/offer``) to this same app. CPU work
-(decode, detect, classify) runs in worker threads behind a capacity limiter, so the event
-loop keeps answering health checks and other sessions while a big image is processed.
+WebRTC signalling (``/whip``, ``/v1/offer``, SSE events) comes from ``signalling``; the
+demo page from ``static/``. ``/v1/predict`` takes the same inference path as the real-time
+worker (``run_batch``), so it scores and counts a frame exactly as a session would. CPU
+work (decode, detect, classify) runs in worker threads behind a capacity limiter, so the
+event loop keeps answering health checks and other sessions while a big image is processed.
 """
 
 from __future__ import annotations
@@ -22,10 +24,15 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from emostream import __version__, metrics
-from emostream.broker.base import Broker
-from emostream.broker.factory import make_broker
-from emostream.models.service import FaceService
-from emostream.models.worker import FaceWorker
+from emostream.broker.base import IngestBroker
+from emostream.broker.factory import make_ingest
+from emostream.broker.memory import MemoryBroker
+from emostream.models.face import FaceAnalyzer
+from emostream.models.worker import BatchWorker
+from emostream.pipeline.analyzer import run_batch
+from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.pipeline.messages import face_message
+from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
 from emostream.stream import signalling
@@ -40,12 +47,12 @@ log = logging.getLogger(__name__)
 class AppState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.face: FaceService | None = None
+        self.face: FaceAnalyzer | None = None
         self.face_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.limits.predict_concurrency)
         self.seq = 0
-        self.broker: Broker | None = None
-        self.worker: FaceWorker | None = None
+        self.broker: IngestBroker | None = None
+        self.worker: BatchWorker | None = None
         self.sessions: SessionManager | None = None
 
     async def start_realtime(self) -> None:
@@ -57,11 +64,14 @@ class AppState:
         if self.face is None:
             return
         s = self.settings
-        self.broker = make_broker(s)
+        if s.broker.is_redis:
+            self.broker = make_ingest(s)
+        else:  # one in-process broker plays both roles: sessions submit, our worker takes
+            self.broker = embedded = MemoryBroker(s.broker)
+            self.worker = BatchWorker(embedded, self.face, s.worker)
         await self.broker.start()
         metrics.initialise("ingest" if s.broker.is_redis else "all-in-one")
-        if not s.broker.is_redis:
-            self.worker = FaceWorker(self.broker, self.face, s.worker)
+        if self.worker is not None:
             batch = self.worker.max_batch
             metrics.WORKER_INFO.labels("in-process", self.face.provider, str(batch)).set(1)
             self.worker.start()
@@ -79,8 +89,8 @@ class AppState:
     def load(self) -> None:
         s = self.settings
         try:
-            self.face = FaceService.from_settings(s)
-            log.info("serving %s on %s", self.face.card.ref, self.face.provider)
+            self.face = FaceAnalyzer.from_settings(s)
+            log.info("serving %s on %s", self.face.model, self.face.provider)
         except (LookupError, ValueError, OSError) as exc:
             self.face, self.face_error = None, str(exc)
             log.error("face model not loaded: %s", exc)
@@ -141,8 +151,8 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
                 "ready": True,
                 "broker": state.settings.broker.url,
                 "models": {
-                    "face": {"model": face.card.ref, "provider": face.provider},
-                    "detector": face.detector_ref,
+                    "face": {"model": face.model, "provider": face.provider},
+                    "detector": face.detector.ref,
                 },
             }
         )
@@ -162,7 +172,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         request: Request, detect: bool = Query(True, description="false: the image is one face")
     ) -> FaceMessage:
         """One image (raw body or multipart ``file``) -> one face message."""
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         face = state.face
         if face is None:
             raise ApiError(503, "model_unavailable", state.face_error or "models are loading")
@@ -170,25 +180,23 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         metrics.FRAMES_IN.labels("face").inc()
         try:
             async with state.limiter:
-                t1 = time.perf_counter()
+                t1 = time.monotonic()
                 image = await anyio.to_thread.run_sync(
                     decode_image, data, state.settings.limits.max_pixels
                 )
-                metrics.STAGE_LATENCY.labels("decode", "face").observe(time.perf_counter() - t1)
-                result = await anyio.to_thread.run_sync(lambda: face.process(image, detect=detect))
+                metrics.STAGE_LATENCY.labels("decode", "face").observe(time.monotonic() - t1)
+                state.seq += 1
+                h, w = image.shape[:2]
+                job = Job("", state.seq, None, image, FrameInfo(w, h, detect=detect), created=t0)
+                (outcome,) = await anyio.to_thread.run_sync(run_batch, face, [job])
         except MediaError as exc:
             metrics.FRAMES_DROPPED.labels("face", exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.detail) from None
-        state.seq += 1
-        latency = time.perf_counter() - t0
+        if not isinstance(outcome, Scored):
+            why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
+            raise ApiError(500, "inference_failed", f"the image could not be analysed: {why}")
+        latency = time.monotonic() - t0
         metrics.STAGE_LATENCY.labels("end_to_end", "face").observe(latency)
-        return FaceMessage(
-            seq=state.seq,
-            latency_ms=round(latency * 1000, 3),
-            model=face.card.ref,
-            width=int(image.shape[1]),
-            height=int(image.shape[0]),
-            faces=face.analyzer.to_faces(result),
-        )
+        return face_message(outcome, latency_s=latency)
 
     return app

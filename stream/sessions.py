@@ -1,10 +1,10 @@
 """WebRTC sessions (aiortc): one peer connection, its media readers and its results.
 
 Video frames are converted to BGR and downscaled once (``max_side``) on arrival, then
-submitted to the Broker; results come back through ``Broker.results(session)``, get track
-ids, and go out on the ``emotions`` data channel (when the client opened one) and to every
-SSE subscriber. Audio is read and discarded for now (the voice model is a later issue):
-reading it keeps aiortc's receive queue from growing.
+submitted to the broker; outcomes come back through ``IngestBroker.results(session)``, get
+track ids (``SessionView``), and go out on the ``emotions`` data channel (when the client
+opened one) and to every SSE subscriber. Audio is read and discarded until a voice analyzer
+exists: reading it keeps aiortc's receive queue from growing.
 
 A session ends on DELETE, when its peer connection fails or closes, or after
 ``idle_timeout_s`` without a frame; ending it cancels its tasks, stops its tracks, closes
@@ -32,10 +32,10 @@ from aiortc.mediastreams import MediaStreamError
 from pydantic import BaseModel, Field
 
 from emostream import metrics
-from emostream.broker.base import Broker, DropReason, Job
+from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.fields import CommaList
-from emostream.schema import ErrorMessage
-from emostream.stream.results import FaceResults
+from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.stream.results import SessionView
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,14 @@ class SessionConfig(BaseModel):
 
 
 class Session:
-    def __init__(self, broker: Broker, config: SessionConfig) -> None:
+    def __init__(self, broker: IngestBroker, config: SessionConfig) -> None:
         self.id = secrets.token_urlsafe(12)
         self.broker = broker
         self.config = config
         servers = [RTCIceServer(urls=u) for u in config.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.channel: RTCDataChannel | None = None
-        self.view = FaceResults(self.id, smoothing=config.smoothing)
+        self.view = SessionView(self.id, smoothing=config.smoothing)
         self.subscribers: set[asyncio.Queue[str | None]] = set()
         self.started = self.last_activity = time.monotonic()
         self.frames_in = 0
@@ -129,18 +129,10 @@ class Session:
             self.frames_in += 1
             if self.closed.is_set():
                 return
-            job = Job(
-                session=self.id,
-                modality="face",
-                seq=self._seq,
-                pts=pts,
-                payload=image,
-                created=t0,
-                meta={"scale": scale, "width": float(w), "height": float(h)},
-            )
+            job = Job(self.id, self._seq, pts, image, FrameInfo(w, h, scale), created=t0)
             try:
                 await self.broker.submit(job)
-            except KeyError:  # the session ended between the check and the submit
+            except UnknownSessionError:  # the session ended between the check and the submit
                 return
 
     async def _discard(self, track: MediaStreamTrack) -> None:
@@ -150,15 +142,8 @@ class Session:
                 self.last_activity = time.monotonic()
 
     async def _send_results(self) -> None:
-        async for result in self.broker.results(self.id):
-            if result.dropped is DropReason.unavailable and result.error:
-                self._send(
-                    ErrorMessage(
-                        session=self.id, code="broker_unavailable", detail=result.error
-                    ).to_json()
-                )
-                continue
-            msg = self.view.message(result)
+        async for event in self.broker.results(self.id):
+            msg = self.view.message(event)
             if msg is not None:
                 self._send(msg.to_json())
 
@@ -199,7 +184,7 @@ class Session:
 class SessionManager:
     """All sessions of this ingest node, with the concurrency limit and the idle reaper."""
 
-    def __init__(self, broker: Broker, config: SessionConfig) -> None:
+    def __init__(self, broker: IngestBroker, config: SessionConfig) -> None:
         self.broker = broker
         self.config = config
         self.max_sessions = config.max_sessions

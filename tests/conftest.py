@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier
-from emostream.models.service import FaceService
 from emostream.paths import data_root as find_data_root
 from emostream.paths import model_root
 from emostream.settings import Settings
@@ -56,8 +56,8 @@ def classifier(repo: ModelRepository) -> Classifier:
 
 
 @pytest.fixture(scope="session")
-def service(repo: ModelRepository) -> FaceService:
-    return FaceService.from_settings(Settings(model_root=repo.root))
+def analyzer(repo: ModelRepository) -> FaceAnalyzer:
+    return FaceAnalyzer.from_settings(Settings(model_root=repo.root))
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ import cv2
 import httpx
 import numpy as np
 
-from emostream.broker.base import Job
+from emostream.pipeline.jobs import FrameInfo, Job
 
 ROOT = Path(__file__).resolve().parents[1]
 EMOSTREAM = [str(Path(sys.executable).parent / "emostream")]
@@ -136,16 +136,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def face_job(session: str, seq: int, image: np.ndarray, deadline_s: float = 30.0) -> Job:
-    """A job as an ingest node makes it: downscaled once, source size in ``meta``."""
+    """A job as an ingest node makes it: downscaled once, with its source size."""
     h, w = image.shape[:2]
     scale = min(1.0, 640 / max(h, w))
     frame = cv2.resize(image, (round(w * scale), round(h * scale))) if scale < 1 else image
-    return Job(
-        session=session,
-        modality="face",
-        seq=seq,
-        pts=seq / 15,
-        payload=frame,
-        deadline=time.monotonic() + deadline_s,
-        meta={"scale": scale, "width": float(w), "height": float(h)},
-    )
+    info = FrameInfo(w, h, scale)
+    return Job(session, seq, seq / 15, frame, info, deadline=time.monotonic() + deadline_s)

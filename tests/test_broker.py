@@ -1,7 +1,8 @@
-"""The Broker contract (backpressure, deadlines, fairness, routing) and the face worker.
+"""The broker's two roles, each against both implementations, and the batching worker.
 
-The ``broker`` fixture is parametrized by implementation so that the Redis broker (a later
-issue) runs the same tests.
+``pair`` gives the ingest side and the worker side of one broker: the same in-process
+object twice for ``memory``; ``RedisIngest`` and ``RedisWorker`` on one real redis-server
+for ``redis``. Every contract test below runs on both.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -17,41 +19,70 @@ import numpy as np
 import pytest
 
 from emostream import metrics
-from emostream.broker.base import Broker, DropReason, Job, Result
+from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker
 from emostream.broker.config import BrokerConfig
-from emostream.broker.memory import MemoryBroker, UnknownSessionError
-from emostream.broker.redis import RedisBroker
-from emostream.models.service import FaceService
-from emostream.models.worker import FaceWorker, WorkerConfig
+from emostream.broker.memory import MemoryBroker
+from emostream.broker.redis_ingest import RedisIngest
+from emostream.broker.redis_worker import RedisWorker
+from emostream.models.face import FaceAnalyzer
+from emostream.models.worker import BatchWorker, WorkerConfig
+from emostream.pipeline.analyzer import run_batch
+from emostream.pipeline.jobs import DropReason, FrameInfo, Job
+from emostream.pipeline.outcomes import (
+    BrokerNotice,
+    Dropped,
+    FaceScores,
+    Failed,
+    Scored,
+    SessionEvent,
+)
 from emostream.stream.media import read_image
 
 from redis_server import RedisServer
 
+CONFIG = BrokerConfig(max_in_flight=2, deadline_ms=30_000)
+
+
+@dataclass
+class Pair:
+    ingest: IngestBroker
+    worker: WorkerBroker
+
 
 @pytest.fixture(params=["memory", "redis"])
-async def broker(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
     """Each implementation; the Redis one against its own real redis-server."""
     server: RedisServer | None = None
-    b: Broker
     if request.param == "memory":
-        b = MemoryBroker(max_in_flight=2, deadline_s=30.0)
+        both = MemoryBroker(CONFIG)
+        p = Pair(both, both)
     else:
         server = RedisServer(tmp_path / "redis").start()
-        b = RedisBroker(BrokerConfig(url=server.url, max_in_flight=2, deadline_ms=30_000))
-    await b.start()
-    yield b
-    await b.close()
+        config = CONFIG.model_copy(update={"url": server.url})
+        p = Pair(RedisIngest(config), RedisWorker(config, consumer="test-worker"))
+    await p.ingest.start()
+    await p.worker.start()
+    yield p
+    await p.ingest.close()
+    if p.worker is not p.ingest:
+        await p.worker.close()
     if server is not None:
         server.stop()
 
 
 def _job(session: str, seq: int, frame: np.ndarray | None = None, **kw: object) -> Job:
     payload = frame if frame is not None else np.zeros((8, 8, 3), np.uint8)
-    return Job(session=session, modality="face", seq=seq, pts=seq / 15, payload=payload, **kw)  # type: ignore[arg-type]
+    scale = float(kw.pop("scale", 1.0))  # type: ignore[arg-type]
+    info = FrameInfo(round(payload.shape[1] / scale), round(payload.shape[0] / scale), scale)
+    return Job(session, seq, seq / 15, payload, info, **kw)  # type: ignore[arg-type]
 
 
-async def _drain(b: Broker, session: str, n: int) -> list[Result]:
-    out: list[Result] = []
+def _scored(job: Job) -> Scored[FaceScores]:
+    return Scored(job.header(), "m/1", FaceScores([], np.zeros((0, 2), np.float32), ("a", "b")))
+
+
+async def _drain(b: IngestBroker, session: str, n: int) -> list[SessionEvent]:
+    out: list[SessionEvent] = []
     async for r in b.results(session):
         out.append(r)
         if len(out) == n:
@@ -59,59 +90,141 @@ async def _drain(b: Broker, session: str, n: int) -> list[Result]:
     return out
 
 
+def _seq(event: SessionEvent) -> int:
+    assert not isinstance(event, BrokerNotice)
+    return event.job.seq
+
+
 def _dropped(reason: str) -> float:
     return metrics.FRAMES_DROPPED.labels("face", reason)._value.get()  # type: ignore[attr-defined]
 
 
-async def test_round_trip_routes_results_to_their_session(broker: Broker) -> None:
-    await broker.open_session("a")
-    await broker.open_session("b")
-    await broker.submit(_job("a", 1))
-    await broker.submit(_job("b", 1))
-    jobs = await broker.take("face", 8, 0.0)
+# -- both roles together: routing -------------------------------------------------------
+
+
+async def test_round_trip_routes_results_to_their_session(pair: Pair) -> None:
+    await pair.ingest.open_session("a")
+    await pair.ingest.open_session("b")
+    await pair.ingest.submit(_job("a", 1))
+    await pair.ingest.submit(_job("b", 1))
+    jobs = await pair.worker.take("face", 8, 0.0)
     assert sorted(j.session for j in jobs) == ["a", "b"]
-    await broker.publish([Result.of(j, model="m/1") for j in jobs])
-    (ra,) = await _drain(broker, "a", 1)
-    (rb,) = await _drain(broker, "b", 1)
-    assert (ra.session, rb.session) == ("a", "b")
+    await pair.worker.publish([_scored(j) for j in jobs])
+    (ra,) = await _drain(pair.ingest, "a", 1)
+    (rb,) = await _drain(pair.ingest, "b", 1)
+    assert isinstance(ra, Scored) and isinstance(rb, Scored)
+    assert (ra.job.session, rb.job.session) == ("a", "b")
+    assert ra.model == "m/1" and ra.result.classes == ("a", "b")
 
 
-async def test_newest_frame_wins_and_superseded_frames_are_counted(broker: Broker) -> None:
-    await broker.open_session("s")
+async def test_outcomes_keep_their_kind_and_frame_facts(pair: Pair) -> None:
+    """Dropped and failed outcomes come back as such, with the frame's typed fields."""
+    await pair.ingest.open_session("s")
+    for seq in (1, 2):
+        await pair.ingest.submit(_job("s", seq, np.zeros((24, 32, 3), np.uint8), scale=0.5))
+    first, second = await pair.worker.take("face", 8, 0.0)
+    await pair.worker.publish([Failed(first.header(), "bad"), Dropped(second, DropReason.error)])
+    got = await _drain(pair.ingest, "s", 2)
+    assert isinstance(got[0], Failed) and got[0].error == "bad"
+    assert isinstance(got[1], Dropped) and got[1].reason is DropReason.error
+    assert got[0].job.info == FrameInfo(64, 48, 0.5) and got[0].job.pts == pytest.approx(1 / 15)
+
+
+# -- the ingest role ----------------------------------------------------------------------
+
+
+async def test_newest_frame_wins_and_superseded_frames_are_counted(pair: Pair) -> None:
+    await pair.ingest.open_session("s")
     before = _dropped("superseded")
     for seq in range(5):
-        await broker.submit(_job("s", seq))
-    assert await broker.depth("face") == 2
-    taken = await broker.take("face", 8, 0.0)
+        await pair.ingest.submit(_job("s", seq))
+    assert await pair.worker.depth("face") == 2
+    taken = await pair.worker.take("face", 8, 0.0)
     assert [j.seq for j in taken] == [3, 4]
-    drops = await _drain(broker, "s", 3)
-    assert [(d.seq, d.dropped) for d in drops] == [(i, DropReason.superseded) for i in range(3)]
+    drops = await _drain(pair.ingest, "s", 3)
+    assert all(isinstance(d, Dropped) and d.reason is DropReason.superseded for d in drops)
+    assert [_seq(d) for d in drops] == [0, 1, 2]
     assert _dropped("superseded") - before == 3
 
 
-async def test_jobs_past_their_deadline_are_dropped_not_taken(broker: Broker) -> None:
-    await broker.open_session("s")
+async def test_closing_a_session_drops_its_queue_and_ends_its_results(pair: Pair) -> None:
+    await pair.ingest.open_session("s")
+    await pair.ingest.submit(_job("s", 1))
+    before = _dropped("session_closed")
+
+    async def read_all() -> list[SessionEvent]:
+        return [r async for r in pair.ingest.results("s")]
+
+    reader = asyncio.create_task(read_all())
+    await asyncio.sleep(0)  # the reader is waiting on the stream
+    await pair.ingest.close_session("s")
+    assert await asyncio.wait_for(reader, 10) == []  # the stream ended, nothing delivered
+    assert await pair.worker.depth("face") == 0
+    assert _dropped("session_closed") - before == 1
+    with pytest.raises(UnknownSessionError):
+        await pair.ingest.submit(_job("s", 2))
+
+
+async def test_submit_to_an_unknown_session_is_refused(pair: Pair) -> None:
+    with pytest.raises(UnknownSessionError):
+        await pair.ingest.submit(_job("nobody", 1))
+    with pytest.raises(UnknownSessionError):
+        await anext(aiter(pair.ingest.results("nobody")))
+
+
+# -- the worker role ----------------------------------------------------------------------
+
+
+async def test_jobs_past_their_deadline_are_dropped_not_taken(pair: Pair) -> None:
+    await pair.ingest.open_session("s")
     before = _dropped("deadline")
-    await broker.submit(_job("s", 1, deadline=time.monotonic() - 1))
-    await broker.submit(_job("s", 2))
-    taken = await broker.take("face", 8, 0.0)
+    await pair.ingest.submit(_job("s", 1, deadline=time.monotonic() - 1))
+    await pair.ingest.submit(_job("s", 2))
+    taken = await pair.worker.take("face", 8, 0.0)
     assert [j.seq for j in taken] == [2]
-    (drop,) = await _drain(broker, "s", 1)
-    assert drop.seq == 1 and drop.dropped is DropReason.deadline
+    (drop,) = await _drain(pair.ingest, "s", 1)
+    assert isinstance(drop, Dropped) and drop.job.seq == 1
+    assert drop.reason is DropReason.deadline
     assert _dropped("deadline") - before == 1
 
 
-async def test_a_busy_session_cannot_crowd_out_the_others(broker: Broker) -> None:
+async def test_a_busy_session_cannot_crowd_out_the_others(pair: Pair) -> None:
     """At most ``max_in_flight`` queued jobs per session, so every session gets a turn."""
     for s in ("busy", "quiet"):
-        await broker.open_session(s)
+        await pair.ingest.open_session(s)
     for seq in range(10):
-        await broker.submit(_job("busy", seq))
-    await broker.submit(_job("quiet", 1))
-    taken = await broker.take("face", 8, 0.0)
+        await pair.ingest.submit(_job("busy", seq))
+    await pair.ingest.submit(_job("quiet", 1))
+    taken = await pair.worker.take("face", 8, 0.0)
     sessions = [j.session for j in taken]
     assert sessions.count("quiet") == 1
-    assert sessions.count("busy") == broker.max_in_flight
+    assert sessions.count("busy") == CONFIG.max_in_flight
+
+
+async def test_take_waits_for_the_first_job_then_at_most_max_wait(pair: Pair) -> None:
+    await pair.ingest.open_session("s")
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        await pair.ingest.submit(_job("s", 7))
+
+    task = asyncio.create_task(later())
+    jobs: list[Job] = []
+    for _ in range(20):  # Redis: an idle take may return [] at each claim check
+        jobs = await pair.worker.take("face", 8, 0.01)  # returns with 1 job, not waiting for 8
+        if jobs:
+            break
+    await task
+    assert [j.seq for j in jobs] == [7]
+
+
+async def test_publishing_to_an_ended_session_is_ignored(pair: Pair) -> None:
+    await pair.ingest.open_session("s")
+    await pair.ingest.submit(_job("s", 1))
+    (job,) = await pair.worker.take("face", 8, 0.0)
+    await pair.ingest.close_session("s")
+    await pair.worker.publish([_scored(job)])  # no error, nobody to tell
+    assert await pair.worker.depth("face") == 0
 
 
 async def test_memory_batches_round_robin_across_sessions() -> None:
@@ -120,7 +233,7 @@ async def test_memory_batches_round_robin_across_sessions() -> None:
     (The Redis broker hands out entries in arrival order; its fairness is the per-session
     cap tested above.)
     """
-    broker = MemoryBroker(max_in_flight=2, deadline_s=30.0)
+    broker = MemoryBroker(CONFIG)
     for s in ("a", "b", "c"):
         await broker.open_session(s)
         await broker.submit(_job(s, 1))
@@ -132,44 +245,7 @@ async def test_memory_batches_round_robin_across_sessions() -> None:
     assert {j.seq for j in second} == {2}
 
 
-async def test_take_waits_for_the_first_job_then_at_most_max_wait(broker: Broker) -> None:
-    await broker.open_session("s")
-
-    async def later() -> None:
-        await asyncio.sleep(0.05)
-        await broker.submit(_job("s", 7))
-
-    task = asyncio.create_task(later())
-    jobs = await broker.take("face", 8, 0.01)  # returns with 1 job, not waiting for 8
-    await task
-    assert [j.seq for j in jobs] == [7]
-
-
-async def test_closing_a_session_drops_its_queue_and_ends_its_results(broker: Broker) -> None:
-    await broker.open_session("s")
-    await broker.submit(_job("s", 1))
-    before = _dropped("session_closed")
-
-    async def read_all() -> list[Result]:
-        return [r async for r in broker.results("s")]
-
-    reader = asyncio.create_task(read_all())
-    await asyncio.sleep(0)  # the reader is waiting on the stream
-    await broker.close_session("s")
-    assert await asyncio.wait_for(reader, 10) == []  # the stream ended, nothing delivered
-    assert await broker.depth("face") == 0
-    assert _dropped("session_closed") - before == 1
-    await broker.publish([Result("s", "face", 1, 0.0, 0.0, {})])  # ignored, no error
-    with pytest.raises(UnknownSessionError):
-        await broker.submit(_job("s", 2))
-
-
-async def test_submit_to_an_unknown_session_is_refused(broker: Broker) -> None:
-    with pytest.raises(UnknownSessionError):
-        await broker.submit(_job("nobody", 1))
-
-
-# -- the worker ---------------------------------------------------------------------------
+# -- the batching worker ------------------------------------------------------------------
 
 
 def _downscaled(image: np.ndarray, max_side: int = 320) -> tuple[np.ndarray, float]:
@@ -181,97 +257,99 @@ def _downscaled(image: np.ndarray, max_side: int = 320) -> tuple[np.ndarray, flo
 
 
 async def test_worker_serves_two_sessions_their_own_faces(
-    broker: Broker, service: FaceService, media: Path
+    pair: Pair, analyzer: FaceAnalyzer, media: Path
 ) -> None:
-    worker = FaceWorker(broker, service, WorkerConfig(max_batch=8, max_wait_ms=2))
+    worker = BatchWorker(pair.worker, analyzer, WorkerConfig(max_batch=8, max_wait_ms=2))
     worker.start()
     try:
         two = read_image(media / "two_people.jpg")
         one = read_image(media / "justin.jpg")
         for name, image in (("two", two), ("one", one)):
-            await broker.open_session(name)
+            await pair.ingest.open_session(name)
             frame, scale = _downscaled(image)
-            await broker.submit(_job(name, 1, frame, meta={"scale": scale}))
-        (r_two,) = await asyncio.wait_for(_drain(broker, "two", 1), 60)
-        (r_one,) = await asyncio.wait_for(_drain(broker, "one", 1), 60)
+            await pair.ingest.submit(_job(name, 1, frame, scale=scale))
+        (r_two,) = await asyncio.wait_for(_drain(pair.ingest, "two", 1), 60)
+        (r_one,) = await asyncio.wait_for(_drain(pair.ingest, "one", 1), 60)
     finally:
         await worker.stop()
-    assert (len(r_two.boxes), len(r_one.boxes)) == (2, 1)
-    assert r_one.model == "face-emotion/1" and r_one.scores is not None
-    x, y, w, h = r_one.boxes[0]  # mapped back to source pixels (381x384)
+    assert isinstance(r_two, Scored) and isinstance(r_one, Scored)
+    assert (len(r_two.result.boxes), len(r_one.result.boxes)) == (2, 1)
+    assert r_one.model == "face-emotion/1"
+    x, y, w, h = r_one.result.boxes[0]  # mapped back to source pixels (381x384)
     assert w > 100 and x + w <= one.shape[1] + 2 and y + h <= one.shape[0] + 2
-    assert r_one.classes[int(r_one.scores[0].argmax())] == "happy"
+    assert r_one.result.classes[int(r_one.result.scores[0].argmax())] == "happy"
 
 
 async def test_a_bad_job_fails_alone_and_the_worker_goes_on(
-    broker: Broker, service: FaceService
+    pair: Pair, analyzer: FaceAnalyzer
 ) -> None:
-    worker = FaceWorker(broker, service, WorkerConfig(max_batch=8, max_wait_ms=2))
+    worker = BatchWorker(pair.worker, analyzer, WorkerConfig(max_batch=8, max_wait_ms=2))
     worker.start()
+    bad_frames = [np.zeros((0, 0, 3), np.uint8), np.zeros((10, 10), np.float32)]
     try:
-        await broker.open_session("bad")
-        await broker.open_session("good")
-        await broker.submit(_job("bad", 1, np.zeros((0, 0, 3), np.uint8)))
-        await broker.submit(_job("bad", 2, np.zeros((10, 10), np.float32)))
-        await broker.submit(_job("good", 1, np.full((120, 160, 3), 90, np.uint8)))
-        bad = await asyncio.wait_for(_drain(broker, "bad", 2), 60)
-        (good,) = await asyncio.wait_for(_drain(broker, "good", 1), 60)
+        await pair.ingest.open_session("bad")
+        await pair.ingest.open_session("good")
+        for seq, frame in enumerate(bad_frames, 1):  # Redis: they fail already on the wire
+            await pair.ingest.submit(Job("bad", seq, 0.0, frame, FrameInfo(10, 10)))
+        await pair.ingest.submit(_job("good", 1, np.full((120, 160, 3), 90, np.uint8)))
+        bad = await asyncio.wait_for(_drain(pair.ingest, "bad", 2), 60)
+        (good,) = await asyncio.wait_for(_drain(pair.ingest, "good", 1), 60)
     finally:
         await worker.stop()
-    assert [r.dropped for r in bad] == [DropReason.error, DropReason.error]
-    assert all(r.error for r in bad)
-    assert good.dropped is None and good.boxes == []
+    assert all(isinstance(r, Failed) and r.error for r in bad)
+    assert isinstance(good, Scored) and good.result.boxes == []
 
 
 def test_one_batch_is_one_classifier_call_off_the_event_loop_thread(
-    service: FaceService, media: Path, monkeypatch: pytest.MonkeyPatch
+    analyzer: FaceAnalyzer, media: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[int, str]] = []
-    real = service.analyzer.classify
+    real = analyzer.classify
 
     def spy(frames, boxes):  # type: ignore[no-untyped-def]
         calls.append((len(frames), threading.current_thread().name))
         return real(frames, boxes)
 
-    monkeypatch.setattr(service.analyzer, "classify", spy)
+    monkeypatch.setattr(analyzer, "classify", spy)
     frame, scale = _downscaled(read_image(media / "two_people.jpg"))
-    jobs = [
-        _job(f"s{i}", 1, frame, deadline=time.monotonic() + 60, meta={"scale": scale})
-        for i in range(3)
-    ]
+    jobs = [_job(f"s{i}", 1, frame, scale=scale) for i in range(3)]
 
-    async def main() -> list[Result]:
-        b = MemoryBroker()
-        w = FaceWorker(b, service)
+    async def main() -> list[object]:
+        w = BatchWorker(MemoryBroker(), analyzer)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(w._executor, w.infer, jobs)
+            return list(await loop.run_in_executor(w._executor, run_batch, analyzer, jobs))
         finally:
             await w.stop()
 
     results = asyncio.run(main())
-    assert [len(r.boxes) for r in results] == [2, 2, 2]
+    assert [len(r.result.boxes) for r in results if isinstance(r, Scored)] == [2, 2, 2]
     assert calls == [(3, calls[0][1])] and calls[0][1].startswith("face-infer")
 
 
 def test_session_results_keep_track_ids_and_count_drops() -> None:
-    from emostream.stream.results import FaceResults
+    from emostream.stream.results import SessionView
 
-    view = FaceResults("s")
-    classes = ["happy", "sad"]
+    view = SessionView("s")
+    classes = ("happy", "sad")
     scores = np.array([[0.9, 0.1]], np.float32)
-    meta = {"width": 640.0, "height": 480.0, "scale": 0.5}
+    info = FrameInfo(640, 480, 0.5)
     now = time.monotonic()
-    m1 = view.message(
-        Result("s", "face", 1, 0.0, now, meta, "m/1", [(10, 10, 50, 50)], scores, classes)
-    )
-    m2 = view.message(
-        Result("s", "face", 2, 0.067, now, meta, "m/1", [(14, 12, 50, 50)], scores, classes)
-    )
-    gone = view.message(Result("s", "face", 3, 0.133, now, meta, dropped=DropReason.deadline))
+
+    def scored(seq: int, pts: float, boxes: list[tuple[int, int, int, int]]) -> Scored[FaceScores]:
+        job = Job("s", seq, pts, np.empty(0, np.uint8), info, created=now)
+        return Scored(job, "m/1", FaceScores(boxes, scores[: len(boxes)], classes))
+
+    m1 = view.message(scored(1, 0.0, [(10, 10, 50, 50)]))
+    m2 = view.message(scored(2, 0.067, [(14, 12, 50, 50)]))
+    late = Job("s", 3, 0.133, np.empty(0, np.uint8), info, created=now)
+    gone = view.message(Dropped(late, DropReason.deadline))
     assert m1 is not None and m2 is not None and gone is None
+    assert m1.type == "face" and m2.type == "face"
     assert m1.faces[0].track_id == m2.faces[0].track_id
     assert m2.faces[0].label == "happy" and (m2.width, m2.height) == (640, 480)
     assert m2.latency_ms >= 0 and view.dropped == {"deadline": 1}
-    empty = view.message(Result("s", "face", 4, 0.2, now, meta, "m/1", [], None, classes))
-    assert empty is not None and empty.faces == []
+    empty = view.message(scored(4, 0.2, []))
+    assert empty is not None and empty.type == "face" and empty.faces == []
+    notice = view.message(BrokerNotice("Redis at x unreachable"))
+    assert notice is not None and notice.type == "error" and notice.code == "broker_unavailable"

@@ -11,8 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from emostream.models.drift import DriftConfig, DriftMonitor, DriftWindow, js_distance, psi
+from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
-from emostream.models.service import FaceService
+from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.pipeline.outcomes import FaceScores, Scored
 from emostream.settings import Settings
 
 CLASSES = ["angry", "happy", "sad"]
@@ -290,17 +292,23 @@ def test_settings_reject_an_unbounded_window(monkeypatch: pytest.MonkeyPatch) ->
 # --- wiring -----------------------------------------------------------------------------
 
 
-def test_face_service_feeds_its_drift_monitor(repo: ModelRepository) -> None:
-    # its own service: the newest monitor for a model owns the gauges, and other tests
-    # build services for the same model
-    service = FaceService.from_settings(Settings(model_root=repo.root))
-    card = service.card
+def test_face_analyzer_feeds_its_drift_monitor(repo: ModelRepository) -> None:
+    # its own analyzer: the newest monitor for a model owns the gauges, and other tests
+    # build analyzers for the same model
+    analyzer = FaceAnalyzer.from_settings(Settings(model_root=repo.root))
+    card, drift = analyzer.card, analyzer.tally.drift
     labels = {"model": card.name, "version": card.version, "modality": card.modality}
     assert REGISTRY.get_sample_value("emostream_drift_reference_missing", labels) == 0
-    before = service.drift.samples()
+    before = drift.samples()
+
+    def scored(scores: np.ndarray) -> Scored[FaceScores]:
+        job = Job("", 0, None, np.empty(0, np.uint8), FrameInfo(1, 1))
+        boxes = [(0, 0, 1, 1)] * len(scores)
+        return Scored(job, card.ref, FaceScores(boxes, scores, tuple(card.classes)))
+
     scores = np.eye(len(card.classes), dtype=np.float32)[[0, 3, 3]]  # 3 faces, classes 0/3/3
-    service.count_predictions(scores)
-    service.count_predictions(np.zeros((0, len(card.classes)), dtype=np.float32))
-    assert service.drift.samples() == min(before + 3, service.drift.window.size or 10**9)
+    analyzer.tally.observe(scored(scores))
+    analyzer.tally.observe(scored(np.zeros((0, len(card.classes)), dtype=np.float32)))
+    assert drift.samples() == min(before + 3, drift.window.size or 10**9)
     psi_now = REGISTRY.get_sample_value("emostream_drift_psi", labels)
-    assert psi_now is not None and psi_now == pytest.approx(service.drift.psi())
+    assert psi_now is not None and psi_now == pytest.approx(drift.psi())

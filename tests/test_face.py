@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 from emostream.models.detectors.haar import HaarConfig, HaarDetector
+from emostream.models.face import FaceAnalyzer
 from emostream.models.runner import Classifier, RunnerConfig, choose_providers
-from emostream.models.service import FaceService
 from emostream.paths import data_root
+from emostream.pipeline.analyzer import run_batch
+from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.pipeline.messages import face_message
+from emostream.pipeline.outcomes import Scored
 from emostream.stream.media import read_image
 from emostream.training.evaluate import evaluate_fer2013
 
@@ -36,10 +40,13 @@ def test_full_size_detection_config(media: Path) -> None:
     assert len(full.detect(read_image(media / "justin.jpg"))) == 1
 
 
-def test_service_scores_a_real_face(service: FaceService, media: Path) -> None:
-    result = service.process(read_image(media / "justin.jpg"))
-    (face,) = service.analyzer.to_faces(result)
-    assert set(face.scores) == set(service.card.classes)
+def test_analyzer_scores_a_real_face(analyzer: FaceAnalyzer, media: Path) -> None:
+    image = read_image(media / "justin.jpg")
+    job = Job("", 0, None, image, FrameInfo(image.shape[1], image.shape[0]))
+    (outcome,) = run_batch(analyzer, [job])
+    assert isinstance(outcome, Scored)
+    (face,) = face_message(outcome, latency_s=0.0).faces
+    assert set(face.scores) == set(analyzer.card.classes)
     assert abs(sum(face.scores.values()) - 1) < 1e-3
     assert face.label == "happy"  # justin.jpg is a broad smile
 

@@ -17,36 +17,48 @@ import pytest
 import redis.asyncio as aioredis
 
 from emostream import metrics
-from emostream.broker.base import DropReason, Job, Result
 from emostream.broker.config import BrokerConfig
-from emostream.broker.redis import RedisBroker
-from emostream.broker.wire import decode_result, encode_job
+from emostream.broker.redis_ingest import RedisIngest
+from emostream.broker.redis_worker import RedisWorker
+from emostream.broker.wire import decode_outcome, encode_job
+from emostream.pipeline.jobs import DropReason, FrameInfo, Job
+from emostream.pipeline.outcomes import (
+    BrokerNotice,
+    Dropped,
+    FaceScores,
+    Failed,
+    Scored,
+    SessionEvent,
+)
 
 from redis_server import RedisServer
 
 
 def _job(session: str, seq: int, deadline_s: float = 30.0) -> Job:
+    frame = np.full((48, 64, 3), 80, np.uint8)
     return Job(
-        session=session,
-        modality="face",
-        seq=seq,
-        pts=seq / 15,
-        payload=np.full((48, 64, 3), 80, np.uint8),
-        deadline=time.monotonic() + deadline_s,
+        session, seq, seq / 15, frame, FrameInfo(64, 48), deadline=time.monotonic() + deadline_s
     )
 
 
-def _broker(url: str, consumer: str, **kw: object) -> RedisBroker:
-    config = BrokerConfig(url=url, claim_idle_ms=200, max_in_flight=2, deadline_ms=30_000, **kw)  # type: ignore[arg-type]
-    return RedisBroker(config, consumer=consumer)
+def _config(url: str, **kw: object) -> BrokerConfig:
+    return BrokerConfig(url=url, claim_idle_ms=200, max_in_flight=2, deadline_ms=30_000, **kw)  # type: ignore[arg-type]
+
+
+def _worker(url: str, consumer: str) -> RedisWorker:
+    return RedisWorker(_config(url), consumer=consumer)
+
+
+def _scored(job: Job) -> Scored[FaceScores]:
+    return Scored(job.header(), "m/1", FaceScores([], np.zeros((0, 1), np.float32), ("x",)))
 
 
 def _dropped(reason: str) -> float:
     return metrics.FRAMES_DROPPED.labels("face", reason)._value.get()  # type: ignore[attr-defined]
 
 
-async def _next(broker: RedisBroker, session: str) -> Result:
-    async def first() -> Result:
+async def _next(broker: RedisIngest, session: str) -> SessionEvent:
+    async def first() -> SessionEvent:
         async for r in broker.results(session):
             return r
         raise AssertionError("result stream ended")
@@ -55,24 +67,24 @@ async def _next(broker: RedisBroker, session: str) -> Result:
 
 
 @pytest.fixture()
-async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisBroker]:
+async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
     # no `lost` verdicts here: on a loaded machine a reclaim may come later than the default
     # 3 s past a deadline, and these tests are about what the workers do, not about time
-    b = _broker(redis_server.url, "ingest", lost_after_s=600.0)
+    b = RedisIngest(_config(redis_server.url, lost_after_s=600.0))
     await b.start()
     yield b
     await b.close()
 
 
 async def test_jobs_of_a_dead_worker_are_claimed_by_another(
-    redis_server: RedisServer, ingest: RedisBroker
+    redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
     await ingest.open_session("s")
     await ingest.submit(_job("s", 1))
-    dead = _broker(redis_server.url, "dead")
+    dead = _worker(redis_server.url, "dead")
     taken = await dead.take("face", 8, 0.0)
     assert [j.seq for j in taken] == [1]  # read, never answered: the worker "died" here
-    survivor = _broker(redis_server.url, "survivor")
+    survivor = _worker(redis_server.url, "survivor")
     before = metrics.JOBS_RECLAIMED.labels("face")._value.get()  # type: ignore[attr-defined]
     try:
         claimed: list[Job] = []
@@ -81,9 +93,9 @@ async def test_jobs_of_a_dead_worker_are_claimed_by_another(
             if claimed:
                 break
         assert [j.seq for j in claimed] == [1]
-        await survivor.publish([Result.of(j, model="m/1") for j in claimed])
+        await survivor.publish([_scored(j) for j in claimed])
         r = await _next(ingest, "s")
-        assert (r.seq, r.model, r.dropped) == (1, "m/1", None)
+        assert isinstance(r, Scored) and (r.job.seq, r.model) == (1, "m/1")
         assert metrics.JOBS_RECLAIMED.labels("face")._value.get() - before == 1  # type: ignore[attr-defined]
         redis = aioredis.Redis.from_url(redis_server.url)
         pending = await redis.xpending("emostream:jobs:face", "emostream-workers")
@@ -95,13 +107,13 @@ async def test_jobs_of_a_dead_worker_are_claimed_by_another(
 
 
 async def test_a_dead_workers_stale_jobs_are_dropped_not_run(
-    redis_server: RedisServer, ingest: RedisBroker
+    redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
     await ingest.open_session("s")
     await ingest.submit(_job("s", 1, deadline_s=0.1))
-    dead = _broker(redis_server.url, "dead")
+    dead = _worker(redis_server.url, "dead")
     assert len(await dead.take("face", 8, 0.0)) == 1
-    survivor = _broker(redis_server.url, "survivor")
+    survivor = _worker(redis_server.url, "survivor")
     before = _dropped("deadline")
     try:
 
@@ -112,7 +124,7 @@ async def test_a_dead_workers_stale_jobs_are_dropped_not_run(
         task = asyncio.create_task(work())
         r = await _next(ingest, "s")  # the survivor claims it, drops it, tells the session
         task.cancel()
-        assert (r.seq, r.dropped) == (1, DropReason.deadline)
+        assert isinstance(r, Dropped) and (r.job.seq, r.reason) == (1, DropReason.deadline)
         assert _dropped("deadline") - before == 1
     finally:
         await survivor.close()
@@ -120,19 +132,20 @@ async def test_a_dead_workers_stale_jobs_are_dropped_not_run(
 
 
 async def test_redis_going_away_is_reported_and_results_resume_after_restart(
-    redis_server: RedisServer, ingest: RedisBroker
+    redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
     await ingest.open_session("s")
-    worker = _broker(redis_server.url, "w")
+    worker = _worker(redis_server.url, "w")
     try:
         await ingest.submit(_job("s", 1))
         (job,) = await worker.take("face", 8, 0.0)
-        await worker.publish([Result.of(job, model="m/1")])
-        assert (await _next(ingest, "s")).seq == 1
+        await worker.publish([_scored(job)])
+        first = await _next(ingest, "s")
+        assert isinstance(first, Scored) and first.job.seq == 1
 
         redis_server.stop()
         r = await _next(ingest, "s")  # the reader notices and tells the session once
-        assert r.dropped is DropReason.unavailable and r.error and "unreachable" in r.error
+        assert isinstance(r, BrokerNotice) and "unreachable" in r.detail
         assert not await ingest.healthy() and ingest.problem is not None
         before = _dropped("unavailable")
         await ingest.submit(_job("s", 2))  # no exception: dropped and counted
@@ -152,21 +165,21 @@ async def test_redis_going_away_is_reported_and_results_resume_after_restart(
             if jobs:
                 break
         assert [j.seq for j in jobs] == [3]
-        await worker.publish([Result.of(j, model="m/1") for j in jobs])
+        await worker.publish([_scored(j) for j in jobs])
         r = await _next(ingest, "s")
-        while r.dropped is DropReason.unavailable:  # a second notice if it raced the restart
+        while isinstance(r, BrokerNotice):  # a second notice if it raced the restart
             r = await _next(ingest, "s")
-        assert (r.seq, r.dropped) == (3, None)
+        assert isinstance(r, Scored) and r.job.seq == 3
     finally:
         await worker.close()
 
 
 async def test_entries_no_worker_can_read_are_acked_and_counted(
-    redis_server: RedisServer, ingest: RedisBroker, tmp_path: Path
+    redis_server: RedisServer, ingest: RedisIngest, tmp_path: Path
 ) -> None:
     await ingest.open_session("s")
     redis = aioredis.Redis.from_url(redis_server.url)
-    worker = _broker(redis_server.url, "w")
+    worker = _worker(redis_server.url, "w")
     stream = "emostream:jobs:face"
     try:
         await worker.take("face", 1, 0.0)  # creates the group
@@ -184,8 +197,8 @@ async def test_entries_no_worker_can_read_are_acked_and_counted(
         # the bad payload's session is told on its node's stream (this ingest ignores it:
         # it never sent that entry)
         ((_, fields),) = await redis.xrange(ingest.results_key)
-        r = decode_result(fields)
-        assert r.seq == 2 and r.dropped is DropReason.error and "bad payload" in (r.error or "")
+        r = decode_outcome(fields)
+        assert isinstance(r, Failed) and r.job.seq == 2 and "bad payload" in r.error
         pending = await redis.xpending(stream, "emostream-workers")
         assert pending["pending"] == 1  # only the job being run; the bad two are acked
     finally:
@@ -194,43 +207,41 @@ async def test_entries_no_worker_can_read_are_acked_and_counted(
 
 
 async def test_results_for_a_closed_session_are_ignored(
-    redis_server: RedisServer, ingest: RedisBroker
+    redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
-    worker = _broker(redis_server.url, "w")
+    worker = _worker(redis_server.url, "w")
     try:
         await ingest.open_session("gone")
         await ingest.submit(_job("gone", 1))
         (job,) = await worker.take("face", 8, 0.0)
         await ingest.close_session("gone")
-        await worker.publish([Result.of(job, model="m/1")])  # no error, nobody gets it
+        await worker.publish([_scored(job)])  # no error, nobody gets it
         await ingest.open_session("other")
         await ingest.submit(_job("other", 1))
         (job2,) = await worker.take("face", 8, 0.0)
-        await worker.publish([Result.of(job2, model="m/1")])
-        assert (await _next(ingest, "other")).session == "other"
+        await worker.publish([_scored(job2)])
+        other = await _next(ingest, "other")
+        assert isinstance(other, Scored) and other.job.session == "other"
     finally:
         await worker.close()
 
 
 def test_results_survive_the_wire() -> None:
-    from emostream.broker.wire import encode_result
+    from emostream.broker.wire import encode_outcome
 
     job = _job("s", 7)
-    r = Result.of(
-        job,
-        model="face-emotion/1",
-        boxes=[(1, 2, 30, 40)],
-        scores=np.array([[0.25, 0.75]], np.float32),
-        classes=["sad", "happy"],
-        queue_s=0.001,
-        inference_s=0.002,
+    scores = np.array([[0.25, 0.75]], np.float32)
+    r = Scored(
+        job.header(), "face-emotion/1", FaceScores([(1, 2, 30, 40)], scores, ("sad", "happy"))
     )
-    back = decode_result(encode_result(r))
-    assert (back.session, back.seq, back.boxes, back.classes) == (
+    back = decode_outcome(encode_outcome(r))
+    assert isinstance(back, Scored)
+    assert (back.job.session, back.job.seq, back.result.boxes, back.result.classes) == (
         "s",
         7,
         [(1, 2, 30, 40)],
-        ["sad", "happy"],
+        ("sad", "happy"),
     )
-    assert back.scores is not None and np.allclose(back.scores, r.scores)  # type: ignore[arg-type]
-    assert abs(back.created - job.created) < 0.01
+    assert np.allclose(back.result.scores, r.result.scores)
+    assert abs(back.job.created - job.created) < 0.01
+    assert back.job.info == job.info

@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from emostream.broker.config import BrokerConfig
-from emostream.broker.redis import RedisBroker
+from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.wire import encode_job
 from emostream.models.repository import ModelRepository
+from emostream.pipeline.outcomes import Scored
 from emostream.stream.media import read_image
 
 from procs import EMOSTREAM, Worker, base_env, face_job, free_port
@@ -78,12 +79,13 @@ def test_worker_serves_jobs_and_survives_garbage_on_the_stream(
         assert worker.proc.poll() is None  # still running
 
         async def one_result() -> tuple[int, str]:
-            ingest = RedisBroker(BrokerConfig(url=redis_server.url, deadline_ms=30_000))
+            ingest = RedisIngest(BrokerConfig(url=redis_server.url, deadline_ms=30_000))
             await ingest.open_session("s")
             await ingest.submit(face_job("s", 1, read_image(media / "justin.jpg")))
             async for res in ingest.results("s"):
                 await ingest.close()
-                return len(res.boxes), res.model
+                assert isinstance(res, Scored), res
+                return len(res.result.boxes), res.model
             raise AssertionError("no result")
 
         faces, model = asyncio.run(asyncio.wait_for(one_result(), 60))

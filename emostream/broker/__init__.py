@@ -1,7 +1,8 @@
 """The Broker between ingest and inference (DESIGN.md "Data flow").
 
-One interface (``base.Broker``), two implementations: ``memory`` (asyncio, worker in the
-same process, the embedded default) and, later, ``redis`` (Redis Streams, any number of
-worker processes). Ingest calls ``submit``; workers call ``take`` and ``publish``; each
-session reads its own results with ``results``.
+Two roles (``base.IngestBroker``: open, close, submit, results; ``base.WorkerBroker``:
+take, publish, depth) and two implementations: ``memory`` (asyncio, the worker in the same
+process, the embedded default; one object plays both roles) and ``redis`` (Redis Streams,
+any number of worker processes: ``redis_ingest`` and ``redis_worker`` over the shared
+``redis_link``, ``lua`` and ``wire``).
 """

@@ -1,8 +1,9 @@
 """The embedded broker: asyncio queues in one process, the worker beside the sessions.
 
-Fairness: ``take`` collects round-robin, one job per session per pass, so one busy session
-cannot fill a batch while others wait. Backpressure: at most ``max_in_flight`` queued jobs
-per session and modality; a newer job supersedes the oldest queued one.
+It plays both roles (``IngestBroker`` and ``WorkerBroker``) in one object. Fairness:
+``take`` collects round-robin, one job per session per pass, so one busy session cannot
+fill a batch while others wait. Backpressure: at most ``max_in_flight`` queued jobs per
+session and modality; a newer job supersedes the oldest queued one.
 """
 
 from __future__ import annotations
@@ -13,21 +14,20 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 
 from emostream import metrics
-from emostream.broker.base import Broker, DropReason, Job, Modality, Result, count_drop
+from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker, stamp
+from emostream.broker.config import BrokerConfig
+from emostream.broker.results import SessionQueues
+from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
+from emostream.pipeline.outcomes import Outcome, SessionEvent, drop
 
 
-class UnknownSessionError(KeyError):
-    pass
-
-
-class MemoryBroker(Broker):
-    def __init__(self, max_in_flight: int = 2, deadline_s: float = 0.25) -> None:
-        super().__init__(max_in_flight, deadline_s)
+class MemoryBroker(IngestBroker, WorkerBroker):
+    def __init__(self, config: BrokerConfig | None = None) -> None:
+        self.config = config or BrokerConfig()
         self._pending: dict[Modality, OrderedDict[str, deque[Job]]] = {
-            "face": OrderedDict(),
-            "voice": OrderedDict(),
+            m: OrderedDict() for m in MODALITIES
         }
-        self._results: dict[str, asyncio.Queue[Result | None]] = {}
+        self._results = SessionQueues()
         self._wake: dict[Modality, asyncio.Event] = {}
 
     def _event(self, modality: Modality) -> asyncio.Event:
@@ -40,44 +40,35 @@ class MemoryBroker(Broker):
         metrics.BROKER_UP.set(1)  # in-process: reachable as long as the process runs
 
     async def close(self) -> None:
-        for session in list(self._results):
+        for session in self._results.sessions():
             await self.close_session(session)
 
+    # -- ingest ---------------------------------------------------------------------------
     async def open_session(self, session: str) -> None:
-        self._results.setdefault(session, asyncio.Queue())
+        self._results.open(session)
 
     async def close_session(self, session: str) -> None:
         for modality, queues in self._pending.items():
             for job in queues.pop(session, deque()):
-                count_drop(job, DropReason.session_closed)
+                drop(job, DropReason.session_closed)
             metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
-        q = self._results.pop(session, None)
-        if q is not None:
-            q.put_nowait(None)
+        self._results.close(session)
 
     async def submit(self, job: Job) -> None:
         if job.session not in self._results:
             raise UnknownSessionError(job.session)
         metrics.FRAMES_IN.labels(job.modality).inc()
         queue = self._pending[job.modality].setdefault(job.session, deque())
-        while len(queue) >= self.max_in_flight:
-            self._results[job.session].put_nowait(
-                count_drop(queue.popleft(), DropReason.superseded)
-            )
-        queue.append(self._stamp(job))
+        while len(queue) >= self.config.max_in_flight:
+            self._results.put(job.session, drop(queue.popleft(), DropReason.superseded))
+        queue.append(stamp(job, self.config))
         metrics.QUEUE_DEPTH.labels(job.modality).set(self._depth(job.modality))
         self._event(job.modality).set()
 
-    async def results(self, session: str) -> AsyncIterator[Result]:
-        q = self._results.get(session)
-        if q is None:
-            raise UnknownSessionError(session)
-        while True:
-            item = await q.get()
-            if item is None:
-                return
-            yield item
+    def results(self, session: str) -> AsyncIterator[SessionEvent]:
+        return self._results.read(session)
 
+    # -- worker ---------------------------------------------------------------------------
     def _collect(self, modality: Modality, room: int, out: list[Job]) -> None:
         """Round-robin over sessions, dropping jobs that are already past their deadline."""
         queues = self._pending[modality]
@@ -88,8 +79,7 @@ class MemoryBroker(Broker):
             for session in list(queues):
                 q = queues[session]
                 while q and q[0].deadline < now:
-                    stale = q.popleft()
-                    self._results[session].put_nowait(count_drop(stale, DropReason.deadline))
+                    self._results.put(session, drop(q.popleft(), DropReason.deadline))
                 if q and room > 0:
                     out.append(q.popleft())
                     room -= 1
@@ -120,11 +110,9 @@ class MemoryBroker(Broker):
         metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
         return out
 
-    async def publish(self, results: list[Result]) -> None:
-        for r in results:
-            q = self._results.get(r.session)
-            if q is not None:  # a session that ended meanwhile simply gets nothing
-                q.put_nowait(r)
+    async def publish(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:  # a session that ended meanwhile simply gets nothing
+            self._results.put(outcome.job.session, outcome)
 
     async def depth(self, modality: Modality) -> int:
         return self._depth(modality)

@@ -1,9 +1,11 @@
-"""Jobs and results as Redis stream entries: flat binary fields, no JSON around pixels.
+"""Jobs and outcomes as Redis stream entries: flat binary fields, no JSON around pixels.
 
-A job entry carries the downscaled BGR frame either as JPEG (default, quality 90: about
-25-60 kB for a 640x360 frame, see docs/ARCHITECTURE.md) or raw ``uint8`` bytes with its
-shape (``raw``: exact, 691 kB at 640x360), plus a few small text fields. A result entry
-carries boxes and scores as packed little-endian arrays. Nothing is base64-encoded.
+A job entry carries the fields of ``Job`` and its ``FrameInfo`` (source size, scale,
+whether to detect) as short text fields, and the downscaled BGR frame either as JPEG
+(default, quality 90: about 25-60 kB for a 640x360 frame, see docs/ARCHITECTURE.md) or raw
+``uint8`` bytes with its shape (``raw``: exact, 691 kB at 640x360). An outcome entry says
+its ``kind`` (scored, dropped, failed) and carries boxes and scores as packed
+little-endian arrays. Nothing is base64-encoded.
 
 Times on the wire are wall-clock seconds (``time.time()``): ``time.monotonic()`` means
 nothing on another machine. Each side converts at its edge, so a result's ``created``
@@ -14,16 +16,17 @@ synchronised (NTP).
 
 from __future__ import annotations
 
-import json
+import math
 import time
 
 import cv2
 import numpy as np
 
-from emostream.broker.base import DropReason, Job, Modality, Result
 from emostream.broker.config import Codec
+from emostream.pipeline.jobs import MODALITIES, DropReason, FrameInfo, Job, Modality
+from emostream.pipeline.outcomes import Dropped, FaceScores, Failed, Outcome, Scored
 
-WIRE_VERSION = b"1"
+WIRE_VERSION = b"2"  # 2: typed frame fields instead of a JSON ``meta``
 Fields = dict[bytes, bytes]
 MAX_SIDE = 8192  # a larger frame on the stream is malformed, not a reason to allocate
 
@@ -33,11 +36,11 @@ class WireError(ValueError):
 
 
 def to_wall(mono: float) -> float:
-    return time.time() - (time.monotonic() - mono)
+    return mono if math.isinf(mono) else time.time() - (time.monotonic() - mono)
 
 
 def to_mono(wall: float) -> float:
-    return time.monotonic() - (time.time() - wall)
+    return wall if math.isinf(wall) else time.monotonic() - (time.time() - wall)
 
 
 def _num(fields: Fields, key: bytes) -> float:
@@ -97,52 +100,66 @@ def decode_frame(fields: Fields) -> np.ndarray:
     raise WireError(f"unknown codec {codec!r}")
 
 
-def encode_job(job: Job, codec: Codec = "jpeg", quality: int = 90) -> Fields:
+def _header_fields(job: Job) -> Fields:
+    info = job.info
     fields: Fields = {
         b"v": WIRE_VERSION,
         b"session": job.session.encode(),
         b"modality": job.modality.encode(),
         b"seq": str(job.seq).encode(),
-        b"pts": repr(job.pts).encode(),
         b"created": repr(to_wall(job.created)).encode(),
-        b"deadline": repr(to_wall(job.deadline)).encode(),
-        b"enqueued": repr(to_wall(job.enqueued)).encode(),
-        b"reply_to": job.reply_to.encode(),
-        b"meta": json.dumps(job.meta, separators=(",", ":")).encode(),
+        b"width": str(info.width).encode(),
+        b"height": str(info.height).encode(),
+        b"scale": repr(info.scale).encode(),
+        b"detect": b"1" if info.detect else b"0",
     }
+    if job.pts is not None:
+        fields[b"pts"] = repr(job.pts).encode()
+    return fields
+
+
+def encode_job(job: Job, codec: Codec = "jpeg", quality: int = 90) -> Fields:
+    fields = _header_fields(job)
+    fields[b"deadline"] = repr(to_wall(job.deadline)).encode()
+    fields[b"enqueued"] = repr(to_wall(job.enqueued)).encode()
+    fields[b"reply_to"] = job.reply_to.encode()
     fields.update(encode_frame(job.payload, codec, quality))
     return fields
+
+
+def _modality(fields: Fields) -> Modality:
+    name = _text(fields, b"modality")
+    for m in MODALITIES:
+        if m == name:
+            return m
+    raise WireError(f"unknown modality {name!r}")
 
 
 def job_header(fields: Fields, token: str) -> Job:
     """The routing part of an entry (session, seq, reply_to, times), without the frame.
 
-    Enough to send a drop or error result back even when the payload cannot be read.
+    Enough to send a drop or error outcome back even when the payload cannot be read.
     """
     if fields.get(b"v") != WIRE_VERSION:
         raise WireError(f"wire version {fields.get(b'v')!r}, this worker reads {WIRE_VERSION!r}")
-    modality = _text(fields, b"modality")
-    if modality not in ("face", "voice"):
-        raise WireError(f"unknown modality {modality!r}")
-    modality_: Modality = "face" if modality == "face" else "voice"
-    try:
-        meta = json.loads(_text(fields, b"meta", "{}"))
-        if not isinstance(meta, dict):
-            raise WireError("field 'meta' is not an object")
-        meta = {str(k): float(v) for k, v in meta.items()}
-    except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise WireError(f"field 'meta': {exc}") from None
+    if _modality(fields) != "face":
+        raise WireError("only face jobs have a wire format in this version")
+    pts = fields.get(b"pts")
     return Job(
         session=_text(fields, b"session"),
-        modality=modality_,
         seq=int(_num(fields, b"seq")),
-        pts=_num(fields, b"pts"),
+        pts=None if pts is None else _num(fields, b"pts"),
         payload=np.empty((0,), np.uint8),
+        info=FrameInfo(
+            width=int(_num(fields, b"width")),
+            height=int(_num(fields, b"height")),
+            scale=_num(fields, b"scale"),
+            detect=fields.get(b"detect", b"1") != b"0",
+        ),
         created=to_mono(_num(fields, b"created")),
-        deadline=to_mono(_num(fields, b"deadline")),
-        meta=meta,
-        enqueued=to_mono(_num(fields, b"enqueued")),
-        reply_to=_text(fields, b"reply_to"),
+        deadline=to_mono(_num(fields, b"deadline")) if b"deadline" in fields else math.inf,
+        enqueued=to_mono(_num(fields, b"enqueued")) if b"enqueued" in fields else 0.0,
+        reply_to=_text(fields, b"reply_to", ""),
         token=token,
     )
 
@@ -153,62 +170,44 @@ def decode_job(fields: Fields, token: str) -> Job:
     return job
 
 
-def encode_result(r: Result) -> Fields:
-    fields: Fields = {
-        b"v": WIRE_VERSION,
-        b"session": r.session.encode(),
-        b"modality": r.modality.encode(),
-        b"seq": str(r.seq).encode(),
-        b"pts": repr(r.pts).encode(),
-        b"created": repr(to_wall(r.created)).encode(),
-        b"meta": json.dumps(r.meta, separators=(",", ":")).encode(),
-        b"model": r.model.encode(),
-        b"queue_s": repr(r.queue_s).encode(),
-        b"inference_s": repr(r.inference_s).encode(),
-    }
-    if r.boxes:
-        fields[b"boxes"] = np.asarray(r.boxes, "<i4").tobytes()
-    if r.scores is not None:
-        scores = np.asarray(r.scores, "<f4")
+def encode_outcome(outcome: Outcome) -> Fields:
+    """An outcome for its ingest node: the job's identity plus what became of it."""
+    fields = _header_fields(outcome.job)
+    fields[b"token"] = outcome.job.token.encode()
+    if isinstance(outcome, Scored):
+        result = outcome.result
+        fields[b"kind"] = b"scored"
+        fields[b"model"] = outcome.model.encode()
+        fields[b"boxes"] = np.asarray(result.boxes, "<i4").reshape(-1, 4).tobytes()
+        scores = np.asarray(result.scores, "<f4").reshape(len(result.boxes), len(result.classes))
         fields[b"scores"] = scores.tobytes()
-        fields[b"scores_shape"] = ",".join(str(d) for d in scores.shape).encode()
-    if r.classes:
-        fields[b"classes"] = ",".join(r.classes).encode()
-    if r.dropped is not None:
-        fields[b"dropped"] = r.dropped.value.encode()
-    if r.error is not None:
-        fields[b"error"] = r.error.encode()
+        fields[b"classes"] = ",".join(result.classes).encode()
+    elif isinstance(outcome, Dropped):
+        fields[b"kind"] = b"dropped"
+        fields[b"reason"] = outcome.reason.value.encode()
+    else:
+        fields[b"kind"] = b"failed"
+        fields[b"error"] = outcome.error.encode()
     return fields
 
 
-def decode_result(fields: Fields) -> Result:
-    header = job_header(
-        {**fields, b"deadline": b"0", b"enqueued": b"0", b"reply_to": b""}, token=""
-    )
-    boxes: list[tuple[int, int, int, int]] = []
-    if b"boxes" in fields:
-        flat = np.frombuffer(fields[b"boxes"], "<i4")
-        if flat.size % 4:
-            raise WireError("field 'boxes' is not a list of [x, y, w, h]")
-        boxes = [(int(a), int(b), int(c), int(d)) for a, b, c, d in flat.reshape(-1, 4)]
-    scores = None
-    if b"scores" in fields:
-        shape = tuple(int(d) for d in _text(fields, b"scores_shape").split(","))
-        scores = np.frombuffer(fields[b"scores"], "<f4").reshape(shape).astype(np.float32)
-    dropped = fields.get(b"dropped")
-    try:
-        reason = DropReason(dropped.decode()) if dropped else None
-    except ValueError:
-        raise WireError(f"unknown drop reason {dropped!r}") from None
-    error = fields.get(b"error")
-    return Result.of(
-        header,
-        model=_text(fields, b"model", ""),
-        boxes=boxes,
-        scores=scores,
-        classes=[c for c in _text(fields, b"classes", "").split(",") if c],
-        dropped=reason,
-        error=error.decode(errors="replace") if error is not None else None,
-        queue_s=_num(fields, b"queue_s"),
-        inference_s=_num(fields, b"inference_s"),
-    )
+def decode_outcome(fields: Fields) -> Outcome:
+    job = job_header(fields, _text(fields, b"token", ""))
+    kind = fields.get(b"kind")
+    if kind == b"dropped":
+        try:
+            return Dropped(job, DropReason(_text(fields, b"reason")))
+        except ValueError:
+            raise WireError(f"unknown drop reason {fields.get(b'reason')!r}") from None
+    if kind == b"failed":
+        return Failed(job, fields.get(b"error", b"").decode(errors="replace"))
+    if kind != b"scored":
+        raise WireError(f"unknown outcome kind {kind!r}")
+    classes = tuple(c for c in _text(fields, b"classes").split(",") if c)
+    flat = np.frombuffer(fields.get(b"boxes", b""), "<i4")
+    scores = np.frombuffer(fields.get(b"scores", b""), "<f4")
+    if not classes or flat.size % 4 or scores.size != flat.size // 4 * len(classes):
+        raise WireError("fields 'boxes', 'scores' and 'classes' do not agree")
+    boxes = [(int(a), int(b), int(c), int(d)) for a, b, c, d in flat.reshape(-1, 4)]
+    matrix = scores.reshape(len(boxes), len(classes)).astype(np.float32)
+    return Scored(job, _text(fields, b"model", ""), FaceScores(boxes, matrix, classes))

@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel
 
-Box = tuple[int, int, int, int]
+from emostream.pipeline.jobs import Box
 
 
 @dataclass(frozen=True)

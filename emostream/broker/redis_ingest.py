@@ -1,0 +1,193 @@
+"""The ingest side of the Redis broker: submit frames, route outcomes back to sessions.
+
+Real-time rules, the same as the embedded broker's: a session has at most
+``max_in_flight`` jobs per modality that no worker has read yet; a newer frame deletes the
+oldest of them (``superseded``, decided atomically in Redis, see ``lua.py``).
+
+Faults: when Redis is unreachable this node says so (``problem``, hence ``/readyz``), tells
+each session once, drops frames as ``unavailable`` without waiting on the network, and
+retries with exponential backoff; when Redis is back (even empty, after a restart) the
+scripts recreate the stream and the group and outcomes resume. A job that nobody answers
+for ``lost_after_s`` past its deadline is counted ``lost`` so no session waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import cv2
+
+from emostream import metrics
+from emostream.broker.base import IngestBroker, UnknownSessionError, stamp
+from emostream.broker.config import BrokerConfig
+from emostream.broker.redis_link import FAILURES, Backoff, RedisLink
+from emostream.broker.results import SessionQueues
+from emostream.broker.wire import Fields, WireError, decode_outcome, encode_job
+from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
+from emostream.pipeline.outcomes import BrokerNotice, SessionEvent, drop, fail
+
+log = logging.getLogger("emostream.broker.redis")
+
+
+class RedisIngest(IngestBroker):
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.link = RedisLink(config)
+        self.node = secrets.token_hex(6)
+        self.results_key = self.link.results_stream(self.node)
+        self._results = SessionQueues()
+        self._outstanding: dict[str, dict[str, Job]] = {}  # session -> entry id -> header
+        self._waiting: dict[tuple[str, Modality], list[str]] = {}  # ids no worker read yet
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def problem(self) -> str | None:
+        return self.link.problem
+
+    def _down(self, exc: BaseException) -> None:
+        if self.link.down(exc):
+            assert self.link.problem is not None
+            self._results.tell_all(BrokerNotice(self.link.problem))
+            self._waiting.clear()  # after a restart those entries are gone anyway
+
+    async def healthy(self) -> bool:
+        exc = await self.link.ping()
+        if exc is not None:
+            self._down(exc)
+            return False
+        if self._reader is None:  # no reader loop yet to notice that Redis is back
+            self.link.up()
+        return self.link.problem is None
+
+    async def start(self) -> None:
+        metrics.BROKER_UP.set(1)
+
+    async def close(self) -> None:
+        for session in self._results.sessions():
+            await self.close_session(session)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self.link.close()
+
+    async def open_session(self, session: str) -> None:
+        self._results.open(session)
+        self._outstanding.setdefault(session, {})
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read_results(), name="redis-results"
+            )
+
+    async def close_session(self, session: str) -> None:
+        for modality in MODALITIES:
+            ids = self._waiting.pop((session, modality), [])
+            if not ids or self.link.problem is not None:
+                continue
+            try:
+                cancelled = await self.link.cancel(
+                    keys=[self.link.stream(modality)], args=[self.config.group, *ids]
+                )
+            except FAILURES as exc:
+                log.debug("cancel for %s failed: %s", session, exc)
+                continue
+            jobs = self._outstanding.get(session, {})
+            for entry in cancelled:
+                job = jobs.pop(entry.decode(), None)
+                if job is not None:
+                    drop(job, DropReason.session_closed)
+        self._outstanding.pop(session, None)
+        self._results.close(session)
+
+    async def submit(self, job: Job) -> None:
+        if job.session not in self._results:
+            raise UnknownSessionError(job.session)
+        metrics.FRAMES_IN.labels(job.modality).inc()
+        stamp(job, self.config)
+        job.reply_to = self.results_key
+        if self.link.problem is not None:
+            drop(job, DropReason.unavailable)  # the session was told once
+            return
+        try:
+            fields = await asyncio.to_thread(
+                encode_job, job, self.config.codec, self.config.jpeg_quality
+            )
+        except (ValueError, cv2.error) as exc:  # a frame that cannot go on the wire
+            why = f"cannot encode frame {job.payload.shape} {job.payload.dtype}: {exc}"
+            self._results.put(job.session, fail(job, why))
+            return
+        key = (job.session, job.modality)
+        waiting = self._waiting.get(key, [])
+        args: list[Any] = [self.config.group, self.config.max_in_flight]
+        args += [self.config.stream_max_len, len(waiting), *waiting]
+        for k, v in fields.items():
+            args += [k, v]
+        try:
+            reply = await self.link.submit(keys=[self.link.stream(job.modality)], args=args)
+        except FAILURES as exc:
+            self._down(exc)
+            drop(job, DropReason.unavailable)
+            return
+        new, superseded, still = reply
+        outstanding = self._outstanding.get(job.session)
+        if outstanding is None:  # closed while we were talking to Redis
+            return
+        header = job.header()
+        header.token = new.decode()
+        outstanding[header.token] = header
+        self._waiting[key] = [i.decode() for i in still]
+        for entry in superseded:
+            old = outstanding.pop(entry.decode(), None)
+            if old is not None:
+                self._results.put(job.session, drop(old, DropReason.superseded))
+
+    def results(self, session: str) -> AsyncIterator[SessionEvent]:
+        return self._results.read(session)
+
+    async def _read_results(self) -> None:
+        """Route this node's outcomes to their sessions; notice outages and recover."""
+        last = b"$"
+        backoff = Backoff(self.config.max_backoff_s)
+        while True:
+            try:
+                reply: Any = await self.link.redis.xread(
+                    {self.results_key: last}, count=512, block=500
+                )
+            except FAILURES as exc:
+                self._down(exc)
+                await asyncio.sleep(backoff.next())
+                self._sweep_lost()
+                continue
+            backoff.reset()
+            self.link.up()
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._route(fields)
+            self._sweep_lost()
+
+    def _route(self, fields: Fields) -> None:
+        try:
+            outcome = decode_outcome(fields)
+        except (WireError, ValueError) as exc:
+            log.warning("unreadable outcome on %s: %s", self.results_key, exc)
+            return
+        job = outcome.job
+        mine = self._outstanding.get(job.session, {}).pop(job.token, None)
+        if mine is None:
+            return  # late (already counted lost) or its session has ended
+        job.created = mine.created  # our own clock, exactly
+        self._results.put(job.session, outcome)
+
+    def _sweep_lost(self) -> None:
+        now = time.monotonic()
+        for session, jobs in self._outstanding.items():
+            late = [k for k, j in jobs.items() if now > j.deadline + self.config.lost_after_s]
+            for k in late:
+                self._results.put(session, drop(jobs.pop(k), DropReason.lost))

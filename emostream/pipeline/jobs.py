@@ -1,0 +1,83 @@
+"""A job: one unit of inference work (a decoded, downscaled frame; later an audio window)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+import numpy as np
+
+Modality = Literal["face", "voice"]
+Box = tuple[int, int, int, int]  # x, y, w, h in pixels
+MODALITIES: tuple[Modality, ...] = ("face", "voice")
+NO_PAYLOAD = np.empty((0,), np.uint8)
+
+
+class DropReason(StrEnum):
+    """Why a job produced no scores (the ``reason`` label of frames dropped)."""
+
+    superseded = "superseded"  # a newer frame of the same session replaced it
+    deadline = "deadline"  # too old when a worker got to it
+    session_closed = "session_closed"  # the session ended before it ran
+    error = "error"  # the worker failed on it (bad payload); the session lives on
+    overload = "overload"  # the broker refused it (queue full across sessions)
+    malformed = "malformed"  # a job on the stream that no worker can read (acked, not run)
+    unavailable = "unavailable"  # the broker (Redis) was unreachable when it was submitted
+    lost = "lost"  # no worker answered long after its deadline (stream trimmed or wiped)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What a face job knows about its frame besides the pixels.
+
+    ``scale`` is payload pixels per source pixel (the frame was downscaled once on
+    arrival), so boxes found on the payload go back to source pixels as ``box / scale``.
+    ``detect`` False means the whole frame is one aligned face (``--no-detect``).
+    """
+
+    modality: ClassVar[Modality] = "face"
+    width: int
+    height: int
+    scale: float = 1.0
+    detect: bool = True
+
+
+@dataclass
+class Job:
+    """A payload plus what is needed to route it, time it and drop it when it is too old.
+
+    Times are ``time.monotonic()`` of the process holding the job (the Redis wire converts
+    them at its edge). ``deadline`` is infinite until a broker stamps it, so a job handed
+    straight to an analyzer (``/v1/predict``) is never dropped as late.
+    """
+
+    session: str
+    seq: int
+    pts: float | None
+    payload: np.ndarray
+    info: FrameInfo
+    created: float = field(default_factory=time.monotonic)  # when decode started
+    deadline: float = math.inf
+    enqueued: float = 0.0  # when a broker queued it; 0 = created
+    reply_to: str = ""  # where its outcome goes (Redis: the ingest node's stream)
+    token: str = ""  # the broker's handle for acknowledging it (a stream entry id)
+
+    def __post_init__(self) -> None:
+        if not self.enqueued:
+            self.enqueued = self.created
+
+    @property
+    def modality(self) -> Modality:
+        return self.info.modality
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.session, self.seq
+
+    def header(self) -> Job:
+        """This job without its payload: what an outcome keeps, so no frame outlives its run."""
+        return dataclasses.replace(self, payload=NO_PAYLOAD)
