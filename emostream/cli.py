@@ -228,6 +228,7 @@ def client(
 
     import httpx
 
+    from emostream.schema import ErrorMessage, FaceMessage
     from emostream.stream.client import ClientError, EmotionClient, Source
 
     chosen = [x for x in (source, camera, mic or None) if x is not None]
@@ -258,24 +259,21 @@ def client(
             async for msg in c.messages(idle_timeout_s=idle):
                 count += 1
                 if fmt is Format.jsonl:
-                    sys.stdout.write(json.dumps(msg) + "\n")
-                elif msg.get("type") == "error":
-                    typer.echo(
-                        f"emostream: server: {msg.get('code')}: {msg.get('detail')}", err=True
-                    )
-                else:
+                    sys.stdout.write(msg.to_json() + "\n")
+                elif isinstance(msg, ErrorMessage):
+                    typer.echo(f"emostream: server: {msg.code}: {msg.detail}", err=True)
+                elif isinstance(msg, FaceMessage):
                     faces = (
-                        "; ".join(
-                            f"#{f['track_id']} {f['label']} {f['confidence']:.2f}"
-                            for f in msg.get("faces", [])
-                        )
+                        "; ".join(f"#{f.track_id} {f.label} {f.confidence:.2f}" for f in msg.faces)
                         or "no face"
                     )
-                    sys.stdout.write(f"{msg.get('pts', 0):8.3f}s {faces}\n")
+                    sys.stdout.write(f"{msg.pts or 0:8.3f}s {faces}\n")
+                else:
+                    sys.stdout.write(f"{msg.start:8.3f}s voice {msg.label or '-'}\n")
                 sys.stdout.flush()
-                if hook is not None:
+                if hook is not None and webhook is not None:
                     try:
-                        await hook.post(webhook, json=msg)  # type: ignore[arg-type]
+                        await hook.post(webhook, json=msg.to_dict())
                     except httpx.HTTPError as exc:
                         typer.echo(f"emostream: webhook: {exc}", err=True)
                 if deadline is not None and asyncio.get_running_loop().time() > deadline:

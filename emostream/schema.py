@@ -6,9 +6,9 @@ channel, SSE, ``/v1/predict`` and ``emostream analyze --format jsonl``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
 
@@ -73,6 +73,16 @@ class ErrorMessage(_Message):
     session: str | None = None
     code: str
     detail: str
+
+
+#: Any message a session sends (data channel or SSE), told apart by ``type``.
+Message = Annotated[FaceMessage | VoiceMessage | ErrorMessage, Field(discriminator="type")]
+_MESSAGE: TypeAdapter[FaceMessage | VoiceMessage | ErrorMessage] = TypeAdapter(Message)
+
+
+def parse_message(text: str | bytes) -> FaceMessage | VoiceMessage | ErrorMessage:
+    """One JSON message as its typed model (raises ``pydantic.ValidationError``)."""
+    return _MESSAGE.validate_json(text)
 
 
 class ErrorBody(BaseModel):

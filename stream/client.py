@@ -2,9 +2,14 @@
 
 This is what call-centre software embeds::
 
-    async with EmotionClient("http://127.0.0.1:8000", source=FileSource("call.mp4")) as c:
+    async with EmotionClient("http://127.0.0.1:8000", source=Source.file("call.mp4")) as c:
         async for message in c.messages():
-            ...  # DESIGN.md face/voice messages as dicts
+            if message.type == "face":
+                print([f.label for f in message.faces])
+
+``messages()`` yields the DESIGN.md messages as their typed models (``FaceMessage``,
+``VoiceMessage``, ``ErrorMessage`` from ``emostream.schema``); ``message.to_json()`` is the
+exact JSON the server sent.
 
 Signalling is the JSON offer (``/v1/offer``) or any WHIP endpoint; results arrive on the
 ``emotions`` data channel this client opens. ICE servers are none unless given, so a local
@@ -16,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
-import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import numpy as np
@@ -34,6 +38,11 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaPlayer
 from av import AudioFrame, VideoFrame
+from pydantic import ValidationError
+
+from emostream.schema import Message, parse_message
+
+log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90_000
 
@@ -185,7 +194,7 @@ class EmotionClient:
         self.timeout_s = timeout_s
         self.session_id: str | None = None
         self.resource: str | None = None
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
 
     async def __aenter__(self) -> EmotionClient:
@@ -200,8 +209,10 @@ class EmotionClient:
 
         @channel.on("message")
         def on_message(message: str | bytes) -> None:
-            with contextlib.suppress(ValueError):
-                self._queue.put_nowait(json.loads(message))
+            try:
+                self._queue.put_nowait(parse_message(message))
+            except ValidationError as exc:  # a newer server's message, or not ours at all
+                log.debug("ignored a data channel message: %s", exc)
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -241,7 +252,7 @@ class EmotionClient:
                 detail = resp.text[:200]
             raise ClientError(f"signalling failed: HTTP {resp.status_code}: {detail}")
 
-    async def messages(self, idle_timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self, idle_timeout_s: float | None = None) -> AsyncIterator[Message]:
         """Results until the connection ends (or nothing arrives for ``idle_timeout_s``)."""
         while True:
             try:

@@ -55,7 +55,7 @@ def server(
 async def _collect(client: EmotionClient, n: int) -> list[dict]:
     out: list[dict] = []
     async for msg in client.messages(idle_timeout_s=20):
-        out.append(msg)
+        out.append(msg.to_dict())  # as the JSON on the wire, to compare with SSE
         if len(out) >= n:
             break
     return out

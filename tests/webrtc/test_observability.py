@@ -112,7 +112,8 @@ async def _stream(url: str, source: Source, n: int, *, faces: bool = False) -> l
     out: list[dict] = []
     count = 0
     async with EmotionClient(url, source=source) as client:
-        async for msg in client.messages(idle_timeout_s=30):
+        async for message in client.messages(idle_timeout_s=30):
+            msg = message.to_dict()
             if msg["type"] == "face":
                 out.append(msg)
                 count += len(msg["faces"]) if faces else 1

@@ -99,7 +99,7 @@ async def feeds(urls: list[str]) -> AsyncIterator[list[Feed]]:
 
         async def record(feed: Feed) -> None:
             async for msg in feed.client.messages(idle_timeout_s=60):
-                feed.got.append((time.monotonic(), msg))
+                feed.got.append((time.monotonic(), msg.to_dict()))
 
         tasks = [asyncio.create_task(record(f)) for f in out]
         try:
