@@ -23,17 +23,21 @@ class ModelMissingError(LookupError):
     """A model (or the version an alias names) is not in the repository."""
 
     def __init__(self, name: str, detail: str) -> None:
-        hint = PULL_HINTS.get(name, f"`emostream train {name.split('-')[0]}`")
-        super().__init__(f"model {name!r}: {detail}; create it with {hint}")
+        hint = PULL_HINTS.get(name, UNKNOWN_HINT)
+        super().__init__(f"model {name!r}: {detail}; {hint}")
         self.name = name
 
 
 #: How each known model is produced, for error messages that tell the user what to run.
 PULL_HINTS = {
-    "face-emotion": "`emostream models pull face-emotion` (or `make models`)",
-    "voice-emotion": "`emostream train voice`",
-    "face-detector": "`emostream models pull face-detector` (or `make models`)",
+    "face-emotion": "create it with `emostream models pull face-emotion` (or `make models`)",
+    "face-detector": "create it with `emostream models pull face-detector` (or `make models`)",
 }
+#: Models this release cannot make (no voice model exists yet): say so, never a made-up command.
+UNKNOWN_HINT = (
+    "this release has no command that makes it: register a version with its card in the "
+    "model repository (docs/ARCHITECTURE.md, \"Models\")"
+)
 
 
 def sha256_file(path: Path) -> str:
