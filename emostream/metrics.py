@@ -92,26 +92,27 @@ WORKER_INFO = Gauge(
     ["worker", "provider", "max_batch"],
 )
 
+
+def _per_model(name: str, documentation: str) -> Gauge:
+    """A gauge with one series per served model version and modality."""
+    return Gauge(name, documentation, ["model", "version", "modality"])
+
+
 # Class drift (models/drift.py): computed at scrape time over this process's own window.
-DRIFT_PSI = Gauge(
+DRIFT_PSI = _per_model(
     "emostream_drift_psi",
     "Population stability index of the recent predictions vs the model card's reference",
-    ["model", "version", "modality"],
 )
-DRIFT_JS = Gauge(
+DRIFT_JS = _per_model(
     "emostream_drift_js_distance",
     "Jensen-Shannon distance (base 2) of the recent predictions vs the card's reference",
-    ["model", "version", "modality"],
 )
-DRIFT_WINDOW_SAMPLES = Gauge(
-    "emostream_drift_window_samples",
-    "Predictions currently in the drift window",
-    ["model", "version", "modality"],
+DRIFT_WINDOW_SAMPLES = _per_model(
+    "emostream_drift_window_samples", "Predictions currently in the drift window"
 )
-DRIFT_REFERENCE_MISSING = Gauge(
+DRIFT_REFERENCE_MISSING = _per_model(
     "emostream_drift_reference_missing",
     "1 when the model card has no reference_distribution (drift not measured), else 0",
-    ["model", "version", "modality"],
 )
 
 #: Drop reasons each role can count (the /v1/predict media error codes come on demand).

@@ -278,29 +278,47 @@ class _Converter:
             raise UnsupportedOpError(f"{where}: input is not sparse")
         self.consts[out] = densify(self.buffer(ins[0], where), self.shape(out), t.Sparsity())
 
+    def _conv(
+        self,
+        o: Any,
+        x: _Value,
+        weight: np.ndarray,
+        ins: list[int],
+        out: int,
+        names: tuple[str, str],
+        where: str,
+        **attrs: int,
+    ) -> None:
+        """An ONNX Conv from a TFLite (depthwise) convolution: ``weight`` already in ONNX
+        layout (out, in/group, kh, kw); bias, padding, stride, dilation, fused activation."""
+        const, node = names
+        kernel = (weight.shape[2], weight.shape[3])
+        stride = (o.StrideH(), o.StrideW())
+        dil = (o.DilationHFactor(), o.DilationWFactor())
+        pads, _ = _spatial(x.shape, o.Padding(), kernel, stride, dil, where)
+        inputs = [x.name, self.const_name(f"{const}.weight", weight)]
+        if len(ins) > 2 and ins[2] >= 0:
+            inputs.append(self.const_name(f"{const}.bias", self.float_const(ins[2], where)))
+        y = self.node(
+            "Conv",
+            inputs,
+            node,
+            kernel_shape=list(kernel),
+            strides=list(stride),
+            dilations=list(dil),
+            pads=pads,
+            **attrs,
+        )
+        y = self.activation(y, o.FusedActivationFunction(), node, where)
+        self.values[out] = _Value(y, self.shape(out))
+
     def op_conv_2d(self, op: Any, ins: list[int], out: int, where: str) -> None:
         o = self._options(op, tflite.Conv2DOptions)
         x = self.value(ins[0], where)
         w = self.float_const(ins[1], where)  # (out, kh, kw, in)
-        stride = (o.StrideH(), o.StrideW())
-        dil = (o.DilationHFactor(), o.DilationWFactor())
-        pads, _ = _spatial(x.shape, o.Padding(), (w.shape[1], w.shape[2]), stride, dil, where)
         if w.shape[3] != x.shape[3]:
             raise UnsupportedOpError(f"{where}: grouped convolutions are not supported")
-        inputs = [x.name, self.const_name("conv.weight", w.transpose(0, 3, 1, 2))]
-        if len(ins) > 2 and ins[2] >= 0:
-            inputs.append(self.const_name("conv.bias", self.float_const(ins[2], where)))
-        y = self.node(
-            "Conv",
-            inputs,
-            "conv",
-            kernel_shape=[w.shape[1], w.shape[2]],
-            strides=list(stride),
-            dilations=list(dil),
-            pads=pads,
-        )
-        y = self.activation(y, o.FusedActivationFunction(), "conv", where)
-        self.values[out] = _Value(y, self.shape(out))
+        self._conv(o, x, w.transpose(0, 3, 1, 2), ins, out, ("conv", "conv"), where)
 
     def op_depthwise_conv_2d(self, op: Any, ins: list[int], out: int, where: str) -> None:
         o = self._options(op, tflite.DepthwiseConv2DOptions)
@@ -309,24 +327,8 @@ class _Converter:
         cin = x.shape[3]
         if w.shape[0] != 1 or w.shape[3] % cin:
             raise UnsupportedOpError(f"{where}: depthwise kernel shape {w.shape}")
-        stride = (o.StrideH(), o.StrideW())
-        dil = (o.DilationHFactor(), o.DilationWFactor())
-        pads, _ = _spatial(x.shape, o.Padding(), (w.shape[1], w.shape[2]), stride, dil, where)
-        inputs = [x.name, self.const_name("dw.weight", w.transpose(3, 0, 1, 2))]
-        if len(ins) > 2 and ins[2] >= 0:
-            inputs.append(self.const_name("dw.bias", self.float_const(ins[2], where)))
-        y = self.node(
-            "Conv",
-            inputs,
-            "dwconv",
-            kernel_shape=[w.shape[1], w.shape[2]],
-            strides=list(stride),
-            dilations=list(dil),
-            pads=pads,
-            group=cin,
-        )
-        y = self.activation(y, o.FusedActivationFunction(), "dwconv", where)
-        self.values[out] = _Value(y, self.shape(out))
+        weight = w.transpose(3, 0, 1, 2)
+        self._conv(o, x, weight, ins, out, ("dw", "dwconv"), where, group=cin)
 
     def op_add(self, op: Any, ins: list[int], out: int, where: str) -> None:
         o = self._options(op, tflite.AddOptions)
