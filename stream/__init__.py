@@ -1,1 +1,2 @@
-"""Ingest side: media decode, the HTTP API (FastAPI), and later the WebRTC sessions."""
+"""Ingest side: the HTTP API (FastAPI), WebRTC signalling and sessions, media decode, the
+demo page and the Python client."""

@@ -1,4 +1,4 @@
-"""A job: one unit of inference work (a decoded, downscaled frame; later an audio window)."""
+"""A job: one unit of inference work (a decoded, downscaled frame; for voice, an audio window)."""
 
 from __future__ import annotations
 
