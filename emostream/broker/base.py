@@ -11,6 +11,7 @@ so an ingest node never carries worker code paths and the other way round.
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -85,6 +86,6 @@ class WorkerBroker(_Lifecycle):
 def stamp(job: Job, config: BrokerConfig) -> Job:
     """Give a job its deadline (unless it has one) and its time of queueing."""
     job.enqueued = time.monotonic()
-    if job.deadline == float("inf"):
+    if math.isinf(job.deadline):
         job.deadline = job.created + config.deadline_s
     return job
