@@ -12,21 +12,39 @@ import subprocess
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import redis
 
+from emostream.bench.procs import EMOSTREAM, Worker, base_env, free_port
+from emostream.broker.base import Job
 from emostream.broker.redis import RedisBroker, RedisBrokerConfig
 from emostream.broker.wire import encode_job
 from emostream.models.repository import ModelRepository
 from emostream.stream.media import read_image
 
-from procs import EMOSTREAM, Worker, base_env, face_job, free_port
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 GROUP = "emostream-workers"
 STREAM = "emostream:jobs:face"
+
+
+def face_job(session: str, seq: int, image: np.ndarray, deadline_s: float = 30.0) -> Job:
+    """A job as an ingest node makes it: downscaled once, source size in ``meta``."""
+    h, w = image.shape[:2]
+    scale = min(1.0, 640 / max(h, w))
+    frame = cv2.resize(image, (round(w * scale), round(h * scale))) if scale < 1 else image
+    return Job(
+        session=session,
+        modality="face",
+        seq=seq,
+        pts=seq / 15,
+        payload=frame,
+        deadline=time.monotonic() + deadline_s,
+        meta={"scale": scale, "width": float(w), "height": float(h)},
+    )
 
 
 def _consumers(url: str) -> dict[str, int]:
