@@ -40,7 +40,7 @@ from emostream.bench.measure import (
     sizes,
     video_frames,
 )
-from emostream.bench.report import Section, chart, num, usable_cores
+from emostream.bench.report import BATCH_HEADER, Section, batch_rows, chart, num, usable_cores
 from emostream.bench.subjects import Subject, model_alone
 
 SECTION = "Face (emostream bench face)"
@@ -234,19 +234,8 @@ def render(run: FaceRun, section: Section, chart_path: Path | None) -> Section:
         "scale) and is timed on the crops. Median over repeats (at least 10 and 0.75 s "
         "each) after 3 warm-up calls."
     )
-    brows = [
-        [
-            b.batch,
-            num(b.model_ms, 2),
-            num(b.model_fps, 0),
-            num(b.predict_ms, 2),
-            num(b.predict_fps, 0),
-            f"{b.model_repeats} / {b.predict_repeats}",
-        ]
-        for b in run.batches
-    ]
-    header = ["batch", "model ms/batch", "model faces/s", "predict() ms/batch"]
-    section.table([*header, "predict() faces/s", "repeats"], brows)
+    rows = batch_rows(run.batches, lambda b: f"{b.model_repeats} / {b.predict_repeats}")
+    section.table([*BATCH_HEADER, "repeats"], rows)
     return section.sub("Reading").add(reading(run))
 
 

@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -23,6 +23,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+
+    from emostream.bench.measure import BatchTimes
+
+#: The columns "the classifier alone, by batch size" has in every bench, before its own one.
+BATCH_HEADER = (
+    "batch",
+    "model ms/batch",
+    "model faces/s",
+    "predict() ms/batch",
+    "predict() faces/s",
+)
 
 HEADER = (
     "# Benchmarks\n\n"
@@ -119,6 +130,23 @@ def md_table(
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def batch_rows(
+    batches: Sequence[BatchTimes], last: Callable[[BatchTimes], object]
+) -> list[list[object]]:
+    """The rows under :data:`BATCH_HEADER`, each with the bench's own ``last(row)`` cell."""
+    return [
+        [
+            b.batch,
+            num(b.model_ms, 2),
+            num(b.model_fps, 0),
+            num(b.predict_ms, 2),
+            num(b.predict_fps, 0),
+            last(b),
+        ]
+        for b in batches
+    ]
 
 
 def replace_section(text: str, heading: str, body: str) -> str:

@@ -49,7 +49,7 @@ from emostream.bench.measure import (
     timed,
     video_frames,
 )
-from emostream.bench.report import Section, chart, num
+from emostream.bench.report import BATCH_HEADER, Section, batch_rows, chart, num
 from emostream.bench.subjects import Subject, from_service, worker_service
 
 if TYPE_CHECKING:
@@ -263,19 +263,8 @@ def render(res: WorkerBench, section: Section, subject: Subject, warmup: int) ->
         "scale) as the worker runs it."
     )
     base = clf[0].model_fps if clf else 1.0
-    rows = [
-        [
-            r.batch,
-            num(r.model_ms, 2),
-            num(r.model_fps, 0),
-            num(r.predict_ms, 2),
-            num(r.predict_fps, 0),
-            f"{r.model_fps / base:.1f}x",
-        ]
-        for r in clf
-    ]
-    header = ["batch", "model ms/batch", "model faces/s", "predict() ms/batch"]
-    section.table([*header, "predict() faces/s", f"model faces/s vs batch {clf[0].batch}"], rows)
+    rows = batch_rows(clf, lambda r: f"{r.model_fps / base:.1f}x")
+    section.table([*BATCH_HEADER, f"model faces/s vs batch {clf[0].batch}"], rows)
     if frames:
         section.sub("The worker path, by batch size").add(
             f"Input: {res.frames_src}. What `FaceWorker.infer` does with a batch, without the "
