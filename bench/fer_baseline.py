@@ -2,7 +2,8 @@
 
 This file is executed as a script with the python of a throwaway venv that has TensorFlow
 and fer (TensorFlow must never enter the product environment), so it imports nothing from
-emostream. It decodes the first N frames of a video up front (decoding is excluded on both
+emostream but ``measure.py`` beside it (standard library, NumPy, OpenCV, tqdm). It decodes
+the first N frames of a video up front with our side's code (decoding is excluded on both
 sides), then times ``FER().detect_emotions(frame)`` per frame for the requested variants:
 
 - ``tflite``: ``FER()``, fer's default, the quantized TensorFlow Lite model;
@@ -41,18 +42,10 @@ def _progress(items: Iterable[T], desc: str, total: int) -> Iterator[T]:
 
 
 def read_frames(video: Path, n: int) -> list[Any]:
-    import cv2
+    """The first ``n`` frames, decoded by our side's own code, so both sides see the same."""
+    from measure import video_frames  # measure.py: this script's folder is sys.path[0]
 
-    cap = cv2.VideoCapture(str(video))
-    frames: list[Any] = []
-    try:
-        while len(frames) < n:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        cap.release()
+    frames: list[Any] = video_frames(video, n)
     if not frames:
         raise SystemExit(f"could not read frames from {video}")
     return frames

@@ -1,8 +1,9 @@
-"""Shared pieces of the benchmark reports: machine description, tables, section rewriting.
+"""How the benchmarks report: machine description, tables, charts, and their own section.
 
 Every `emostream bench …` command owns one ``## …`` section of docs/BENCHMARKS.md and
 rewrites only that one, so the benchmarks can be rerun independently without losing the
-others' numbers.
+others' numbers. A bench builds its section with :class:`Section` (measured when, with
+what command, on which machine; then its tables, figures and reading) and ``write``s it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,29 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Sequence
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from emostream.bench.measure import BatchTimes
+
+#: The columns "the classifier alone, by batch size" has in every bench, before its own one.
+BATCH_HEADER = (
+    "batch",
+    "model ms/batch",
+    "model faces/s",
+    "predict() ms/batch",
+    "predict() faces/s",
+)
 
 HEADER = (
     "# Benchmarks\n\n"
@@ -62,8 +83,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine_lines() -> list[str]:
-    """Markdown bullet lines describing where the numbers were measured."""
+def machine_lines(providers: Sequence[str] = ()) -> list[str]:
+    """Markdown bullet lines describing where the numbers were measured; with the GPU's
+    name when one of ``providers`` (what ran the model) is a GPU provider."""
     import cv2
     import numpy as np
     import onnxruntime as ort
@@ -77,7 +99,23 @@ def machine_lines() -> list[str]:
         f"- Python {platform.python_version()}, onnxruntime {ort.__version__} "
         f"({', '.join(ort.get_available_providers())}), OpenCV {cv2.__version__}, "
         f"NumPy {np.__version__}",
+        *gpu_lines(providers),
     ]
+
+
+def gpu_lines(providers: Sequence[str]) -> list[str]:
+    """The GPU's name when a GPU provider ran the model (the CPU lines cannot know it)."""
+    if not any(p.startswith(("CUDA", "Tensorrt")) for p in providers):
+        return []
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ["- GPU: unknown (no nvidia-smi)"]
+    q = "--query-gpu=name,memory.total,driver_version"
+    res = subprocess.run(
+        [smi, q, "--format=csv,noheader"], capture_output=True, text=True, check=False
+    )
+    names = [ln.strip() for ln in res.stdout.splitlines() if ln.strip()]
+    return [f"- GPU: {n} (name, memory, driver)" for n in names] or ["- GPU: unknown"]
 
 
 def md_table(
@@ -92,6 +130,23 @@ def md_table(
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def batch_rows(
+    batches: Sequence[BatchTimes], last: Callable[[BatchTimes], object]
+) -> list[list[object]]:
+    """The rows under :data:`BATCH_HEADER`, each with the bench's own ``last(row)`` cell."""
+    return [
+        [
+            b.batch,
+            num(b.model_ms, 2),
+            num(b.model_fps, 0),
+            num(b.predict_ms, 2),
+            num(b.predict_fps, 0),
+            last(b),
+        ]
+        for b in batches
+    ]
 
 
 def replace_section(text: str, heading: str, body: str) -> str:
@@ -124,3 +179,95 @@ def write_section(out: Path, heading: str, body: str) -> None:
 def num(x: float, nd: int = 1) -> str:
     """A figure for a table: thousands separators, ``nd`` decimals."""
     return f"{x:,.{nd}f}"
+
+
+def read_section(out: Path, heading: str) -> str:
+    """The ``## heading`` section of ``out`` as a bench wrote it (up to the next ``## ``)."""
+    text = out.read_text(encoding="utf-8")
+    start = text.index(f"## {heading}")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+@contextmanager
+def chart(path: Path, title: str, size: tuple[float, float]) -> Iterator[Axes]:
+    """Axes to draw on; saved as a PNG at ``path`` with ``title`` when the block ends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size, dpi=110)
+    try:
+        yield ax
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+class Section:
+    """One bench's ``## heading`` section of ``out``, built block by block.
+
+    Made when the run starts, so it knows the start time, wall time and load average the
+    "Measured …" line reports; then a bench adds its machine lines, paragraphs, tables and
+    figures in order, and :meth:`write` replaces its section of ``out`` (nothing else).
+    """
+
+    def __init__(self, heading: str, command: str, out: Path) -> None:
+        self.heading = heading
+        self.command = command
+        self.out = Path(out)
+        self.started = datetime.now(UTC)
+        self.load_before = os.getloadavg()[0]
+        self._t0 = time.perf_counter()
+        self._blocks: list[str] = []
+
+    @property
+    def wall_s(self) -> float:
+        return time.perf_counter() - self._t0
+
+    @property
+    def load_now(self) -> float:
+        return os.getloadavg()[0]
+
+    def add(self, *blocks: str) -> Section:
+        """Paragraphs (or any markdown blocks), a blank line between each."""
+        self._blocks += blocks
+        return self
+
+    def measured(self, *, note: str = "", then: str = "") -> Section:
+        """``Measured <date> UTC with `<command>` (the whole run took N s<note>).<then>``"""
+        return self.add(
+            f"Measured {self.started:%Y-%m-%d %H:%M} UTC with `{self.command}` (the whole run "
+            f"took {self.wall_s:.0f} s{note}).{then}"
+        )
+
+    def machine(self, *bullets: str, providers: Sequence[str] = ()) -> Section:
+        """The machine's lines (with the GPU's when ``providers`` used one), then ``bullets``."""
+        return self.add("\n".join([*machine_lines(providers), *bullets]))
+
+    def sub(self, title: str) -> Section:
+        return self.add(f"### {title}")
+
+    def table(
+        self, header: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+    ) -> Section:
+        return self.add(md_table(header, rows, align))
+
+    def figure(self, alt: str, path: Path | None) -> Section:
+        """An image, linked relative to ``out``; nothing when there is no chart."""
+        if path is None:
+            return self
+        return self.add(f"![{alt}]({os.path.relpath(path, self.out.parent)})")
+
+    def text(self) -> str:
+        return "\n\n".join([f"## {self.heading}", *self._blocks]) + "\n"
+
+    def write(self) -> str:
+        """Rewrite this section of ``out``; return its markdown."""
+        text = self.text()
+        write_section(self.out, self.heading, text)
+        return text

@@ -3,40 +3,34 @@
 Each client publishes a real video (woman2.mp4, letterboxed to 640x480 at 15 fps, VP8),
 transcoded once and then relayed without re-encoding (``MediaPlayer(decode=False)``), so
 the clients cost almost nothing and the 2 cores go to the server under test. The whole run
-happens inside a private network namespace that the command makes for itself
-(``unshare --net`` + a veth pair with 10.213.0.1/24, no route out), so no WebRTC traffic
-can leave the machine. Latency is the server-side ``latency_ms`` of every message (decode
-to send); drops come from the server's counters; CPU from its /proc stats.
+happens inside a private network namespace that the command makes for itself and deletes
+afterwards (``emostream.bench.netns``: a veth pair with 10.213.0.1/24, no route out), so no
+WebRTC traffic can leave the machine. Latency is the server-side ``latency_ms`` of every
+message (decode to send); drops come from the server's counters; CPU from its /proc stats.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
-import shlex
-import signal
-import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from emostream.bench.report import machine_lines, md_table, write_section
-from emostream.paths import cache_dir, data_root
+from emostream.bench import netns, procs
+from emostream.bench.measure import VIDEO, pct, say
+from emostream.bench.report import Section, read_section, usable_cores
 
 SECTION = "Stream (emostream bench stream)"
-ENV_INSIDE = "EMOSTREAM_BENCH_NETNS"
-ADDR = "10.213.0.1"
-NETNS_SETUP = (
-    "set -e; ip link set lo up; ip link add e0 type veth peer name e1; "
-    f"ip addr add {ADDR}/24 dev e0; ip link set e0 up; ip link set e1 up; "
-)
 WIDTH, HEIGHT, FPS = 640, 480, 15
+WARMUP_S = 3.0
 
 
 @dataclass
@@ -51,14 +45,26 @@ class RunResult:
     client_cpu_s: float = 0.0
     connected: int = 0
     error: str | None = None
-    helper_cpu_s: float = 0.0
+    helper_cpu_s: float = 0.0  # other processes of the run: workers and redis-server
+    redis_cpu_s: float = 0.0  # the redis-server alone
 
     def pct(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+        return pct(self.latencies_ms, q)
 
     @property
     def drop_rate(self) -> float:
         return sum(self.dropped.values()) / self.frames_in if self.frames_in else float("nan")
+
+    def latency_cells(self) -> list[str]:
+        """p50, p95, p99 and the drop rate and reasons, as the tables show them."""
+        reasons = ", ".join(f"{k} {int(v)}" for k, v in sorted(self.dropped.items())) or "-"
+        return [*(f"{self.pct(q):.1f}" for q in (50, 95, 99)), f"{self.drop_rate:.2%}", reasons]
+
+    def summary(self) -> str:
+        return (
+            f"{self.messages / self.seconds:.1f} results/s, p50 {self.pct(50):.1f} ms, "
+            f"p99 {self.pct(99):.1f} ms, drops {self.drop_rate:.2%}"
+        )
 
 
 def prepare_clip(src: Path) -> Path:
@@ -69,6 +75,8 @@ def prepare_clip(src: Path) -> Path:
     """
     import av
     import cv2
+
+    from emostream.paths import cache_dir
 
     out = cache_dir() / "bench" / f"{src.stem}_{WIDTH}x{HEIGHT}_{FPS}_pingpong.webm"
     if out.is_file():
@@ -99,151 +107,131 @@ def prepare_clip(src: Path) -> Path:
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def bench_env() -> dict[str, str]:
+    """What the bench's servers and workers start with: the user's settings as they are."""
+    return {k: v for k, v in os.environ.items() if k != netns.ENV_NETNS}
 
 
-def _metric_sum(text: str, name: str, **labels: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        m = re.match(rf"{name}(?:{{(.*)}})? ([0-9.e+-]+)$", line)
-        if not m:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            out[got.get("reason", "")] = out.get(got.get("reason", ""), 0.0) + float(m.group(2))
-    return out
+def _face_counts(metrics: str) -> tuple[float, dict[str, float]]:
+    """Face frames in, and face frames dropped by reason, from a /metrics page."""
+    frames_in = procs.metric(metrics, "emostream_frames_in_total", modality="face")
+    dropped = "emostream_frames_dropped_total"
+    return frames_in, procs.metric_by(metrics, dropped, "reason", modality="face")
 
 
-async def _one_run(
+async def _measure(
+    server: procs.Server,
     n: int,
     clip: Path,
     seconds: float,
     warmup: float,
-    env_extra: dict[str, str] | None = None,
-    helpers: list[int] | None = None,
+    helpers: Sequence[int],
 ) -> RunResult:
-    """One measuring window with ``n`` clients; ``helpers``: other pids whose CPU counts
-    (the Redis bench's workers and redis-server), summed into ``RunResult.helper_cpu_s``."""
+    """``n`` clients on ``server``: connect all, warm up, then one measuring window."""
     from aiortc.contrib.media import MediaPlayer
 
+    from emostream.schema import ErrorMessage
     from emostream.stream.client import EmotionClient, Source
 
-    port = 18000 + n
-    url = f"http://{ADDR}:{port}"
-    env = {k: v for k, v in os.environ.items() if k != ENV_INSIDE}
-    env.update(env_extra or {})
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "emostream"),
-            "serve",
-            "--host",
-            ADDR,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    url = server.url
     result = RunResult(n, seconds)
-    try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
-            else:
-                raise RuntimeError(f"the server on {url} did not become ready in 60 s")
-            clients = []
-            for _ in range(n):
-                player = MediaPlayer(str(clip), decode=False)
-                assert player.video is not None, f"{clip} has no video"
-                clients.append(EmotionClient(url, source=Source([player.video], player)))
-            await asyncio.gather(*(c.connect() for c in clients))
-            result.connected = n
-            measuring = asyncio.Event()
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        clients = []
+        for _ in range(n):
+            player = MediaPlayer(str(clip), decode=False)
+            assert player.video is not None, f"{clip} has no video"
+            clients.append(EmotionClient(url, source=Source([player.video], player)))
+        await asyncio.gather(*(c.connect() for c in clients))
+        result.connected = n
+        measuring = asyncio.Event()
 
-            async def consume(c: EmotionClient) -> None:
-                async for msg in c.messages():
-                    if measuring.is_set():
-                        result.latencies_ms.append(float(msg["latency_ms"]))
-                        result.messages += 1
+        async def consume(c: EmotionClient) -> None:
+            async for msg in c.messages():
+                if measuring.is_set() and not isinstance(msg, ErrorMessage):
+                    result.latencies_ms.append(msg.latency_ms)
+                    result.messages += 1
 
-            readers = [asyncio.create_task(consume(c)) for c in clients]
-            await asyncio.sleep(warmup)
-            before = (await http.get(f"{url}/metrics")).text
-            cpu0, ccpu0 = _cpu_seconds(server.pid), time.process_time()
-            hcpu0 = sum(_cpu_seconds(p) for p in helpers or [])
-            measuring.set()
-            await asyncio.sleep(seconds)
-            measuring.clear()
-            result.server_cpu_s = _cpu_seconds(server.pid) - cpu0
-            result.helper_cpu_s = sum(_cpu_seconds(p) for p in helpers or []) - hcpu0
-            result.client_cpu_s = time.process_time() - ccpu0
-            after = (await http.get(f"{url}/metrics")).text
-            fin = "emostream_frames_in_total"
-            result.frames_in = sum(_metric_sum(after, fin, modality="face").values()) - sum(
-                _metric_sum(before, fin, modality="face").values()
-            )
-            d1 = _metric_sum(after, "emostream_frames_dropped_total", modality="face")
-            d0 = _metric_sum(before, "emostream_frames_dropped_total", modality="face")
-            result.dropped = {k: v - d0.get(k, 0.0) for k, v in d1.items() if v - d0.get(k, 0.0)}
-            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-            for r in readers:
-                r.cancel()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        readers = [asyncio.create_task(consume(c)) for c in clients]
+        await asyncio.sleep(warmup)
+        in0, drop0 = _face_counts((await http.get(f"{url}/metrics")).text)
+        cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
+        hcpu0 = sum(procs.cpu_seconds(p) for p in helpers)
+        measuring.set()
+        await asyncio.sleep(seconds)
+        measuring.clear()
+        result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
+        result.helper_cpu_s = sum(procs.cpu_seconds(p) for p in helpers) - hcpu0
+        result.client_cpu_s = time.process_time() - ccpu0
+        in1, drop1 = _face_counts((await http.get(f"{url}/metrics")).text)
+        result.frames_in = in1 - in0
+        result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        for r in readers:
+            r.cancel()
     return result
 
 
-def render(results: list[RunResult], started: datetime, wall_s: float, command: str) -> str:
-    header = [
-        "clients",
-        "input fps per client",
-        "messages",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "drops",
-        "drop reasons",
-        "server CPU % of one core per stream",
-        "server CPU % total",
-        "clients' CPU %",
-    ]
-    rows = []
+def one_run(
+    n: int,
+    clip: Path,
+    seconds: float,
+    logs: Path,
+    env: Mapping[str, str] | None = None,
+    helpers: Sequence[int] = (),
+) -> RunResult:
+    """One ``emostream serve`` (``env`` on top of the user's settings) and ``n`` clients,
+    inside this process's private namespace; ``helpers``: other pids whose CPU counts (the
+    Redis bench's workers and redis-server), summed into ``RunResult.helper_cpu_s``."""
+    server = procs.Server(inside_ip(), logs, environ=bench_env(), **(env or {}))
+    try:
+        return asyncio.run(_measure(server, n, clip, seconds, WARMUP_S, helpers))
+    finally:
+        server.stop(20)
+
+
+def inside_ip() -> str:
+    """This process's private namespace address; refuses to go on outside one."""
+    ip = netns.current_private_netns()
+    if ip is None:
+        raise SystemExit("bench stream: not inside a private network namespace; refusing to run")
+    return ip
+
+
+def render(results: list[RunResult], section: Section) -> Section:
+    header = ["clients", "input fps per client", "messages", "p50 ms", "p95 ms", "p99 ms"]
+    header += ["drops", "drop reasons", "server CPU % of one core per stream"]
+    header += ["server CPU % total", "clients' CPU %"]
+    rows: list[list[object]] = []
     for r in results:
         if r.error:
             rows.append([r.clients, "-", "failed", "-", "-", "-", "-", r.error, "-", "-", "-"])
             continue
-        reasons = ", ".join(f"{k} {int(v)}" for k, v in sorted(r.dropped.items())) or "-"
         rows.append(
             [
                 r.clients,
                 f"{r.frames_in / r.seconds / r.clients:.1f}",
                 r.messages,
-                f"{r.pct(50):.1f}",
-                f"{r.pct(95):.1f}",
-                f"{r.pct(99):.1f}",
-                f"{r.drop_rate:.2%}",
-                reasons,
+                *r.latency_cells(),
                 f"{100 * r.server_cpu_s / r.seconds / r.clients:.1f}",
                 f"{100 * r.server_cpu_s / r.seconds:.0f}",
                 f"{100 * r.client_cpu_s / r.seconds:.0f}",
             ]
         )
+    section.measured().machine(
+        f"- Each client publishes {VIDEO} letterboxed to {WIDTH}x{HEIGHT} at {FPS} fps "
+        "(VP8, relayed without re-encoding), from one client process beside the server; "
+        "all inside a private network namespace. Server: `emostream serve`, embedded "
+        "broker, default settings (BlazeFace, batch ≤ 16, wait ≤ 4 ms, 2 frames in flight "
+        "per session, 250 ms deadline).",
+        "- Latency: the server-side `latency_ms` of every message received during the "
+        "measuring window (decode start to send). Drops: the server's "
+        "`emostream_frames_dropped_total` over `emostream_frames_in_total` in the window.",
+    )
+    return section.table(header, rows).add(reading(results))
+
+
+def reading(results: list[RunResult]) -> str:
+    """The goals, met or missed, and where the CPU goes, computed from the rows."""
     one = next((r for r in results if r.clients == 1), None)
     ok8 = [r.clients for r in results if r.pct(99) < 100 and r.drop_rate < 0.02]
     goals = []
@@ -260,7 +248,7 @@ def render(results: list[RunResult], started: datetime, wall_s: float, command: 
     if ok_runs:
         per_frame = {r.clients: 1000 * r.server_cpu_s / r.frames_in for r in ok_runs}
         busiest = max(ok_runs, key=lambda r: r.clients)
-        cores = len(os.sched_getaffinity(0))
+        cores = usable_cores()
         used = busiest.server_cpu_s / busiest.seconds
         text = (
             "Server CPU per frame (receive, VP8 decode, downscale, detect, classify, send): "
@@ -279,85 +267,61 @@ def render(results: list[RunResult], started: datetime, wall_s: float, command: 
                 "latency stays under the deadline instead of growing without bound."
             )
         goals.append(text)
-    return "\n".join(
-        [
-            f"## {SECTION}",
-            "",
-            f"Measured {started:%Y-%m-%d %H:%M} UTC with `{command}` (the whole run took "
-            f"{wall_s:.0f} s).",
-            "",
-            *machine_lines(),
-            f"- Each client publishes woman2.mp4 letterboxed to {WIDTH}x{HEIGHT} at {FPS} fps "
-            "(VP8, relayed without re-encoding), from one client process beside the server; "
-            "all inside a private network namespace. Server: `emostream serve`, embedded "
-            "broker, default settings (BlazeFace, batch ≤ 16, wait ≤ 4 ms, 2 frames in flight "
-            "per session, 250 ms deadline).",
-            "- Latency: the server-side `latency_ms` of every message received during the "
-            "measuring window (decode start to send). Drops: the server's "
-            "`emostream_frames_dropped_total` over `emostream_frames_in_total` in the window.",
-            "",
-            md_table(header, rows),
-            "",
-            " ".join(goals),
-            "",
-        ]
-    )
+    return " ".join(goals)
+
+
+def the_clip() -> Path:
+    """The clients' clip, made from the shared data's woman2.mp4 (once, then cached)."""
+    from emostream.paths import data_root
+
+    root = data_root()
+    if root is None or not (root / "media" / VIDEO).is_file():
+        raise SystemExit(
+            f"bench stream needs media/{VIDEO} from the shared data (set EMOSTREAM_DATA)"
+        )
+    return prepare_clip(root / "media" / VIDEO)
+
+
+def attempt(label: str, n: int, seconds: float, measure: Callable[[], RunResult]) -> RunResult:
+    """One row: measured, or marked failed with the reason, so that the other rows stand."""
+    say("bench stream", f"{label}{n} client(s), {seconds:.0f} s …")
+    try:
+        r = measure()
+    except Exception as exc:  # report the row as failed, keep the others
+        say("bench stream", f"  failed: {exc!r}")
+        r = RunResult(n, seconds, error=repr(exc)[:120])
+    say("bench stream", r.summary())
+    return r
 
 
 def run_inside(clients: list[int], seconds: float, out: Path, command: str) -> str:
-    root = data_root()
-    if root is None or not (root / "media" / "woman2.mp4").is_file():
-        raise SystemExit(
-            "bench stream needs media/woman2.mp4 from the shared data (set EMOSTREAM_DATA)"
-        )
-    t0 = time.perf_counter()
-    started = datetime.now(UTC)
-    clip = prepare_clip(root / "media" / "woman2.mp4")
-    results = []
-    for n in clients:
-        print(f"bench stream: {n} client(s), {seconds:.0f} s …", file=sys.stderr, flush=True)
-        try:
-            r = asyncio.run(_one_run(n, clip, seconds, warmup=3.0))
-        except Exception as exc:  # report the count as failed, keep the others
-            print(f"  failed: {exc!r}", file=sys.stderr, flush=True)
-            r = RunResult(n, seconds, error=repr(exc)[:120])
-        print(
-            f"  p50 {r.pct(50):.1f} ms, p99 {r.pct(99):.1f} ms, drops {r.drop_rate:.2%}",
-            file=sys.stderr,
-            flush=True,
-        )
-        results.append(r)
-    section = render(results, started, time.perf_counter() - t0, command)
-    write_section(out, SECTION, section)
-    return section
+    """The runs, inside the namespace :func:`run` made; writes and returns the section."""
+    inside_ip()
+    section = Section(SECTION, command, out)
+    clip = the_clip()
+    with tempfile.TemporaryDirectory(prefix="emostream-bench-") as logs:
+        results = [
+            attempt("", n, seconds, partial(one_run, n, clip, seconds, Path(logs))) for n in clients
+        ]
+    return render(results, section).write()
 
 
 def run(clients: list[int], seconds: float = 20.0, out: Path = Path("docs/BENCHMARKS.md")) -> str:
     """Re-run this benchmark inside a fresh private network namespace, then report."""
-    command = f"emostream bench stream --clients {','.join(map(str, clients))}"
-    if os.environ.get(ENV_INSIDE) == "1":
-        return run_inside(clients, seconds, out, command)
     module_args = [",".join(map(str, clients)), str(seconds), str(out.resolve())]
     return rerun_in_netns("emostream.bench.stream", module_args, out, SECTION)
 
 
-def rerun_in_netns(module: str, args: list[str], out: Path, section: str) -> str:
-    """Run ``python -m module args`` in a fresh private network namespace (``unshare
-    --net``, the veth of NETNS_SETUP, no route out); return the section it wrote to ``out``."""
-    inner = [sys.executable, "-m", module, *args]
-    script = NETNS_SETUP + "exec " + " ".join(shlex.quote(a) for a in inner)
-    env = {**os.environ, ENV_INSIDE: "1"}
-    subprocess.run(["unshare", "--net", "--", "bash", "-c", script], check=True, env=env)
-    text = out.read_text(encoding="utf-8")
-    start = text.index(f"## {section}")
-    end = text.find("\n## ", start + 1)
-    return text[start:] if end < 0 else text[start:end]
+def rerun_in_netns(module: str, args: list[str], out: Path, heading: str) -> str:
+    """``python -m module args`` in a fresh private network namespace, deleted afterwards
+    with whatever it left running; returns the section it wrote to ``out``."""
+    netns.run_in_netns([sys.executable, "-m", module, *args], check=True)
+    return read_section(out, heading)
 
 
 if __name__ == "__main__":
-    n_list = [int(x) for x in sys.argv[1].split(",")]
     run_inside(
-        n_list,
+        [int(x) for x in sys.argv[1].split(",")],
         float(sys.argv[2]),
         Path(sys.argv[3]),
         f"emostream bench stream --clients {sys.argv[1]}",

@@ -36,7 +36,7 @@ PULL_HINTS = {
 #: Models this release cannot make (no voice model exists yet): say so, never a made-up command.
 UNKNOWN_HINT = (
     "this release has no command that makes it: register a version with its card in the "
-    "model repository (docs/ARCHITECTURE.md, \"Models\")"
+    'model repository (docs/ARCHITECTURE.md, "Models")'
 )
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The worker benchmark (emostream/bench/worker.py) on a GPU with onnxruntime-gpu.
+# The worker benchmark (bench/worker.py) on a GPU with onnxruntime-gpu.
 #
 # Two steps, because a lent GPU machine starts bare and reaches nothing outside itself:
 #

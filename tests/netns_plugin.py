@@ -7,8 +7,8 @@ the main process stays in the normal namespace, where Redis and Prometheus liste
 loopback.) The plugin enters the namespace in ``pytest_load_initial_conftests``, the
 earliest hook a ``-p`` plugin gets: before any conftest is imported, so before numpy,
 onnxruntime or anything else could start a thread (``unshare`` moves only the calling
-thread; see :func:`netns.enter_private_netns`). Every thread, event loop and subprocess of
-the run is created afterwards and is inside.
+thread; see :func:`emostream.bench.netns.enter_private_netns`). Every thread, event loop
+and subprocess of the run is created afterwards and is inside.
 
 When namespaces cannot be made here (not root), the reason goes to
 ``EMOSTREAM_TEST_NETNS_UNAVAILABLE`` and ``tests/webrtc/conftest.py`` skips every test with
@@ -19,18 +19,10 @@ entering stops the run.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-# Loaded as ``-p tests.netns_plugin`` or ``-p netns_plugin``: either way import the helper
-# as the top-level ``netns``, the name the test modules use, so there is one copy of it.
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-import netns  # noqa: E402
+from emostream.bench import netns  # standard library only: starts no thread
 
 
 @pytest.hookimpl(tryfirst=True)

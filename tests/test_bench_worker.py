@@ -9,7 +9,7 @@ import pytest
 
 from emostream.bench.report import HEADER
 from emostream.bench.worker import SECTION, run_worker_bench
-from emostream.models.service import FaceService
+from emostream.models.face import FaceAnalyzer
 
 
 def _rows(section: str, heading: str) -> list[list[str]]:
@@ -25,16 +25,16 @@ def _num(cell: str) -> float:
 
 @pytest.mark.data
 def test_writes_section_table_and_chart(
-    tmp_path: Path, service: FaceService, data_root: Path
+    tmp_path: Path, analyzer: FaceAnalyzer, data_root: Path
 ) -> None:
     out = tmp_path / "BENCHMARKS.md"
     out.write_text(HEADER + "\n## Other (kept)\n\nuntouched\n", encoding="utf-8")
-    res = run_worker_bench([2, 1], 1, out, service=service, data=data_root, warmup=1)
+    res = run_worker_bench([2, 1], 1, out, analyzer=analyzer, data=data_root, warmup=1)
 
     text = out.read_text(encoding="utf-8")
     assert f"## {SECTION}" in text and "## Other (kept)\n\nuntouched" in text
-    assert f"**{service.provider}**" in res.section and "- CPU:" in res.section
-    assert res.provider == service.provider
+    assert f"**{analyzer.provider}**" in res.section and "- CPU:" in res.section
+    assert res.provider == analyzer.provider
     assert "FER2013 val" in res.crops_src  # the real faces, not the fallback
 
     clf = _rows(text, "The classifier alone")
@@ -51,7 +51,7 @@ def test_writes_section_table_and_chart(
     assert "](bench-worker.png)" in text
 
     # a rerun replaces the section instead of appending another
-    run_worker_bench([1], 1, out, service=service, data=data_root, warmup=0)
+    run_worker_bench([1], 1, out, analyzer=analyzer, data=data_root, warmup=0)
     text = out.read_text(encoding="utf-8")
     assert text.count(f"## {SECTION}") == 1
     assert [r[0] for r in _rows(text, "The classifier alone")] == ["1"]
@@ -59,27 +59,27 @@ def test_writes_section_table_and_chart(
 
 @pytest.mark.data
 def test_falls_back_to_detector_crops_of_the_photos(
-    tmp_path: Path, service: FaceService, media: Path
+    tmp_path: Path, analyzer: FaceAnalyzer, media: Path
 ) -> None:
     data = tmp_path / "data"  # media/ but no fer2013/
     data.mkdir()
     (data / "media").symlink_to(media)
     res = run_worker_bench(
-        [1], 1, tmp_path / "B.md", service=service, data=data, warmup=0, frame_batch_max=0
+        [1], 1, tmp_path / "B.md", analyzer=analyzer, data=data, warmup=0, frame_batch_max=0
     )
     assert "detector crops" in res.crops_src and res.frames == []
     assert res.classifier[0].model_fps > 0
     assert "### The worker path" not in res.section
 
 
-def test_no_faces_is_an_error_not_noise(tmp_path: Path, service: FaceService) -> None:
+def test_no_faces_is_an_error_not_noise(tmp_path: Path, analyzer: FaceAnalyzer) -> None:
     with pytest.raises(SystemExit, match="real faces"):
-        run_worker_bench([1], 1, tmp_path / "B.md", service=service, data=tmp_path)
+        run_worker_bench([1], 1, tmp_path / "B.md", analyzer=analyzer, data=tmp_path)
     assert not (tmp_path / "B.md").exists()
 
 
-def test_rejects_bad_batches(tmp_path: Path, service: FaceService) -> None:
+def test_rejects_bad_batches(tmp_path: Path, analyzer: FaceAnalyzer) -> None:
     with pytest.raises(ValueError, match="positive"):
-        run_worker_bench([0, 1], 1, tmp_path / "B.md", service=service)
+        run_worker_bench([0, 1], 1, tmp_path / "B.md", analyzer=analyzer)
     with pytest.raises(ValueError, match="repeats"):
-        run_worker_bench([1], 0, tmp_path / "B.md", service=service)
+        run_worker_bench([1], 0, tmp_path / "B.md", analyzer=analyzer)

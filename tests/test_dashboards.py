@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from emostream import metrics
+from emostream.bench.procs import EMOSTREAM
 from emostream.dashboards import catalog
-
-from procs import EMOSTREAM
 
 DASHBOARDS = catalog.load()
 DS = {"type": "prometheus", "uid": "prometheus"}

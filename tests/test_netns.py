@@ -1,4 +1,4 @@
-"""tests/netns.py: private network namespaces, checked from child processes.
+"""emostream.bench.netns: private network namespaces, checked from child processes.
 
 This process never enters a namespace itself: every check runs in a short-lived child. No
 test sends a packet: "no route out" is checked with a UDP ``connect()``, which on Linux only
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-import netns
+from emostream.bench import netns
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -28,8 +28,7 @@ TIMEOUT_S = 60.0
 # What a child reports about the namespace it is in (argv[1] is tests/).
 REPORT = """
 import errno, json, subprocess, sys
-sys.path.insert(0, sys.argv[1])
-import netns
+from emostream.bench import netns
 def report():
     addrs = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
     return {
@@ -78,7 +77,7 @@ ip = netns.enter_private_netns()
 inside = report()
 # a grandchild inherits the namespace and finds it through the environment
 grandchild = subprocess.run(
-    [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import netns;"
+    [sys.executable, "-c", "from emostream.bench import netns;"
      "print(netns.current_private_netns(), netns.current_netns_id())", sys.argv[1]],
     capture_output=True, text=True, check=True).stdout.split()
 print(json.dumps({"ip": ip, "before": before, "inside": inside, "grandchild": grandchild}))

@@ -1,7 +1,7 @@
 """Runs tests/webrtc in a separate pytest process inside a private network namespace.
 
 WebRTC peers gather ICE candidates on every interface, so they run only in a namespace with
-no route out (tests/netns.py). This main test process stays in the normal namespace (Redis
+no route out (emostream.bench.netns). This main test process stays in the normal namespace (Redis
 and Prometheus tests use its loopback); it starts
 
     python -m pytest tests/webrtc -p netns_plugin
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-import netns
+from emostream.bench import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"

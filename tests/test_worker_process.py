@@ -12,23 +12,34 @@ import subprocess
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import redis
 
+from emostream.bench.procs import EMOSTREAM, Worker, base_env, free_port
 from emostream.broker.config import BrokerConfig
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.wire import encode_job
 from emostream.models.repository import ModelRepository
+from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.outcomes import Scored
 from emostream.stream.media import read_image
 
-from procs import EMOSTREAM, Worker, base_env, face_job, free_port
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 GROUP = "emostream-workers"
 STREAM = "emostream:jobs:face"
+
+
+def face_job(session: str, seq: int, image: np.ndarray, deadline_s: float = 30.0) -> Job:
+    """A job as an ingest node makes it: downscaled once, with its source size."""
+    h, w = image.shape[:2]
+    scale = min(1.0, 640 / max(h, w))
+    frame = cv2.resize(image, (round(w * scale), round(h * scale))) if scale < 1 else image
+    info = FrameInfo(w, h, scale)
+    return Job(session, seq, seq / 15, frame, info, deadline=time.monotonic() + deadline_s)
 
 
 def _consumers(url: str) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Drive the demo page in headless Chromium against a real server: one run, one JSON result.
 
 Run ONLY inside a private network namespace (tests/e2e/test_browser.py starts it through
-``netns-run``): it starts the server on 127.0.0.1 and Chromium with WebRTC, whose ICE
-gathers every interface of the namespace it runs in.
+``emostream.bench.netns.run_in_netns``): it starts the server on 127.0.0.1 and Chromium
+with WebRTC, whose ICE gathers every interface of the namespace it runs in.
 
     netns-run -- python tests/e2e/browser_driver.py --out DIR --y4m FILE.y4m
 
@@ -33,9 +33,9 @@ from typing import Any
 
 from cdp import Cdp, page_ws_url
 
+from emostream.bench import netns
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-import netns  # noqa: E402  (tests/netns.py)
 
 LABELS = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
 

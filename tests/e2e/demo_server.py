@@ -5,7 +5,7 @@ A stand-in until ``stream/app.py`` serves the demo itself (then this only adds n
     python tests/e2e/demo_server.py --host 127.0.0.1 --port 8000
 
 Only ever run it on loopback or inside a private network namespace (tests/e2e does the
-latter through ``netns-run``).
+latter through ``emostream.bench.netns.run_in_netns``).
 """
 
 from __future__ import annotations

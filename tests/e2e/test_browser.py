@@ -1,7 +1,8 @@
 """The browser demo end to end: headless Chromium, fake camera, real server, real model.
 
 Everything WebRTC runs inside a private network namespace that this test creates and that
-is deleted afterwards (``netns-run``): ``browser_driver.py`` starts the server on
+is deleted afterwards (``emostream.bench.netns.run_in_netns``): ``browser_driver.py``
+starts the server on
 127.0.0.1 in it, then Chromium with ``woman2.mp4`` as its camera (a Y4M written here), and
 drives the page over the DevTools protocol. Artefacts go to
 ``test-output/test_demo_page_in_chromium/`` (``demo.png``, logs, ``result.json``).
@@ -10,7 +11,6 @@ drives the page over the DevTools protocol. Artefacts go to
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from browser_driver import LABELS, session_members
 
+from emostream.bench import netns
+
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "browser_driver.py"
 CHROMIUM = Path("/usr/bin/chromium")
-NETNS_RUN = Path(
-    os.environ.get("EMOSTREAM_NETNS_RUN", HERE.parents[2] / "shared" / "tools" / "netns-run")
-)
 MAX_FRAMES = 150  # 10 s at 15 fps; Chromium loops the file
 
 
@@ -57,10 +56,6 @@ def write_y4m(src: Path, dst: Path, step: int = 2, max_frames: int = MAX_FRAMES)
     return size
 
 
-def netns_argv(argv: list[str]) -> list[str]:
-    return [str(NETNS_RUN), "--", *argv]
-
-
 def _tail(path: Path, n: int = 40) -> str:
     if not path.is_file():
         return f"({path.name} missing)"
@@ -73,10 +68,6 @@ def _tail(path: Path, n: int = 40) -> str:
 def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
-    if not NETNS_RUN.is_file():
-        pytest.skip(f"{NETNS_RUN} not found (set EMOSTREAM_NETNS_RUN)")
-    import netns
-
     reason = netns.unavailable_reason()
     if reason is not None:
         pytest.skip(f"no private network namespace here: {reason}")
@@ -90,8 +81,8 @@ def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> N
     write_y4m(src, y4m)
 
     argv = [sys.executable, str(DRIVER), "--out", str(output_dir), "--y4m", str(y4m)]
-    proc = subprocess.run(
-        netns_argv(argv),
+    proc = netns.run_in_netns(
+        argv,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import netns
+from emostream.bench import netns
 
 if TYPE_CHECKING:
     from aiortc import RTCConfiguration

@@ -23,7 +23,7 @@ from aiortc import (
 from aiortc.mediastreams import VideoStreamTrack
 from av import VideoFrame
 
-import netns
+from emostream.bench import netns
 
 CONNECT_TIMEOUT_S = 30.0
 NAMESPACE = ipaddress.ip_network(netns.DEFAULT_ADDR, strict=False)

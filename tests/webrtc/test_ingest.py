@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emostream.bench.procs import EMOSTREAM, Server, Worker
 from emostream.paths import data_root
 from emostream.stream.client import EmotionClient, Source
 
-from procs import EMOSTREAM, Server, Worker
 from redis_server import RedisServer
 
 

@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 import yaml
 
+from emostream.bench.procs import EMOSTREAM, Server, Worker
 from emostream.dashboards import catalog, preview
 from emostream.dashboards.prometheus import Prometheus
 from emostream.models.drift import js_distance, psi
 from emostream.models.repository import ModelRepository
-from emostream.paths import data_root
+from emostream.paths import data_root, model_root
 from emostream.stream.client import EmotionClient, Source
 
-from procs import EMOSTREAM, ROOT, Server, Worker
 from prometheus_server import RULES_DIR, PrometheusServer
 from redis_server import RedisServer
 
@@ -220,7 +220,7 @@ async def test_one_class_session_drives_psi_over_the_threshold_and_the_alert_fir
     stack: Stack, output_dir: Path, tmp_path: Path
 ) -> None:
     video = _still_video(tmp_path / "still.mp4", _media("obama.jpg"))
-    card = ModelRepository(ROOT / "models").card("face-emotion", "1")
+    card = ModelRepository(model_root()).card("face-emotion", "1")
     assert card.reference_distribution is not None
     msgs = await _stream(stack.server.url, Source.file(str(video)), WINDOW + 30, faces=True)
     labels = {f["label"] for m in msgs for f in m["faces"]}

@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emostream.bench.procs import Server, Worker
 from emostream.paths import data_root
 from emostream.stream.client import EmotionClient, Source
 
-from procs import Server, Worker
 from redis_server import RedisServer
 
 pytestmark = pytest.mark.slow

@@ -1,12 +1,12 @@
-"""Private Linux network namespaces for the WebRTC tests and benchmarks.
+"""Private Linux network namespaces: the one helper of the WebRTC tests and benchmarks.
 
 WebRTC gathers ICE candidates on every interface of the machine, and aiortc asks a public
-STUN server unless told otherwise. Every WebRTC peer of a test therefore runs inside a
-network namespace that the test itself creates and that has no route out: loopback, and a
-veth pair ``e0``/``e1`` whose both ends stay inside, ``e0`` holding a private test address
-(10.213.0.1/24 by default). Peers in it can reach each other on that address and nothing
-else. (A veth pair, not a ``dummy`` link: some kernels here have no dummy driver. aioice
-never gathers 127.0.0.1, so loopback alone is not enough for two aiortc peers.)
+STUN server unless told otherwise. Every WebRTC peer of a test or benchmark therefore runs
+inside a network namespace that this module creates and that has no route out: loopback,
+and a veth pair ``e0``/``e1`` whose both ends stay inside, ``e0`` holding a private test
+address (10.213.0.1/24 by default). Peers in it can reach each other on that address and
+nothing else. (A veth pair, not a ``dummy`` link: some kernels here have no dummy driver.
+aioice never gathers 127.0.0.1, so loopback alone is not enough for two aiortc peers.)
 
 Two ways in:
 
@@ -15,11 +15,16 @@ Two ways in:
   pair go away when the last process in it exits, even after ``kill -9``. This is what
   ``tests/netns_plugin.py`` does for the pytest run of ``tests/webrtc``.
 * :func:`private_netns` / :func:`run_in_netns` create a *named* namespace with ``ip netns``,
-  run commands in it, and delete it afterwards (the Python twin of
-  ``shared/tools/netns-run``), for callers that must stay outside themselves.
+  run commands in it, and delete it afterwards, killing whatever is left in it (the Python
+  twin of ``shared/tools/netns-run``), for callers that must stay outside themselves: the
+  browser test and ``emostream bench stream``, which re-runs itself in one.
+
+:func:`current_private_netns` tells code inside whether it really is in such a namespace
+(the kernel's namespace id and the routing table, not just an environment variable).
 
 Both need root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2 (``ip``). Neither sends a
-packet anywhere.
+packet anywhere. Standard library only: ``tests/netns_plugin.py`` imports this before
+anything that could start a thread.
 """
 
 from __future__ import annotations
@@ -80,17 +85,22 @@ def _ip_binary() -> str:
     return ip
 
 
-def _ip(*args: str) -> None:
-    """Run ``ip ARGS`` and raise with its stderr on failure."""
-    argv = [_ip_binary(), *args]
-    proc = subprocess.run(
-        argv,
+def _quiet(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a set-up command: no stdin, output captured, bounded in time, never raising."""
+    return subprocess.run(
+        list(argv),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=_SETUP_TIMEOUT_S,
         check=False,
     )
+
+
+def _ip(*args: str) -> None:
+    """Run ``ip ARGS`` and raise with its stderr on failure."""
+    argv = [_ip_binary(), *args]
+    proc = _quiet(argv)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
 
@@ -232,7 +242,7 @@ def enter_private_netns(
 
 
 def current_private_netns() -> str | None:
-    """The namespace IP if this process is inside one made by :func:`enter_private_netns`.
+    """The namespace IP if this process is inside one made here (entered or run in), else None.
 
     Checks the kernel, not just the environment: the namespace recorded in
     ``EMOSTREAM_TEST_NETNS`` must be the one this process is in, and it must have no
@@ -252,9 +262,11 @@ def current_private_netns() -> str | None:
     return ip
 
 
+# Loads this very file (not whichever ``emostream`` the child's sys.path would find).
 _PROBE = (
-    "import sys; sys.path.insert(0, sys.argv[1]); import netns; "
-    "print(netns.enter_private_netns(sys.argv[2]))"
+    "import importlib.util as u, sys; "
+    "s = u.spec_from_file_location('netns_probe', sys.argv[1]); m = u.module_from_spec(s); "
+    "s.loader.exec_module(m); print(m.enter_private_netns(sys.argv[2]))"
 )
 
 
@@ -268,14 +280,7 @@ def unavailable_reason(addr: str = DEFAULT_ADDR) -> str | None:
         _ip_binary()
     except NetnsUnavailable as exc:
         return str(exc)
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(Path(__file__).parent), addr],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=_SETUP_TIMEOUT_S,
-        check=False,
-    )
+    proc = _quiet([sys.executable, "-I", "-c", _PROBE, str(Path(__file__).resolve()), addr])
     if proc.returncode == 0:
         return None
     lines = proc.stderr.strip().splitlines()
@@ -297,14 +302,7 @@ def private_netns(addr: str = DEFAULT_ADDR, *, peer_addr: str | None = None) -> 
     """
     ip_bin = _ip_binary()
     name = f"emotest{os.getpid()}_{secrets.token_hex(3)}"
-    added = subprocess.run(
-        [ip_bin, "netns", "add", name],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=_SETUP_TIMEOUT_S,
-        check=False,
-    )
+    added = _quiet([ip_bin, "netns", "add", name])
     if added.returncode != 0:
         err = added.stderr.strip()
         if "Operation not permitted" in err or "Permission denied" in err:
@@ -314,24 +312,10 @@ def private_netns(addr: str = DEFAULT_ADDR, *, peer_addr: str | None = None) -> 
         _veth_setup(str(ipaddress.ip_interface(addr)), peer_addr, netns=name)
         yield name
     finally:
-        pids = subprocess.run(
-            [ip_bin, "netns", "pids", name],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=_SETUP_TIMEOUT_S,
-            check=False,
-        ).stdout.split()
-        for pid in pids:
+        for pid in _quiet([ip_bin, "netns", "pids", name]).stdout.split():
             with suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)
-        subprocess.run(
-            [ip_bin, "netns", "del", name],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=_SETUP_TIMEOUT_S,
-            check=False,
-        )
+        _quiet([ip_bin, "netns", "del", name])
 
 
 def run_in_netns(

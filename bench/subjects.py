@@ -1,0 +1,168 @@
+"""What the benchmarks measure, built in one place: the face model, its detector, the worker.
+
+The benchmarks reach the core (``Classifier``, ``FaceAnalyzer``, ``run_batch``,
+``Settings``) only through :class:`Subject`, so a change of the core is adapted here and the
+measurements and reports stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from emostream.models.detectors.base import FaceDetector
+    from emostream.models.face import FaceAnalyzer
+    from emostream.models.runner import Classifier
+    from emostream.pipeline.jobs import Box
+    from emostream.pipeline.outcomes import Outcome
+
+
+@dataclass
+class Subject:
+    """The classifier and the detect-then-classify analyzer a bench times."""
+
+    classifier: Classifier
+    analyzer: FaceAnalyzer
+    detector_ref: str  # ``face-detector/<version>``, or the backend's name
+
+    @property
+    def model_ref(self) -> str:
+        return self.classifier.card.ref
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.classifier.card.classes)
+
+    @property
+    def providers(self) -> list[str]:
+        """The classifier's session providers, the one used first."""
+        return list(self.classifier.runner.providers)
+
+    @property
+    def detector_name(self) -> str:
+        return self.analyzer.detector.name
+
+    @property
+    def crop_margin(self) -> float:
+        return self.classifier.spec.crop_margin
+
+    @property
+    def intra_op_threads(self) -> int:
+        """The classifier session's intra-op threads; 0 where ONNX Runtime chose."""
+        opts = self.classifier.runner.session.get_session_options()
+        return int(opts.intra_op_num_threads)
+
+    def detector_providers(self) -> list[str]:
+        """Where detection ran (BlazeFace keeps its 128 px model on CPU by default), read off
+        this thread's detector once it has run; empty for detectors without ONNX."""
+        det: Any = self.analyzer.detector.current
+        return list(getattr(getattr(det, "runner", None), "providers", []))
+
+    # -- the calls the benches time --------------------------------------------------------
+
+    def detect(self, frame: np.ndarray) -> list[Box]:
+        return self.analyzer.detect(frame)
+
+    def classify(self, frames: Sequence[np.ndarray], boxes: Sequence[list[Box]]) -> None:
+        """Every face of every frame in one batched model call (crop, preprocess, model)."""
+        self.analyzer.classify(frames, boxes)
+
+    def analyze(self, frame: np.ndarray) -> Outcome:
+        """Detect and classify one frame through ``run_batch``, the path every frame takes."""
+        from emostream.pipeline.analyzer import run_batch
+        from emostream.pipeline.jobs import FrameInfo, Job
+
+        job = Job("bench", 0, 0.0, frame, FrameInfo(frame.shape[1], frame.shape[0]))
+        return run_batch(self.analyzer, [job])[0]
+
+    def found(self, result: Outcome) -> tuple[int, str | None]:
+        """Faces in an :meth:`analyze` result, and the label of the first (largest) one."""
+        from emostream.pipeline.outcomes import Scored
+
+        if not isinstance(result, Scored):
+            return 0, None
+        scores = result.result.scores
+        label = self.classes[int(np.argmax(scores[0]))] if len(scores) else None
+        return len(result.result.boxes), label
+
+    def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
+        from emostream.models.preprocess import crop
+
+        return crop(image, box, self.crop_margin)
+
+    def prepare(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The model's input tensor for ``crops`` (preprocessing, timed apart from the model)."""
+        from emostream.models.preprocess import prepare
+
+        return prepare(crops, self.classifier.spec)
+
+    def model(self, tensor: np.ndarray) -> np.ndarray:
+        """The bare model call on a prepared tensor."""
+        return self.classifier.predict_tensor(tensor)
+
+    def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocessing and the model call, as the worker runs them."""
+        return self.classifier.predict(crops)
+
+    def with_haar(self) -> Subject:
+        """The same classifier behind OpenCV's Haar cascade, for comparison."""
+        from emostream.models.detectors.haar import HaarDetector
+
+        return Subject(self.classifier, _analyzer(self.classifier, HaarDetector), "haar")
+
+
+def _analyzer(classifier: Classifier, detector: Callable[[], FaceDetector]) -> FaceAnalyzer:
+    from emostream.models.face import FaceAnalyzer, ThreadLocalDetector
+
+    return FaceAnalyzer(classifier, ThreadLocalDetector(detector))
+
+
+def model_alone(model: str, threads: int) -> Subject:
+    """``bench face``: the model with ``threads`` intra-op threads (one inter-op), behind the
+    default detector; not the worker's analyzer, whose settings would differ from machine to machine."""
+    from emostream.models.detectors import create_detector
+    from emostream.models.repository import ModelMissingError, ModelRepository
+    from emostream.models.runner import Classifier, RunnerConfig
+    from emostream.paths import model_root
+
+    try:
+        classifier = Classifier.from_repository(
+            ModelRepository(model_root()),
+            model,
+            config=RunnerConfig(intra_op_threads=threads, inter_op_threads=1),
+        )
+    except ModelMissingError as exc:
+        raise SystemExit(f"{exc}; run `emostream models pull {model}` first") from None
+    analyzer = _analyzer(classifier, lambda: create_detector(None, model_root()))
+    return Subject(classifier, analyzer, analyzer.detector.name)
+
+
+def from_analyzer(analyzer: FaceAnalyzer) -> Subject:
+    """What a :class:`FaceAnalyzer` (the worker's, or a test's fixture) runs."""
+    return Subject(analyzer.classifier, analyzer, analyzer.detector.ref)
+
+
+def worker_analyzer(providers: list[str] | None, threads: int | None) -> Subject:
+    """``bench worker``: the worker's own analyzer from Settings (``EMOSTREAM_*``), with
+    providers and intra-op threads overridden when given."""
+    from emostream.models.face import FaceAnalyzer
+    from emostream.models.repository import ModelMissingError
+    from emostream.settings import Settings
+
+    s = Settings()
+    update: dict[str, object] = {}
+    if providers:
+        update["providers"] = providers
+    if threads is not None:
+        update["intra_op_threads"] = threads
+    runner = s.runner.model_copy(update=update)
+    try:
+        return from_analyzer(FaceAnalyzer.from_settings(s.model_copy(update={"runner": runner})))
+    except ModelMissingError as exc:
+        raise SystemExit(f"{exc}; run `emostream models pull` first") from None
+    except ValueError as exc:  # a provider this onnxruntime build lacks
+        raise SystemExit(f"bench worker: {exc}") from None
