@@ -123,7 +123,7 @@ def _analyzer(classifier: Classifier, detector: Callable[[], FaceDetector]) -> F
 
 def model_alone(model: str, threads: int) -> Subject:
     """``bench face``: the model with ``threads`` intra-op threads (one inter-op), behind the
-    default detector; not the worker's analyzer, whose settings would differ from machine to machine."""
+    default detector; not the worker's analyzer, whose settings differ between machines."""
     from emostream.models.detectors import create_detector
     from emostream.models.repository import ModelMissingError, ModelRepository
     from emostream.models.runner import Classifier, RunnerConfig
