@@ -1,0 +1,92 @@
+"""``emostream bench face|stream|worker``: benchmarks that write docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Benchmarks that write docs/BENCHMARKS.md.")
+
+# After ``app``: emostream.cli registers ``app`` when it is first imported, and that may be now.
+from emostream.cli.common import EXIT_USAGE, _fail  # noqa: E402
+
+
+@app.command("face")
+def bench_face(
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    frames: int = typer.Option(200, min=10, help="frames of woman2.mp4 to time"),
+    skip_fer: bool = typer.Option(False, help="only our pipeline (no TensorFlow venv)"),
+) -> None:
+    """Faces/s at batch 1-64 and per-frame detect+classify, side by side with fer."""
+    from emostream.bench.face import run
+
+    typer.echo(run(out=out, frames=frames, skip_fer=skip_fer))
+
+
+@app.command("stream")
+def bench_stream(
+    clients: str = typer.Option("1,4,8,16", help="client counts, comma-separated"),
+    seconds: float = typer.Option(20.0, min=1.0, help="measuring window per count"),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    broker: str = typer.Option(
+        "memory",
+        help="'memory', or redis://127.0.0.1:PORT/0: the bench then runs its own "
+        "redis-server there, W worker processes, and the memory broker for comparison",
+    ),
+    workers: str = typer.Option("1,2,3", help="with --broker redis://…: worker counts"),
+) -> None:
+    """N concurrent WebRTC clients (640x480@15 fps, real video) in a private namespace."""
+    counts = _numbers("--clients", clients)
+    if broker == "memory":
+        from emostream.bench.stream import run
+
+        typer.echo(run(counts, seconds=seconds, out=out))
+        return
+    from emostream.bench import scaleout
+
+    try:
+        scaleout.check_redis_url(broker)
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    typer.echo(scaleout.run(counts, _numbers("--workers", workers), broker, seconds, out))
+
+
+def _numbers(option: str, text: str) -> list[int]:
+    try:
+        values = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise _fail(f"{option} {text!r}: give numbers like 1,4,8", EXIT_USAGE) from None
+    if not values or min(values) < 1:
+        raise _fail(f"{option} needs positive numbers", EXIT_USAGE)
+    return values
+
+
+@app.command("worker")
+def bench_worker(
+    batches: str = typer.Option("1,2,4,8,16,32,64,128,256", help="batch sizes, comma-separated"),
+    repeats: int = typer.Option(50, min=1, help="timed calls per batch size"),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    providers: str | None = typer.Option(
+        None, envvar="EMOSTREAM_PROVIDERS", help="e.g. CUDAExecutionProvider,CPUExecutionProvider"
+    ),
+) -> None:
+    """Faces/s of the worker's classifier at batch 1…256 on this machine's provider."""
+    from emostream.bench.worker import run_worker_bench
+
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise _fail(f"--batches {batches!r}: give numbers like 1,8,64", EXIT_USAGE) from None
+    if not sizes or min(sizes) < 1:
+        raise _fail("--batches needs positive numbers", EXIT_USAGE)
+    chosen = [p.strip() for p in providers.split(",") if p.strip()] if providers else None
+    bench = run_worker_bench(
+        sizes,
+        repeats,
+        out,
+        chosen,
+        chart=out.parent / "bench-worker.png",
+        command=f"emostream bench worker --batches {batches} --repeats {repeats}",
+    )
+    typer.echo(bench.section)
