@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -291,3 +293,17 @@ def test_a_bad_value_from_a_flag_or_the_environment_exits_2(
     r = CliRunner().invoke(app, argv)
     assert r.exit_code == EXIT_USAGE, r.output
     assert why in r.output
+
+
+@pytest.mark.parametrize(
+    "module", ["emostream.cli", "emostream.bench.cli", "emostream.dashboards.cli"]
+)
+def test_each_group_imports_first_and_without_the_heavy_packages(module: str) -> None:
+    code = (
+        f"import sys, {module}, emostream.cli as c; "
+        "assert len(c.app.registered_groups) == 3; "
+        "print(sorted(m for m in ('matplotlib', 'grafana_client') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
