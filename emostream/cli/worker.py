@@ -1,0 +1,35 @@
+"""``emostream worker``: a batching inference worker for the Redis broker."""
+
+from __future__ import annotations
+
+import logging
+
+from emostream.cli.common import EXIT_USAGE, _face_analyzer, _fail
+from emostream.cli.options import setting, with_settings
+from emostream.settings import Settings
+
+
+@with_settings(
+    setting("broker.url", "--broker"),
+    setting("worker.metrics_port"),
+    setting("worker.metrics_host"),
+    setting("worker.name", "--name"),
+    setting("worker.max_batch", "--max-batch"),
+    setting("log_level"),
+)
+def worker(settings: Settings) -> None:
+    """A batching inference worker for the Redis broker (run as many as you like)."""
+    import asyncio
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from emostream.models.worker_process import run_worker
+
+    analyzer = _face_analyzer(settings)
+    try:
+        asyncio.run(run_worker(settings, [analyzer]))
+    except ValueError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    except OSError as exc:  # e.g. the metrics port is taken
+        raise _fail(str(exc), EXIT_USAGE) from None
