@@ -22,7 +22,8 @@ class _Message(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
     def to_dict(self) -> dict[str, object]:
-        return self.model_dump(by_alias=True, exclude_none=True)
+        """The message as its JSON decodes (lists, not tuples): what a client receives."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class Face(BaseModel):
