@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.bench.report import machine_lines, md_table, num, usable_cores, write_section
+from emostream.extras import require
 
 SECTION = "Face (emostream bench face)"
 COMMAND = "emostream bench face"
@@ -391,6 +392,7 @@ def _agreement(a: FrameStats, b: FrameStats) -> tuple[float, int]:
 
 def draw_chart(path: Path, rows: Sequence[FrameStats], title: str) -> None:
     """Horizontal bars: median ms per frame, whisker to p95."""
+    require("matplotlib", extra="bench")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emostream.bench.report import machine_lines, md_table, num, write_section
+from emostream.extras import require
 from emostream.models.detectors.base import Box
 from emostream.models.service import FaceService
 
@@ -323,6 +324,7 @@ def draw_chart(
     path: Path, clf: Sequence[ClassifierRow], frames: Sequence[FrameRow], title: str
 ) -> None:
     """faces/s against batch size on a log2 axis: what batching buys each path."""
+    require("matplotlib", extra="bench")
     import matplotlib
 
     matplotlib.use("Agg")

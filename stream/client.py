@@ -35,6 +35,8 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 from av import AudioFrame, VideoFrame
 
+from emostream.extras import require
+
 VIDEO_CLOCK = 90_000
 
 
@@ -87,7 +89,7 @@ class MicrophoneTrack(MediaStreamTrack):
     def __init__(self, device: int | str | None = None) -> None:
         super().__init__()
         try:
-            import sounddevice as sd
+            sd = require("sounddevice", extra="mic")
         except OSError as exc:  # PortAudio missing: apt-get install libportaudio2
             raise ClientError(f"microphone: PortAudio is not available ({exc})") from None
         try:
