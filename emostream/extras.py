@@ -36,7 +36,7 @@ class MissingExtraError(ImportError):
     def __init__(self, modules: list[str], extra: str, causes: list[str]) -> None:
         self.modules = modules
         self.extra = extra
-        names = " and ".join(modules)
+        names = " and ".join([", ".join(modules[:-1]), modules[-1]] if modules[:-1] else modules)
         verb, them = ("is", "it") if len(modules) == 1 else ("are", "them")
         why = f" ({'; '.join(causes)})" if causes else ""
         super().__init__(
