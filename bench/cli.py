@@ -14,6 +14,7 @@ app = typer.Typer(no_args_is_help=True, help="Benchmarks that write docs/BENCHMA
 
 # After ``app``: emostream.cli registers ``app`` when it is first imported, and that may be now.
 from emostream.cli.common import EXIT_USAGE, _fail  # noqa: E402
+from emostream.extras import require  # noqa: E402
 
 
 def _numbers(option: str, text: str, example: str = "1,4,8") -> list[int]:
@@ -33,6 +34,7 @@ def bench_face(
     skip_fer: bool = typer.Option(False, help="only our pipeline (no TensorFlow venv)"),
 ) -> None:
     """Faces/s at batch 1-64 and per-frame detect+classify, side by side with fer."""
+    require("matplotlib", "onnx", "h5py", extra="bench")
     from emostream.bench.face import run
 
     typer.echo(run(out=out, frames=frames, skip_fer=skip_fer))
@@ -76,6 +78,7 @@ def bench_worker(
     ),
 ) -> None:
     """Faces/s of the worker's classifier at batch 1…256 on this machine's provider."""
+    require("matplotlib", extra="bench")
     from emostream.bench.worker import run_worker_bench
 
     sizes = _numbers("--batches", batches, "1,8,64")

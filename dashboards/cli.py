@@ -11,6 +11,7 @@ app = typer.Typer(no_args_is_help=True, help="The Grafana dashboards.")
 
 # After ``app``: emostream.cli registers ``app`` when it is first imported, and that may be now.
 from emostream.cli.common import EXIT_USAGE, _fail  # noqa: E402
+from emostream.extras import require  # noqa: E402
 
 
 @app.command("push")
@@ -44,6 +45,7 @@ def dashboards_push(
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent, send nothing"),
 ) -> None:
     """Create or replace every dashboard in a running Grafana (exit 2 unreachable, 4 refused)."""
+    require("grafana_client", extra="dashboards")
     from emostream.dashboards.catalog import DASHBOARD_DIR
     from emostream.dashboards.push import PushError, push
 
@@ -76,6 +78,7 @@ def dashboards_preview(
     ),
 ) -> None:
     """Draw every dashboard panel from a real Prometheus into PNGs (no Grafana needed)."""
+    require("matplotlib", extra="dashboards")
     import time
 
     import httpx

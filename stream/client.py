@@ -40,6 +40,7 @@ from aiortc.contrib.media import MediaPlayer
 from av import AudioFrame, VideoFrame
 from pydantic import ValidationError
 
+from emostream.extras import require
 from emostream.schema import Message, parse_message
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class MicrophoneTrack(MediaStreamTrack):
     def __init__(self, device: int | str | None = None) -> None:
         super().__init__()
         try:
-            import sounddevice as sd
+            sd = require("sounddevice", extra="mic")
         except OSError as exc:  # PortAudio missing: apt-get install libportaudio2
             raise ClientError(f"microphone: PortAudio is not available ({exc})") from None
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from emostream.extras import require
 from emostream.models.card import Evaluation
 from emostream.models.runner import Classifier
 from emostream.training import fer2013
@@ -59,6 +60,7 @@ class Report:
         )
 
     def confusion_png(self, title: str) -> bytes:
+        require("matplotlib", extra="convert")
         import matplotlib
 
         matplotlib.use("Agg")

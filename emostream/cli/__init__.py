@@ -6,6 +6,8 @@ every setting is also read from ``EMOSTREAM_*`` (``emostream settings`` lists th
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from emostream.bench.cli import app as bench_app
@@ -16,6 +18,7 @@ from emostream.cli.models import app as models_app
 from emostream.cli.serve import serve
 from emostream.cli.worker import worker
 from emostream.dashboards.cli import app as dashboards_app
+from emostream.extras import EXIT_MISSING_EXTRA, MissingExtraError
 from emostream.settings import reference_markdown
 
 __all__ = ["EXIT_FAILED_FILES", "EXIT_MODEL_MISSING", "EXIT_USAGE", "app", "main"]
@@ -41,4 +44,8 @@ def settings_reference() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except MissingExtraError as exc:  # a lean install ran a command that needs an extra
+        typer.echo(f"emostream: {exc}", err=True)
+        sys.exit(EXIT_MISSING_EXTRA)

