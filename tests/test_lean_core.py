@@ -22,8 +22,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import ROOT, Process, base_env, free_port
 
+from emostream.bench.procs import Process, base_env, free_port
 from emostream.extras import EXIT_MISSING_EXTRA, EXTRAS
 from emostream.models.repository import ModelRepository
 from emostream.paths import data_root
@@ -44,6 +44,7 @@ DISTRIBUTIONS = {
     "mlflow": "mlflow",
     "sklearn": "scikit-learn",
 }
+ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 # Runs as `python LAUNCHER BLOCKED-CSV ARGS...`: checks that the blocker works, then runs
@@ -170,7 +171,8 @@ def test_core_modules_import_without_optional_packages(launcher: list[str]) -> N
     for name in (
         "emostream.cli",
         "emostream.settings",
-        "emostream.broker.redis",
+        "emostream.broker.redis_ingest",
+        "emostream.broker.redis_worker",
         "emostream.stream.app",
         "emostream.stream.client",
         "emostream.stream.media",

@@ -10,7 +10,6 @@ import sys
 
 import typer
 
-from emostream.bench.cli import app as bench_app
 from emostream.cli.analyze import analyze
 from emostream.cli.client import client
 from emostream.cli.common import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE
@@ -23,6 +22,28 @@ from emostream.settings import reference_markdown
 
 __all__ = ["EXIT_FAILED_FILES", "EXIT_MODEL_MISSING", "EXIT_USAGE", "app", "main"]
 
+
+def _bench_app() -> typer.Typer:
+    """``emostream bench``: the benchmarks of a checkout; an installed wheel has none."""
+    try:
+        from emostream.bench.cli import app as bench_app
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("emostream.bench", "emostream.bench.cli"):
+            raise
+        bench_app = typer.Typer(help="Benchmarks: run them from a checkout of the repository.")
+
+        @bench_app.callback(invoke_without_command=True)
+        def absent() -> None:
+            typer.echo(
+                "emostream: the benchmarks are not part of the installed package; run them "
+                "from a checkout: pip install -e '.[bench]', then emostream bench …",
+                err=True,
+            )
+            raise typer.Exit(EXIT_USAGE)
+
+    return bench_app
+
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -33,7 +54,7 @@ app.command()(worker)
 app.command()(analyze)
 app.command()(client)
 app.add_typer(models_app, name="models")
-app.add_typer(bench_app, name="bench")
+app.add_typer(_bench_app(), name="bench")
 app.add_typer(dashboards_app, name="dashboards")
 
 
