@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from emostream.bench.fer import FerResult, agreement, run_fer
+from emostream.bench.fer_compare import FerResult, agreement, run_fer
 from emostream.bench.measure import (
     VIDEO,
     BatchTimes,

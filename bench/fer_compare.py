@@ -2,7 +2,9 @@
 
 fer needs TensorFlow, which must never enter the product environment, so it runs in a
 throwaway venv (created on first use, from the pinned, checksummed fer wheel) through
-``fer_baseline.py``, which prints its per-frame times as one JSON object.
+``fer_baseline.py``, which prints its per-frame times as one JSON object. (Not named
+``fer.py``: ``fer_baseline.py`` runs as a script from this folder, where such a file would
+shadow the fer package itself.)
 """
 
 from __future__ import annotations
