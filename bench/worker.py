@@ -8,8 +8,9 @@ with onnxruntime-gpu and ``EMOSTREAM_PROVIDERS`` / the auto choice):
    data has them, else detector crops of the photos in ``media/``; never synthetic input),
    bare model call (``Classifier.predict_tensor``) and with preprocessing
    (``Classifier.predict``), faces/s and ms per batch;
-2. the worker's own path (``FaceWorker.infer`` without a broker): detection per frame, then
-   one ``FaceAnalyzer.classify`` call for every face of the batch, frames/s per batch.
+2. the worker's own path (the two stages of ``FaceAnalyzer.run``, timed apart, no broker):
+   detection per frame, then one ``FaceAnalyzer.classify`` call for every face of the
+   batch, frames/s per batch.
    Detection is per frame and so linear in the batch: only batches up to 64 are run.
 
 It rewrites its section of docs/BENCHMARKS.md and draws docs/bench-worker.png. Also runs
@@ -193,7 +194,7 @@ def bench_frames(
     repeats: int,
     warmup: int = WARMUP,
 ) -> list[FrameRow]:
-    """``FaceWorker.infer`` without the broker: detect each frame, classify all in one call
+    """``FaceAnalyzer.run``'s stages without the broker: detect each frame, classify all in one call
     (repetitions round the batch sizes, as in ``bench_classifier``)."""
 
     def once(chunk: list[np.ndarray]) -> tuple[float, float, int]:
@@ -267,8 +268,8 @@ def render(res: WorkerBench, section: Section, subject: Subject, warmup: int) ->
     section.table([*BATCH_HEADER, f"model faces/s vs batch {clf[0].batch}"], rows)
     if frames:
         section.sub("The worker path, by batch size").add(
-            f"Input: {res.frames_src}. What `FaceWorker.infer` does with a batch, without the "
-            "broker: `FaceAnalyzer.detect` on each frame, then one `FaceAnalyzer.classify` "
+            f"Input: {res.frames_src}. What `FaceAnalyzer.run` does with a worker batch, "
+            "without the broker: `FaceAnalyzer.detect` on each frame, then one `FaceAnalyzer.classify` "
             "call (crop, preprocess, model) for every face of the batch."
         )
         frows = [

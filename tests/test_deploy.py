@@ -9,6 +9,7 @@ settings, stream names), and Prometheus' own `promtool check config`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -521,6 +522,17 @@ def test_images_install_the_lean_core_only(kind: str) -> None:
     assert any(v == venv and "convert" in e for v, e in installs), f"{venv} lacks [convert]"
     copied = {args.split()[1] for args in stages(path)[-1].all("COPY")}
     assert venv not in copied, f"{path.name}: the runtime stage copies the converters ({venv})"
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_the_build_time_checks_name_real_code(kind: str) -> None:
+    """The Python a Dockerfile runs at build time imports things that exist (no engine here
+    to run it, so at least every ``from emostream… import name`` must resolve)."""
+    text = DOCKERFILES[kind].read_text()
+    imports = re.findall(r"from (emostream[\w.]*) import (\w+)", text)
+    assert imports, f"{kind}: no build-time import check found"
+    for module, name in imports:
+        assert hasattr(importlib.import_module(module), name), f"{kind}: {module}.{name}"
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
