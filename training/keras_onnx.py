@@ -88,13 +88,22 @@ def _check_linear(layer: str, cfg: dict[str, Any]) -> None:
         raise UnsupportedLayerError(f"{layer}: dilated convolutions are not supported")
 
 
-def _conv(
-    b: _Builder, name: str, x: _Tensor, cfg: dict[str, Any], w: dict[str, np.ndarray]
-) -> _Tensor:
+def _conv_geometry(
+    name: str, x: _Tensor, cfg: dict[str, Any]
+) -> tuple[tuple[int, ...], tuple[int, ...], list[int], int, int]:
+    """A (separable) convolution's kernel, strides, ONNX pads and output size, after
+    checking it is one we convert (linear activation, no dilation, channels last)."""
     _check_linear(name, cfg)
     k = tuple(cfg["kernel_size"])
     s = tuple(cfg["strides"])
     pads, oh, ow = _spatial(x, cfg, k, s)
+    return k, s, pads, oh, ow
+
+
+def _conv(
+    b: _Builder, name: str, x: _Tensor, cfg: dict[str, Any], w: dict[str, np.ndarray]
+) -> _Tensor:
+    k, s, pads, oh, ow = _conv_geometry(name, x, cfg)
     kernel = w["kernel"].transpose(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
     inputs = [x.name, b.const(f"{name}.weight", kernel)]
     if cfg.get("use_bias", True):
@@ -106,10 +115,7 @@ def _conv(
 def _separable(
     b: _Builder, name: str, x: _Tensor, cfg: dict[str, Any], w: dict[str, np.ndarray]
 ) -> _Tensor:
-    _check_linear(name, cfg)
-    k = tuple(cfg["kernel_size"])
-    s = tuple(cfg["strides"])
-    pads, oh, ow = _spatial(x, cfg, k, s)
+    k, s, pads, oh, ow = _conv_geometry(name, x, cfg)
     dw = w["depthwise_kernel"]  # (kh, kw, in, mult)
     kh, kw, cin, mult = dw.shape
     dw_onnx = dw.reshape(kh, kw, cin * mult).transpose(2, 0, 1)[:, None, :, :]
