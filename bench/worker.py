@@ -269,8 +269,8 @@ def render(res: WorkerBench, section: Section, subject: Subject, warmup: int) ->
     if frames:
         section.sub("The worker path, by batch size").add(
             f"Input: {res.frames_src}. What `FaceAnalyzer.run` does with a worker batch, "
-            "without the broker: `FaceAnalyzer.detect` on each frame, then one `FaceAnalyzer.classify` "
-            "call (crop, preprocess, model) for every face of the batch."
+            "without the broker: `FaceAnalyzer.detect` on each frame, then one "
+            "`FaceAnalyzer.classify` call (crop, preprocess, model) for every face of the batch."
         )
         frows = [
             [
