@@ -13,7 +13,7 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="Benchmarks that write docs/BENCHMARKS.md.")
 
 # After ``app``: emostream.cli registers ``app`` when it is first imported, and that may be now.
-from emostream.cli.common import EXIT_USAGE, _fail  # noqa: E402
+from emostream.cli.common import EXIT_USAGE, fail  # noqa: E402
 from emostream.extras import require  # noqa: E402
 
 
@@ -21,9 +21,9 @@ def _numbers(option: str, text: str, example: str = "1,4,8") -> list[int]:
     try:
         values = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
-        raise _fail(f"{option} {text!r}: give numbers like {example}", EXIT_USAGE) from None
+        raise fail(f"{option} {text!r}: give numbers like {example}", EXIT_USAGE) from None
     if not values or min(values) < 1:
-        raise _fail(f"{option} needs positive numbers", EXIT_USAGE)
+        raise fail(f"{option} needs positive numbers", EXIT_USAGE)
     return values
 
 
@@ -64,7 +64,7 @@ def bench_stream(
     try:
         scaleout.check_redis_url(broker)
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     typer.echo(scaleout.run(counts, _numbers("--workers", workers), broker, seconds, out))
 
 

@@ -10,7 +10,7 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="The Grafana dashboards.")
 
 # After ``app``: emostream.cli registers ``app`` when it is first imported, and that may be now.
-from emostream.cli.common import EXIT_USAGE, _fail  # noqa: E402
+from emostream.cli.common import EXIT_USAGE, fail  # noqa: E402
 from emostream.extras import require  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def dashboards_push(
             note=lambda line: typer.echo(f"emostream: {line}", err=True),
         )
     except PushError as exc:
-        raise _fail(str(exc), exc.code) from None
+        raise fail(str(exc), exc.code) from None
 
 
 @app.command("preview")
@@ -90,15 +90,15 @@ def dashboards_preview(
         check_url(prometheus)
         dashboards = catalog.load(directory or catalog.DASHBOARD_DIR)
     except (ValueError, OSError, httpx.InvalidURL) as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     if not dashboards:
-        raise _fail(f"no dashboard JSON in {directory}", EXIT_USAGE)
+        raise fail(f"no dashboard JSON in {directory}", EXIT_USAGE)
     end = time.time()
     try:
         with Prometheus(prometheus) as prom:
             drawn = preview.render(prom, dashboards, out, end - minutes * 60, end, step)
     except PromQLError as exc:
-        raise _fail(str(exc), EXIT_USAGE if "not reachable" in str(exc) else 1) from None
+        raise fail(str(exc), EXIT_USAGE if "not reachable" in str(exc) else 1) from None
     for uid, panels in drawn.items():
         empty = sum(d.empty for d in panels)
         typer.echo(f"{out / uid}.png  {len(panels)} panels, {empty} without data")

@@ -164,12 +164,6 @@ def job_header(fields: Fields, token: str) -> Job:
     )
 
 
-def decode_job(fields: Fields, token: str) -> Job:
-    job = job_header(fields, token)
-    job.payload = decode_frame(fields)
-    return job
-
-
 def encode_outcome(outcome: Outcome) -> Fields:
     """An outcome for its ingest node: the job's identity plus what became of it."""
     fields = _header_fields(outcome.job)

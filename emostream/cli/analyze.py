@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from emostream.cli.common import EXIT_FAILED_FILES, Format, _face_analyzer, _settings
+from emostream.cli.common import EXIT_FAILED_FILES, Format, load_face_analyzer, load_settings
 
 
 def analyze(
@@ -38,8 +38,8 @@ def analyze(
     from emostream.analyze import AnalyzeOptions, analyze_paths
     from emostream.schema import FaceMessage
 
-    settings = _settings()
-    analyzer = _face_analyzer(settings)
+    settings = load_settings()
+    analyzer = load_face_analyzer(settings)
     opts = AnalyzeOptions(
         detect=not no_detect,
         fps=fps,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from emostream.cli.common import EXIT_FAILED_FILES, EXIT_USAGE, Format, _fail, _settings
+from emostream.cli.common import EXIT_FAILED_FILES, EXIT_USAGE, Format, fail, load_settings
 
 
 def client(
@@ -36,8 +36,8 @@ def client(
 
     chosen = [x for x in (source, camera, mic or None) if x is not None]
     if len(chosen) != 1:
-        raise _fail("give exactly one source: a file, --camera N or --mic", EXIT_USAGE)
-    settings = _settings()
+        raise fail("give exactly one source: a file, --camera N or --mic", EXIT_USAGE)
+    settings = load_settings()
 
     async def run() -> int:
         if source is not None:
@@ -88,5 +88,5 @@ def client(
     try:
         n = asyncio.run(run())
     except ClientError as exc:
-        raise _fail(str(exc), EXIT_FAILED_FILES) from None
+        raise fail(str(exc), EXIT_FAILED_FILES) from None
     typer.echo(f"emostream: {n} messages", err=True)

@@ -22,7 +22,7 @@ class Format(StrEnum):
     jsonl = "jsonl"
 
 
-def _settings(**overrides: Any) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from options (tree branches such as ``server={"port": 9000}`` or the flat
     names) over ``EMOSTREAM_*``; a bad value exits 2 saying which and why."""
     from pydantic import ValidationError
@@ -31,15 +31,15 @@ def _settings(**overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         problems = "; ".join(f"{describe(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise _fail(f"invalid settings: {problems}", EXIT_USAGE) from None
+        raise fail(f"invalid settings: {problems}", EXIT_USAGE) from None
 
 
-def _fail(message: str, code: int) -> typer.Exit:
+def fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"emostream: {message}", err=True)
     return typer.Exit(code)
 
 
-def _face_analyzer(settings: Settings) -> FaceAnalyzer:
+def load_face_analyzer(settings: Settings) -> FaceAnalyzer:
     """The production face analyzer; a missing model exits 3 naming what makes it."""
     from emostream.models.face import FaceAnalyzer
     from emostream.models.repository import ModelMissingError
@@ -47,6 +47,6 @@ def _face_analyzer(settings: Settings) -> FaceAnalyzer:
     try:
         return FaceAnalyzer.from_settings(settings)
     except ModelMissingError as exc:
-        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+        raise fail(str(exc), EXIT_MODEL_MISSING) from None
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None

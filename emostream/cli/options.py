@@ -23,7 +23,7 @@ from typing import Any, Union, get_args, get_origin
 import annotated_types
 import typer
 
-from emostream.cli.common import _settings
+from emostream.cli.common import load_settings
 from emostream.settings import Leaf
 from emostream.settings import leaf as find_setting
 
@@ -117,7 +117,7 @@ def with_settings(*options: SettingOption) -> Callable[[Command], Command]:
                     for branch in branches:
                         node = node.setdefault(branch, {})
                     node[field] = value
-            command(settings=_settings(**given), **values)
+            command(settings=load_settings(**given), **values)
 
         # typer reads the signature and the annotations: ours, without ``settings``
         params = [*kept, context, *added]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from emostream.cli.common import EXIT_USAGE, _face_analyzer, _fail
+from emostream.cli.common import EXIT_USAGE, fail, load_face_analyzer
 from emostream.cli.options import setting, with_settings
 from emostream.settings import Settings
 
@@ -26,10 +26,10 @@ def worker(settings: Settings) -> None:
     )
     from emostream.models.worker_process import run_worker
 
-    analyzer = _face_analyzer(settings)
+    analyzer = load_face_analyzer(settings)
     try:
         asyncio.run(run_worker(settings, [analyzer]))
     except ValueError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:  # e.g. the metrics port is taken
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
