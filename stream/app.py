@@ -36,7 +36,7 @@ from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
 from emostream.stream import signalling
-from emostream.stream.body import image_bytes
+from emostream.stream.body import UploadBudget, image_bytes
 from emostream.stream.errors import ApiError, api_error_handler, validation_handler
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.sessions import SessionManager
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     app = FastAPI(title="emostream", version=__version__, lifespan=lifespan)
     app.state.emostream = state
+    app.state.uploads = UploadBudget(state.settings.limits.max_upload_bytes_in_flight)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     settings = state.settings

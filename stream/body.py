@@ -2,6 +2,8 @@
 
 The limit is enforced while streaming (a missing or lying Content-Length cannot get past
 it). Multipart bodies are parsed from the bytes already read, so the limit covers them too.
+Every body being read also draws on one process-wide budget (``UploadBudget``), so many
+slow partial uploads together cannot pin more memory than it allows.
 """
 
 from __future__ import annotations
@@ -10,25 +12,77 @@ from collections.abc import AsyncGenerator
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from emostream.stream.errors import ApiError
 
 RAW_TYPES = ("image/", "application/octet-stream")
+RETRY_AFTER_S = 1
+
+
+class UploadBudget:
+    """Bytes of request bodies being read right now, across all requests of the process.
+
+    A body reserves its Content-Length before the first byte is read (or, sent chunked,
+    each chunk as it comes) and gives it back when reading ends, however it ends. All of
+    this runs on the event loop, so plain integers need no lock.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise ApiError(
+                503,
+                "uploads_busy",
+                f"{self.used} bytes of uploads are being received and this server takes "
+                f"{self.limit} at once; retry in a moment",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+UNLIMITED = UploadBudget(2**62)  # for an app built without one (none of ours)
+
+
+def budget_of(request: Request) -> UploadBudget:
+    """The app's budget (``app.state.uploads``, set by ``create_app``)."""
+    budget = getattr(request.app.state, "uploads", None)
+    return budget if isinstance(budget, UploadBudget) else UNLIMITED
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"body is {declared} bytes; the limit is {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    budget = budget_of(request)
+    held = 0
+    try:
+        if declared is not None and declared.isdigit():
+            budget.take(int(declared))
+            held = int(declared)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+            if size > held:
+                budget.take(size - held)
+                held = size
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ClientDisconnect:  # nobody reads the answer; this only ends the request quietly
+        raise ApiError(
+            400, "client_disconnected", "the client left before its body arrived"
+        ) from None
+    finally:
+        budget.give(held)
 
 
 async def image_bytes(request: Request, limit: int) -> bytes:

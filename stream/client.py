@@ -42,6 +42,7 @@ from pydantic import ValidationError
 
 from emostream.extras import require
 from emostream.schema import Message, parse_message
+from emostream.stream.filesource import LoopingFileTrack, kinds_in
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,14 @@ class Source:
 
     @classmethod
     def file(cls, path: str, loop: bool = False) -> Source:
-        player = MediaPlayer(path, loop=loop)  # paced at the file's own rate
+        """The file's video and audio, paced at its own rate; with ``loop``, forever
+        (``LoopingFileTrack``: aiortc's own loop stops after one pass on most MP4s)."""
+        if loop:
+            looped: list[MediaStreamTrack] = [LoopingFileTrack(path, k) for k in kinds_in(path)]
+            if not looped:
+                raise ClientError(f"{path}: no audio or video stream")
+            return cls(looped)
+        player = MediaPlayer(path)
         tracks = [t for t in (player.video, player.audio) if t is not None]
         if not tracks:
             raise ClientError(f"{path}: no audio or video stream")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from emostream.fields import CommaList
 
@@ -15,6 +15,19 @@ class ServerConfig(BaseModel):
         default_factory=list, description="bearer tokens, comma-separated; empty = no auth"
     )
     cors_origins: CommaList = Field(default_factory=list, description="browser origins allowed")
+    keep_alive_s: float = Field(default=5.0, gt=0, description="close an idle connection")
+    header_timeout_s: float = Field(default=10.0, gt=0, description="request line and headers")
+    body_timeout_s: float = Field(default=60.0, gt=0, description="whole request body")
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="request line + headers")
+    max_connections: int = Field(default=512, ge=1, description="served at once; more get 503")
+    ssl_certfile: str | None = Field(default=None, description="TLS certificate (PEM); HTTPS")
+    ssl_keyfile: str | None = Field(default=None, description="TLS private key (PEM)")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("HTTPS needs both ssl_certfile and ssl_keyfile, or neither")
+        return self
 
 
 class LimitsConfig(BaseModel):
@@ -22,3 +35,6 @@ class LimitsConfig(BaseModel):
     max_pixels: int = Field(default=40_000_000, gt=0, description="decoded image size")
     max_sdp_bytes: int = Field(default=64 * 1024, gt=0, description="SDP offer size")
     predict_concurrency: int = Field(default=2, ge=1, description="images decoded at once")
+    max_upload_bytes_in_flight: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="all request bodies being read; more get 503"
+    )

@@ -11,19 +11,29 @@ from emostream.schema import ErrorBody
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
+        self.headers = headers or {}  # e.g. Retry-After on a 503
 
 
-def error_response(status: int, code: str, detail: str, endpoint: str = "") -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    detail: str,
+    endpoint: str = "",
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     metrics.REQUESTS_REJECTED.labels(endpoint or "other", code).inc()
-    return JSONResponse(ErrorBody(error=code, detail=detail).model_dump(), status_code=status)
+    body = ErrorBody(error=code, detail=detail).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.detail, request.url.path)
+    return error_response(exc.status, exc.code, exc.detail, request.url.path, exc.headers)
 
 
 async def validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,10 @@
 
 Images go through Pillow so that the pixel count is checked from the header before any
 pixel is decoded (a small file can claim a huge canvas), and truncated files fail instead
-of decoding half a picture. Videos go through OpenCV's bundled FFmpeg.
+of decoding half a picture. A JPEG or PNG whose byte count is below what any real file of
+its claimed canvas needs is refused before decoding too (``plausible``): libjpeg would
+otherwise fill the missing part in silently, at the full canvas's cost in memory and time.
+Videos go through OpenCV's bundled FFmpeg.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # bomb limit (about 89 M pixels) must not pre-empt it with a misleading error.
 Image.MAX_IMAGE_PIXELS = None
 
+DEFLATE_MAX_RATIO = 1032  # deflate (PNG) never expands more than this
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by IHDR colour type
+
 
 class MediaError(ValueError):
     """Input that cannot be used; ``code`` is stable for clients, ``status`` the HTTP one."""
@@ -33,6 +39,26 @@ class MediaError(ValueError):
         self.code = code
         self.detail = detail
         self.status = status
+
+
+def min_file_bytes(img: Image.Image, data: bytes) -> int:
+    """A lower bound on the size of a real file of ``img``'s format and canvas (0: none).
+
+    Each is half of what the format cannot go below, so only files that cannot be whole
+    fail. JPEG (Huffman): every 8x8 block of the luma channel costs at least one bit (its
+    DC code), so w*h/512 bytes; a blank grey 6000x6000 JPEG is 141 kB against a bound of
+    35 kB, and the photos in the test media are 0.11-0.66 bytes per pixel against 0.001.
+    PNG: the raw rows (a filter byte plus the samples, from IHDR) over deflate's largest
+    expansion; a blank 1-bit 6000x6000 PNG is 4.4 kB against 2.2 kB.
+    """
+    w, h = img.size
+    if img.format == "JPEG":
+        return w * h // 1024
+    if img.format == "PNG" and len(data) >= 26:
+        depth, colour = data[24], data[25]
+        row = 1 + (w * depth * PNG_CHANNELS.get(colour, 1) + 7) // 8
+        return h * row // DEFLATE_MAX_RATIO // 2
+    return 0
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -47,6 +73,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
                 "too_many_pixels",
                 f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}",
                 413,
+            )
+        need = min_file_bytes(img, data)
+        if len(data) < need:
+            raise MediaError(
+                "truncated_image",
+                f"the file is {len(data)} bytes, fewer than any whole {img.format} of "
+                f"{w}x{h} needs (at least {need}): it is truncated or its header lies",
             )
         img.load()
     except MediaError:

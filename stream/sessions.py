@@ -35,12 +35,12 @@ from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.fields import CommaList
 from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.stream.fanout import Fanout, Queue
 from emostream.stream.results import SessionView
 
 log = logging.getLogger(__name__)
 
 ACTIVE = metrics.ACTIVE_SESSIONS
-SSE_QUEUE = 64  # messages buffered per SSE subscriber before the oldest are dropped
 
 
 class SessionLimitError(RuntimeError):
@@ -54,6 +54,7 @@ class SessionConfig(BaseModel):
     idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
     max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
     smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
+    max_subscribers: int = Field(default=8, ge=1, description="SSE streams open per session")
     ice_servers: CommaList = Field(
         default_factory=list, description="STUN/TURN URLs; none by default (local only)"
     )
@@ -68,7 +69,7 @@ class Session:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.channel: RTCDataChannel | None = None
         self.view = SessionView(self.id, smoothing=config.smoothing)
-        self.subscribers: set[asyncio.Queue[str | None]] = set()
+        self.subscribers = Fanout(config.max_subscribers)
         self.started = self.last_activity = time.monotonic()
         self.frames_in = 0
         self.messages_out = 0
@@ -152,21 +153,19 @@ class Session:
         channel = self.channel
         if channel is not None and channel.readyState == "open":
             channel.send(text)
-        for q in list(self.subscribers):
-            if q.full():
-                q.get_nowait()  # a slow reader loses the oldest, not the newest
-            q.put_nowait(text)
+        self.subscribers.publish(text)  # a slow reader loses the oldest, not the newest
         self.messages_out += 1
 
-    def subscribe(self) -> asyncio.Queue[str | None]:
-        q: asyncio.Queue[str | None] = asyncio.Queue(SSE_QUEUE)
-        self.subscribers.add(q)
-        return q
+    def subscribe(self) -> Queue:
+        """A queue of this session's messages for one SSE stream (``SubscriberLimitError``
+        beyond ``max_subscribers``)."""
+        return self.subscribers.subscribe()
 
     async def close(self) -> None:
         if self.closed.is_set():
             return
         self.closed.set()
+        self.subscribers.close()  # first: the end marker must not wait on what may fail below
         for track in self._tracks:
             track.stop()
         await self.broker.close_session(self.id)
@@ -175,10 +174,6 @@ class Session:
             if task is not current:
                 task.cancel()
         await self.pc.close()
-        for q in list(self.subscribers):
-            with contextlib.suppress(asyncio.QueueFull):
-                q.put_nowait(None)  # ends SSE streams
-        self.subscribers.clear()
 
 
 class SessionManager:

@@ -13,10 +13,9 @@ send headers, so the events stream also takes ``?token=``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from emostream.settings import Settings
 from emostream.stream.body import read_limited
 from emostream.stream.errors import ApiError
+from emostream.stream.fanout import SubscriberLimitError, event_stream
 from emostream.stream.sdp import SdpError, check_offer
 from emostream.stream.sessions import Session, SessionLimitError, SessionManager
 
@@ -148,26 +148,12 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
     async def events(session_id: str, request: Request) -> StreamingResponse:
         authorize(request, settings.server.api_tokens)
         s = session_or_404(session_id)
-        queue = s.subscribe()
-
-        async def stream() -> AsyncIterator[str]:
-            try:
-                yield f": session {s.id}\n\n"
-                while True:
-                    try:
-                        item = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                    except TimeoutError:
-                        yield ": keep-alive\n\n"
-                        continue
-                    if item is None:
-                        yield "event: end\ndata: {}\n\n"
-                        return
-                    yield f"data: {item}\n\n"
-            finally:
-                s.subscribers.discard(queue)
-
+        try:
+            queue = s.subscribe()
+        except SubscriberLimitError as exc:
+            raise ApiError(429, "too_many_subscribers", str(exc)) from None
         return StreamingResponse(
-            stream(),
+            event_stream(s.subscribers, queue, s.id, HEARTBEAT_S),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -21,20 +21,17 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from emostream.stream.app import create_app
+    from emostream.stream.server import uvicorn_config
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = settings.server
     shown = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+    scheme = "https" if server.ssl_certfile else "http"
     typer.echo(
-        f"emostream {settings.model_root}: serving on http://{shown}:{server.port}/ "
-        f"(try: curl -F file=@face.jpg http://{shown}:{server.port}/v1/predict)",
+        f"emostream {settings.model_root}: serving on {scheme}://{shown}:{server.port}/ "
+        f"(try: curl -F file=@face.jpg {scheme}://{shown}:{server.port}/v1/predict)",
         err=True,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=server.host,
-        port=server.port,
-        log_level=settings.log_level.lower(),
-    )
+    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()

@@ -1,0 +1,247 @@
+"""How ``emostream serve`` runs uvicorn: its whole configuration, and the limits it lacks.
+
+uvicorn closes a connection that idles *between* requests (``timeout_keep_alive``), but
+not one that never sends a request; it has no deadline for the request head or body, so
+a client sending a byte a second holds a connection (and, with a body, a task) for good;
+and the replies it writes itself (400 on garbage, 503 over ``limit_concurrency``) are
+plain text. ``GuardedH11`` (the h11 protocol, pinned, so httptools being installed
+changes nothing) adds:
+
+- the keep-alive timer from the moment a connection opens;
+- a deadline for the request line and headers, counted from their first byte: 408;
+- the connection cap (``max_connections``): 503 with ``Retry-After``;
+- the head size limit (``max_header_bytes``), however the head arrived: 400 or 431;
+- every reply of its own as ``{"error", "detail"}`` JSON;
+- a connection answered before its body was read (413, 408, 503) is closed, not drained
+  at whatever pace the client chooses.
+
+``BodyDeadline`` (ASGI) gives the whole request body ``body_timeout_s``: 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import h11
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable
+from uvicorn._types import Scope as UvicornScope
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from emostream import metrics
+from emostream.schema import ErrorBody
+from emostream.settings import Settings
+from emostream.stream.config import ServerConfig
+from emostream.stream.errors import ApiError
+
+RETRY_AFTER_S = 1
+LINGER_S = 2.0  # after an early answer, read and drop the rest this long, then close
+ENDPOINT = "server"  # the metrics label of replies written here, not by a route
+
+
+def _json(code: str, detail: str) -> bytes:
+    metrics.REQUESTS_REJECTED.labels(ENDPOINT, code).inc()
+    return ErrorBody(error=code, detail=detail).model_dump_json().encode()
+
+
+def raw_reply(status: int, code: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 error response, for writing to a transport outside any request."""
+    body = _json(code, detail)
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def asgi_reply(
+    send: Callable[[Any], Awaitable[None]],
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str],
+) -> None:
+    body = _json(code, detail)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class GuardedH11(H11Protocol):
+    """uvicorn's h11 protocol with connection, head and cap limits; see the module."""
+
+    limits: ServerConfig = ServerConfig()  # replaced per server by ``protocol_class``
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.discarding = False
+        self.app = self._guarded(self.app)
+
+    def _guarded(self, app: ASGI3Application) -> ASGI3Application:
+        """The app behind the connection cap and the head size limit. h11 enforces
+        ``max_header_bytes`` only on a head still incomplete in its buffer; one that
+        arrives whole in a single read is measured here."""
+        cap = self.limits.max_connections
+        max_head = self.limits.max_header_bytes
+        close = {"Connection": "close"}
+
+        async def guarded(
+            scope: UvicornScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+        ) -> None:
+            if len(self.connections) > cap:
+                detail = (
+                    f"{len(self.connections)} connections are open and this server serves "
+                    f"{cap} at once; retry in a moment"
+                )
+                headers = {"Retry-After": str(RETRY_AFTER_S), **close}
+                await asgi_reply(send, 503, "server_busy", detail, headers)
+                return
+            if scope["type"] == "http":
+                head = len(scope["raw_path"]) + len(scope["query_string"])
+                head += sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+                if head > max_head:
+                    detail = f"the request head is about {head} bytes; the limit is {max_head}"
+                    await asgi_reply(send, 431, "headers_too_large", detail, close)
+                    return
+            await app(scope, receive, send)
+
+        return guarded
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn arms this only after a response: a connection that never sends a
+        # request would stay open for good.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            return
+        super().data_received(data)
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if not waiting:
+            self._cancel_head()
+        elif self.head_timer is None:  # the first bytes of a request head
+            self.head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_late)
+
+    def _cancel_head(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_late(self) -> None:
+        self.head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            detail = (
+                "the request line and headers did not arrive within "
+                f"{self.limits.header_timeout_s:g} s"
+            )
+            self.transport.write(raw_reply(408, "header_timeout", detail))
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._cancel_head()
+        detail = (
+            "the request is not valid HTTP/1.1 (request line, headers or framing), or its "
+            f"head is over {self.limits.max_header_bytes} bytes"
+        )
+        self.transport.write(raw_reply(400, "bad_http_request", detail))
+        self.transport.close()
+
+    def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # Answered before the body was read: stop reading it into h11, half-close so
+            # the client sees the answer, and drop the connection shortly. Closing at
+            # once with unread bytes would reset it and could lose the answer.
+            self.server_state.total_requests += 1
+            self.discarding = True
+            self.flow.resume_reading()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+            return
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head()
+        super().connection_lost(exc)
+
+
+def protocol_class(limits: ServerConfig) -> type[GuardedH11]:
+    """``GuardedH11`` bound to one server's settings (uvicorn builds protocols itself)."""
+    return type("GuardedH11", (GuardedH11,), {"limits": limits})
+
+
+class BodyDeadline:
+    """The whole request body must arrive within ``seconds`` of the request head: 408.
+
+    The deadline covers reads of the body only; once it is complete, later ``receive``
+    calls (waiting for a disconnect, as streaming responses do) pass through untimed. The
+    408 is raised as an ``ApiError`` from ``receive``, so the route's own error handling
+    answers it; if it escapes before a response started, it is answered here.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = anyio.current_time() + self.seconds
+        body_done = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                with anyio.fail_after(max(0.0, deadline - anyio.current_time())):
+                    message = await receive()
+            except TimeoutError:
+                detail = f"the request body did not arrive within {self.seconds:g} s"
+                raise ApiError(408, "body_timeout", detail) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, watched_send)
+        except ApiError as exc:
+            if started:
+                raise
+            await asgi_reply(send, exc.status, exc.code, exc.detail, exc.headers)
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    """Everything ``emostream serve`` tells uvicorn, from ``settings``."""
+    s = settings.server
+    return uvicorn.Config(
+        BodyDeadline(app, s.body_timeout_s),
+        host=s.host,
+        port=s.port,
+        http=protocol_class(s),
+        ws="none",
+        h11_max_incomplete_event_size=s.max_header_bytes,
+        ssl_certfile=s.ssl_certfile,
+        ssl_keyfile=s.ssl_keyfile,
+        log_level=settings.log_level.lower(),
+    )
