@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from emostream.fields import CommaList
 
@@ -20,14 +20,12 @@ class ServerConfig(BaseModel):
     body_timeout_s: float = Field(default=60.0, gt=0, description="whole request body")
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, description="request line + headers")
     max_connections: int = Field(default=512, ge=1, description="served at once; more get 503")
-    ssl_certfile: str | None = Field(default=None, description="TLS certificate (PEM); HTTPS")
-    ssl_keyfile: str | None = Field(default=None, description="TLS private key (PEM)")
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> ServerConfig:
-        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError("HTTPS needs both ssl_certfile and ssl_keyfile, or neither")
-        return self
+    ssl_certfile: str | None = Field(
+        default=None, description="TLS certificate chain (PEM): serve HTTPS"
+    )
+    ssl_keyfile: str | None = Field(
+        default=None, description="its private key (PEM), unless in the certificate file"
+    )
 
 
 class LimitsConfig(BaseModel):

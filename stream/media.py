@@ -77,7 +77,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
         need = min_file_bytes(img, data)
         if len(data) < need:
             raise MediaError(
-                "truncated_image",
+                "corrupt_image",
                 f"the file is {len(data)} bytes, fewer than any whole {img.format} of "
                 f"{w}x{h} needs (at least {need}): it is truncated or its header lies",
             )

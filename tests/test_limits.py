@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -262,6 +263,30 @@ def test_connections_beyond_the_cap_get_json_503(tmp_path: Path) -> None:
             time.sleep(0.05)
 
 
+def test_https_with_the_tls_settings(tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (it makes the test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    settings = _settings(tmp_path, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    state = AppState(settings)
+    state.face_error = "not loaded in this test"
+    with serving(settings, state) as running:
+        url = f"https://127.0.0.1:{running.port}/healthz"
+        with httpx.Client(verify=str(cert), trust_env=False, timeout=GUARD_S) as c:
+            assert c.get(url).json()["status"] == "ok"
+
+
 # --- SSE --------------------------------------------------------------------------------
 
 
@@ -373,10 +398,10 @@ def test_tiny_jpeg_claiming_a_huge_canvas_is_refused_before_decoding(live: Runni
     assert Image.open(io.BytesIO(liar)).size == (6000, 6000) and len(liar) < 1000
     with pytest.raises(MediaError) as err:
         decode_image(liar)
-    assert err.value.code == "truncated_image" and err.value.status == 422
+    assert err.value.code == "corrupt_image" and err.value.status == 422
     with live.client() as c:
         r = c.post("/v1/predict", content=liar, headers={"content-type": "image/jpeg"})
-    assert r.status_code == 422 and r.json()["error"] == "truncated_image", r.text
+    assert r.status_code == 422 and r.json()["error"] == "corrupt_image", r.text
 
 
 def test_refusing_the_lying_jpeg_costs_little_memory(tmp_path: Path) -> None:
@@ -398,7 +423,7 @@ def test_refusing_the_lying_jpeg_costs_little_memory(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     verdict, grown_kib = out.stdout.split()
-    assert verdict == "truncated_image"
+    assert verdict == "corrupt_image"
     assert int(grown_kib) < 20 * 1024, f"peak memory grew by {grown_kib} KiB"
 
 
