@@ -40,6 +40,7 @@ from emostream.stream.body import image_bytes
 from emostream.stream.errors import ApiError, api_error_handler, validation_handler
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.sessions import SessionManager
+from emostream.supervise import readiness
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,10 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         broker = state.broker
         if broker is not None and not await broker.healthy():
             return JSONResponse({"ready": False, "reason": broker.problem or "broker down"}, 503)
+        owners = (broker, state.worker, state.sessions)
+        problem, tasks = readiness(t for o in owners if o is not None for t in o.tasks)
+        if problem is not None:
+            return JSONResponse({"ready": False, "reason": problem, "tasks": tasks}, 503)
         return JSONResponse(
             {
                 "ready": True,
@@ -154,6 +159,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
                     "face": {"model": face.model, "provider": face.provider},
                     "detector": face.detector.ref,
                 },
+                "tasks": tasks,
             }
         )
 

@@ -36,6 +36,7 @@ from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.fields import CommaList
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.stream.results import SessionView
+from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,15 @@ class SessionManager:
         self.config = config
         self.max_sessions = config.max_sessions
         self.sessions: dict[str, Session] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper: Supervised | None = None
 
     def start(self) -> None:
-        self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="reaper")
+        """Start the idle reaper, supervised (restarted if ending a session ever raises)."""
+        self._reaper = supervise("reaper", self._reap)
+
+    @property
+    def tasks(self) -> list[Supervised]:
+        return [] if self._reaper is None else [self._reaper]
 
     async def create(self, offer_sdp: str) -> Session:
         if len(self.sessions) >= self.max_sessions:
@@ -243,6 +249,6 @@ class SessionManager:
 
     async def close(self) -> None:
         if self._reaper is not None:
-            self._reaper.cancel()
+            await self._reaper.stop()
         for sid in list(self.sessions):
             await self.end(sid)
