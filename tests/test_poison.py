@@ -250,6 +250,7 @@ def test_frame_info_refuses_a_scale_of_zero_or_nan() -> None:
 # -- the job stream: a real worker survives every reproduction ----------------------------
 
 
+@pytest.mark.slow
 def test_a_real_worker_process_acks_counts_and_survives_every_poisoned_entry(
     redis_server: RedisServer, repo: ModelRepository, media: Path, output_dir: Path
 ) -> None:
@@ -334,6 +335,43 @@ async def test_voice_on_the_face_stream_is_acked_once_there_and_never_rerun(
     finally:
         await r.aclose()
         await worker.close()
+
+
+async def test_a_job_that_every_worker_died_on_is_acked_as_malformed_not_rerun(
+    redis_server: RedisServer, ingest: RedisIngest
+) -> None:
+    """A readable job that still kills its workers (a crash no check catches, simulated
+    by workers that read it and vanish): after ``max_deliveries`` it is not run again."""
+    r = aioredis.Redis.from_url(redis_server.url)
+    survivor = RedisWorker(_config(redis_server.url), consumer="survivor")
+    try:
+        await ingest.open_session("s")
+        await ingest.submit(_job("s", 1))
+        dead = RedisWorker(_config(redis_server.url), consumer="dead")
+        assert [j.seq for j in await dead.take("face", 8, 0.0)] == [1]  # delivery 1
+        await dead.close()
+        ((entry, _),) = await r.xrange(STREAM)
+        for _ in range(3):  # deliveries 2-4: three more workers read it and died
+            await r.xclaim(STREAM, GROUP, "dead", 0, [entry])
+        await asyncio.sleep(0.3)  # idle > claim_idle_ms (200)
+        before = _dropped("malformed")
+        # the 5th delivery (max_deliveries): still run
+        assert [j.seq for j in await survivor.take("face", 8, 0.0)] == [1]
+        ((_, pending),) = [
+            (p["message_id"], p["times_delivered"])
+            for p in await r.xpending_range(STREAM, GROUP, "-", "+", 10)
+        ]
+        assert pending == 5 and _dropped("malformed") == before
+        await asyncio.sleep(0.3)  # the survivor "died" on it too: the 6th is refused
+        for _ in range(20):
+            assert await survivor.take("face", 8, 0.0) == []
+            if _dropped("malformed") - before == 1:
+                break
+        assert _dropped("malformed") - before == 1
+        assert (await r.xpending(STREAM, GROUP))["pending"] == 0
+    finally:
+        await survivor.close()
+        await r.aclose()
 
 
 async def test_an_in_process_worker_survives_every_poisoned_entry_and_serves_a_session(

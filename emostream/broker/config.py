@@ -27,6 +27,9 @@ class BrokerConfig(BaseModel):
     results_ttl_s: int = Field(default=60, ge=1)
     claim_idle_ms: int = Field(default=500, ge=1, description="claim a dead worker's jobs")
     claim_interval_ms: int = Field(default=250, ge=1)
+    max_deliveries: int = Field(
+        default=5, ge=1, description="runs of one job at most; then it is a poison: acked"
+    )
     lost_after_s: float = Field(default=3.0, gt=0, description="unanswered past deadline")
     socket_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)

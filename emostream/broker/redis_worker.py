@@ -7,7 +7,9 @@ instead of crashing; a job whose header is readable but whose frame is not fails
 (its session is told). Nothing an entry holds makes ``take`` raise. A worker that dies
 leaves its jobs pending in the group; every worker runs ``XAUTOCLAIM`` every
 ``claim_interval_ms`` for entries idle longer than ``claim_idle_ms`` and runs or drops
-(stale) them. Outcomes are published before their jobs are acked: at least once.
+(stale) them; one delivered more than ``max_deliveries`` times is a poison that took down
+every worker that read it (a crash no check caught): acked as ``malformed``, not run.
+Outcomes are published before their jobs are acked: at least once.
 """
 
 from __future__ import annotations
@@ -176,14 +178,7 @@ class RedisWorker(WorkerBroker):
             if job.reply_to and not job.reply_to.startswith(self._reply_prefix):
                 raise WireError(f"reply_to {job.reply_to[:64]!r} is not a results stream")
         except WireError as exc:
-            metrics.FRAMES_DROPPED.labels(modality, DropReason.malformed.value).inc()
-            log.warning(
-                "malformed job %s on %s acked and dropped: %s",
-                entry_id,
-                self.link.stream(modality),
-                exc,
-            )
-            self._unreadable.setdefault(modality, []).append(entry_id)
+            self._refuse(modality, entry_id, str(exc))
             return None
         if job.deadline < time.monotonic():
             self._early.append(drop(job, DropReason.deadline))
@@ -196,6 +191,13 @@ class RedisWorker(WorkerBroker):
             self._early.append(failed)
             return None
         return job
+
+    def _refuse(self, modality: Modality, entry_id: str, why: str) -> None:
+        """Count an entry as malformed and ack it (with the next publish), never run it."""
+        metrics.FRAMES_DROPPED.labels(modality, DropReason.malformed.value).inc()
+        stream = self.link.stream(modality)
+        log.warning("malformed job %s on %s acked and dropped: %s", entry_id, stream, why)
+        self._unreadable.setdefault(modality, []).append(entry_id)
 
     async def publish(self, outcomes: list[Outcome]) -> None:
         """Send outcomes to their ingest nodes, then ack their jobs (at least once)."""
@@ -248,8 +250,28 @@ class RedisWorker(WorkerBroker):
             return []
         metrics.JOBS_RECLAIMED.labels(modality).inc(len(entries))
         log.info("claimed %d pending job(s) on %s", len(entries), self.link.stream(modality))
-        jobs = [self._admit(modality, e[0].decode(), e[1]) for e in entries]
+        delivered = await self._deliveries(modality, [e[0] for e in entries])
+        jobs = []
+        for entry_id, fields in entries:
+            times = delivered.get(entry_id, 0)
+            if times > cfg.max_deliveries:  # every worker that read it so far died on it
+                why = f"delivered {times} times, never answered"
+                self._refuse(modality, entry_id.decode(), why)
+                continue
+            jobs.append(self._admit(modality, entry_id.decode(), fields))
         return [j for j in jobs if j is not None]
+
+    async def _deliveries(self, modality: Modality, ids: list[bytes]) -> dict[bytes, int]:
+        """How many times each of these pending entries has been delivered to a worker."""
+        reply: Any = await self.link.redis.xpending_range(
+            self.link.stream(modality),
+            self.config.group,
+            min=min(ids, key=_entry_order),
+            max=max(ids, key=_entry_order),
+            count=len(ids) + 256,
+            consumername=self.consumer,
+        )
+        return {p["message_id"]: int(p["times_delivered"]) for p in reply}
 
     async def _forget_idle_consumers(self, modality: Modality) -> None:
         """Consumers of workers that are gone and hold nothing: remove them from the group."""
@@ -272,3 +294,7 @@ class RedisWorker(WorkerBroker):
         stream = self.link.stream(modality)
         n = await self.link.depth(keys=[stream], args=[self.config.group, 100_000])
         return int(n)
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split(b"-"))
