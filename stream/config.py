@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from emostream.fields import CommaList
 
@@ -14,7 +14,33 @@ class ServerConfig(BaseModel):
     api_tokens: CommaList = Field(
         default_factory=list, description="bearer tokens, comma-separated; empty = no auth"
     )
+    session_token_required: bool = Field(
+        default=False,
+        description="without api_tokens too, reading, following or ending a session needs "
+        "its session_token",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="bearer token for /metrics; empty = an API token when api_tokens are set",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="address of metrics_port")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="serve /metrics on this port, not the main one; 0 = on the main port",
+    )
     cors_origins: CommaList = Field(default_factory=list, description="browser origins allowed")
+
+    @model_validator(mode="after")
+    def _metrics_one_way(self) -> ServerConfig:
+        if self.metrics_token and self.metrics_port:
+            raise ValueError(
+                "server.metrics_token guards /metrics on the main port, but server.metrics_port "
+                "moves it to a listener without authentication: protect that one by its "
+                "address (server.metrics_host) and leave metrics_token empty"
+            )
+        return self
 
 
 class LimitsConfig(BaseModel):

@@ -61,8 +61,12 @@ class SessionConfig(BaseModel):
 
 
 class Session:
-    def __init__(self, broker: IngestBroker, config: SessionConfig) -> None:
+    def __init__(
+        self, broker: IngestBroker, config: SessionConfig, owner: bytes | None = None
+    ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.owner = owner  # who created it (stream.auth); None on an open server
+        self.secret = secrets.token_urlsafe(24)  # its session_token: read, follow, end it
         self.broker = broker
         self.config = config
         servers = [RTCIceServer(urls=u) for u in config.ice_servers]
@@ -200,12 +204,12 @@ class SessionManager:
     def tasks(self) -> list[Supervised]:
         return [] if self._reaper is None else [self._reaper]
 
-    async def create(self, offer_sdp: str) -> Session:
+    async def create(self, offer_sdp: str, owner: bytes | None = None) -> Session:
         if len(self.sessions) >= self.max_sessions:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
-        session = Session(self.broker, self.config)
+        session = Session(self.broker, self.config, owner)
         self.sessions[session.id] = session
         ACTIVE.set(len(self.sessions))
         try:
