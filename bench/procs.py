@@ -15,11 +15,14 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -197,28 +200,50 @@ class Worker(Process):
         return metric(httpx.get(self.metrics_url, timeout=5, trust_env=False).text, name, **labels)
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """The files of a TLS-only Redis: the CA that signed the server's certificate, both
+    PEM; clients check the server against ``ca`` (``ssl_ca_certs`` in the URL)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class RedisServer:
     """A private ``redis-server`` on ``host``:``port`` (a free one by default), no disk.
 
     Never the machine's Redis on 6379. ``stop``/``start`` on the same port restart it
-    (it comes back empty, as a Redis without persistence does).
+    (it comes back empty, as a Redis without persistence does). ``password`` sets
+    ``requirepass``; ``tls`` makes it listen with TLS only. ``url`` carries both.
     """
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        tls: RedisTls | None = None,
+    ) -> None:
         if REDIS_SERVER is None:
             raise FileNotFoundError("redis-server not installed (Debian package redis-server)")
         self.host = host
         self.port = port or free_port(host)
         self.workdir = workdir
+        self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        query = f"?ssl_ca_certs={quote(str(self.tls.ca))}" if self.tls else ""
+        return f"{scheme}://{auth}{self.host}:{self.port}/0{query}"
 
-    def start(self) -> RedisServer:
-        assert REDIS_SERVER is not None
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def _options(self) -> dict[str, str]:
         options = {
             "bind": self.host,
             "port": str(self.port),
@@ -227,8 +252,36 @@ class RedisServer:
             "dir": str(self.workdir),
             "logfile": str(self.workdir / "redis.log"),
         }
+        if self.password:
+            options["requirepass"] = self.password
+        if self.tls:
+            options.update(
+                {
+                    "port": "0",
+                    "tls-port": str(self.port),
+                    "tls-cert-file": str(self.tls.cert),
+                    "tls-key-file": str(self.tls.key),
+                    "tls-ca-cert-file": str(self.tls.ca),
+                    "tls-auth-clients": "no",
+                }
+            )
+        return options
+
+    def _answers(self) -> bool:
+        """Whether it answers PING (``-NOAUTH`` counts: it is up, and wants the password)."""
+        with socket.create_connection((self.host, self.port), 0.2) as raw:
+            s: socket.socket = raw
+            if self.tls:
+                context = ssl.create_default_context(cafile=str(self.tls.ca))
+                s = context.wrap_socket(raw, server_hostname=self.host)
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+
+    def start(self) -> RedisServer:
+        assert REDIS_SERVER is not None
+        self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [REDIS_SERVER]
-        for key, value in options.items():
+        for key, value in self._options().items():
             argv += [f"--{key}", value]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -236,12 +289,11 @@ class RedisServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log()}")
             try:
-                with socket.create_connection((self.host, self.port), 0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
+                if self._answers():
+                    return self
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"redis-server did not answer on {self.port}: {self.log()}")
 
     def stop(self) -> None:

@@ -86,6 +86,15 @@ JOBS_RECLAIMED = Counter(
     "Jobs a worker took over from another that stopped answering (XAUTOCLAIM)",
     ["modality"],
 )
+TASK_RESTARTS = Counter(
+    "emostream_task_restarts_total",
+    "Background tasks (results reader, worker loop, session reaper) restarted after dying",
+    ["task"],
+)
+RESULTS_MALFORMED = Counter(
+    "emostream_results_malformed_total",
+    "Entries on this ingest node's results stream that it could not read (skipped)",
+)
 WORKER_INFO = Gauge(
     "emostream_worker_info",
     "1 per inference worker process; its consumer name, provider and batch settings",

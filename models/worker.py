@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from emostream.broker.base import WorkerBroker
 from emostream.fields import Unset
 from emostream.pipeline.analyzer import Analyzer, run_batch
+from emostream.supervise import Supervised, supervise
 
 
 class WorkerConfig(BaseModel):
@@ -58,17 +59,22 @@ class BatchWorker:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"{analyzer.modality}-infer"
         )
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Supervised | None = None
         self._draining = False
         self._busy = False
 
     def start(self) -> None:
-        name = f"{self.analyzer.modality}-worker"
-        self._task = asyncio.get_running_loop().create_task(self.run(), name=name)
+        """Run the loop, supervised: if it ever raises it is restarted (and counted)."""
+        self._loop = supervise(f"{self.analyzer.modality}-worker", self.run)
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        return self._task
+        """The supervising task: it ends only when the loop returns (drained) or on stop."""
+        return None if self._loop is None else self._loop.task
+
+    @property
+    def tasks(self) -> list[Supervised]:
+        return [] if self._loop is None else [self._loop]
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop; with ``drain_s`` > 0 the batch in progress finishes and is published first.
@@ -76,7 +82,7 @@ class BatchWorker:
         Jobs this worker has read but not started stay pending in the broker, where another
         worker claims them (Redis) or their session's end drops them (in-process).
         """
-        task, self._draining = self._task, True
+        task, self._draining = self.task, True
         if task is not None and drain_s > 0 and self._busy:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), drain_s)

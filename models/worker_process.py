@@ -47,7 +47,7 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
             a.detector.ref,
             w.max_batch,
             config.max_wait_ms,
-            settings.broker.url,
+            settings.broker.redacted_url,
             f", metrics on {config.metrics_host}:{config.metrics_port}"
             if config.metrics_port
             else "",

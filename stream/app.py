@@ -5,6 +5,12 @@ demo page from ``static/``. ``/v1/predict`` takes the same inference path as the
 worker (``run_batch``), so it scores and counts a frame exactly as a session would. CPU
 work (decode, detect, classify) runs in worker threads behind a capacity limiter, so the
 event loop keeps answering health checks and other sessions while a big image is processed.
+
+Who may call what is ``stream.auth`` (docs/SECURITY.md): with API tokens set, ``/v1/predict``
+and the OpenAPI schema need one and the interactive docs (``/docs``, ``/redoc``) are off, since
+a browser cannot send a bearer token to them; ``/``, ``/static``, ``/healthz`` and ``/readyz``
+stay open (they carry no data); ``/metrics`` takes its own token, or moves to its own
+listener (``server.metrics_port``) and off the main port.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 
 from emostream import __version__, metrics
 from emostream.broker.base import IngestBroker
@@ -35,11 +41,13 @@ from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
-from emostream.stream import signalling
+from emostream.stream import logs, signalling
+from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
 from emostream.stream.errors import ApiError, api_error_handler, validation_handler
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.sessions import SessionManager
+from emostream.supervise import readiness
 
 log = logging.getLogger(__name__)
 
@@ -98,30 +106,50 @@ class AppState:
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
     state = state or AppState(settings or Settings())
+    settings = state.settings
+    server = settings.server
+    guard = Guard(server)
+    logs.install()  # no token in the access log, whoever starts uvicorn
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if state.face is None and state.face_error is None:
-            await anyio.to_thread.run_sync(state.load)
-        await state.start_realtime()
+        logs.install()
+        listener = None
+        if server.metrics_port:  # Prometheus' own server; /metrics is then not on our port
+            listener, _ = start_http_server(server.metrics_port, addr=server.metrics_host)
         try:
-            yield
+            if state.face is None and state.face_error is None:
+                await anyio.to_thread.run_sync(state.load)
+            await state.start_realtime()
+            try:
+                yield
+            finally:
+                await state.stop_realtime()
         finally:
-            await state.stop_realtime()
+            if listener is not None:
+                listener.shutdown()
+                listener.server_close()
 
-    app = FastAPI(title="emostream", version=__version__, lifespan=lifespan)
+    docs = not guard.closed  # a browser cannot send a bearer token to /docs or /redoc
+    app = FastAPI(
+        title="emostream",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.emostream = state
     app.state.uploads = UploadBudget(state.settings.limits.max_upload_bytes_in_flight)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
-    settings = state.settings
-    if settings.server.cors_origins:
+    if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.server.cors_origins,
+            allow_origins=server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["Location"],
+            expose_headers=["Location", SESSION_TOKEN_HEADER],
         )
     app.include_router(signalling.router(settings, lambda: state.sessions))
     static = Path(__file__).parent / "static"
@@ -147,32 +175,49 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         broker = state.broker
         if broker is not None and not await broker.healthy():
             return JSONResponse({"ready": False, "reason": broker.problem or "broker down"}, 503)
+        owners = (broker, state.worker, state.sessions)
+        problem, tasks = readiness(t for o in owners if o is not None for t in o.tasks)
+        if problem is not None:
+            return JSONResponse({"ready": False, "reason": problem, "tasks": tasks}, 503)
         return JSONResponse(
             {
                 "ready": True,
-                "broker": state.settings.broker.url,
+                "broker": state.settings.broker.redacted_url,
                 "models": {
                     "face": {"model": face.model, "provider": face.provider},
                     "detector": face.detector.ref,
                 },
+                "tasks": tasks,
             }
         )
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if not docs:
+
+        @app.get("/openapi.json", include_in_schema=False)
+        async def openapi(request: Request) -> JSONResponse:
+            """The schema, for tools (client generators, fuzzers) that send a token."""
+            guard.caller(request)
+            return JSONResponse(app.openapi())
+
+    if not server.metrics_port:
+
+        @app.get("/metrics", responses={401: {}})
+        async def prometheus_metrics(request: Request) -> Response:
+            guard.metrics(request)
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
         "/v1/predict",
         response_model=FaceMessage,
         response_model_by_alias=True,
         response_model_exclude_none=True,
-        responses={400: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+        responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}, 503: {}},
     )
     async def predict(
         request: Request, detect: bool = Query(True, description="false: the image is one face")
     ) -> FaceMessage:
         """One image (raw body or multipart ``file``) -> one face message."""
+        guard.caller(request)
         t0 = time.monotonic()
         face = state.face
         if face is None:

@@ -12,8 +12,10 @@ This is what call-centre software embeds::
 exact JSON the server sent.
 
 Signalling is the JSON offer (``/v1/offer``) or any WHIP endpoint; results arrive on the
-``emotions`` data channel this client opens. ICE servers are none unless given, so a local
-run never reaches outside.
+``emotions`` data channel this client opens. ``token`` (the API token, when the server has
+them) goes with the offer; later calls on the session (ending it) carry the session's own
+``session_token`` from the answer, falling back to ``token`` for servers that send none.
+ICE servers are none unless given, so a local run never reaches outside.
 """
 
 from __future__ import annotations
@@ -202,6 +204,7 @@ class EmotionClient:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.timeout_s = timeout_s
         self.session_id: str | None = None
+        self.session_token: str | None = None
         self.resource: str | None = None
         self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
         self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
@@ -242,6 +245,7 @@ class EmotionClient:
             answer = resp.text
             self.resource = str(httpx.URL(self.whip).join(resp.headers.get("location", "")))
             self.session_id = self.resource.rstrip("/").rsplit("/", 1)[-1]
+            self.session_token = resp.headers.get("x-session-token")
         else:
             resp = await self._http.post(
                 f"{self.url}/v1/offer", headers=self.headers, json={"sdp": offer, "type": "offer"}
@@ -249,6 +253,7 @@ class EmotionClient:
             self._check(resp, 200)
             body = resp.json()
             answer, self.session_id = body["sdp"], body["session_id"]
+            self.session_token = body.get("session_token")
             self.resource = f"{self.url}/v1/sessions/{self.session_id}"
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
@@ -272,10 +277,17 @@ class EmotionClient:
                 return
             yield item
 
+    @property
+    def session_headers(self) -> dict[str, str]:
+        """What calls on this session send: its session token, else the API token."""
+        if self.session_token:
+            return {"Authorization": f"Bearer {self.session_token}"}
+        return self.headers
+
     async def close(self) -> None:
         if self.resource:
             with contextlib.suppress(httpx.HTTPError):
-                await self._http.delete(self.resource, headers=self.headers)
+                await self._http.delete(self.resource, headers=self.session_headers)
             self.resource = None
         self.source.stop()
         await self.pc.close()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from emostream.fields import CommaList
 
@@ -13,6 +13,22 @@ class ServerConfig(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535, description="port to listen on")
     api_tokens: CommaList = Field(
         default_factory=list, description="bearer tokens, comma-separated; empty = no auth"
+    )
+    session_token_required: bool = Field(
+        default=False,
+        description="without api_tokens too, reading, following or ending a session needs "
+        "its session_token",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="bearer token for /metrics; empty = an API token when api_tokens are set",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="address of metrics_port")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="serve /metrics on this port, not the main one; 0 = on the main port",
     )
     cors_origins: CommaList = Field(default_factory=list, description="browser origins allowed")
     keep_alive_s: float = Field(default=5.0, gt=0, description="close an idle connection")
@@ -26,6 +42,16 @@ class ServerConfig(BaseModel):
     ssl_keyfile: str | None = Field(
         default=None, description="its private key (PEM), unless in the certificate file"
     )
+
+    @model_validator(mode="after")
+    def _metrics_one_way(self) -> ServerConfig:
+        if self.metrics_token and self.metrics_port:
+            raise ValueError(
+                "server.metrics_token guards /metrics on the main port, but server.metrics_port "
+                "moves it to a listener without authentication: protect that one by its "
+                "address (server.metrics_host) and leave metrics_token empty"
+            )
+        return self
 
 
 class LimitsConfig(BaseModel):

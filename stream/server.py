@@ -12,8 +12,8 @@ changes nothing) adds:
 - the connection cap (``max_connections``): 503 with ``Retry-After``;
 - the head size limit (``max_header_bytes``), however the head arrived: 400 or 431;
 - every reply of its own as ``{"error", "detail"}`` JSON;
-- a connection answered before its body was read (413, 408, 503) is closed, not drained
-  at whatever pace the client chooses.
+- a connection answered before its body was read (413, 408, 503) drains the rest for at
+  most ``body_timeout_s``, not at whatever pace the client chooses, and is then closed.
 
 ``BodyDeadline`` (ASGI) gives the whole request body ``body_timeout_s``: 408.
 """
@@ -40,7 +40,6 @@ from emostream.stream.config import ServerConfig
 from emostream.stream.errors import ApiError
 
 RETRY_AFTER_S = 1
-LINGER_S = 2.0  # after an early answer, read and drop the rest this long, then close
 ENDPOINT = "server"  # the metrics label of replies written here, not by a route
 
 
@@ -84,7 +83,7 @@ class GuardedH11(H11Protocol):
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]
         self.head_timer: asyncio.TimerHandle | None = None
-        self.discarding = False
+        self.drain_timer: asyncio.TimerHandle | None = None
         self.app = self._guarded(self.app)
 
     def _guarded(self, app: ASGI3Application) -> ASGI3Application:
@@ -126,14 +125,18 @@ class GuardedH11(H11Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
-        if self.discarding:
-            return
         super().data_received(data)
-        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
-        if not waiting:
-            self._cancel_head()
-        elif self.head_timer is None:  # the first bytes of a request head
-            self.head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_late)
+        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+            self._cancel_head()  # a whole head arrived (or the connection is ending)
+        elif self.conn.trailing_data[0]:  # part of a request head
+            if self.head_timer is None:
+                self.head_timer = self.loop.call_later(
+                    self.limits.header_timeout_s, self._head_late
+                )
+        elif self.timeout_keep_alive_task is None:  # the end of a drained body: idle again
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def _cancel_head(self) -> None:
         if self.head_timer is not None:
@@ -160,21 +163,23 @@ class GuardedH11(H11Protocol):
         self.transport.close()
 
     def on_response_complete(self) -> None:
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-            # Answered before the body was read: stop reading it into h11, half-close so
-            # the client sees the answer, and drop the connection shortly. Closing at
-            # once with unread bytes would reset it and could lose the answer.
-            self.server_state.total_requests += 1
-            self.discarding = True
-            self.flow.resume_reading()
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER_S, self.transport.close)
-            return
+        early = self.conn.their_state is h11.SEND_BODY  # answered before the body was read
         super().on_response_complete()
+        if early and not self.transport.is_closing():
+            # uvicorn reads and drops the rest, so that the connection can serve the next
+            # request (the client may not know it was refused early); at the client's
+            # pace, that could last for good: it gets body_timeout_s.
+            self.drain_timer = self.loop.call_later(self.limits.body_timeout_s, self._drain_late)
+
+    def _drain_late(self) -> None:
+        self.drain_timer = None
+        if self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head()
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
         super().connection_lost(exc)
 
 
@@ -213,7 +218,7 @@ class BodyDeadline:
                     message = await receive()
             except TimeoutError:
                 detail = f"the request body did not arrive within {self.seconds:g} s"
-                raise ApiError(408, "body_timeout", detail) from None
+                raise ApiError(408, "body_timeout", detail, {"Connection": "close"}) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message

@@ -37,6 +37,7 @@ from emostream.fields import CommaList
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.stream.fanout import Fanout, Queue
 from emostream.stream.results import SessionView
+from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,12 @@ class SessionConfig(BaseModel):
 
 
 class Session:
-    def __init__(self, broker: IngestBroker, config: SessionConfig) -> None:
+    def __init__(
+        self, broker: IngestBroker, config: SessionConfig, owner: bytes | None = None
+    ) -> None:
         self.id = secrets.token_urlsafe(12)
+        self.owner = owner  # who created it (stream.auth); None on an open server
+        self.secret = secrets.token_urlsafe(24)  # its session_token: read, follow, end it
         self.broker = broker
         self.config = config
         servers = [RTCIceServer(urls=u) for u in config.ice_servers]
@@ -184,17 +189,22 @@ class SessionManager:
         self.config = config
         self.max_sessions = config.max_sessions
         self.sessions: dict[str, Session] = {}
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper: Supervised | None = None
 
     def start(self) -> None:
-        self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="reaper")
+        """Start the idle reaper, supervised (restarted if ending a session ever raises)."""
+        self._reaper = supervise("reaper", self._reap)
 
-    async def create(self, offer_sdp: str) -> Session:
+    @property
+    def tasks(self) -> list[Supervised]:
+        return [] if self._reaper is None else [self._reaper]
+
+    async def create(self, offer_sdp: str, owner: bytes | None = None) -> Session:
         if len(self.sessions) >= self.max_sessions:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
-        session = Session(self.broker, self.config)
+        session = Session(self.broker, self.config, owner)
         self.sessions[session.id] = session
         ACTIVE.set(len(self.sessions))
         try:
@@ -238,6 +248,6 @@ class SessionManager:
 
     async def close(self) -> None:
         if self._reaper is not None:
-            self._reaper.cancel()
+            await self._reaper.stop()
         for sid in list(self.sessions):
             await self.end(sid)

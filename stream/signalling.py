@@ -3,26 +3,27 @@
 - ``POST /whip`` (RFC 9725): ``application/sdp`` offer -> ``201`` with the SDP answer and a
   ``Location`` naming the session resource; ``DELETE`` on it ends the session.
 - ``POST /v1/offer``: ``{"sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer",
-  "session_id"}``.
+  "session_id", "session_token"}``.
 - ``GET /v1/sessions/{id}/events``: Server-Sent Events, one face message per ``data:``.
 - ``GET``/``DELETE /v1/sessions/{id}``: status, end.
 
-Bearer tokens (``EMOSTREAM_API_TOKENS``) guard all of these when set; EventSource cannot
-send headers, so the events stream also takes ``?token=``.
+Who may call what is ``stream.auth``: API tokens (``EMOSTREAM_API_TOKENS``) guard all of
+these when set, and a session answers only its creator or its own ``session_token``
+(``X-Session-Token`` on the WHIP answer); only the events stream reads ``?token=``.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from emostream.settings import Settings
+from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import read_limited
 from emostream.stream.errors import ApiError
 from emostream.stream.fanout import SubscriberLimitError, event_stream
@@ -41,20 +42,15 @@ class Answer(BaseModel):
     sdp: str
     type: Literal["answer"] = "answer"
     session_id: str
-
-
-def authorize(request: Request, tokens: list[str]) -> None:
-    if not tokens:
-        return
-    header = request.headers.get("authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    given = given or request.query_params.get("token", "")
-    if not any(secrets.compare_digest(given, t) for t in tokens):
-        raise ApiError(401, "unauthorized", "a valid bearer token is required")
+    session_token: str = Field(
+        description="this session's own bearer token: read, follow (?token= on the events) "
+        "or end it without the API token"
+    )
 
 
 def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> APIRouter:
     r = APIRouter()
+    guard = Guard(settings.server)
 
     def sessions() -> SessionManager:
         m = manager()
@@ -62,16 +58,17 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             raise ApiError(503, "model_unavailable", "models are not loaded; see /readyz")
         return m
 
-    def session_or_404(session_id: str) -> Session:
-        s = sessions().get(session_id)
-        if s is None:
-            raise ApiError(404, "unknown_session", f"no session {session_id!r} on this server")
-        return s
+    def allowed(request: Request, session_id: str, *, query: bool = False) -> Session:
+        """The session, if the caller may use it; else 401, or 404 as for an unknown one
+        (the credential is checked first: a stranger learns nothing, not even a 503)."""
+        m = manager()
+        found = m.get(session_id) if m is not None else None
+        return guard.session(request, found, session_id, query=query)
 
-    async def start(offer_sdp: str) -> Session:
+    async def start(offer_sdp: str, owner: bytes | None) -> Session:
         try:
             check_offer(offer_sdp, settings.limits.max_sdp_bytes)
-            return await sessions().create(offer_sdp)
+            return await sessions().create(offer_sdp, owner)
         except SdpError as exc:
             raise ApiError(exc.status, exc.code, exc.detail) from None
         except SessionLimitError as exc:
@@ -83,7 +80,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
         "/v1/offer", response_model=Answer, responses={400: {}, 401: {}, 413: {}, 415: {}, 503: {}}
     )
     async def offer(request: Request) -> Answer:
-        authorize(request, settings.server.api_tokens)
+        owner = guard.caller(request)
         body = await read_limited(request, settings.limits.max_sdp_bytes + 1024)
         try:
             data = Offer.model_validate(json.loads(body))
@@ -91,12 +88,14 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             raise ApiError(
                 400, "bad_offer", f'send {{"sdp": ..., "type": "offer"}}: {exc}'.splitlines()[0]
             ) from None
-        session = await start(data.sdp)
-        return Answer(sdp=session.pc.localDescription.sdp, session_id=session.id)
+        session = await start(data.sdp, owner)
+        return Answer(
+            sdp=session.pc.localDescription.sdp, session_id=session.id, session_token=session.secret
+        )
 
     @r.post("/whip", status_code=201, responses={400: {}, 401: {}, 413: {}, 415: {}})
     async def whip(request: Request) -> Response:
-        authorize(request, settings.server.api_tokens)
+        owner = guard.caller(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/sdp":
             raise ApiError(
@@ -105,36 +104,37 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
                 f"WHIP needs Content-Type application/sdp, got {ctype or '(none)'!r}",
             )
         body = await read_limited(request, settings.limits.max_sdp_bytes)
-        session = await start(body.decode("utf-8", errors="replace"))
+        session = await start(body.decode("utf-8", errors="replace"), owner)
         return Response(
             session.pc.localDescription.sdp,
             status_code=201,
             media_type="application/sdp",
-            headers={"Location": f"/whip/{session.id}", "ETag": session.id},
+            headers={
+                "Location": f"/whip/{session.id}",
+                "ETag": session.id,
+                SESSION_TOKEN_HEADER: session.secret,
+            },
         )
 
-    @r.delete("/whip/{session_id}")
-    @r.delete("/v1/sessions/{session_id}")
+    @r.delete("/whip/{session_id}", responses={401: {}, 404: {}})
+    @r.delete("/v1/sessions/{session_id}", responses={401: {}, 404: {}})
     async def end(session_id: str, request: Request) -> JSONResponse:
-        authorize(request, settings.server.api_tokens)
-        session_or_404(session_id)
+        allowed(request, session_id)
         await sessions().end(session_id)
         return JSONResponse({"ended": session_id})
 
-    @r.patch("/whip/{session_id}")
+    @r.patch("/whip/{session_id}", responses={401: {}, 404: {}, 405: {}})
     async def trickle(session_id: str, request: Request) -> JSONResponse:
-        authorize(request, settings.server.api_tokens)
-        session_or_404(session_id)
+        allowed(request, session_id)
         raise ApiError(
             405,
             "trickle_not_supported",
             "this server answers with all candidates; trickle ICE is not needed",
         )
 
-    @r.get("/v1/sessions/{session_id}")
+    @r.get("/v1/sessions/{session_id}", responses={401: {}, 404: {}})
     async def status(session_id: str, request: Request) -> dict[str, object]:
-        authorize(request, settings.server.api_tokens)
-        s = session_or_404(session_id)
+        s = allowed(request, session_id)
         return {
             "session_id": s.id,
             "connection": s.pc.connectionState,
@@ -144,10 +144,9 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             **s.view.summary(),  # latency_ms (p50/p95/p99/max), classes, dropped
         }
 
-    @r.get("/v1/sessions/{session_id}/events")
+    @r.get("/v1/sessions/{session_id}/events", responses={401: {}, 404: {}, 429: {}})
     async def events(session_id: str, request: Request) -> StreamingResponse:
-        authorize(request, settings.server.api_tokens)
-        s = session_or_404(session_id)
+        s = allowed(request, session_id, query=True)  # EventSource: ?token=
         try:
             queue = s.subscribe()
         except SubscriberLimitError as exc:

@@ -41,6 +41,7 @@ DOCKERFILES = {"cpu": DEPLOY / "Dockerfile", "gpu": DEPLOY / "Dockerfile.gpu"}
 JOB_STREAMS = {"emostream:jobs:face", "emostream:jobs:voice"}
 CONSUMER_GROUP = "emostream-workers"
 INGEST_PORT = 8000
+INGEST_METRICS_PORT = 9100  # server.metrics_port: off the HTTP port, no token to scrape with
 WORKER_METRICS_PORT = 9100
 REDIS_PORT = 6379
 NAMESPACE = "emostream"
@@ -689,7 +690,10 @@ def test_k8s_ingest() -> None:
         assert _resolve(container[probe]["httpGet"]["port"], container) == port
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(port)
+    metrics = int(env["EMOSTREAM_SERVER__METRICS_PORT"]["value"])
+    assert metrics == _port_names(container)["metrics"] == INGEST_METRICS_PORT != port
+    assert env["EMOSTREAM_SERVER__METRICS_HOST"]["value"] == "0.0.0.0"
+    assert annotations["prometheus.io/port"] == str(metrics)
     _check_broker(env["EMOSTREAM_BROKER"]["value"])
 
 
@@ -785,8 +789,12 @@ def test_prometheus_config() -> None:
     static = [
         t for job in jobs.values() for s in job.get("static_configs", []) for t in s["targets"]
     ]
-    assert f"ingest:{INGEST_PORT}" in static
-    assert option_value(compose_command("ingest"), "--port") == str(INGEST_PORT)
+    assert f"ingest:{INGEST_METRICS_PORT}" in static
+    ingest = services()["ingest"]
+    assert ingest["environment"]["EMOSTREAM_SERVER__METRICS_PORT"] == str(INGEST_METRICS_PORT)
+    assert ingest["environment"]["EMOSTREAM_SERVER__METRICS_HOST"] == "0.0.0.0"
+    assert str(INGEST_METRICS_PORT) in ingest["expose"]
+    assert all(str(INGEST_METRICS_PORT) not in str(p) for p in ingest["ports"]), "not published"
     dns = [sd for job in jobs.values() for sd in job.get("dns_sd_configs", [])]
     assert len(dns) == 1
     (sd,) = dns

@@ -187,6 +187,24 @@ def test_body_sent_byte_by_byte_gets_408(live: Running) -> None:
         _assert_json_error(*_read_reply(s), 408, "body_timeout")
 
 
+def test_the_rest_of_a_refused_body_is_not_drained_forever(live: Running) -> None:
+    """A 413 goes out before the body is read; uvicorn would then read and drop the rest
+    at whatever pace the client sends it. Here that lasts body_timeout_s at most."""
+    with live.connect() as s:
+        s.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: %d\r\n\r\n" % (20 * 1024 * 1024)
+        )
+        reply = b""
+        while not reply.endswith(b"}"):
+            chunk = s.recv(4096)
+            assert chunk, reply
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413") and b"body_too_large" in reply, reply
+        _trickle(s, b"\xff" * 2000)  # returns once the server hangs up
+        assert s.recv(1) == b""
+
+
 BIG_HEAD = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 8000  # > max_header_bytes
 
 

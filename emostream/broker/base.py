@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from emostream.broker.config import BrokerConfig
 from emostream.pipeline.jobs import Job, Modality
 from emostream.pipeline.outcomes import Outcome, SessionEvent
+from emostream.supervise import Supervised
 
 
 class UnknownSessionError(KeyError):
@@ -42,6 +43,11 @@ class _Lifecycle(ABC):
     def problem(self) -> str | None:
         """Why the broker cannot take jobs right now (``/readyz`` says it), or None."""
         return None
+
+    @property
+    def tasks(self) -> list[Supervised]:
+        """Its supervised background tasks (``/readyz`` shows them)."""
+        return []
 
 
 class IngestBroker(_Lifecycle):

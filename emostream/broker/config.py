@@ -4,6 +4,7 @@ the Redis Streams layout and timings. One home for every default."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -15,7 +16,7 @@ class BrokerConfig(BaseModel):
     url: str = Field(
         default="memory",
         description="'memory' (worker in this process) or redis://HOST:PORT/DB (workers run "
-        "separately: `emostream worker`)",
+        "separately: `emostream worker`); redis://:PASSWORD@HOST:PORT/DB, rediss:// for TLS",
     )
     max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
     deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
@@ -27,6 +28,9 @@ class BrokerConfig(BaseModel):
     results_ttl_s: int = Field(default=60, ge=1)
     claim_idle_ms: int = Field(default=500, ge=1, description="claim a dead worker's jobs")
     claim_interval_ms: int = Field(default=250, ge=1)
+    max_deliveries: int = Field(
+        default=5, ge=1, description="runs of one job at most; then it is a poison: acked"
+    )
     lost_after_s: float = Field(default=3.0, gt=0, description="unanswered past deadline")
     socket_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
@@ -37,6 +41,11 @@ class BrokerConfig(BaseModel):
     @property
     def deadline_s(self) -> float:
         return self.deadline_ms / 1000.0
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL as logs and ``/readyz`` show it: a password becomes ``***``."""
+        return redact_url(self.url)
 
     @property
     def is_redis(self) -> bool:
@@ -51,3 +60,18 @@ class BrokerConfig(BaseModel):
             f"broker {url!r} not understood: use 'memory' or a Redis URL such as "
             "redis://127.0.0.1:6379/0"
         )
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0``; a
+    ``?password=`` (which redis-py also reads) likewise."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        url = url.replace(parts.netloc, f"{user.partition(':')[0]}:***@{host}", 1)
+    head, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(k == "password" for k, _ in pairs):
+        return url
+    pairs = [(k, "***" if k == "password" else v) for k, v in pairs]
+    return f"{head}?{urlencode(pairs, safe='*/')}"

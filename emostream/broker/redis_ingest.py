@@ -14,7 +14,6 @@ for ``lost_after_s`` past its deadline is counted ``lost`` so no session waits o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from emostream.broker.results import SessionQueues
 from emostream.broker.wire import Fields, WireError, decode_outcome, encode_job
 from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
 from emostream.pipeline.outcomes import BrokerNotice, SessionEvent, drop, fail
+from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger("emostream.broker.redis")
 
@@ -44,11 +44,16 @@ class RedisIngest(IngestBroker):
         self._results = SessionQueues()
         self._outstanding: dict[str, dict[str, Job]] = {}  # session -> entry id -> header
         self._waiting: dict[tuple[str, Modality], list[str]] = {}  # ids no worker read yet
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: Supervised | None = None
+        self._last = b"$"  # the last results entry read (kept across reader restarts)
 
     @property
     def problem(self) -> str | None:
         return self.link.problem
+
+    @property
+    def tasks(self) -> list[Supervised]:
+        return [] if self._reader is None else [self._reader]
 
     def _down(self, exc: BaseException) -> None:
         if self.link.down(exc):
@@ -72,18 +77,14 @@ class RedisIngest(IngestBroker):
         for session in self._results.sessions():
             await self.close_session(session)
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await self._reader.stop()
         await self.link.close()
 
     async def open_session(self, session: str) -> None:
         self._results.open(session)
         self._outstanding.setdefault(session, {})
         if self._reader is None:
-            self._reader = asyncio.get_running_loop().create_task(
-                self._read_results(), name="redis-results"
-            )
+            self._reader = supervise("redis-results", self._read_results)
 
     async def close_session(self, session: str) -> None:
         for modality in MODALITIES:
@@ -151,13 +152,15 @@ class RedisIngest(IngestBroker):
         return self._results.read(session)
 
     async def _read_results(self) -> None:
-        """Route this node's outcomes to their sessions; notice outages and recover."""
-        last = b"$"
+        """Route this node's outcomes to their sessions; notice outages and recover.
+
+        Supervised (restarted if it ever raises); it goes on from the last entry it read.
+        """
         backoff = Backoff(self.config.max_backoff_s)
         while True:
             try:
                 reply: Any = await self.link.redis.xread(
-                    {self.results_key: last}, count=512, block=500
+                    {self.results_key: self._last}, count=512, block=500
                 )
             except FAILURES as exc:
                 self._down(exc)
@@ -168,15 +171,16 @@ class RedisIngest(IngestBroker):
             self.link.up()
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
-                    last = entry_id
+                    self._last = entry_id
                     self._route(fields)
             self._sweep_lost()
 
     def _route(self, fields: Fields) -> None:
         try:
             outcome = decode_outcome(fields)
-        except (WireError, ValueError) as exc:
-            log.warning("unreadable outcome on %s: %s", self.results_key, exc)
+        except WireError as exc:
+            metrics.RESULTS_MALFORMED.inc()
+            log.warning("unreadable outcome on %s skipped: %s", self.results_key, exc)
             return
         job = outcome.job
         mine = self._outstanding.get(job.session, {}).pop(job.token, None)

@@ -24,8 +24,8 @@ import socket
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from emostream import metrics
@@ -81,6 +81,7 @@ class RedisLink:
         return f"{self.config.prefix}:results:{node}"
 
     def where(self) -> str:
+        """Host and port only: what logs and ``/readyz`` may show (never the password)."""
         kw = self.redis.connection_pool.connection_kwargs
         return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
@@ -89,6 +90,11 @@ class RedisLink:
         if self.problem is not None:
             return False
         self.problem = f"Redis at {self.where()} unreachable: {exc or type(exc).__name__}"
+        if isinstance(exc, AuthenticationError):  # a wrong or missing password, not an outage
+            self.problem = (
+                f"Redis at {self.where()} refused our credentials: {exc} (the password goes "
+                "in the broker URL: redis://:PASSWORD@HOST:PORT/DB; docs/SECURITY.md)"
+            )
         log.warning("%s; retrying with backoff", self.problem)
         metrics.BROKER_UP.set(0)
         return True

@@ -1,10 +1,15 @@
 """The worker side of the Redis broker: take batches from the group, publish outcomes.
 
 Workers ack and count jobs that are past their deadline instead of running them, and ack
-and count entries they cannot read (``malformed``) instead of crashing. A worker that dies
+and count entries they cannot read (``malformed``: any ``WireError``, a job of another
+modality, a reply stream that is not an ingest node's) on the stream they were read from,
+instead of crashing; a job whose header is readable but whose frame is not fails alone
+(its session is told). Nothing an entry holds makes ``take`` raise. A worker that dies
 leaves its jobs pending in the group; every worker runs ``XAUTOCLAIM`` every
 ``claim_interval_ms`` for entries idle longer than ``claim_idle_ms`` and runs or drops
-(stale) them. Outcomes are published before their jobs are acked: at least once.
+(stale) them; one delivered more than ``max_deliveries`` times is a poison that took down
+every worker that read it (a crash no check caught): acked as ``malformed``, not run.
+Outcomes are published before their jobs are acked: at least once.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from emostream import metrics
 from emostream.broker.base import WorkerBroker
 from emostream.broker.config import BrokerConfig
 from emostream.broker.redis_link import FAILURES, Backoff, RedisLink, default_consumer
-from emostream.broker.wire import Fields, WireError, decode_frame, encode_outcome, job_header
+from emostream.broker.wire import (
+    Fields,
+    WireError,
+    decode_frame,
+    encode_outcome,
+    job_header,
+    payload_size,
+)
 from emostream.pipeline.jobs import DropReason, Job, Modality
 from emostream.pipeline.outcomes import Outcome, drop, fail
 
@@ -40,6 +52,7 @@ class RedisWorker(WorkerBroker):
         self._unreadable: dict[Modality, list[str]] = {}  # entries to ack without an outcome
         self._backoff = Backoff(config.max_backoff_s)
         self._depth_at: dict[Modality, float] = {}
+        self._reply_prefix = self.link.results_stream("")
 
     @property
     def problem(self) -> str | None:
@@ -114,6 +127,9 @@ class RedisWorker(WorkerBroker):
         except FAILURES as exc:
             self.link.down(exc)
             await asyncio.sleep(self._backoff.next())
+        except Exception:  # a bug here, not an entry (those are admitted or refused above)
+            log.exception("taking %s jobs failed; retrying", modality)
+            await asyncio.sleep(self._backoff.next())
         if self._early or self._unreadable:
             early, self._early = self._early, []
             await self.publish(early)
@@ -149,30 +165,39 @@ class RedisWorker(WorkerBroker):
         return []
 
     def _admit(self, modality: Modality, entry_id: str, fields: Fields) -> Job | None:
-        """A runnable job, or None after dealing with a stale or unreadable entry."""
+        """A runnable job, or None after dealing with a stale or unreadable entry.
+
+        Unreadable entries are acked on ``modality``'s stream, the one they were read
+        from, whatever they claim to be: acked anywhere else they would stay pending and
+        be claimed and re-read forever.
+        """
         try:
             job = job_header(fields, entry_id)
-        except (WireError, ValueError) as exc:
-            metrics.FRAMES_DROPPED.labels(modality, DropReason.malformed.value).inc()
-            log.warning(
-                "malformed job %s on %s acked and dropped: %s",
-                entry_id,
-                self.link.stream(modality),
-                exc,
-            )
-            self._unreadable.setdefault(modality, []).append(entry_id)
+            if job.modality != modality:
+                raise WireError(f"a {job.modality} job on the {modality} stream")
+            if job.reply_to and not job.reply_to.startswith(self._reply_prefix):
+                raise WireError(f"reply_to {job.reply_to[:64]!r} is not a results stream")
+        except WireError as exc:
+            self._refuse(modality, entry_id, str(exc))
             return None
         if job.deadline < time.monotonic():
             self._early.append(drop(job, DropReason.deadline))
             return None
         try:
-            job.payload = decode_frame(fields)
+            job.payload = decode_frame(fields, payload_size(job.info))
         except WireError as exc:
             failed = fail(job, f"bad payload: {exc}")
             log.warning("job %s of session %s: %s", entry_id, job.session, failed.error)
             self._early.append(failed)
             return None
         return job
+
+    def _refuse(self, modality: Modality, entry_id: str, why: str) -> None:
+        """Count an entry as malformed and ack it (with the next publish), never run it."""
+        metrics.FRAMES_DROPPED.labels(modality, DropReason.malformed.value).inc()
+        stream = self.link.stream(modality)
+        log.warning("malformed job %s on %s acked and dropped: %s", entry_id, stream, why)
+        self._unreadable.setdefault(modality, []).append(entry_id)
 
     async def publish(self, outcomes: list[Outcome]) -> None:
         """Send outcomes to their ingest nodes, then ack their jobs (at least once)."""
@@ -184,13 +209,18 @@ class RedisWorker(WorkerBroker):
         for outcome in outcomes:
             job = outcome.job
             if job.reply_to and job.session:
-                pipe.xadd(
-                    job.reply_to,
-                    cast(Any, encode_outcome(outcome)),
-                    maxlen=self.config.results_max_len,
-                    approximate=True,
-                )
-                targets.add(job.reply_to)
+                try:
+                    fields = encode_outcome(outcome)
+                except (ValueError, TypeError) as exc:  # acked all the same: never re-run
+                    log.warning("outcome of job %s cannot be encoded: %s", job.token, exc)
+                else:
+                    pipe.xadd(
+                        job.reply_to,
+                        cast(Any, fields),
+                        maxlen=self.config.results_max_len,
+                        approximate=True,
+                    )
+                    targets.add(job.reply_to)
             if job.token:
                 acks.setdefault(job.modality, []).append(job.token)
         for target in targets:
@@ -220,8 +250,28 @@ class RedisWorker(WorkerBroker):
             return []
         metrics.JOBS_RECLAIMED.labels(modality).inc(len(entries))
         log.info("claimed %d pending job(s) on %s", len(entries), self.link.stream(modality))
-        jobs = [self._admit(modality, e[0].decode(), e[1]) for e in entries]
+        delivered = await self._deliveries(modality, [e[0] for e in entries])
+        jobs = []
+        for entry_id, fields in entries:
+            times = delivered.get(entry_id, 0)
+            if times > cfg.max_deliveries:  # every worker that read it so far died on it
+                why = f"delivered {times} times, never answered"
+                self._refuse(modality, entry_id.decode(), why)
+                continue
+            jobs.append(self._admit(modality, entry_id.decode(), fields))
         return [j for j in jobs if j is not None]
+
+    async def _deliveries(self, modality: Modality, ids: list[bytes]) -> dict[bytes, int]:
+        """How many times each of these pending entries has been delivered to a worker."""
+        reply: Any = await self.link.redis.xpending_range(
+            self.link.stream(modality),
+            self.config.group,
+            min=min(ids, key=_entry_order),
+            max=max(ids, key=_entry_order),
+            count=len(ids) + 256,
+            consumername=self.consumer,
+        )
+        return {p["message_id"]: int(p["times_delivered"]) for p in reply}
 
     async def _forget_idle_consumers(self, modality: Modality) -> None:
         """Consumers of workers that are gone and hold nothing: remove them from the group."""
@@ -244,3 +294,7 @@ class RedisWorker(WorkerBroker):
         stream = self.link.stream(modality)
         n = await self.link.depth(keys=[stream], args=[self.config.group, 100_000])
         return int(n)
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, ...]:
+    return tuple(int(part) for part in entry_id.split(b"-"))

@@ -47,11 +47,30 @@ class Analyzer(Protocol):
         """One outcome per job, in order. Runs in the inference thread, never the loop."""
 
 
+def _run(analyzer: Analyzer, jobs: Sequence[Job]) -> list[Outcome]:
+    """``analyzer.run``, held to its contract: one outcome per job, or it raises."""
+    ran = analyzer.run(jobs)
+    if len(ran) != len(jobs):
+        raise RuntimeError(f"{len(ran)} outcomes for {len(jobs)} jobs")
+    return ran
+
+
+def _alone(analyzer: Analyzer, job: Job) -> Outcome:
+    try:
+        (outcome,) = _run(analyzer, [job])
+    except Exception as exc:
+        log.warning("%s job %s/%d failed: %r", analyzer.modality, job.session, job.seq, exc)
+        return fail(job, f"inference failed: {type(exc).__name__}")
+    return outcome
+
+
 def run_batch(analyzer: Analyzer, jobs: Sequence[Job]) -> list[Outcome]:
     """Drop jobs past their deadline, run the rest as one batch, record every metric.
 
-    An analyzer that raises fails its whole batch (each job told, counted ``error``)
-    rather than the worker: one bad batch never stops the next.
+    A job that fails fails alone: when the analyzer raises on a batch, each of its jobs is
+    run again by itself, so only the job(s) that make it raise are ``Failed`` (counted
+    ``error``) and the other sessions' frames of that batch are still scored. Nothing an
+    analyzer raises leaves this function: one bad job never stops the worker.
     """
     started = time.monotonic()
     modality = analyzer.modality
@@ -63,11 +82,12 @@ def run_batch(analyzer: Analyzer, jobs: Sequence[Job]) -> list[Outcome]:
         else:
             live.append(i)
     if live:
+        batch = [jobs[i] for i in live]
         try:
-            ran = analyzer.run([jobs[i] for i in live])
+            ran = _run(analyzer, batch)
         except Exception:
-            log.exception("%s batch of %d failed", modality, len(live))
-            ran = [fail(jobs[i], "inference failed") for i in live]
+            log.exception("%s batch of %d failed; running its jobs one by one", modality, len(live))
+            ran = [_alone(analyzer, job) for job in batch]
         done = time.monotonic()
         metrics.BATCH_SIZE.labels(modality).observe(len(live))
         metrics.STAGE_LATENCY.labels("inference", modality).observe(done - started)

@@ -37,6 +37,8 @@ class FrameInfo:
     ``scale`` is payload pixels per source pixel (the frame was downscaled once on
     arrival), so boxes found on the payload go back to source pixels as ``box / scale``.
     ``detect`` False means the whole frame is one aligned face (``--no-detect``).
+    A scale of 0, NaN or above 1 (or a size below 1 px) is refused here, where the frame
+    info is made, so it can never reach a batch and break the other jobs in it.
     """
 
     modality: ClassVar[Modality] = "face"
@@ -44,6 +46,12 @@ class FrameInfo:
     height: int
     scale: float = 1.0
     detect: bool = True
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.scale) and 0 < self.scale <= 1):
+            raise ValueError(f"frame scale {self.scale} is not in (0, 1]")
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"frame size {self.width}x{self.height} is not at least 1x1")
 
 
 @dataclass

@@ -51,6 +51,7 @@
   let dc = null;
   let stream = null;
   let sessionId = null;
+  let sessionToken = null; // the session's own bearer token, for ending it
   let statsTimer = null;
   let latest = null; // {msg, at}
   let labels = []; // class names in the server's order
@@ -190,10 +191,11 @@
         throw new Error(`The server refused the offer (${res.status}): ${why}`);
       }
       if (peer !== pc) {
-        endSession(body.session_id);
+        endSession(body.session_id, body.session_token);
         return;
       }
       sessionId = body.session_id;
+      sessionToken = body.session_token || null;
       setText(ui.session, sessionId);
       await peer.setRemoteDescription({ type: 'answer', sdp: body.sdp });
       statsTimer = setInterval(pollStats, 1000);
@@ -204,11 +206,11 @@
     }
   }
 
-  function endSession(id) {
+  function endSession(id, secret) {
     if (!id) return;
     fetch(`v1/sessions/${encodeURIComponent(id)}`, {
       method: 'DELETE',
-      headers: headers(),
+      headers: secret ? { Authorization: `Bearer ${secret}` } : headers(),
       keepalive: true,
     }).catch(() => {});
   }
@@ -216,8 +218,9 @@
   function stop() {
     clearInterval(statsTimer);
     statsTimer = null;
-    endSession(sessionId);
+    endSession(sessionId, sessionToken);
     sessionId = null;
+    sessionToken = null;
     if (dc) dc.close();
     if (pc) pc.close();
     if (stream) for (const t of stream.getTracks()) t.stop();
@@ -597,7 +600,7 @@
   ui.mirror.addEventListener('change', () => {
     ui.stage.classList.toggle('mirrored', ui.mirror.checked);
   });
-  window.addEventListener('pagehide', () => endSession(sessionId));
+  window.addEventListener('pagehide', () => endSession(sessionId, sessionToken));
   showState();
   requestAnimationFrame(frame);
 })();
