@@ -77,6 +77,10 @@ QUEUE_DEPTH = Gauge(
     ["modality"],
 )
 ACTIVE_SESSIONS = Gauge("emostream_active_sessions", "WebRTC sessions open on this ingest node")
+ASYNCIO_TASKS = Gauge(
+    "emostream_asyncio_tasks",
+    "asyncio tasks alive in this process's event loop when /metrics was scraped",
+)
 BROKER_UP = Gauge(
     "emostream_broker_up",
     "1 while this process reaches its broker (always 1 for the in-process one)",

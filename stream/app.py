@@ -9,6 +9,7 @@ event loop keeps answering health checks and other sessions while a big image is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
+        metrics.ASYNCIO_TASKS.set(len(asyncio.all_tasks()))  # the soak bench's leak gauge
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(
