@@ -228,13 +228,15 @@ def broker_run(
 
 
 def setup_lines(k: int, interval: float, idle_s: float) -> list[str]:
+    share = {name: f"{w / sum(ENDINGS.values()):.0%}" for name, w in ENDINGS.items()}
     return [
         f"- {k} sessions at once, each a client process of its own publishing {VIDEO} "
         f"letterboxed to {WIDTH}x{HEIGHT} at {FPS} fps (VP8, relayed without re-encoding) "
         f"for a seeded random {SESSION_S[0]:.0f}-{SESSION_S[1]:.0f} s, then ending by "
-        "`DELETE` (half), by closing its peer connection without `DELETE` (a quarter) or "
-        "by `SIGKILL` (a quarter: the server finds out by its idle timeout, "
-        f"{idle_s:.0f} s); all inside a private network namespace. `memory`: one "
+        f"`DELETE` ({share['delete']}), by closing its peer connection without `DELETE` "
+        f"({share['hangup']}) or by `SIGKILL` ({share['vanish']}: the server finds out by "
+        f"its idle timeout, {idle_s:.0f} s); all inside a private network namespace. "
+        "`memory`: one "
         "`emostream serve` (embedded broker); `redis`: a redis-server, `emostream serve "
         "--broker redis://127.0.0.1:…` and one `emostream worker`; default settings.",
         f"- Every {interval:g} s: resident memory, threads and open fds of each process "
