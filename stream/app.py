@@ -15,6 +15,7 @@ listener (``server.metrics_port``) and off the main port.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.install()
+        metrics.count_tasks(asyncio.get_running_loop())
         listener = None
         if server.metrics_port:  # Prometheus' own server; /metrics is then not on our port
             listener, _ = start_http_server(server.metrics_port, addr=server.metrics_host)
