@@ -72,7 +72,7 @@ CONNECTION = re.compile(r"c=IN IP[46] [^ ]+")
 LINE = re.compile(r"[a-z]=")
 NUMBER = re.compile(r"[0-9]+")
 #: Unicode control characters (Cc) but CR and LF, and the line/paragraph separators.
-CONTROL = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 M_LINE = re.compile(r"m=([^ ]+) ([0-9]+) ([A-Z/]+) (.+)")  # what aiortc's parser matches
 RTP_KINDS = ("audio", "video")
 FORBIDDEN_PAYLOAD_TYPES = range(72, 77)  # RTCP packet types (RFC 5761)

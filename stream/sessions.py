@@ -66,13 +66,6 @@ class OfferRejectedError(ValueError):
     """aiortc could not apply the offer: a client error (400 ``bad_sdp``), not ours."""
 
 
-def parser_error(exc: BaseException) -> bool:
-    """An error of aiortc's parser (a ``StopIteration`` surfaces as ``RuntimeError``)."""
-    if isinstance(exc, RuntimeError):
-        return isinstance(exc.__cause__, StopIteration)
-    return isinstance(exc, PARSER_ERRORS)
-
-
 class SessionConfig(BaseModel):
     """``EMOSTREAM_SESSION__*``: how WebRTC sessions are admitted, read and ended."""
 
@@ -136,11 +129,12 @@ class Session:
             offer = RTCSessionDescription(sdp=offer_sdp, type="offer")
             await self.pc.setRemoteDescription(offer)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-        except (RuntimeError, *PARSER_ERRORS) as exc:
-            if not parser_error(exc):
+        except PARSER_ERRORS as exc:
+            raise OfferRejectedError(_why(exc)) from exc
+        except RuntimeError as exc:  # a StopIteration in a coroutine (``a=fmtp`` lookup)
+            if not isinstance(exc.__cause__, StopIteration):
                 raise
-            why = str(exc) or type(exc).__name__
-            raise OfferRejectedError(f"the offer could not be applied: {why}") from exc
+            raise OfferRejectedError(_why(exc)) from exc
         return self.pc.localDescription.sdp
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
@@ -215,6 +209,10 @@ class Session:
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(None)  # ends SSE streams
         self.subscribers.clear()
+
+
+def _why(exc: Exception) -> str:
+    return f"the offer could not be applied: {str(exc) or type(exc).__name__}"
 
 
 async def close_peer(pc: RTCPeerConnection, name: str) -> None:
