@@ -1,8 +1,10 @@
-"""A real SDP offer and the ways issue 12 broke it, for tests/test_sdp.py and tests/webrtc.
+"""Real SDP offers and the ways issue 12 broke them, for tests/test_sdp.py and tests/webrtc.
 
 ``fixtures/aiortc_offer.sdp`` is an offer aiortc made inside the test namespace: VP8/H.264
 video, Opus/G.722/G.711 audio and the ``emotions`` data channel, one BUNDLE, all ICE
-candidates. Everything here is text; nothing makes a peer connection.
+candidates. ``fixtures/chromium_offer.sdp`` is the one Chromium 156 sent to the demo page's
+server in the browser test (tests/e2e), as aiortc logged it. Everything here is text;
+nothing makes a peer connection.
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ import random
 import re
 from pathlib import Path
 
-_FIXTURE = Path(__file__).parent / "fixtures" / "aiortc_offer.sdp"
-#: CRLF whatever git did to the file's line ends.
-OFFER = "\r\n".join(_FIXTURE.read_text().splitlines()) + "\r\n"
+_FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _offer(name: str) -> str:
+    """CRLF whatever git did to the file's line ends."""
+    return "\r\n".join((_FIXTURES / name).read_text().splitlines()) + "\r\n"
+
+
+OFFER = _offer("aiortc_offer.sdp")
+CHROMIUM_OFFER = _offer("chromium_offer.sdp")
 
 
 def sub(pattern: str, repl: str, count: int = 0, sdp: str = OFFER) -> str:
@@ -94,10 +103,10 @@ def mutate(rng: random.Random, lines: list[str]) -> list[str]:
     return out
 
 
-def mutated_offers(seed: int, n: int, max_edits: int = 3) -> list[str]:
-    """``n`` offers of 1 to ``max_edits`` edits each, the same for the same seed."""
+def mutated_offers(seed: int, n: int, max_edits: int = 3, base: str = OFFER) -> list[str]:
+    """``n`` offers of 1 to ``max_edits`` edits of ``base`` each, the same for the same seed."""
     rng = random.Random(seed)
-    lines = OFFER.split("\r\n")[:-1]
+    lines = base.split("\r\n")[:-1]
     offers = []
     for _ in range(n):
         mutated = lines

@@ -1,8 +1,8 @@
-"""The SDP offer validator (stream/sdp.py), on mutations of a real aiortc offer.
+"""The SDP offer validator (stream/sdp.py), on mutations of real offers.
 
-``fixtures/aiortc_offer.sdp`` is an offer aiortc made inside the test namespace (video,
-audio and the ``emotions`` data channel). Each malformed form from issue 12 gets a 400
-``bad_sdp`` naming the problem. No peer connection is made here: aiortc's SDP parser alone
+The offers are real (``sdp_offers``): one aiortc made and one Chromium sent, both in the
+test namespace. Each malformed form from issue 12 gets a 400 ``bad_sdp`` naming the
+problem. No peer connection is made here: aiortc's SDP parser alone
 (``aiortc.sdp.SessionDescription.parse``, pure text) checks that whatever the validator
 lets through, aiortc can read.
 """
@@ -16,7 +16,7 @@ from aiortc.sdp import SessionDescription
 
 from emostream.stream.sdp import SdpError, check_offer
 
-from sdp_offers import BAD_OFFERS, OFFER, mutated_offers, sub
+from sdp_offers import BAD_OFFERS, CHROMIUM_OFFER, OFFER, mutated_offers, sub
 
 LIMIT = 64 * 1024
 
@@ -29,10 +29,16 @@ def refused(sdp: str, status: int = 400, code: str = "bad_sdp") -> str:
     return info.value.detail
 
 
-def test_the_real_offer_passes() -> None:
-    summary = check_offer(OFFER, LIMIT)
+@pytest.mark.parametrize("offer", [OFFER, CHROMIUM_OFFER], ids=["aiortc", "chromium"])
+def test_the_real_offers_pass(offer: str) -> None:
+    summary = check_offer(offer, LIMIT)
     assert summary.video and summary.audio and summary.has_data_channel
     assert {"vp8", "h264"} <= summary.media["video"]
+
+
+def test_chromium_offer_with_the_fingerprint_removed_is_refused() -> None:
+    detail = refused(sub(r"^a=fingerprint:.*\n", "", sdp=CHROMIUM_OFFER))
+    assert "the audio m-section at line 8 has no a=fingerprint" in detail
 
 
 def test_transport_attributes_at_session_level_pass() -> None:
@@ -210,10 +216,11 @@ def test_over_the_size_limit_is_413() -> None:
 # -- what passes the validator, aiortc's parser reads ----------------------------------------
 
 
-def test_what_the_validator_passes_aiortc_can_parse() -> None:
-    """Bounded and seeded: 1,500 offers of 1-3 edits, each refused with a reason or parsed."""
+@pytest.mark.parametrize("base", [OFFER, CHROMIUM_OFFER], ids=["aiortc", "chromium"])
+def test_what_the_validator_passes_aiortc_can_parse(base: str) -> None:
+    """Bounded and seeded: 1,000 offers of 1-3 edits, each refused with a reason or parsed."""
     passed = 0
-    for sdp in mutated_offers(seed=12, n=1500):
+    for sdp in mutated_offers(seed=12, n=1000, base=base):
         try:
             check_offer(sdp, LIMIT)
         except SdpError as exc:
