@@ -68,6 +68,32 @@ def bench_stream(
     typer.echo(scaleout.run(counts, _numbers("--workers", workers), broker, seconds, out))
 
 
+@app.command("soak")
+def bench_soak(
+    minutes: float = typer.Option(30.0, min=0.1, help="length of the loop, per broker"),
+    broker: str = typer.Option("both", help="memory, redis or both"),
+    sessions: int = typer.Option(4, min=1, help="sessions open at once"),
+    seed: int = typer.Option(12, help="seeds the sessions' lengths and endings"),
+    interval: float = typer.Option(5.0, min=0.5, help="seconds between samples"),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+) -> None:
+    """Sessions opened, streamed and closed in a loop; memory, threads, fds, tasks drawn.
+
+    Also writes soak.png and soak.json beside --out. Exits 1 when a session failed or got
+    no message (the section is written all the same).
+    """
+    require("matplotlib", extra="bench")
+    from emostream.bench import soak
+
+    if broker not in ("memory", "redis", "both"):
+        raise fail(f"--broker {broker!r}: memory, redis or both", EXIT_USAGE)
+    brokers = list(soak.BROKERS) if broker == "both" else [broker]
+    section, ok = soak.run(brokers, minutes, sessions, seed, interval, out)
+    typer.echo(section)
+    if not ok:
+        raise typer.Exit(1)
+
+
 @app.command("worker")
 def bench_worker(
     batches: str = typer.Option("1,2,4,8,16,32,64,128,256", help="batch sizes, comma-separated"),

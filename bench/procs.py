@@ -5,7 +5,8 @@ Each is started the way a container would start it (the console script, options 
 (or killed with SIGKILL where a test wants a crash). Waits are failure guards, never speed
 checks. Tests start from a clean environment (:func:`base_env`); benchmarks pass their own,
 so that the user's ``EMOSTREAM_*`` settings are what gets measured. Also here: the
-Prometheus text parser and the per-process CPU time both read off these processes.
+Prometheus text parser, the per-process CPU time and resources (:func:`usage`) all read
+off these processes.
 """
 
 from __future__ import annotations
@@ -65,6 +66,26 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (from /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one process holds now: resident memory, threads, open file descriptors."""
+
+    rss_mb: float
+    threads: int
+    fds: int
+
+
+def usage(pid: int) -> Usage:
+    """A process's :class:`Usage`, read from /proc/PID (status and fd/); raises
+    ``FileNotFoundError``/``ProcessLookupError`` once it has exited."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    rss_kb = int(status["VmRSS"].split()[0])
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return Usage(rss_kb / 1024, int(status["Threads"]), fds)
 
 
 def metric_by(text: str, name: str, key: str, **labels: str) -> dict[str, float]:

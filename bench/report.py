@@ -192,15 +192,27 @@ def read_section(out: Path, heading: str) -> str:
 @contextmanager
 def chart(path: Path, title: str, size: tuple[float, float]) -> Iterator[Axes]:
     """Axes to draw on; saved as a PNG at ``path`` with ``title`` when the block ends."""
+    with charts(path, "", size, 1, 1) as axes:
+        yield axes[0][0]
+        axes[0][0].set_title(title, fontsize=10)
+
+
+@contextmanager
+def charts(
+    path: Path, title: str, size: tuple[float, float], rows: int, cols: int
+) -> Iterator[list[list[Axes]]]:
+    """A ``rows`` x ``cols`` grid of axes (``axes[row][col]``), saved as one PNG at
+    ``path`` with ``title`` (if any) above them when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size, dpi=110)
+    fig, grid = plt.subplots(rows, cols, figsize=size, dpi=110, squeeze=False)
     try:
-        yield ax
-        ax.set_title(title, fontsize=10)
+        yield [list(row) for row in grid]
+        if title:
+            fig.suptitle(title, fontsize=11)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)

@@ -67,8 +67,9 @@ class RunResult:
         )
 
 
-def prepare_clip(src: Path) -> Path:
-    """woman2.mp4 letterboxed to 640x480, 15 fps, VP8 in WebM (made once, cached).
+def prepare_clip(src: Path, width: int = WIDTH, height: int = HEIGHT, fps: int = FPS) -> Path:
+    """woman2.mp4 letterboxed to ``width``x``height`` at ``fps``, VP8 in WebM (made once,
+    cached; 640x480 at 15 fps for this bench, smaller for the soak's).
 
     Played forward, backward, forward, backward (about 60 s): long enough that no client
     loops during a run, because aiortc's relay loses its pacing when a file restarts.
@@ -78,26 +79,26 @@ def prepare_clip(src: Path) -> Path:
 
     from emostream.paths import cache_dir
 
-    out = cache_dir() / "bench" / f"{src.stem}_{WIDTH}x{HEIGHT}_{FPS}_pingpong.webm"
+    out = cache_dir() / "bench" / f"{src.stem}_{width}x{height}_{fps}_pingpong.webm"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.webm")
     with av.open(str(src)) as inp, av.open(str(tmp), "w") as dst:
-        stream = dst.add_stream("libvpx", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream = dst.add_stream("libvpx", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.bit_rate = 1_000_000
         vin = inp.streams.video[0]
-        step = max(1, round(float(vin.average_rate or 30) / FPS))
+        step = max(1, round(float(vin.average_rate or 30) / fps))
         frames = [
             f.to_ndarray(format="bgr24") for i, f in enumerate(inp.decode(vin)) if i % step == 0
         ]
         for img in (frames + frames[::-1]) * 2:
             h, w = img.shape[:2]
-            s = min(WIDTH / w, HEIGHT / h)
+            s = min(width / w, height / h)
             small = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-            canvas = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-            y0, x0 = (HEIGHT - small.shape[0]) // 2, (WIDTH - small.shape[1]) // 2
+            canvas = np.zeros((height, width, 3), np.uint8)
+            y0, x0 = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
             canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
             for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="bgr24")):
                 dst.mux(packet)
@@ -270,16 +271,14 @@ def reading(results: list[RunResult]) -> str:
     return " ".join(goals)
 
 
-def the_clip() -> Path:
+def the_clip(width: int = WIDTH, height: int = HEIGHT, fps: int = FPS) -> Path:
     """The clients' clip, made from the shared data's woman2.mp4 (once, then cached)."""
     from emostream.paths import data_root
 
     root = data_root()
     if root is None or not (root / "media" / VIDEO).is_file():
-        raise SystemExit(
-            f"bench stream needs media/{VIDEO} from the shared data (set EMOSTREAM_DATA)"
-        )
-    return prepare_clip(root / "media" / VIDEO)
+        raise SystemExit(f"the bench needs media/{VIDEO} from the shared data (set EMOSTREAM_DATA)")
+    return prepare_clip(root / "media" / VIDEO, width, height, fps)
 
 
 def attempt(label: str, n: int, seconds: float, measure: Callable[[], RunResult]) -> RunResult:

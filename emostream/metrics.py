@@ -6,6 +6,7 @@ reason), so cardinality stays flat however many sessions run.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -77,6 +78,18 @@ QUEUE_DEPTH = Gauge(
     ["modality"],
 )
 ACTIVE_SESSIONS = Gauge("emostream_active_sessions", "WebRTC sessions open on this ingest node")
+ASYNCIO_TASKS = Gauge(
+    "emostream_asyncio_tasks",
+    "asyncio tasks alive in this process's event loop when /metrics was scraped",
+)
+
+
+def count_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Report ``loop``'s live tasks at each scrape, from whichever thread serves /metrics
+    (the soak bench's leak gauge; ``all_tasks`` retries if the set changes meanwhile)."""
+    ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
+
+
 BROKER_UP = Gauge(
     "emostream_broker_up",
     "1 while this process reaches its broker (always 1 for the in-process one)",

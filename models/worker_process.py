@@ -55,6 +55,7 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
     await broker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    metrics.count_tasks(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     for w in workers:

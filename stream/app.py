@@ -15,6 +15,7 @@ listener (``server.metrics_port``) and off the main port.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from starlette.exceptions import HTTPException
 
 from emostream import __version__, metrics
 from emostream.broker.base import IngestBroker
@@ -44,7 +46,12 @@ from emostream.settings import Settings
 from emostream.stream import logs, signalling
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
-from emostream.stream.errors import ApiError, api_error_handler, validation_handler
+from emostream.stream.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    validation_handler,
+)
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.sessions import SessionManager
 from emostream.supervise import readiness
@@ -114,6 +121,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logs.install()
+        metrics.count_tasks(asyncio.get_running_loop())
         listener = None
         if server.metrics_port:  # Prometheus' own server; /metrics is then not on our port
             listener, _ = start_http_server(server.metrics_port, addr=server.metrics_host)
@@ -143,6 +151,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.state.uploads = UploadBudget(state.settings.limits.max_upload_bytes_in_flight)
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,10 +1,18 @@
-"""HTTP errors with a JSON body ``{"error": code, "detail": sentence}`` (DESIGN.md)."""
+"""HTTP errors with a JSON body ``{"error": code, "detail": sentence}`` (DESIGN.md).
+
+Ours (``ApiError``), FastAPI's request validation, and Starlette's own ``HTTPException``
+(404 for an unknown path, 405 for a wrong method, ...) all leave through here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from http import HTTPStatus
+
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from emostream import metrics
 from emostream.schema import ErrorBody
@@ -24,16 +32,43 @@ def error_response(
     code: str,
     detail: str,
     endpoint: str = "",
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     metrics.REQUESTS_REJECTED.labels(endpoint or "other", code).inc()
     body = ErrorBody(error=code, detail=detail).model_dump()
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def endpoint_label(request: Request) -> str:
+    """The matched route's template (``/v1/sessions/{session_id}``), else ``other``.
+
+    Never the raw path: ids and made-up paths would give the metric unbounded labels.
+    """
+    return str(getattr(request.scope.get("route"), "path", "") or "other")
+
+
 async def api_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.detail, request.url.path, exc.headers)
+    return error_response(exc.status, exc.code, exc.detail, endpoint_label(request), exc.headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals as ``{error, detail}``, keeping their headers (``Allow``)."""
+    assert isinstance(exc, HTTPException)
+    status = HTTPStatus(exc.status_code)
+    if exc.status_code < 200 or exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    code = status.phrase.lower().replace(" ", "_").replace("-", "_")
+    detail = exc.detail if exc.detail != status.phrase else status.description
+    target = f"{request.method} {request.url.path}"[:120]
+    if exc.status_code == 404:
+        detail = f"no such endpoint: {target}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{target}: method not allowed; allowed: {allowed or 'none'}"
+    return error_response(
+        exc.status_code, code, detail, endpoint_label(request), headers=exc.headers
+    )
 
 
 async def validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -28,6 +28,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 from pydantic import BaseModel, Field
 
@@ -44,8 +45,26 @@ log = logging.getLogger(__name__)
 ACTIVE = metrics.ACTIVE_SESSIONS
 
 
+#: What aiortc's SDP parser and answer builder raise on an offer they cannot read: they
+#: index, unpack and look up without checking (``sdp.SessionDescription.parse``), and
+#: ``OperationError`` for an m-section with no codec in common.
+PARSER_ERRORS = (
+    AttributeError,
+    AssertionError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+    OperationError,
+)
+
+
 class SessionLimitError(RuntimeError):
     pass
+
+
+class OfferRejectedError(ValueError):
+    """aiortc could not apply the offer: a client error (400 ``bad_sdp``), not ours."""
 
 
 class SessionConfig(BaseModel):
@@ -106,11 +125,22 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     async def answer(self, offer_sdp: str) -> str:
-        """Apply the offer; the answer comes back with all ICE candidates (no trickle)."""
+        """Apply the offer; the answer comes back with all ICE candidates (no trickle).
+
+        Raises :class:`OfferRejectedError` when aiortc cannot read or answer the offer.
+        """
         await self.broker.open_session(self.id)
         self._spawn(self._send_results(), f"{self.id}-results")
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        try:
+            offer = RTCSessionDescription(sdp=offer_sdp, type="offer")
+            await self.pc.setRemoteDescription(offer)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except PARSER_ERRORS as exc:
+            raise OfferRejectedError(_why(exc)) from exc
+        except RuntimeError as exc:  # a StopIteration in a coroutine (``a=fmtp`` lookup)
+            if not isinstance(exc.__cause__, StopIteration):
+                raise
+            raise OfferRejectedError(_why(exc)) from exc
         return self.pc.localDescription.sdp
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
@@ -178,7 +208,37 @@ class Session:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        await self.pc.close()
+        await close_peer(self.pc, self.id)
+
+
+def _why(exc: Exception) -> str:
+    return f"the offer could not be applied: {str(exc) or type(exc).__name__}"
+
+
+async def close_peer(pc: RTCPeerConnection, name: str) -> None:
+    """``pc.close()``, which never raises: after a half-applied offer it can.
+
+    aiortc's ``close`` stops the senders, the SCTP transport, then every DTLS and ICE
+    transport; an offer that failed half-way can leave the SCTP transport without a DTLS
+    transport, so ``close`` raises before it reaches the others. Their sockets are then
+    closed here, one by one, so none is left open.
+    """
+    try:
+        await pc.close()
+        return
+    except Exception as exc:  # clean-up of a broken peer: log it, then close what is left
+        log.warning("session %s: closing its peer connection failed (%r)", name, exc)
+    dtls = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls.append(pc.sctp.transport)
+    for transport in dtls:
+        if transport is None:
+            continue
+        for stop in (transport.stop, transport.transport.stop):
+            try:
+                await stop()
+            except Exception as exc:  # keep going: the next transport's socket matters
+                log.warning("session %s: stopping a transport failed (%r)", name, exc)
 
 
 class SessionManager:

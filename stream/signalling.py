@@ -14,7 +14,6 @@ these when set, and a session answers only its creator or its own ``session_toke
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Literal
 
@@ -22,13 +21,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from emostream import safejson
 from emostream.settings import Settings
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import read_limited
 from emostream.stream.errors import ApiError
 from emostream.stream.fanout import SubscriberLimitError, event_stream
 from emostream.stream.sdp import SdpError, check_offer
-from emostream.stream.sessions import Session, SessionLimitError, SessionManager
+from emostream.stream.sessions import (
+    OfferRejectedError,
+    Session,
+    SessionLimitError,
+    SessionManager,
+)
 
 HEARTBEAT_S = 15.0
 
@@ -73,8 +78,8 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             raise ApiError(exc.status, exc.code, exc.detail) from None
         except SessionLimitError as exc:
             raise ApiError(503, "too_many_sessions", str(exc)) from None
-        except (ValueError, AssertionError) as exc:  # aiortc's verdict on a malformed offer
-            raise ApiError(400, "bad_sdp", f"the offer could not be applied: {exc}") from None
+        except OfferRejectedError as exc:  # aiortc's verdict on what check_offer let through
+            raise ApiError(400, "bad_sdp", str(exc)) from None
 
     @r.post(
         "/v1/offer", response_model=Answer, responses={400: {}, 401: {}, 413: {}, 415: {}, 503: {}}
@@ -83,7 +88,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
         owner = guard.caller(request)
         body = await read_limited(request, settings.limits.max_sdp_bytes + 1024)
         try:
-            data = Offer.model_validate(json.loads(body))
+            data = Offer.model_validate(safejson.loads(body))
         except (ValueError, ValidationError) as exc:
             raise ApiError(
                 400, "bad_offer", f'send {{"sdp": ..., "type": "offer"}}: {exc}'.splitlines()[0]

@@ -163,6 +163,11 @@ def test_metrics_exposes_emostream_metrics(client: TestClient) -> None:
     assert "emostream_model_info" in names
 
 
+def test_metrics_count_the_event_loops_tasks(client: TestClient) -> None:
+    """The soak bench's leak gauge: at least the scrape's own task is alive."""
+    assert _counter(client, "emostream_asyncio_tasks") >= 1
+
+
 def test_metrics_count_predictions_after_a_predict(client: TestClient) -> None:
     before = _counter(client, "emostream_predictions_total", model=NAME, modality="face")
     response = client.post("/v1/predict?detect=false", content=_gray_png(), headers=PNG)

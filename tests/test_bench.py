@@ -1,4 +1,4 @@
-"""The shared bench helpers, and `bench face` / `bench stream` end to end on a scratch file.
+"""The shared bench helpers, and `bench face` / `stream` / `soak` end to end on a scratch file.
 
 No timing limits: the figures depend on the machine, so only the structure of what the
 benches write is checked (headings, columns, one row per measured case).
@@ -6,13 +6,21 @@ benches write is checked (headings, columns, one row per measured case).
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
 import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from emostream.bench import netns, procs
 from emostream.bench.report import HEADER, Section, read_section
+
+if TYPE_CHECKING:
+    from emostream.bench.soak_report import BrokerRun
 
 
 def _table_header(section: str, first: str) -> list[str]:
@@ -103,3 +111,160 @@ def test_bench_stream_runs_in_a_namespace_of_its_own(
     assert "failed" not in row
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(line.startswith(f"emotest{proc.pid}_") for line in names.splitlines())
+
+
+# -- bench soak ------------------------------------------------------------------------------
+
+_HOLDER = """
+import sys, threading
+files = [open(sys.executable, "rb") for _ in range(int(sys.argv[1]))]
+stop = threading.Event()
+threads = [threading.Thread(target=stop.wait) for _ in range(int(sys.argv[2]))]
+for t in threads:
+    t.start()
+blob = bytearray(int(sys.argv[3]) * 2**20)
+blob[::4096] = b"x" * len(blob[::4096])  # touched, so resident
+print("ready", flush=True)
+sys.stdin.read()
+stop.set()
+"""
+
+
+def _holder(files: int, threads: int, mb: int) -> tuple[subprocess.Popen[str], procs.Usage]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(files), str(threads), str(mb)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc, procs.usage(proc.pid)
+
+
+def test_usage_reads_a_process_resources_from_proc() -> None:
+    small, few = _holder(0, 0, 0)
+    big, many = _holder(7, 3, 64)
+    try:
+        assert many.fds - few.fds == 7
+        assert many.threads - few.threads == 3
+        assert many.rss_mb - few.rss_mb > 60  # 64 MiB touched = 67 MB
+    finally:
+        for p in (small, big):
+            p.communicate("", timeout=30)
+    with pytest.raises(FileNotFoundError):
+        procs.usage(big.pid)
+
+
+def _rows(values: list[float], step: float = 1.0, threads: int = 10) -> list[list[float]]:
+    return [[i * step, v, threads, 20, 5] for i, v in enumerate(values)]
+
+
+def test_soak_growth_is_robust_to_a_spike_and_sees_a_slope() -> None:
+    from emostream.bench.soak_report import growth_mb, level, trend_mb_per_hour, window_s
+
+    flat = _rows([150.0] * 10 + [200.0] + [200.0] * 100)  # warm-up to t=10, then flat
+    flat[60][1] = 900.0  # one spike in the middle
+    flat[108][1] = 400.0  # and one in the last window
+    assert window_s(10, 110) == 10
+    assert growth_mb(flat, 10, 110) == 0.0
+    assert trend_mb_per_hour(flat, 10, 110) == pytest.approx(0.0, abs=2000)
+    assert level(flat, 1, 0, 5) == 150.0
+    assert level(flat, 1, 500, 600) == 200.0  # no sample there: the nearest one
+
+    rising = _rows([100.0 + 0.3 * i for i in range(111)])  # +0.3 MB/s = +1080 MB/h
+    assert growth_mb(rising, 10, 110) == pytest.approx(0.3 * 90, abs=0.01)
+    assert trend_mb_per_hour(rising, 10, 110) == pytest.approx(1080)
+    assert math.isnan(trend_mb_per_hour(rising[:1], 0, 110))
+
+
+def _broker_run(final_fds: int, final_sessions: float, rss: list[float]) -> BrokerRun:
+    from emostream.bench.soak_report import BrokerRun, Series, SessionRecord
+
+    serve = Series("serve", _rows(rss))
+    serve.rows[-1][3] = final_fds
+    run = BrokerRun("memory", checkpoint=5, warmup_end=10, load_end=len(rss) - 5)
+    run.processes = [serve, Series("redis-server", _rows([10.0 + i for i in rss]), goal=False)]
+    run.active = [[0, 0], [20, 3], [len(rss) - 1, final_sessions]]
+    run.sessions = [SessionRecord(1, 5, "delete", 40), SessionRecord(2, 6, "vanish", 0)]
+    return run
+
+
+def test_soak_verdict_checks_growth_and_what_is_left() -> None:
+    from emostream.bench.soak_report import left_over, verdict
+
+    good = _broker_run(20, 0, [150.0] * 100)
+    assert left_over(good.processes[0], good.checkpoint) == {}
+    v = verdict([good])
+    assert v.growth_ok and v.clean_ok and v.lines[0].startswith("Growth after warm-up under 20")
+    assert [s.ending for s in good.failed] == ["vanish"]  # no messages
+
+    leaky = _broker_run(23, 1, [150.0 + i for i in range(100)])  # +1 MB/s, 3 fds, 1 session
+    assert left_over(leaky.processes[0], leaky.checkpoint) == {"fds": (20, 23)}
+    v = verdict([leaky])
+    assert not v.growth_ok and not v.clean_ok
+    assert "memory serve fds 20 → 23" in v.lines[1] and "1 sessions still open" in v.lines[1]
+    assert "redis-server" not in " ".join(v.lines)  # not held to the goals
+
+
+def test_soak_plans_are_seeded_and_mixed() -> None:
+    from emostream.bench.soak import ENDINGS, SESSION_S, plans, warmup_seconds
+
+    first = list(itertools.islice(plans(3), 200))
+    assert first == list(itertools.islice(plans(3), 200))
+    assert first != list(itertools.islice(plans(4), 200))
+    assert all(SESSION_S[0] <= p.seconds <= SESSION_S[1] for p in first)
+    assert {p.ending for p in first} == set(ENDINGS)
+    assert warmup_seconds(1800) == 180 and warmup_seconds(120) == 30 and warmup_seconds(18) == 9
+
+
+def test_soak_section_and_figure(tmp_path: Path) -> None:
+    from emostream.bench.soak import SECTION, setup_lines
+    from emostream.bench.soak_report import draw, render
+
+    runs = [_broker_run(20, 0, [150.0] * 100), _broker_run(20, 0, [160.0] * 100)]
+    runs[1].broker = "redis"
+    out = tmp_path / "BENCHMARKS.md"
+    png = draw(runs, tmp_path / "soak.png", "soak")
+    text = render(runs, Section(SECTION, "emostream bench soak", out), png, setup_lines(4, 5, 10))
+    text.write()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    section = read_section(out, SECTION)
+    assert "![soak: resources over time](soak.png)" in section
+    assert _table_header(section, "broker")[-1] == "open at the end"
+    assert "| redis | redis-server | 170 / 170 / 170 |" in section
+    assert "Growth after warm-up under 20 MB: met" in section
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_bench_soak_on_both_brokers(tmp_path: Path, repo: object, media: Path) -> None:
+    """A short soak, both brokers, in a namespace of its own: section, figure, samples."""
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"bench soak needs a private network namespace: {reason}")
+    if procs.REDIS_SERVER is None:
+        pytest.skip("redis-server not installed")
+    from emostream.bench.soak import SECTION
+
+    out = tmp_path / "BENCHMARKS.md"
+    argv = [*procs.EMOSTREAM, "bench", "soak", "--minutes", "0.3", "--sessions", "2"]
+    argv += ["--broker", "both", "--interval", "1", "--out", str(out)]
+    env = procs.base_env(EMOSTREAM_SESSION__IDLE_TIMEOUT_S="3")
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == read_section(out, SECTION).strip()
+    assert (tmp_path / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "soak.json").read_text())
+    assert data["columns"] == ["t", "rss_mb", "threads", "fds", "tasks"]
+    runs = {r["broker"]: r for r in data["runs"]}
+    assert sorted(runs) == ["memory", "redis"]
+    assert [p["name"] for p in runs["redis"]["processes"]] == ["serve", "worker", "redis-server"]
+    for run in runs.values():
+        assert run["sessions"] and all(s["messages"] > 0 for s in run["sessions"])
+        assert max(a[1] for a in run["active"]) >= 1 and run["active"][-1][1] == 0
+        for p in run["processes"]:
+            assert len(p["rows"]) >= 10
+            assert all(r[1] > 5 and r[2] >= 1 and r[3] >= 3 for r in p["rows"])
+            if p["name"] != "redis-server":
+                assert all(r[4] >= 1 for r in p["rows"])  # asyncio tasks from /metrics
+    assert "| memory | serve |" in proc.stdout and "| redis | worker |" in proc.stdout

@@ -104,6 +104,7 @@ def test_worker_serves_jobs_and_survives_garbage_on_the_stream(
         assert worker.counter("emostream_frames_processed_total", modality="face") == 1
         assert r.xpending(STREAM, GROUP)["pending"] == 0  # everything acked
         assert worker.counter("emostream_worker_info", worker="w1") == 1
+        assert worker.counter("emostream_asyncio_tasks") >= 1  # its loop, seen at the scrape
         r.close()
     finally:
         code = worker.stop()

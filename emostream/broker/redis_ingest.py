@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -34,6 +35,8 @@ from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger("emostream.broker.redis")
 
+ENCODE_THREADS = 2  # JPEG encoding releases the GIL; more than the cores buys nothing here
+
 
 class RedisIngest(IngestBroker):
     def __init__(self, config: BrokerConfig) -> None:
@@ -46,6 +49,9 @@ class RedisIngest(IngestBroker):
         self._waiting: dict[tuple[str, Modality], list[str]] = {}  # ids no worker read yet
         self._reader: Supervised | None = None
         self._last = b"$"  # the last results entry read (kept across reader restarts)
+        # Frames are JPEG-encoded off the loop in threads of our own: a fixed number, not
+        # the default executor's, which grows with the sessions that happen to overlap.
+        self._encoder = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="jpeg-encode")
 
     @property
     def problem(self) -> str | None:
@@ -79,6 +85,7 @@ class RedisIngest(IngestBroker):
         if self._reader is not None:
             await self._reader.stop()
         await self.link.close()
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     async def open_session(self, session: str) -> None:
         self._results.open(session)
@@ -116,8 +123,8 @@ class RedisIngest(IngestBroker):
             drop(job, DropReason.unavailable)  # the session was told once
             return
         try:
-            fields = await asyncio.to_thread(
-                encode_job, job, self.config.codec, self.config.jpeg_quality
+            fields = await asyncio.get_running_loop().run_in_executor(
+                self._encoder, encode_job, job, self.config.codec, self.config.jpeg_quality
             )
         except (ValueError, cv2.error) as exc:  # a frame that cannot go on the wire
             why = f"cannot encode frame {job.payload.shape} {job.payload.dtype}: {exc}"
