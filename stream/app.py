@@ -50,6 +50,7 @@ from emostream.stream.errors import (
     ApiError,
     api_error_handler,
     http_error_handler,
+    unexpected_error_handler,
     validation_handler,
 )
 from emostream.stream.media import MediaError, decode_image
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

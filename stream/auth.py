@@ -32,13 +32,17 @@ QUERY = "token"
 SESSION_TOKEN_HEADER = "X-Session-Token"
 
 
+#: RFC 6750: a 401 names the scheme it wants.
+CHALLENGE = 'Bearer realm="emostream"'
+
+
 def _identity(token: bytes) -> bytes:
     """Who a token is, for session ownership, without keeping the token itself around."""
     return hashlib.sha256(token).digest()
 
 
 def _unauthorized(detail: str, code: str = "unauthorized") -> ApiError:
-    return ApiError(401, code, detail)
+    return ApiError(401, code, detail, {"WWW-Authenticate": CHALLENGE})
 
 
 class Guard:

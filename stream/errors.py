@@ -1,7 +1,8 @@
 """HTTP errors with a JSON body ``{"error": code, "detail": sentence}`` (DESIGN.md).
 
 Ours (``ApiError``), FastAPI's request validation, and Starlette's own ``HTTPException``
-(404 for an unknown path, 405 for a wrong method, ...) all leave through here.
+(404 for an unknown path, 405 for a wrong method, ...) all leave through here, and so does
+an unexpected exception (a 500, which the tests and the fuzz suite treat as a bug).
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ async def validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
+    detail = f"{where}: {first.get('msg', 'invalid')}"
+    return error_response(422, "invalid_request", detail, endpoint_label(request))
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A bug of ours still answers ``{error, detail}`` (and is logged with its traceback by
+    Starlette, which re-raises it after this response): never a plain-text 500."""
     return error_response(
-        422, "invalid_request", f"{where}: {first.get('msg', 'invalid')}", request.url.path
+        500,
+        "internal_error",
+        "the server failed on this request; it is logged",
+        endpoint_label(request),
     )

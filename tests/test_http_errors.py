@@ -139,3 +139,23 @@ def test_loads_reads_what_json_loads_reads() -> None:
     for bad in (b"{not json", b"\xff\xfe\x00", b'"unterminated'):
         with pytest.raises(ValueError):
             safejson.loads(bad)
+
+
+def test_an_unexpected_exception_is_a_json_500_not_plain_text(tmp_path: Path) -> None:
+    """A bug of ours must not answer in another shape (the fuzz suite calls any 5xx a bug)."""
+    app = create_app(Settings(model_root=tmp_path))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        _error(c.get("/boom"), 500, "internal_error")
+
+
+def test_a_401_names_the_bearer_scheme(tmp_path: Path) -> None:
+    app = create_app(Settings(model_root=tmp_path, server={"api_tokens": ["s3cret"]}))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/v1/offer", json={"sdp": "v=0", "type": "offer"})
+        _error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"].startswith("Bearer ")
