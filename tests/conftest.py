@@ -22,6 +22,11 @@ from emostream.training.fer_import import NAME, import_fer
 from redis_server import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Hypothesis (the fuzz tests) caches under .hypothesis/ in the working directory even with
+# no example database; keep that with the other test output.
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(__file__).parent.parent / "test-output" / "hypothesis")
+)
 NO_DATA = "shared data not found: set EMOSTREAM_DATA to the folder holding fer2013/ and media/"
 
 
