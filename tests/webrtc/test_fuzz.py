@@ -65,6 +65,7 @@ from fuzz_inputs import (
     json_bytes,
     multipart_bodies,
     mutated_sdp,
+    notable_bodies,
     sdp_bytes,
     sdp_lines,
 )
@@ -204,8 +205,9 @@ class Sessions:
         if method == "DELETE" and reply.status == 200:
             self.live = [s for s in self.live if not url.split("?")[0].endswith("/" + quote(s))]
 
-    def end_created(self, method: str, reply: Reply) -> None:
-        """DELETE a session that a fuzzed POST created (2xx with an id or a Location)."""
+    def end_created(self, method: str, reply: Reply, token: str | None) -> None:
+        """DELETE, with the token that made it, a session that a fuzzed POST created (a 2xx
+        with an id or a Location)."""
         if method != "POST" or not 200 <= reply.status < 300:
             return
         location = reply.headers.get("location")
@@ -219,7 +221,7 @@ class Sessions:
             url = httpx.URL(f"{self.server.url}/v1/sessions/{quote(sid, safe='')}")
         else:
             return
-        r = self.http.delete(url, headers=_auth(OWNER))
+        r = self.http.delete(url, headers=_auth(token or OWNER))
         if r.status_code != 200:
             raise fault("DELETE of a created session failed", f"{url}: {r.status_code} {r.text}")
 
@@ -410,19 +412,23 @@ def fuzz_operation(
     guarded = path not in OPEN_PATHS
     faults = Faults(SHRINK)
 
-    @fuzz_settings(examples)
-    @given(st.data())
-    def one(data: st.DataObject) -> None:
-        sessions.ensure()
-        token = data.draw(st.sampled_from(TOKENS), label="token") if authenticated else None
-        built = build(data, server.url, method, path, op, offer, live=sessions.live, token=token)
+    def attempt(built: Built, token: str | None) -> None:
         with faults.collect():
             reply = exchange(http, kind, built.sent, server, log)
             try:
                 judge(reply, built, token)
             finally:
                 sessions.forget_ended(method, built.sent.url, reply)
-                sessions.end_created(method, reply)
+                sessions.end_created(method, reply, token)
+
+    @fuzz_settings(examples)
+    @given(st.data())
+    def one(data: st.DataObject) -> None:
+        sessions.ensure()
+        token = data.draw(st.sampled_from(TOKENS), label="token") if authenticated else None
+        attempt(
+            build(data, server.url, method, path, op, offer, live=sessions.live, token=token), token
+        )
 
     def judge(reply: Reply, built: Built, token: str | None) -> None:
         sent = built.sent
@@ -442,8 +448,19 @@ def fuzz_operation(
             )
         check_reply(kind, sent, reply, op, doc, log)
 
+    # First the notable bodies, each once (the random draws need not meet them all), on a
+    # live session where the path names one.
+    notable = notable_bodies(offer)
+    for ctype, body in notable:
+        sessions.ensure()
+        headers = {} if ctype is None else {"Content-Type": ctype.encode()}
+        if authenticated:
+            headers["Authorization"] = OWNER_AUTH
+        target = re.sub(r"\{\w+\}", sessions.live[0], path)
+        sent = Sent(method, server.url + target, headers, body)
+        attempt(Built(sent, uses_live=False, query_token=False), OWNER if authenticated else None)
     one()
-    faults.check(examples)
+    faults.check(len(notable) + examples)
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -733,7 +750,7 @@ def fuzz_sdp(
                     )
                 check_reply(kind, sent, reply, op, doc, log)
             finally:
-                sessions.end_created("POST", reply)
+                sessions.end_created("POST", reply, OWNER)
 
     test = given(mutated_sdp(offer))(one)
     known = known_bad_offers(offer)
