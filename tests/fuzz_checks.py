@@ -134,10 +134,12 @@ class Sent:
     url: str
     headers: dict[str, bytes] = field(default_factory=dict)
     body: bytes | None = None
+    note: str = ""  # e.g. how a mutated offer differs from the real one
 
     def __str__(self) -> str:
         body = "" if self.body is None else f"\n  body ({len(self.body)} B): {self.body[:300]!r}"
-        return f"  {self.method} {self.url[:300]}\n  headers: {self.headers}{body}"
+        note = f"\n  {self.note}" if self.note else ""
+        return f"  {self.method} {self.url[:300]}\n  headers: {self.headers}{body}{note}"
 
 
 @dataclass

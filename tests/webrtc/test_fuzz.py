@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import os
 import re
 import socket
@@ -693,6 +694,18 @@ def test_raw_http_errors_are_json(server: Server, log: ServerLog) -> None:
 # -- SDP mutations of a real offer --------------------------------------------------------
 
 
+def sdp_diff(base: str, sdp: str) -> str:
+    """The lines a mutated offer lost and gained (at most 12), and how it ends."""
+    changed = [
+        ln
+        for ln in difflib.unified_diff(sdp_lines(base), sdp_lines(sdp), lineterm="", n=0)
+        if ln[:1] in "+-" and not ln.startswith(("+++", "---"))
+    ]
+    shown = "\n    ".join(repr(ln)[:120] for ln in changed[:12])
+    more = f"\n    ... {len(changed) - 12} more" if len(changed) > 12 else ""
+    return f"offer diff:\n    {shown}{more}\n  ends with {sdp[-40:]!r} ({len(sdp)} chars)"
+
+
 def known_bad_offers(offer: str) -> list[str]:
     """Issue 12, item 5, and the refusals it asks for, as edits of a real offer."""
     lines = sdp_lines(offer)
@@ -741,6 +754,7 @@ def fuzz_sdp(
             sent = Sent(
                 "POST", server.url + path, headers, json_bytes({"sdp": sdp, "type": "offer"})
             )
+        sent.note = sdp_diff(offer, sdp)
         with faults.collect():
             reply = exchange(http, kind, sent, server, log)
             try:
