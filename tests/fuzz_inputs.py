@@ -311,7 +311,9 @@ MUTATIONS: st.SearchStrategy[Mutation] = st.one_of(
 
 
 def sdp_lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+    """The non-empty lines, split as aiortc splits them (``str.splitlines``: CR, LF, CRLF,
+    and the other Unicode line breaks)."""
+    return [ln for ln in sdp.splitlines() if ln]
 
 
 @st.composite

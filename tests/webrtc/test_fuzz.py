@@ -57,9 +57,6 @@ from fuzz_inputs import (
     JSON_VALUES,
     PATH_VALUES,
     QUERY_VALUES,
-    Insert,
-    RemoveAll,
-    Setup,
     deep_json,
     has_credentials,
     image_files,
@@ -70,6 +67,7 @@ from fuzz_inputs import (
     sdp_bytes,
     sdp_lines,
 )
+from sdp_offers import BAD_OFFERS, CHROMIUM_OFFER
 
 TOKENS = ("fuzz-token-a", "fuzz-token-b")
 OWNER = TOKENS[0]  # creates the live sessions the fuzz aims at
@@ -79,7 +77,7 @@ OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
 EVENTS = "/v1/sessions/{session_id}/events"  # the one place ?token= is allowed (EventSource)
 SCALE = float(os.environ.get("EMOSTREAM_FUZZ_SCALE", "1"))
 #: Examples per fuzzed operation (or endpoint), sized for about a minute on 2 cores.
-WITH_TOKEN, WITHOUT_TOKEN, OUTSIDE, RAW, SDP = 120, 40, 100, 60, 200
+WITH_TOKEN, WITHOUT_TOKEN, OUTSIDE, RAW, SDP, SDP_CHROMIUM = 120, 40, 100, 60, 200, 80
 #: Shrinking a failure can take minutes of requests (Hypothesis allows itself 5 per test),
 #: so CI reports the first example of each distinct fault (fuzz_checks.Faults) and fuzzes
 #: on; set this to stop at the first fault and shrink it instead (locally).
@@ -191,6 +189,7 @@ class Sessions:
     def __init__(self, server: Server, http: httpx.Client, offer: str) -> None:
         self.server, self.http, self.offer = server, http, offer
         self.live: list[str] = []
+        self.secrets: dict[str, str] = {}  # session id -> its own session_token, if any
 
     def ensure(self) -> None:
         if not self.live:
@@ -200,7 +199,14 @@ class Sessions:
                 headers=_auth(OWNER),
             )
             assert r.status_code == 200, r.text
-            self.live.append(r.json()["session_id"])
+            answer = r.json()
+            self.live.append(answer["session_id"])
+            if isinstance(answer.get("session_token"), str):
+                self.secrets[answer["session_id"]] = answer["session_token"]
+
+    def owners(self) -> set[str]:
+        """Tokens that may use the live sessions: OWNER, and their session tokens."""
+        return {OWNER} | {self.secrets[s] for s in self.live if s in self.secrets}
 
     def forget_ended(self, method: str, url: str, reply: Reply) -> None:
         if method == "DELETE" and reply.status == 200:
@@ -426,7 +432,8 @@ def fuzz_operation(
     @given(st.data())
     def one(data: st.DataObject) -> None:
         sessions.ensure()
-        token = data.draw(st.sampled_from(TOKENS), label="token") if authenticated else None
+        choices = sorted({*TOKENS, *sessions.owners()})  # API tokens and the session's own
+        token = data.draw(st.sampled_from(choices), label="token") if authenticated else None
         attempt(
             build(data, server.url, method, path, op, offer, live=sessions.live, token=token), token
         )
@@ -442,7 +449,7 @@ def fuzz_operation(
             check_error_body(kind, sent, reply)
             return
         allowed = (401, 403, 404, 405) if method == "PATCH" else (401, 403, 404)
-        if built.uses_live and token != OWNER and reply.status not in allowed:
+        if built.uses_live and token not in sessions.owners() and reply.status not in allowed:
             raise fault(
                 f"{kind} with another client's token answered {reply.status}",
                 f"the session belongs to {OWNER!r}\n{sent}",
@@ -706,41 +713,19 @@ def sdp_diff(base: str, sdp: str) -> str:
     return f"offer diff:\n    {shown}{more}\n  ends with {sdp[-40:]!r} ({len(sdp)} chars)"
 
 
-def known_bad_offers(offer: str) -> list[str]:
-    """Issue 12, item 5, and the refusals it asks for, as edits of a real offer."""
-    lines = sdp_lines(offer)
-
-    def edit(f: Callable[[list[str]], list[str]]) -> str:
-        return "\r\n".join(f(lines)) + "\r\n"
-
-    def sub(old: str, new: str) -> Callable[[list[str]], list[str]]:
-        return lambda ls: [new if ln.startswith(old) else ln for ln in ls]
-
-    vp8 = next(ln for ln in lines if "VP8/90000" in ln)
-    pt = vp8.split(":")[1].split()[0]
-    return [
-        edit(RemoveAll("a=setup")),
-        offer[: len(offer) // 2],
-        edit(Setup("nonsense")),
-        edit(lambda ls: [*ls[: ls.index(vp8) + 1], f"a=rtcp-fb:{pt}", *ls[ls.index(vp8) + 1 :]]),
-        edit(sub(vp8, f"a=rtpmap:{pt} VP8")),
-        edit(Insert(lines.index(vp8) + 1, "a=fmtp:55 x=1")),
-        edit(sub("a=mid:0", "a=mid:\x00")),
-        edit(RemoveAll("a=fingerprint")),
-        edit(RemoveAll("a=ice-ufrag")),
-        edit(RemoveAll("a=ice-pwd")),
-    ]
-
-
 def fuzz_sdp(
     server: Server,
     http: httpx.Client,
     doc: dict[str, Any],
     log: ServerLog,
     sessions: Sessions,
-    offer: str,
+    base: str,
     path: str,
+    *,
+    examples: int,
+    explicit: bool,
 ) -> None:
+    """Mutations of ``base`` to ``path``; with ``explicit``, issue 12's bad offers first."""
     op = doc["paths"][path]["post"]
     kind = f"POST {path} (SDP)"
     faults = Faults(SHRINK)
@@ -754,7 +739,7 @@ def fuzz_sdp(
             sent = Sent(
                 "POST", server.url + path, headers, json_bytes({"sdp": sdp, "type": "offer"})
             )
-        sent.note = sdp_diff(offer, sdp)
+        sent.note = sdp_diff(base, sdp)
         with faults.collect():
             reply = exchange(http, kind, sent, server, log)
             try:
@@ -766,12 +751,12 @@ def fuzz_sdp(
             finally:
                 sessions.end_created("POST", reply, OWNER)
 
-    test = given(mutated_sdp(offer))(one)
-    known = known_bad_offers(offer)
+    test = given(mutated_sdp(base))(one)
+    known = [bad for bad, _ in BAD_OFFERS.values()] if explicit else []
     for bad in known:
         test = example(bad)(test)
-    fuzz_settings(SDP)(test)()
-    faults.check(SDP + len(known))
+    fuzz_settings(examples)(test)()
+    faults.check(examples + len(known))
 
 
 @pytest.mark.timeout(400)
@@ -784,10 +769,20 @@ def test_mutated_offers(
     offer: str,
 ) -> None:
     sessions.close()  # the SDP fuzz needs no live session; free its slot
+    bases = [
+        ("a fresh aiortc offer", offer, SDP, True),
+        ("Chromium's", CHROMIUM_OFFER, SDP_CHROMIUM, False),
+    ]
     run_all(
         [
-            (f"SDP to {p}", lambda p=p: fuzz_sdp(server, http, doc, log, sessions, offer, p))
+            (
+                f"{name} to {p}",
+                lambda p=p, base=base, n=n, known=known: fuzz_sdp(
+                    server, http, doc, log, sessions, base, p, examples=n, explicit=known
+                ),
+            )
             for p in ("/v1/offer", "/whip")
+            for name, base, n, known in bases
         ]
     )
 
