@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -117,6 +117,11 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     settings = state.settings
     server = settings.server
     guard = Guard(server)
+
+    def guard_caller(request: Request) -> None:
+        """As a dependency, so the token is checked before the query is validated."""
+        guard.caller(request)
+
     logs.install()  # no token in the access log, whoever starts uvicorn
 
     @asynccontextmanager
@@ -212,7 +217,11 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     if not server.metrics_port:
 
-        @app.get("/metrics", responses={401: {}})
+        @app.get(
+            "/metrics",
+            response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}, 401: {}},
+        )
         async def prometheus_metrics(request: Request) -> Response:
             guard.metrics(request)
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -225,10 +234,11 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}, 503: {}},
     )
     async def predict(
-        request: Request, detect: bool = Query(True, description="false: the image is one face")
+        request: Request,
+        _: None = Depends(guard_caller),
+        detect: bool = Query(True, description="false: the image is one face"),
     ) -> FaceMessage:
         """One image (raw body or multipart ``file``) -> one face message."""
-        guard.caller(request)
         t0 = time.monotonic()
         face = state.face
         if face is None:

@@ -133,7 +133,7 @@ class OfferSummary:
 
 def check_offer(sdp: str, max_bytes: int) -> OfferSummary:
     """What the offer carries; raises :class:`SdpError` naming the first problem found."""
-    if len(sdp.encode()) > max_bytes:
+    if len(sdp.encode("utf-8", "surrogatepass")) > max_bytes:
         raise SdpError(413, "sdp_too_large", f"SDP offer is over {max_bytes} bytes")
     check_text(sdp)
     session, sections = parse(sdp)

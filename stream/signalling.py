@@ -98,7 +98,12 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             sdp=session.pc.localDescription.sdp, session_id=session.id, session_token=session.secret
         )
 
-    @r.post("/whip", status_code=201, responses={400: {}, 401: {}, 413: {}, 415: {}})
+    @r.post(
+        "/whip",
+        status_code=201,
+        response_class=Response,
+        responses={201: {"content": {"application/sdp": {}}}, 400: {}, 401: {}, 413: {}, 415: {}},
+    )
     async def whip(request: Request) -> Response:
         owner = guard.caller(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -149,7 +154,11 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             **s.view.summary(),  # latency_ms (p50/p95/p99/max), classes, dropped
         }
 
-    @r.get("/v1/sessions/{session_id}/events", responses={401: {}, 404: {}, 429: {}})
+    @r.get(
+        "/v1/sessions/{session_id}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 404: {}, 429: {}},
+    )
     async def events(session_id: str, request: Request) -> StreamingResponse:
         s = allowed(request, session_id, query=True)  # EventSource: ?token=
         try:
