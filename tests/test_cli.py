@@ -233,9 +233,9 @@ def test_a_flag_beats_the_environment_and_an_absent_flag_leaves_it(
 
     import emostream.stream.app
 
-    served: list[dict[str, object]] = []
+    served: list[uvicorn.Config] = []
     monkeypatch.setattr(emostream.stream.app, "create_app", lambda settings: settings)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append({"app": app, **kw}))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *a, **k: served.append(self.config))
     monkeypatch.setenv("EMOSTREAM_PORT", "9001")
     monkeypatch.setenv("EMOSTREAM_SERVER__PORT", "9002")
     monkeypatch.setenv("EMOSTREAM_HOST", "127.0.0.3")
@@ -245,12 +245,13 @@ def test_a_flag_beats_the_environment_and_an_absent_flag_leaves_it(
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(app, ["serve"])
     assert r.exit_code == 0, r.output
-    assert [(s["port"], s["host"], s["log_level"]) for s in served] == [
+    assert [(c.port, c.host, c.log_level) for c in served] == [
         (9003, "127.0.0.3", "warning"),
         (8000, "127.0.0.3", "info"),
         (9002, "127.0.0.3", "info"),
     ]
-    assert isinstance(served[0]["app"], Settings) and served[0]["app"].broker.url == "memory"
+    settings = served[0].app.app  # inside the body deadline of stream/server.py
+    assert isinstance(settings, Settings) and settings.broker.url == "memory"
 
 
 def test_worker_flags_land_in_the_worker_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,8 +15,8 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 class BrokerConfig(BaseModel):
     url: str = Field(
         default="memory",
-        description="'memory' (worker in this process) or redis://HOST:PORT/DB (workers run "
-        "separately: `emostream worker`); redis://:PASSWORD@HOST:PORT/DB, rediss:// for TLS",
+        description="'memory' (worker in this process) or redis://:PASSWORD@HOST:PORT/DB "
+        "(workers run separately: `emostream worker`; rediss:// = TLS)",
     )
     max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
     deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
