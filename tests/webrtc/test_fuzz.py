@@ -491,14 +491,18 @@ def test_the_document_lists_the_api(doc: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(400)
-def test_every_operation_with_a_valid_token(
+@pytest.mark.parametrize("authenticated", [True, False], ids=["valid-token", "no-valid-token"])
+def test_every_operation(
     server: Server,
     http: httpx.Client,
     doc: dict[str, Any],
     log: ServerLog,
     sessions: Sessions,
     offer: str,
+    authenticated: bool,
 ) -> None:
+    """Every documented operation, with one of our tokens and (all 401s) without one."""
+    examples = WITH_TOKEN if authenticated else WITHOUT_TOKEN
     run_all(
         [
             (
@@ -513,40 +517,8 @@ def test_every_operation_with_a_valid_token(
                     m,
                     p,
                     op,
-                    authenticated=True,
-                    examples=WITH_TOKEN,
-                ),
-            )
-            for m, p, op in operations(doc)
-        ]
-    )
-
-
-@pytest.mark.timeout(400)
-def test_every_operation_without_a_valid_token(
-    server: Server,
-    http: httpx.Client,
-    doc: dict[str, Any],
-    log: ServerLog,
-    sessions: Sessions,
-    offer: str,
-) -> None:
-    run_all(
-        [
-            (
-                f"{m} {p}",
-                lambda m=m, p=p, op=op: fuzz_operation(
-                    server,
-                    http,
-                    doc,
-                    log,
-                    sessions,
-                    offer,
-                    m,
-                    p,
-                    op,
-                    authenticated=False,
-                    examples=WITHOUT_TOKEN,
+                    authenticated=authenticated,
+                    examples=examples,
                 ),
             )
             for m, p, op in operations(doc)
