@@ -2,10 +2,9 @@
 
 It loads the production models (reporting a missing one, never faking it), says which
 ONNX Runtime provider it got and the batch size that provider gets, exposes its own
-``/metrics``, ``/healthz`` and ``/readyz`` (``probes.py``), and joins the consumer group.
-SIGTERM or SIGINT: stop reading, finish and publish the batch in progress (up to
-``drain_timeout_s``), leave the group, exit 0. Jobs it read but did not start stay pending
-and another worker claims them.
+``/metrics``, and joins the consumer group. SIGTERM or SIGINT: stop reading, finish and
+publish the batch in progress (up to ``drain_timeout_s``), leave the group, exit 0. Jobs it
+read but did not start stay pending and another worker claims them.
 """
 
 from __future__ import annotations
@@ -13,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+
+from prometheus_client import start_http_server
 
 from emostream import metrics
 from emostream.broker.factory import make_worker_broker
 from emostream.models.face import FaceAnalyzer
-from emostream.models.probes import serve_probes
 from emostream.models.worker import BatchWorker
 from emostream.settings import Settings
-from emostream.supervise import readiness
 
 log = logging.getLogger("emostream.worker")
 
@@ -36,16 +34,8 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
     name = getattr(broker, "consumer", "worker")
     config = settings.worker
     workers = [BatchWorker(broker, a, config) for a in analyzers]
-
-    def ready() -> tuple[str | None, dict[str, Any]]:  # read from the probes' thread
-        problem, tasks = readiness(t for w in workers for t in w.tasks)
-        return broker.problem or problem, tasks
-
-    probes = (
-        serve_probes(config.metrics_host, config.metrics_port, ready)
-        if config.metrics_port
-        else None
-    )
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.metrics_host)
     for a, w in zip(analyzers, workers, strict=True):
         metrics.WORKER_INFO.labels(name, a.provider, str(w.max_batch)).set(1)
         metrics.initialise("worker", a.modality)
@@ -82,6 +72,4 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
     for w in workers:
         await w.stop(drain_s=config.drain_timeout_s)
     await broker.close()
-    if probes is not None:
-        probes.shutdown()
     log.info("worker %s: stopped", name)

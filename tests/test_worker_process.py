@@ -8,14 +8,11 @@ is not there yet; SIGTERM ends it cleanly and it leaves the consumer group.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 import redis
@@ -108,11 +105,6 @@ def test_worker_serves_jobs_and_survives_garbage_on_the_stream(
         assert r.xpending(STREAM, GROUP)["pending"] == 0  # everything acked
         assert worker.counter("emostream_worker_info", worker="w1") == 1
         assert worker.counter("emostream_asyncio_tasks") >= 1  # its loop, seen at the scrape
-        probes = f"http://127.0.0.1:{worker.metrics_port}"
-        assert httpx.get(f"{probes}/healthz").json()["status"] == "ok"
-        ready = httpx.get(f"{probes}/readyz")
-        assert ready.status_code == 200, ready.text
-        assert ready.json()["tasks"]["face-worker"]["restarts"] == 0  # garbage killed nothing
         r.close()
     finally:
         code = worker.stop()
@@ -151,36 +143,3 @@ def test_a_worker_started_before_redis_waits_and_joins(
         assert worker.stop() == 0, worker.log()
         server.stop()
     assert "unreachable" in worker.log()
-
-
-def test_the_worker_probes_say_why_it_is_not_ready() -> None:
-    """``/readyz`` of the worker's listener: 503 with the reason, metrics on other paths."""
-    from wsgiref.util import setup_testing_defaults
-
-    from emostream.models.probes import probe_app
-
-    problem: list[str | None] = ["face-worker is down: RuntimeError('boom')"]
-    app = probe_app(lambda: (problem[0], {"face-worker": {"restarts": 3}}))
-
-    def get(path: str) -> tuple[str, bytes]:
-        environ: dict[str, Any] = {"PATH_INFO": path}
-        setup_testing_defaults(environ)
-        seen: list[str] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
-            seen.append(status)
-
-        body = b"".join(app(environ, start_response))
-        return seen[0], body
-
-    status, body = get("/readyz")
-    assert status.startswith("503") and json.loads(body)["reason"].startswith("face-worker")
-    problem[0] = None
-    status, body = get("/readyz")
-    assert status.startswith("200") and json.loads(body) == {
-        "ready": True,
-        "tasks": {"face-worker": {"restarts": 3}},
-    }
-    assert get("/healthz")[0].startswith("200")
-    status, body = get("/metrics")
-    assert status.startswith("200") and b"emostream_" in body
