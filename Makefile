@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # the core + ONNX Runtime (cpu) + the converters that `emostream models pull` runs; the
 # tests need every extra (bench, dashboards, mic: `all`) and the dev tools.
 DEMO_EXTRAS := cpu,convert
-TEST_EXTRAS := all,dev
+TEST_EXTRAS := all,train,dev
 DEMO_STAMP  := $(VENV)/.installed-demo
 TEST_STAMP  := $(VENV)/.installed-test
 # The coverage figure that `make test` prints (not a gate). Sources are in
