@@ -12,6 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+#: What a FER2013-style emotion score means, on every face-emotion card (imported or trained).
+FACE_EMOTION_USE = (
+    "Scores describe perceived facial expression in FER2013's seven categories, not a "
+    "person's inner state or intent. Not for decisions about individuals."
+)
+
 
 class ImageInput(BaseModel):
     """A face crop tensor: ``pixel * scale + offset`` after colour conversion and resize."""
@@ -60,6 +66,8 @@ class Source(BaseModel):
     sha256: str | None = None  # of the downloaded package
     url: str | None = None
     authors: str | None = None
+    run_id: str | None = Field(default=None, description="the MLflow run that trained it")
+    data: str | None = Field(default=None, description="the data it was trained on")
 
 
 class Evaluation(BaseModel):
@@ -69,6 +77,9 @@ class Evaluation(BaseModel):
     accuracy: float
     macro_recall: float
     per_class_recall: dict[str, float]
+    macro_f1: float | None = None
+    per_class_precision: dict[str, float] | None = None
+    ece: float | None = Field(default=None, description="expected calibration error, 15 bins")
     command: str
     measured_at: datetime
 

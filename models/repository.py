@@ -104,6 +104,11 @@ class ModelRepository:
             raise ModelMissingError(name, f"alias {alias_or_version!r} names missing {target!r}")
         return target
 
+    def next_version(self, name: str) -> str:
+        """One more than the highest numbered version (``1`` for a new model)."""
+        numbers = [int(v) for v in self.versions(name) if v.isdigit()]
+        return str(max(numbers, default=0) + 1)
+
     def version_dir(self, name: str, version: str) -> Path:
         return self.root / name / version
 
@@ -154,18 +159,27 @@ class ModelRepository:
             self.root / name / "aliases.json", (json.dumps(data, indent=2) + "\n").encode()
         )
 
-    def rollback(self, name: str, alias: str = PRODUCTION) -> str:
-        """Point the alias back at the version it named before the last promotion."""
+    def _rollback_plan(self, name: str, alias: str) -> tuple[str, list[str]]:
         data = self.aliases(name)
         history = _history(data)
         versions = self.versions(name)
         while history:
             previous = history.pop()
             if previous in versions and previous != data.get(alias):
-                data[alias] = previous
-                data["history"] = history
-                _atomic_write(
-                    self.root / name / "aliases.json", (json.dumps(data, indent=2) + "\n").encode()
-                )
-                return previous
+                return previous, history
         raise ModelMissingError(name, f"no earlier version of {alias!r} to roll back to")
+
+    def rollback_target(self, name: str, alias: str = PRODUCTION) -> str:
+        """The version :meth:`rollback` would point the alias at (nothing is written)."""
+        return self._rollback_plan(name, alias)[0]
+
+    def rollback(self, name: str, alias: str = PRODUCTION) -> str:
+        """Point the alias back at the version it named before the last promotion."""
+        previous, history = self._rollback_plan(name, alias)
+        data = self.aliases(name)
+        data[alias] = previous
+        data["history"] = history
+        _atomic_write(
+            self.root / name / "aliases.json", (json.dumps(data, indent=2) + "\n").encode()
+        )
+        return previous

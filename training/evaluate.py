@@ -10,6 +10,8 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +27,17 @@ class Report:
     classes: list[str]
     confusion: np.ndarray  # rows: true class, columns: predicted (card class order)
     predictions: np.ndarray  # (N,) predicted indices
+    probabilities: np.ndarray | None = None  # (N, classes), for calibration
+    labels: np.ndarray | None = None  # (N,) true indices, beside the probabilities
+
+    @classmethod
+    def from_probabilities(
+        cls, classes: list[str], labels: np.ndarray, probabilities: np.ndarray
+    ) -> Report:
+        k = len(classes)
+        preds = probabilities.argmax(axis=1)
+        confusion = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+        return cls(classes, confusion, preds, probabilities, labels)
 
     @property
     def samples(self) -> int:
@@ -41,6 +54,39 @@ class Report:
             for i, c in enumerate(self.classes)
         }
 
+    def per_class_precision(self) -> dict[str, float]:
+        cols = self.confusion.sum(axis=0)
+        return {
+            c: round(float(self.confusion[i, i] / cols[i]), 4) if cols[i] else 0.0
+            for i, c in enumerate(self.classes)
+        }
+
+    def per_class_f1(self) -> dict[str, float]:
+        p, r = self.per_class_precision(), self.per_class_recall()
+        return {c: round(2 * p[c] * r[c] / (p[c] + r[c]), 4) if p[c] + r[c] else 0.0 for c in p}
+
+    @property
+    def macro_f1(self) -> float:
+        return float(np.mean(list(self.per_class_f1().values())))
+
+    def calibration(self, bins: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per confidence bin: mean confidence, accuracy, count (top-1 probability)."""
+        if self.probabilities is None or self.labels is None:
+            raise ValueError("calibration needs the probabilities and labels")
+        conf = self.probabilities.max(axis=1)
+        right = (self.probabilities.argmax(axis=1) == self.labels).astype(float)
+        which = np.minimum((conf * bins).astype(int), bins - 1)
+        count = np.bincount(which, minlength=bins).astype(float)
+        mean_conf = np.bincount(which, conf, bins) / np.maximum(count, 1)
+        acc = np.bincount(which, right, bins) / np.maximum(count, 1)
+        return mean_conf, acc, count
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: |accuracy - confidence| averaged over bins by count."""
+        mean_conf, acc, count = self.calibration()
+        return float((np.abs(acc - mean_conf) * count).sum() / max(1.0, count.sum()))
+
     def predicted_distribution(self) -> dict[str, float]:
         counts = np.bincount(self.predictions, minlength=len(self.classes)).astype(float)
         counts /= counts.sum()
@@ -55,17 +101,15 @@ class Report:
             accuracy=round(self.accuracy, 4),
             macro_recall=round(float(np.mean(list(recall.values()))), 4),
             per_class_recall=recall,
+            macro_f1=round(self.macro_f1, 4),
+            per_class_precision=self.per_class_precision(),
+            ece=None if self.probabilities is None else round(self.ece, 4),
             command=command,
             measured_at=datetime.now(UTC),
         )
 
     def confusion_png(self, title: str) -> bytes:
-        require("matplotlib", extra="convert")
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         norm = self.confusion / np.maximum(1, self.confusion.sum(axis=1, keepdims=True))
         fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
         im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
@@ -86,11 +130,55 @@ class Report:
                 )
         ax.set_title(f"{title}\naccuracy {self.accuracy:.3f} on {self.samples} faces")
         fig.colorbar(im, ax=ax, fraction=0.046)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-        return buf.getvalue()
+        return _png(fig)
+
+    def reliability_png(self, title: str, bins: int = 15) -> bytes:
+        """Accuracy against confidence per bin (the diagonal is perfect calibration)."""
+        plt = _pyplot()
+        mean_conf, acc, count = self.calibration(bins)
+        edges = np.linspace(0, 1, bins + 1)
+        used = count > 0
+        fig, (ax, hx) = plt.subplots(
+            2, 1, figsize=(5.6, 6.4), dpi=100, sharex=True, height_ratios=[3, 1]
+        )
+        ax.bar(
+            edges[:-1][used],
+            acc[used],
+            width=1 / bins,
+            align="edge",
+            alpha=0.75,
+            edgecolor="black",
+            label="accuracy",
+        )
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+        ax.plot(mean_conf[used], acc[used], "o-", color="tab:red", ms=3, label="mean confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}\nexpected calibration error {self.ece:.3f}")
+        ax.legend(loc="upper left", fontsize=8)
+        hx.bar(edges[:-1], count, width=1 / bins, align="edge", color="tab:blue", alpha=0.6)
+        hx.set_xlabel("confidence (top-1 probability)")
+        hx.set_ylabel("faces")
+        return _png(fig)
+
+
+def _pyplot() -> ModuleType:
+    require("matplotlib", extra="convert")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def evaluate_fer2013(

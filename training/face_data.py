@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -129,7 +130,7 @@ def read(path: Path, progress: bool = True) -> dict[str, Split]:
 
 def save_npz(splits: dict[str, Split], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for name, s in splits.items():
         arrays[f"{name}_images"], arrays[f"{name}_labels"] = s.images, s.labels
     tmp = path.with_name(f".{path.name}.tmp.npz")

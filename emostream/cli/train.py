@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from emostream.cli.common import EXIT_USAGE, fail, load_settings
+from emostream.cli.common import EXIT_FAILED_FILES, EXIT_USAGE, fail, load_settings
 from emostream.extras import require
+
+if TYPE_CHECKING:
+    from emostream.training.face_config import TrainConfig
+    from emostream.training.tracking import Tracking
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, help="Train models (the `train` extra: PyTorch, MLflow).")
 
@@ -19,49 +29,157 @@ SET_OPT = typer.Option(
 )
 
 
-def _config(config: Path | None, overrides: list[str] | None, **flags: object) -> object:
-    from emostream.training.face_config import ConfigError, load_config
+def _config(config: Path | None, overrides: list[str] | None, **flags: object) -> TrainConfig:
+    from emostream.training.face_config import load_config
 
     extra = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    try:
-        return load_config(config, [*(overrides or []), *extra])
-    except ConfigError as exc:
-        raise fail(f"bad training config: {exc}", EXIT_USAGE) from None
+    return load_config(config, [*(overrides or []), *extra])
 
 
-def _tracking() -> object:
+def _tracking() -> Tracking:
     from emostream.training.tracking import Tracking
 
     return Tracking.for_repository(load_settings().model_root)
 
 
-@app.command("fit")
-def train_fit(
-    data: Path = typer.Option(..., "--data", help="FER2013 folders, its CSV, or a prepared .npz"),
-    out: Path = typer.Option(DEFAULT_RUNS / "face", "--out", help="the run folder"),
-    config: Path | None = CONFIG_OPT,
-    overrides: list[str] | None = SET_OPT,
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda"),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    limit: int | None = typer.Option(None, "--limit", help="at most N faces per split"),
-) -> None:
-    """Train the face network (checkpoint, history and an MLflow run in the run folder)."""
-    require("torch", "mlflow", extra="train")
-    from emostream.training import face_run
-    from emostream.training.face_config import TrainConfig
-    from emostream.training.face_data import DataError
+DATA_OPT = typer.Option(..., "--data", help="FER2013 folders, its CSV, or a prepared .npz")
+RUN_OPT = typer.Option(DEFAULT_RUNS / "face", "--run", "--out", help="the run folder")
+DEVICE_OPT = typer.Option(None, "--device", help="auto, cpu or cuda")
+EPOCHS_OPT = typer.Option(None, "--epochs")
+LIMIT_OPT = typer.Option(None, "--limit", help="at most N faces per split (tiny runs)")
+PROMOTE_OPT = typer.Option(False, "--promote", help="point production at the new version")
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = _config(
-        config, overrides, device=device, **{"optim.epochs": epochs, "data.limit": limit}
-    )
-    assert isinstance(cfg, TrainConfig)
-    try:
-        info = face_run.fit(data, out, cfg, _tracking())  # type: ignore[arg-type]
-    except DataError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
+
+def _command() -> str:
+    return shlex.join(["emostream", *sys.argv[1:]])
+
+
+def _fit(
+    data: Path,
+    run: Path,
+    config: Path | None,
+    overrides: list[str] | None,
+    device: str | None,
+    epochs: int | None,
+    limit: int | None,
+) -> dict[str, object]:
+    from emostream.training import face_run
+
+    cfg = _config(config, overrides, device=device, **{"optim.epochs": epochs, "data.limit": limit})
+    info = face_run.fit(data, run, cfg, _tracking())
     typer.echo(
         f"trained {info['epochs_run']} epochs in {info['train_seconds']:.0f} s on "
         f"{info['device']} ({info['precision']}), best epoch {info['best_epoch']}; "
-        f"MLflow run {info['run_id']}"
+        f"MLflow run {info['run_id']} in {info['tracking_uri']}"
     )
+    return info
+
+
+def _evaluate(run: Path, data: Path) -> None:
+    from emostream.training import face_run
+
+    r = face_run.evaluate(run, data)
+    typer.echo(
+        f"val: accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}, calibration error "
+        f"{r.ece:.3f} on {r.samples} faces; report, confusion.png and reliability.png in {run}"
+    )
+
+
+def _export(run: Path, promote: bool) -> None:
+    from emostream.models.repository import ModelRepository
+    from emostream.training import face_run
+
+    repo = ModelRepository(load_settings().model_root)
+    card = face_run.export(run, repo, _command(), promote=promote)
+    shown = (
+        "production"
+        if promote
+        else f"promote with `emostream models promote {card.name} {card.version}`"
+    )
+    typer.echo(f"registered {card.ref} in {repo.root} and MLflow ({shown})")
+
+
+def _guarded(step: Callable[[], T]) -> T:
+    """Run a stage; a problem with the data, the config or the export exits with its reason."""
+    require("torch", "mlflow", extra="train")
+    from emostream.training.face_config import ConfigError
+    from emostream.training.face_data import DataError
+    from emostream.training.face_export import ParityError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return step()
+    except (DataError, ConfigError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except FileNotFoundError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except ParityError as exc:
+        raise fail(str(exc), EXIT_FAILED_FILES) from None
+
+
+@app.command("face")
+def train_face(
+    data: Path = DATA_OPT,
+    run: Path = RUN_OPT,
+    config: Path | None = CONFIG_OPT,
+    overrides: list[str] | None = SET_OPT,
+    device: str | None = DEVICE_OPT,
+    epochs: int | None = EPOCHS_OPT,
+    limit: int | None = LIMIT_OPT,
+    promote: bool = PROMOTE_OPT,
+) -> None:
+    """Train, evaluate and export the face model: a new repository version and MLflow run."""
+
+    def all_stages() -> None:
+        _fit(data, run, config, overrides, device, epochs, limit)
+        _evaluate(run, data)
+        _export(run, promote)
+
+    _guarded(all_stages)
+
+
+@app.command("prepare")
+def train_prepare(
+    data: Path = DATA_OPT,
+    out: Path = typer.Option(DEFAULT_RUNS / "fer2013.npz", "--out", help="the .npz to write"),
+) -> None:
+    """Decode FER2013 once into a compressed array file (the first `dvc repro` stage)."""
+
+    def stage() -> None:
+        from emostream.training import face_run
+
+        splits = face_run.prepare(data, out)
+        typer.echo(f"{out}: " + ", ".join(f"{k} {len(v)} faces" for k, v in splits.items()))
+
+    _guarded(stage)
+
+
+@app.command("fit")
+def train_fit(
+    data: Path = DATA_OPT,
+    run: Path = RUN_OPT,
+    config: Path | None = CONFIG_OPT,
+    overrides: list[str] | None = SET_OPT,
+    device: str | None = DEVICE_OPT,
+    epochs: int | None = EPOCHS_OPT,
+    limit: int | None = LIMIT_OPT,
+) -> None:
+    """Train only: checkpoint, history and an MLflow run in the run folder."""
+    _guarded(lambda: _fit(data, run, config, overrides, device, epochs, limit))
+
+
+@app.command("evaluate")
+def train_evaluate(
+    run: Path = RUN_OPT,
+    data: Path | None = typer.Option(None, "--data", help="default: the run's own data"),
+) -> None:
+    """Score the run's served graph on val: report.json, confusion and reliability PNGs."""
+    from emostream.training import face_run
+
+    _guarded(lambda: _evaluate(run, data or Path(face_run.run_info(run)["data"])))
+
+
+@app.command("export")
+def train_export(run: Path = RUN_OPT, promote: bool = PROMOTE_OPT) -> None:
+    """ONNX with a parity check, a new repository version with its card, MLflow version."""
+    _guarded(lambda: _export(run, promote))
