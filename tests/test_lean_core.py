@@ -42,7 +42,8 @@ DISTRIBUTIONS = {
     "onnx": "onnx",
     "torch": "torch",
     "mlflow": "mlflow",
-    "sklearn": "scikit-learn",
+    "optuna": "optuna",
+    "yaml": "pyyaml",
 }
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]

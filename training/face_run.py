@@ -23,12 +23,15 @@ from emostream.training.evaluate import Report
 from emostream.training.face_config import TrainConfig
 from emostream.training.face_data import SIZE, Split, read, save_npz
 from emostream.training.face_export import INPUT, OUTPUT
+from emostream.training.face_trainer import EpochHook
 from emostream.training.fer2013 import CLASSES
 from emostream.training.tracking import VERSION_TAG, Tracking
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+#: written by export (its own file: each DVC stage owns the files it writes)
+EXPORT_FILE = "exported.json"
 #: the detector box is grown by this much on each side: FER2013's faces include some hair,
 #: chin and background, as the imported model's crops do
 CROP_MARGIN = 0.1
@@ -49,11 +52,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
     return info
 
 
-def _write_info(run_dir: Path, **update: Any) -> dict[str, Any]:
-    f = run_dir / RUN_FILE
-    info = json.loads(f.read_text()) if f.is_file() else {}
-    info.update(update)
-    f.write_text(json.dumps(info, indent=2) + "\n")
+def _write_info(run_dir: Path, **info: Any) -> dict[str, Any]:
+    (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -64,8 +64,10 @@ def fit(
     tracking: Tracking,
     progress: bool = True,
     run_name: str | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> dict[str, Any]:
-    """Train on the train split; every epoch's figures go to the MLflow run as they come."""
+    """Train on the train split; every epoch's figures go to the MLflow run as they come
+    (and to ``on_epoch``, which may raise to stop the run: Optuna's pruning)."""
     from emostream.training.face_trainer import Trainer
 
     splits = read(data, progress)
@@ -78,7 +80,13 @@ def fit(
         mlrun.params({"data.path": str(data), "data.train_faces": len(train)})
         mlrun.tag("emostream.stage", "fit")
         mlrun.artifact(run_dir / "config.yaml")
-        result = trainer.fit(train, on_epoch=lambda e, m: mlrun.metrics(m, step=e))
+
+        def epoch_done(epoch: int, figures: dict[str, float]) -> None:
+            mlrun.metrics(figures, step=epoch)
+            if on_epoch is not None:
+                on_epoch(epoch, figures)
+
+        result = trainer.fit(train, on_epoch=epoch_done)
         history = run_dir / "history.json"
         history.write_text(json.dumps(result.history, indent=2) + "\n")
         mlrun.artifact(history)
@@ -107,6 +115,7 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
     from emostream.training.face_net import Served
     from emostream.training.face_trainer import load_checkpoint
 
+    info = run_info(run_dir)
     net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
     val = read(data, progress)["val"].limit(cfg.data.limit, cfg.seed)
     served = Served(net, cfg.net.tta_flip).eval()
@@ -133,7 +142,6 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
         "tta_flip": cfg.net.tta_flip,
     }
     (run_dir / "report.json").write_text(json.dumps(figures, indent=2) + "\n")
-    info = run_info(run_dir)
     tracking = Tracking(info["tracking_uri"], None)
     with tracking.run(cfg.experiment, run_dir.name, info["run_id"]) as mlrun:
         mlrun.metrics({f"val_{k}": figures[k] for k in ("accuracy", "macro_f1", "ece")})
@@ -204,8 +212,8 @@ def export(run_dir: Path, repo: ModelRepository, command: str, promote: bool = F
     from emostream.training.face_net import Served
     from emostream.training.face_trainer import load_checkpoint
 
-    net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
     info = run_info(run_dir)
+    net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
     figures = json.loads((run_dir / "report.json").read_text())
     report = Report(
         figures["classes"],
@@ -236,8 +244,16 @@ def export(run_dir: Path, repo: ModelRepository, command: str, promote: bool = F
             mlrun.artifact(folder / name, "model")
         mlrun.tag(VERSION_TAG, version)
         source = f"{mlrun.artifact_uri}/model"
-    tracking.register(card.name, version, source, info["run_id"])
-    _write_info(run_dir, version=version, onnx_max_abs_diff=exported.max_abs_diff)
+    number = tracking.register(card.name, version, source, info["run_id"])
+    record = {
+        "model": card.ref,
+        "version": version,
+        "mlflow_version": number,
+        "onnx_max_abs_diff": exported.max_abs_diff,
+        "parity_inputs": exported.compared,
+        "sha256": card.sha256,
+    }
+    (run_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if promote:
         from emostream.training.registry import move_alias
 

@@ -77,6 +77,11 @@ class Tracking:
         try:
             yield RunLog(client, run_id)
             status = "FINISHED"
+        except BaseException as exc:
+            # stopped on purpose (Optuna pruned it, Ctrl-C) rather than broken
+            if type(exc).__name__ in ("TrialPruned", "KeyboardInterrupt"):
+                status = "KILLED"
+            raise
         finally:
             client.set_terminated(run_id, status=status)
 

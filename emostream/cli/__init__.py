@@ -16,6 +16,7 @@ from emostream.cli.common import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USA
 from emostream.cli.models import app as models_app
 from emostream.cli.serve import serve
 from emostream.cli.train import app as train_app
+from emostream.cli.train import tune_app
 from emostream.cli.worker import worker
 from emostream.dashboards.cli import app as dashboards_app
 from emostream.extras import EXIT_MISSING_EXTRA, MissingExtraError
@@ -58,6 +59,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(_bench_app(), name="bench")
 app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(train_app, name="train")
+app.add_typer(tune_app, name="tune")
 
 
 @app.command("settings")

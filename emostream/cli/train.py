@@ -183,3 +183,36 @@ def train_evaluate(
 def train_export(run: Path = RUN_OPT, promote: bool = PROMOTE_OPT) -> None:
     """ONNX with a parity check, a new repository version with its card, MLflow version."""
     _guarded(lambda: _export(run, promote))
+
+
+tune_app = typer.Typer(no_args_is_help=True, help="Search training settings with Optuna.")
+
+
+@tune_app.command("face")
+def tune_face(
+    data: Path = DATA_OPT,
+    out: Path = typer.Option(DEFAULT_RUNS / "tune-face", "--out", help="study and trial runs"),
+    trials: int = typer.Option(20, "--trials", min=1, help="trials to run (added to the study)"),
+    config: Path | None = CONFIG_OPT,
+    overrides: list[str] | None = SET_OPT,
+    device: str | None = DEVICE_OPT,
+    epochs: int | None = EPOCHS_OPT,
+    limit: int | None = LIMIT_OPT,
+) -> None:
+    """Each trial trains on train and is scored on the held-out part; one MLflow run each."""
+    require("optuna", extra="train")
+
+    def stage() -> None:
+        from emostream.training.face_tune import tune
+
+        cfg = _config(
+            config, overrides, device=device, **{"optim.epochs": epochs, "data.limit": limit}
+        )
+        params, score, path = tune(data, out, cfg, trials, _tracking(), progress=True)
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        )
+        typer.echo(f"best held-out accuracy {score:.4f} with {shown}")
+        typer.echo(f"train it: emostream train face --data {data} --config {path}")
+
+    _guarded(stage)
