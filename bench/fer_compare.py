@@ -160,7 +160,7 @@ def run_fer(venv: Path, video: Path, frames: int, threads: int, warmup: int) -> 
     variants: dict[str, Any] = data.get("variants", {})
     return FerResult(
         tflite=stats("fer FER() (TFLite)", variants.get("tflite")),
-        keras=stats("fer FER(use_tflite=False)\n(Keras, same weights)", variants.get("keras")),
+        keras=stats("fer FER(use_tflite=False)\n(Keras, fer's weights)", variants.get("keras")),
         find_faces=stats("fer find_faces", data.get("find_faces")),
         threads=int(data["threads"]),
         versions=dict(data.get("versions", {})),

@@ -121,11 +121,12 @@ def _analyzer(classifier: Classifier, detector: Callable[[], FaceDetector]) -> F
     return FaceAnalyzer(classifier, ThreadLocalDetector(detector))
 
 
-def model_alone(model: str, threads: int) -> Subject:
-    """``bench face``: the model with ``threads`` intra-op threads (one inter-op), behind the
-    default detector; not the worker's analyzer, whose settings differ between machines."""
+def model_alone(model: str, threads: int, version: str | None = None) -> Subject:
+    """``bench face``: the model (``version``, a version or alias; production when None) with
+    ``threads`` intra-op threads (one inter-op), behind the default detector; not the
+    worker's analyzer, whose settings differ between machines."""
     from emostream.models.detectors import create_detector
-    from emostream.models.repository import ModelMissingError, ModelRepository
+    from emostream.models.repository import PRODUCTION, ModelMissingError, ModelRepository
     from emostream.models.runner import Classifier, RunnerConfig
     from emostream.paths import model_root
 
@@ -133,6 +134,7 @@ def model_alone(model: str, threads: int) -> Subject:
         classifier = Classifier.from_repository(
             ModelRepository(model_root()),
             model,
+            alias=version or PRODUCTION,
             config=RunnerConfig(intra_op_threads=threads, inter_op_threads=1),
         )
     except ModelMissingError as exc:
