@@ -42,11 +42,15 @@ def bench_face(
     face-emotion version alone on one core."""
     require("matplotlib", "onnx", "h5py", extra="bench")
     from emostream.bench.face import run
+    from emostream.bench.face_versions import UnknownVersionError
 
     chosen = [v.strip() for v in versions.split(",") if v.strip()] if versions else None
     if versions is not None and not chosen:
         raise fail("--versions needs at least one version, like 1,2", EXIT_USAGE)
-    typer.echo(run(out=out, frames=frames, skip_fer=skip_fer, versions=chosen))
+    try:
+        typer.echo(run(out=out, frames=frames, skip_fer=skip_fer, versions=chosen))
+    except UnknownVersionError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
 
 
 @app.command("stream")

@@ -26,6 +26,10 @@ CHART = "bench-face-versions.png"
 TITLE = "Each face-emotion version alone on one core"
 
 
+class UnknownVersionError(ValueError):
+    """``--versions`` names a version or alias the repository does not have."""
+
+
 @dataclass
 class VersionTimes:
     """One version's classifier alone on one core, at each batch size."""
@@ -47,8 +51,8 @@ class VersionTimes:
 
 def pick_versions(repo: ModelRepository, model: str, wanted: Sequence[str] | None) -> list[str]:
     """The versions to time, in repository order: every one, or each of ``wanted``
-    (versions or aliases such as ``production``) resolved; an unknown one stops the run
-    before anything is measured."""
+    (versions or aliases such as ``production``) resolved; an unknown one raises
+    :class:`UnknownVersionError` before anything is measured."""
     have = repo.versions(model)
     if not wanted:
         return have
@@ -57,7 +61,7 @@ def pick_versions(repo: ModelRepository, model: str, wanted: Sequence[str] | Non
         try:
             chosen.add(repo.resolve(model, w))
         except ModelMissingError:
-            raise SystemExit(
+            raise UnknownVersionError(
                 f"--versions: {model} has no version or alias {w!r}; it has "
                 f"{', '.join(have) or 'no versions'}"
             ) from None
@@ -157,21 +161,25 @@ def goal_sentence(runs: Sequence[VersionTimes]) -> str:
 
     reach = [r for r in runs if lowest(r).model_fps >= GOAL_FPS]
     miss = [r for r in runs if r not in reach]
-    at = f"at batch {', '.join(map(str, big))}"
-    parts = []
+    at = f"at batch {_and([str(b) for b in big])} (bare model)"
     if reach:
-        names = ", ".join(f"`{r.ref}` ({lowest(r).model_fps:,.0f} at least)" for r in reach)
-        parts.append(
-            f"On one core {names} reach{'es' if len(reach) == 1 else ''} {goal} {at} (bare model)"
-        )
+        low = _and([f"{lowest(r).model_fps:,.0f}" for r in reach])
+        verb = "reaches" if len(reach) == 1 else "reach"
+        text = f"On one core {_and([f'`{r.ref}`' for r in reach])} {verb} {goal} {at}, "
+        text += f"at the lowest {low} faces/s"
     else:
-        parts.append(f"On one core no version reaches {goal} {at} (bare model)")
+        text = f"On one core no version reaches {goal} {at}"
     if miss:
-        names = ", ".join(
-            f"`{r.ref}` ({lowest(r).model_fps:,.0f} at batch {lowest(r).batch})" for r in miss
+        slow = _and(
+            [f"`{r.ref}` ({lowest(r).model_fps:,.0f} at batch {lowest(r).batch})" for r in miss]
         )
-        parts.append(f"{names} {'does' if len(miss) == 1 else 'do'} not")
-    return "; ".join(parts) + "."
+        text += f"; {slow} {'does' if len(miss) == 1 else 'do'} not" if reach else f": {slow}"
+    return text + "."
+
+
+def _and(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def draw_versions_chart(path: Path, runs: Sequence[VersionTimes], title: str) -> None:
@@ -187,14 +195,14 @@ def draw_versions_chart(path: Path, runs: Sequence[VersionTimes], title: str) ->
                 ax.text(x, y, f"{y:,.0f}", ha="center", va="bottom", fontsize=8)
         ax.axhline(GOAL_FPS, color="#d62728", linestyle="--", linewidth=1)
         ax.text(
-            len(runs) - 0.5,
+            -0.45,
             GOAL_FPS,
-            f" goal {GOAL_FPS:,.0f}",
+            f"goal {GOAL_FPS:,.0f}",
             va="bottom",
-            ha="right",
+            ha="left",
             fontsize=8,
             color="#d62728",
         )
         ax.set_xticks(range(len(runs)), [r.ref for r in runs])
-        ax.set_ylabel("faces/s on one core (bare model, median); higher is faster")
+        ax.set_ylabel("faces/s, one core (bare model, median)")
         ax.legend(fontsize=8)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from emostream.bench import netns, procs
+from emostream.bench.face import MODEL
 from emostream.bench.report import HEADER, Section, read_section
+from emostream.models.repository import ModelRepository
 
 if TYPE_CHECKING:
     from emostream.bench.soak_report import BrokerRun
@@ -80,6 +83,114 @@ def test_bench_face_writes_its_section(tmp_path: Path, repo: object, media: Path
     assert _table_header(text, "batch")[-1] == "repeats"
     assert "The fer baseline was skipped with `--skip-fer`." in text
     assert (tmp_path / "bench-face.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _second_version(tmp_repo: ModelRepository) -> None:
+    """face-emotion/1 (the real imported model) registered again as version 2, production."""
+    src = tmp_repo.version_dir(MODEL, "1")
+    dst = tmp_repo.version_dir(MODEL, "2")
+    shutil.copytree(src, dst)
+    card = tmp_repo.card(MODEL, "1").model_copy(update={"version": "2"})
+    (dst / "model.json").write_text(card.model_dump_json(indent=2) + "\n")
+    tmp_repo.set_alias(MODEL, "2")
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_bench_face_times_every_version_on_one_core(
+    tmp_path: Path, tmp_repo: ModelRepository, media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emostream.bench.face import SECTION, run
+    from emostream.bench.face_versions import GOAL_FPS, TITLE
+
+    _second_version(tmp_repo)
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_repo.root))
+    out = tmp_path / "BENCHMARKS.md"
+    text = run(out=out, frames=10, batches=(1, 2), skip_fer=True, version_batches=(1, 16))
+
+    assert read_section(out, SECTION) == text
+    # the model line is the production card's, not a fixed sentence
+    card = tmp_repo.card(MODEL, "2")
+    assert f"- Model: `{MODEL}/2` (production: {card.source.description});" in text
+    part = text[text.index(f"\n### {TITLE}\n") : text.index("\n### Reading\n")]
+    assert "1 intra-op and 1 inter-op ONNX Runtime thread" in part
+    assert _table_header(part, "version") == [
+        "version",
+        "what it is",
+        "FER2013 val accuracy",
+        "model faces/s, batch 1",
+        "model faces/s, batch 16",
+        "predict() faces/s, batch 16",
+    ]
+    rows = [ln for ln in part.splitlines() if ln.startswith(f"| `{MODEL}/")]
+    assert [r.split("|")[1].strip() for r in rows] == [f"`{MODEL}/1`", f"`{MODEL}/2`"]
+    acc = f"{card.evaluation[0].accuracy:.1%}"
+    assert all("| pypi-wheel: mini-Xception" in r and f"| {acc} |" in r for r in rows)
+    goal = f"{GOAL_FPS:,.0f} faces/s at batch 16 (bare model)"
+    sentence = next(ln for ln in part.splitlines() if ln.startswith("On one core"))
+    assert goal in sentence and f"`{MODEL}/1`" in sentence and f"`{MODEL}/2`" in sentence
+    assert "![faces/s of each version on one core](bench-face-versions.png)" in part
+    assert (tmp_path / "bench-face-versions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_face_fer_rows_say_whose_weights_fer_runs(tmp_path: Path) -> None:
+    """With another version in production the fer rows and sentences stay true (report
+    structure only: the figures are placeholders, fer is not run)."""
+    from emostream.bench.face import FaceRun, render
+    from emostream.bench.fer_compare import FerResult
+    from emostream.bench.measure import BatchTimes, FrameStats
+
+    def stats(name: str, ms: float) -> FrameStats:
+        return FrameStats(name, [ms] * 3, [1] * 3, ["happy"] * 3)
+
+    fer = FerResult(stats("tflite", 30), stats("keras", 40), stats("ff", 20), 2, {}, tmp_path)
+    run = FaceRun(
+        batches=[BatchTimes(1, 1.0, 1.0)],
+        versions=[],
+        crops_src="crops",
+        ours=stats("ours", 2),
+        detect=stats("detect", 1),
+        classify=stats("classify", 1),
+        detect_alone=stats("alone", 1),
+        haar=None,
+        fer=fer,
+        fer_note="",
+        n_frames=3,
+        shape=(336, 596, 3),
+        threads=2,
+        providers=["CPUExecutionProvider"],
+        model_ref=f"{MODEL}/2",
+        model_source="a trained net",
+        model_input="gray, resize to 48x48, scale",
+        fer_weights=f"{MODEL}/1",
+        detector_desc="BlazeFace (short range)",
+    )
+    text = render(run, Section("S", "c", tmp_path / "B.md"), None).text()
+    keras = f"fer `FER(use_tflite=False)` (Keras: the weights of `{MODEL}/1`)"
+    assert f"- Model: `{MODEL}/2` (production: a trained net);" in text
+    assert f"| {keras} |" in text and "our weights" not in text and "same weights" not in text
+    assert f"With the weights of `{MODEL}/1` (ours: `{MODEL}/2`) fer takes 40.0 ms" in text
+    assert f"label from `{MODEL}/2` agrees with {keras} on 100% of the 3 frames" in text
+    assert "(gray, resize to 48x48, scale)" in text
+
+
+def test_bench_face_versions_names_what_the_repository_has(
+    tmp_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from emostream.bench.face_versions import pick_versions
+    from emostream.cli import EXIT_USAGE, app
+
+    _second_version(tmp_repo)
+    assert pick_versions(tmp_repo, MODEL, None) == ["1", "2"]
+    assert pick_versions(tmp_repo, MODEL, ["production", "2"]) == ["2"]
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_repo.root))
+    monkeypatch.setenv("EMOSTREAM_BENCH_OUT", str(tmp_path / "BENCHMARKS.md"))
+    r = CliRunner().invoke(app, ["bench", "face", "--skip-fer", "--versions", "1,9"])
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert "face-emotion has no version or alias '9'; it has 1, 2" in r.stderr
+    assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
 @pytest.mark.slow
