@@ -161,8 +161,8 @@ def test_the_kaggle_csv_reads_into_the_same_class_order(tmp_path: Path) -> None:
 
 
 def test_an_export_that_disagrees_with_pytorch_is_refused() -> None:
-    served = Served(EmotionNet(len(CLASSES), width=8), tta_flip=True).eval()
-    other = Served(EmotionNet(len(CLASSES), width=8), tta_flip=True).eval()
+    served = Served([EmotionNet(len(CLASSES), width=8)], tta_flip=True).eval()
+    other = Served([EmotionNet(len(CLASSES), width=8)], tta_flip=True).eval()
     faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     ok = parity(served, to_onnx(served), faces)
     assert ok.max_abs_diff < 1e-4 and ok.check_outputs.shape == (4 + 8, len(CLASSES))
@@ -225,3 +225,33 @@ def test_tune_runs_trials_as_mlflow_runs_and_writes_a_usable_config(
     runs = tracking.client.search_runs([exp.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["tune-trial-0", "tune-trial-1"]
     assert all("holdout_accuracy" in r.data.metrics for r in runs)
+
+
+def test_two_runs_combine_into_one_ensemble_version(
+    small_data: Path, tmp_repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_repo.root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    base = ["--data", str(small_data), "--epochs", "1", "--limit", "150"]
+    for seed in (0, 1):
+        fitted = runner.invoke(
+            app,
+            ["train", "fit", *base, "--run", str(tmp_path / f"s{seed}"), "--set", f"seed={seed}"],
+        )
+        assert fitted.exit_code == 0, fitted.output
+    ens = tmp_path / "ensemble"
+    runs = ["--run", str(tmp_path / "s0"), "--run", str(tmp_path / "s1")]
+    assert runner.invoke(app, ["train", "combine", *runs, "--out", str(ens)]).exit_code == 0
+    assert runner.invoke(app, ["train", "evaluate", "--run", str(ens)]).exit_code == 0
+    done = runner.invoke(app, ["train", "export", "--run", str(ens)])
+    assert done.exit_code == 0, done.output
+    version = json.loads((ens / "exported.json").read_text())["version"]
+    card = tmp_repo.card("face-emotion", version)
+    assert (
+        "ensemble of 2" in card.source.description and "2 network passes" in card.source.description
+    )
+    clf = Classifier.from_repository(tmp_repo, "face-emotion", version)
+    with np.load(tmp_repo.version_dir("face-emotion", version) / "check.npz") as z:
+        np.testing.assert_allclose(clf.predict_tensor(z["inputs"]), z["outputs"], atol=1e-5)
+    one = runner.invoke(app, ["train", "combine", "--run", str(tmp_path / "s0"), "--out", str(ens)])
+    assert one.exit_code == 2 and "at least two runs" in one.output

@@ -11,6 +11,8 @@ mirrored face (test-time augmentation inside the graph, so every runtime gets it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -48,15 +50,32 @@ class EmotionNet(nn.Module):
 
 
 class Served(nn.Module):
-    """The exported graph: probabilities, averaged over the face and its mirror if asked."""
+    """The exported graph: probabilities, averaged over views and members.
 
-    def __init__(self, net: EmotionNet, tta_flip: bool) -> None:
+    One network with ``tta_flip`` averages the face and its mirror image. Several networks
+    (an ensemble of runs, ``emostream train combine``) are averaged with every second member
+    looking at the mirror image, so an ensemble costs one pass per member, not two.
+    """
+
+    def __init__(self, nets: Sequence[EmotionNet], tta_flip: bool) -> None:
         super().__init__()
-        self.net = net
+        if not nets:
+            raise ValueError("a served graph needs at least one network")
+        self.nets = nn.ModuleList(nets)
         self.tta_flip = tta_flip
 
+    @property
+    def passes(self) -> int:
+        """Network evaluations per face: what inference costs relative to one network."""
+        return 2 if self.tta_flip and len(self.nets) == 1 else len(self.nets)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.net(x), dim=1)
-        if self.tta_flip:
-            p = (p + torch.softmax(self.net(torch.flip(x, dims=[3])), dim=1)) * 0.5
-        return p
+        views = [x, torch.flip(x, dims=[3])] if self.tta_flip else [x]
+        if len(self.nets) == 1:
+            pairs = [(self.nets[0], v) for v in views]
+        else:
+            pairs = [(net, views[k % len(views)]) for k, net in enumerate(self.nets)]
+        total = torch.softmax(pairs[0][0](pairs[0][1]), dim=1)
+        for net, view in pairs[1:]:
+            total = total + torch.softmax(net(view), dim=1)
+        return total / len(pairs)

@@ -100,6 +100,7 @@ def fit(
             run_id=mlrun.run_id,
             tracking_uri=tracking.uri,
             data=str(data),
+            seed=cfg.seed,
             best_epoch=result.best_epoch,
             epochs_run=len(result.history),
             train_seconds=round(result.seconds, 1),
@@ -112,13 +113,11 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
     """The served graph (with its mirror average) on val: report.json and the two PNGs."""
     import torch
 
-    from emostream.training.face_net import Served
-    from emostream.training.face_trainer import load_checkpoint
+    from emostream.training.face_trainer import load_served
 
     info = run_info(run_dir)
-    net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
+    served, cfg, _ = load_served(run_dir / "checkpoint.pt")
     val = read(data, progress)["val"].limit(cfg.data.limit, cfg.seed)
-    served = Served(net, cfg.net.tta_flip).eval()
     probs = []
     with torch.no_grad():
         for i in range(0, len(val), 512):
@@ -151,8 +150,83 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
     return report
 
 
+def _describe(cfg: TrainConfig, info: dict[str, Any], members: int, passes: int) -> str:
+    runs = info.get("members") or [info]
+    trained = "; ".join(
+        f"seed {m.get('seed')}: {m.get('epochs_run')} epochs, best {m.get('best_epoch')}"
+        for m in runs
+    )
+    what = f"EmotionNet (compact VGG, width {cfg.net.width})"
+    if members > 1:
+        what = f"an ensemble of {members} {what} runs"
+    views = (
+        ", every second member seeing the mirror image"
+        if members > 1 and cfg.net.tta_flip
+        else ", each face averaged with its mirror image"
+        if cfg.net.tta_flip
+        else ""
+    )
+    return (
+        f"{what} trained by emostream train on FER2013 train ({trained}; "
+        f"{info.get('device')} {info.get('precision')}); {passes} network passes per "
+        f"face{views}"
+    )
+
+
+def combine(runs: list[Path], out: Path, tracking: Tracking) -> dict[str, Any]:
+    """Several fitted runs as one ensemble run folder, to evaluate and export as one model."""
+    from emostream.training.face_trainer import save_ensemble
+
+    if len(runs) < 2:
+        raise ValueError("combine needs at least two runs")
+    infos = [run_info(r) for r in runs]
+    if len({i["data"] for i in infos}) != 1:
+        raise ValueError(f"the runs were trained on different data: {[i['data'] for i in infos]}")
+    save_ensemble([r / "checkpoint.pt" for r in runs], out / "checkpoint.pt")
+    cfg_text = (runs[0] / "config.yaml").read_text()
+    (out / "config.yaml").write_text(cfg_text)
+    cfg = TrainConfig.model_validate(yaml_load(cfg_text))
+    members = [
+        {
+            "run_id": i["run_id"],
+            "seed": TrainConfig.model_validate(yaml_load((r / "config.yaml").read_text())).seed,
+            "epochs_run": i["epochs_run"],
+            "best_epoch": i["best_epoch"],
+            "train_seconds": i["train_seconds"],
+        }
+        for r, i in zip(runs, infos, strict=True)
+    ]
+    with tracking.run(cfg.experiment, out.name) as mlrun:
+        mlrun.tag("emostream.stage", "combine")
+        mlrun.params({f"member.{k}.run_id": m["run_id"] for k, m in enumerate(members)})
+        mlrun.artifact(out / "config.yaml")
+        return _write_info(
+            out,
+            run_id=mlrun.run_id,
+            tracking_uri=tracking.uri,
+            data=infos[0]["data"],
+            members=members,
+            epochs_run=sum(m["epochs_run"] for m in members),
+            train_seconds=round(sum(m["train_seconds"] for m in members), 1),
+            device=infos[0]["device"],
+            precision=infos[0]["precision"],
+        )
+
+
+def yaml_load(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def build_card(
-    cfg: TrainConfig, version: str, report: Report, info: dict[str, Any], command: str
+    cfg: TrainConfig,
+    version: str,
+    report: Report,
+    info: dict[str, Any],
+    command: str,
+    members: int = 1,
+    passes: int = 1,
 ) -> ModelCard:
     """The card of a trained version: how to feed it, where it came from, how it scored."""
     import emostream
@@ -177,10 +251,7 @@ def build_card(
         output=Output(name=OUTPUT, kind="probabilities"),
         source=Source(
             kind="training",
-            description=f"EmotionNet (compact VGG, width {cfg.net.width}) trained by "
-            f"emostream train on FER2013 train ({info.get('epochs_run')} epochs, best "
-            f"{info.get('best_epoch')}, {info.get('device')} {info.get('precision')})"
-            + ("; the graph averages each face with its mirror image" if cfg.net.tta_flip else ""),
+            description=_describe(cfg, info, members, passes),
             package="emostream",
             version=emostream.__version__,
             authors="emostream",
@@ -209,22 +280,20 @@ def export(run_dir: Path, repo: ModelRepository, command: str, promote: bool = F
     import yaml
 
     from emostream.training.face_export import parity, to_onnx
-    from emostream.training.face_net import Served
-    from emostream.training.face_trainer import load_checkpoint
+    from emostream.training.face_trainer import load_served
 
     info = run_info(run_dir)
-    net, cfg, _ = load_checkpoint(run_dir / "checkpoint.pt")
+    served, cfg, members = load_served(run_dir / "checkpoint.pt")
     figures = json.loads((run_dir / "report.json").read_text())
     report = Report(
         figures["classes"],
         np.array(figures["confusion"]),
         np.repeat(np.arange(len(CLASSES)), np.array(figures["confusion"]).sum(axis=0)),
     )
-    served = Served(net, cfg.net.tta_flip)
     val = read(Path(info["data"]), progress=False)["val"]
     exported = parity(served, to_onnx(served, SIZE), val.images[:256])
     version = repo.next_version(cfg.model_name)
-    card = build_card(cfg, version, report, info, command)
+    card = build_card(cfg, version, report, info, command, members, served.passes)
     card.evaluation[0].ece = figures.get("ece")
     check = io.BytesIO()
     np.savez_compressed(check, inputs=exported.check_inputs, outputs=exported.check_outputs)

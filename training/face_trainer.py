@@ -26,7 +26,7 @@ from tqdm import tqdm
 from emostream.training.face_augment import augment
 from emostream.training.face_config import TrainConfig
 from emostream.training.face_data import Split
-from emostream.training.face_net import EmotionNet
+from emostream.training.face_net import EmotionNet, Served
 from emostream.training.fer2013 import CLASSES
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -242,7 +242,30 @@ class Trainer:
 def load_checkpoint(path: Path) -> tuple[EmotionNet, TrainConfig, dict[str, Any]]:
     """The best epoch's network (eval mode, CPU, fp32) and the config that trained it."""
     raw: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return _net(raw), TrainConfig.model_validate(raw["config"]), raw
+
+
+def _net(raw: dict[str, Any]) -> EmotionNet:
     cfg = TrainConfig.model_validate(raw["config"])
     net = EmotionNet(len(raw["classes"]), cfg.net.width, cfg.net.dropout)
     net.load_state_dict(raw["state_dict"])
-    return net.eval(), cfg, raw
+    return net.eval()
+
+
+def save_ensemble(members: list[Path], out: Path) -> None:
+    """One checkpoint holding several runs' best networks (``emostream train combine``)."""
+    raws = [torch.load(p, map_location="cpu", weights_only=True) for p in members]
+    if len({tuple(r["classes"]) for r in raws}) != 1:
+        raise ValueError("the runs were trained on different classes")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"members": raws, "classes": raws[0]["classes"]}, out)
+
+
+def load_served(path: Path) -> tuple[Served, TrainConfig, int]:
+    """The graph to evaluate and export from a run's checkpoint (one run or an ensemble):
+    the served module, the (first member's) config, and the number of members."""
+    raw: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    members = raw.get("members", [raw])
+    cfg = TrainConfig.model_validate(members[0]["config"])
+    served = Served([_net(m) for m in members], cfg.net.tta_flip).eval()
+    return served, cfg, len(members)

@@ -168,6 +168,25 @@ def train_fit(
     _guarded(lambda: _fit(data, run, config, overrides, device, epochs, limit))
 
 
+@app.command("combine")
+def train_combine(
+    runs: list[Path] = typer.Option(..., "--run", help="a fitted run folder (two or more)"),
+    out: Path = typer.Option(..., "--out", help="the ensemble's run folder"),
+) -> None:
+    """Several fitted runs as one ensemble (one pass per member); then evaluate and export."""
+
+    def stage() -> None:
+        from emostream.training import face_run
+
+        try:
+            info = face_run.combine(runs, out, _tracking())
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        typer.echo(f"{out}: ensemble of {len(info['members'])} runs; MLflow run {info['run_id']}")
+
+    _guarded(stage)
+
+
 @app.command("evaluate")
 def train_evaluate(
     run: Path = RUN_OPT,
