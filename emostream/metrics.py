@@ -72,6 +72,33 @@ MODEL_INFO = Gauge(
     "1 for each model version this process serves",
     ["model", "version", "modality", "provider"],
 )
+MODEL_SERVING = Gauge(
+    "emostream_model_serving",
+    "1 for the version of each model this process serves now, 0 for one it served before",
+    ["model", "version", "modality"],
+)
+MODEL_LOADS = Counter(
+    "emostream_model_loads_total",
+    "Model versions a running process tried to switch to or shadow: loaded, or refused "
+    "(failed to load or to pass the check; the old version keeps serving)",
+    ["model", "version", "result"],
+)
+# Shadow evaluation (models/shadow.py): a candidate scored on a sample of production's faces.
+SHADOW_FACES = Counter(
+    "emostream_shadow_faces_total",
+    "Faces the shadow candidate scored beside production",
+    ["model", "version"],
+)
+SHADOW_AGREEMENT = Counter(
+    "emostream_shadow_agreement_total",
+    "Shadow-scored faces whose top class is production's top class",
+    ["model", "version"],
+)
+SHADOW_PREDICTIONS = Counter(
+    "emostream_shadow_predictions_total",
+    "The shadow candidate's top class per face it scored (never sent to clients)",
+    ["model", "version", "class"],
+)
 QUEUE_DEPTH = Gauge(
     "emostream_queue_depth",
     "Jobs queued for inference and not yet taken by a worker",

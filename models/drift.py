@@ -189,6 +189,14 @@ class DriftWindow:
 
 #: (model, version) pairs already warned about, so a reload does not repeat the warning.
 _warned_missing: set[tuple[str, str]] = set()
+#: Which monitor feeds each (model, version, modality) series now: the latest one made.
+_owners: dict[tuple[str, str, str], DriftMonitor] = {}
+_DRIFT_GAUGES = (
+    metrics.DRIFT_PSI,
+    metrics.DRIFT_JS,
+    metrics.DRIFT_WINDOW_SAMPLES,
+    metrics.DRIFT_REFERENCE_MISSING,
+)
 
 
 class DriftMonitor:
@@ -214,7 +222,8 @@ class DriftMonitor:
         self.classes = list(classes)
         self.window = DriftWindow(len(self.classes), cfg.size, cfg.seconds, clock)
         self.reference = self._reference_vector(reference)
-        labels = (name, version, modality)
+        labels = self._labels = (name, version, modality)
+        _owners[labels] = self
         metrics.DRIFT_WINDOW_SAMPLES.labels(*labels).set_function(lambda: float(len(self.window)))
         if self.reference is None:
             metrics.DRIFT_REFERENCE_MISSING.labels(*labels).set(1)
@@ -234,6 +243,16 @@ class DriftMonitor:
             metrics.DRIFT_REFERENCE_MISSING.labels(*labels).set(0)
             metrics.DRIFT_PSI.labels(*labels).set_function(self.psi)
             metrics.DRIFT_JS.labels(*labels).set_function(self.js)
+
+    def retire(self) -> None:
+        """Remove this version's drift series (it no longer serves here), unless a newer
+        monitor for the same version has taken them over."""
+        if _owners.get(self._labels) is not self:
+            return
+        del _owners[self._labels]
+        for gauge in _DRIFT_GAUGES:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*self._labels)
 
     def _reference_vector(self, reference: Mapping[str, float] | None) -> np.ndarray | None:
         """The reference in the card's class order, whatever order its keys are in."""

@@ -34,6 +34,12 @@ class FaceModelConfig(BaseModel):
 
     model: str = Field(default="face-emotion", description="model name in the repository")
     alias: str = Field(default="production", description="the alias (or version) to serve")
+    watch_interval_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="how often a running process looks for a new version of the alias "
+        "(and a shadow) in aliases.json, to switch to it; 0 = never switch",
+    )
 
 
 class ThreadLocalDetector:
@@ -66,6 +72,22 @@ def _source_box(box: Box, scale: float) -> Box:
         round(box[1] / scale),
         round(box[2] / scale),
         round(box[3] / scale),
+    )
+
+
+def payload_box(box: Box, scale: float) -> Box:
+    """The payload box a source box came from: inverts ``_source_box`` exactly.
+
+    ``_source_box`` rounds ``b / scale``, off by at most 0.5 source px, which is below 0.5
+    payload px for a scale below 1, so rounding ``s * scale`` gives ``b`` back.
+    """
+    if scale == 1.0:
+        return box
+    return (
+        round(box[0] * scale),
+        round(box[1] * scale),
+        round(box[2] * scale),
+        round(box[3] * scale),
     )
 
 

@@ -1,22 +1,44 @@
 """A Triton-style versioned model repository on disk.
 
 Layout: ``<root>/<name>/<version>/model.onnx`` + ``model.json`` (the card), and
-``<root>/<name>/aliases.json`` holding ``{"production": "<version>", "history": [...]}``.
-Promotion only rewrites the alias file (atomically), so a worker can pick up a new version
-while sessions keep running.
+``<root>/<name>/aliases.json`` holding ``{"production": "<version>", "history": [...]}``
+and, while a candidate is evaluated beside production, ``"shadow": "<version>"`` and
+``"shadow_fraction": F``. Promotion only rewrites the alias file (atomically), so a running
+process picks up a new version while sessions keep running (``models/watch.py``). A version
+is written whole into a hidden sibling folder and renamed into place, so no reader ever
+sees half of one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from emostream.models.card import ModelCard
 
 PRODUCTION = "production"
+SHADOW = "shadow"
+SHADOW_FRACTION = "shadow_fraction"
+#: Prefix of the folder a version is written into before it is renamed into place.
+INCOMING = ".incoming-"
+
+
+class VersionExistsError(FileExistsError):
+    """A version is never overwritten: a new model is a new version number."""
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """The candidate version scored beside production, and the share of faces it sees."""
+
+    version: str
+    fraction: float
 
 
 class ModelMissingError(LookupError):
@@ -26,6 +48,7 @@ class ModelMissingError(LookupError):
         hint = PULL_HINTS.get(name, UNKNOWN_HINT)
         super().__init__(f"model {name!r}: {detail}; {hint}")
         self.name = name
+        self.detail = detail
 
 
 #: How each known model is produced, for error messages that tell the user what to run.
@@ -61,6 +84,19 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_fraction(fraction: float) -> float:
+    if not (isinstance(fraction, int | float) and math.isfinite(fraction) and 0 < fraction <= 1):
+        raise ValueError(f"shadow fraction must be in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
 def _history(aliases: dict[str, object]) -> list[str]:
     raw = aliases.get("history", [])
     return [v for v in raw if isinstance(v, str)] if isinstance(raw, list) else []
@@ -74,13 +110,22 @@ class ModelRepository:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and self.versions(p.name)
+        )
 
     def versions(self, name: str) -> list[str]:
+        """Complete versions only: a dot-folder (a version being written) is not one."""
         d = self.root / name
         if not d.is_dir():
             return []
-        found = [p.name for p in d.iterdir() if (p / "model.json").is_file()]
+        found = [
+            p.name
+            for p in d.iterdir()
+            if not p.name.startswith(".") and (p / "model.json").is_file()
+        ]
         return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
 
     def aliases(self, name: str) -> dict[str, object]:
@@ -89,6 +134,23 @@ class ModelRepository:
             return {}
         data: dict[str, object] = json.loads(f.read_text())
         return data
+
+    def shadow(self, name: str) -> Shadow | None:
+        """The shadow candidate aliases.json names, or None (absent keys mean none).
+
+        Raises ValueError when the entry is malformed (not a version string, or a fraction
+        outside (0, 1]), so a reader can refuse it with that reason.
+        """
+        data = self.aliases(name)
+        version = data.get(SHADOW)
+        if version is None:
+            return None
+        if not isinstance(version, str):
+            raise ValueError(f"model {name!r}: shadow must name a version, got {version!r}")
+        fraction = data.get(SHADOW_FRACTION, 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise ValueError(f"model {name!r}: shadow_fraction must be a number")
+        return Shadow(version, _check_fraction(fraction))
 
     def resolve(self, name: str, alias_or_version: str = PRODUCTION) -> str:
         """The version an alias points to (or the version itself, if it exists)."""
@@ -134,15 +196,54 @@ class ModelRepository:
 
     # -- writing -------------------------------------------------------------------------
     def register(
-        self, card: ModelCard, onnx_bytes: bytes, extra: dict[str, bytes] | None = None
+        self,
+        card: ModelCard,
+        onnx_bytes: bytes,
+        extra: dict[str, bytes] | None = None,
+        *,
+        replace: bool = False,
     ) -> Path:
-        """Write a version folder; the card's sha256 is set from the bytes written."""
+        """Write a version folder whole, then rename it into place; the card's sha256 is set
+        from the bytes written.
+
+        Everything goes into ``<name>/.incoming-<version>-<random>/`` first, so a crash
+        halfway leaves only a dot-folder that ``versions()`` ignores. An existing version is
+        refused (``VersionExistsError``) unless ``replace``: the importers' ``--force``
+        re-creates its own version, swapping the old folder out by two renames.
+        """
         d = self.version_dir(card.name, card.version)
+        if d.exists() and not replace:
+            raise VersionExistsError(
+                f"model {card.name!r} version {card.version!r} already exists in {d.parent}; "
+                "a version is never overwritten: register a new version number"
+            )
         card = card.model_copy(update={"sha256": hashlib.sha256(onnx_bytes).hexdigest()})
-        _atomic_write(d / "model.onnx", onnx_bytes)
-        for fname, data in (extra or {}).items():
-            _atomic_write(d / fname, data)
-        _atomic_write(d / "model.json", (card.model_dump_json(indent=2) + "\n").encode())
+        d.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=d.parent, prefix=f"{INCOMING}{card.version}-"))
+        try:
+            os.chmod(staging, 0o755)  # mkdtemp makes 0700; workers must read it
+            _write_file(staging / "model.onnx", onnx_bytes)
+            for fname, data in (extra or {}).items():
+                _write_file(staging / fname, data)
+            _write_file(staging / "model.json", (card.model_dump_json(indent=2) + "\n").encode())
+            for f in staging.iterdir():
+                os.chmod(f, 0o644)
+            if d.exists():  # replace: move the old one aside (dot-named), then swap in
+                old = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".replaced-{card.version}-"))
+                os.replace(d, old / "v")
+                os.rename(staging, d)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                try:
+                    os.rename(staging, d)
+                except OSError as exc:  # another writer got there first
+                    raise VersionExistsError(
+                        f"model {card.name!r} version {card.version!r} appeared in "
+                        f"{d.parent} while it was being written: {exc}"
+                    ) from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return d
 
     def set_alias(self, name: str, version: str, alias: str = PRODUCTION) -> None:
@@ -155,6 +256,26 @@ class ModelRepository:
             history.append(current)
         data[alias] = version
         data["history"] = history[-20:]
+        self._write_aliases(name, data)
+
+    def set_shadow(self, name: str, version: str, fraction: float = 1.0) -> None:
+        """Name a candidate to score beside production on ``fraction`` of the faces."""
+        fraction = _check_fraction(fraction)
+        if version not in self.versions(name):
+            raise ModelMissingError(name, f"cannot shadow missing version {version!r}")
+        data = self.aliases(name)
+        data[SHADOW], data[SHADOW_FRACTION] = version, fraction
+        self._write_aliases(name, data)
+
+    def clear_shadow(self, name: str) -> None:
+        """Stop shadow evaluation (nothing to do when none is set)."""
+        data = self.aliases(name)
+        if SHADOW in data or SHADOW_FRACTION in data:
+            data.pop(SHADOW, None)
+            data.pop(SHADOW_FRACTION, None)
+            self._write_aliases(name, data)
+
+    def _write_aliases(self, name: str, data: dict[str, object]) -> None:
         _atomic_write(
             self.root / name / "aliases.json", (json.dumps(data, indent=2) + "\n").encode()
         )
@@ -179,7 +300,5 @@ class ModelRepository:
         data = self.aliases(name)
         data[alias] = previous
         data["history"] = history
-        _atomic_write(
-            self.root / name / "aliases.json", (json.dumps(data, indent=2) + "\n").encode()
-        )
+        self._write_aliases(name, data)
         return previous

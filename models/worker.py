@@ -6,21 +6,33 @@ of size 1), never on the event loop: ONNX Runtime and OpenCV release the GIL and
 own threads, and one inference thread keeps batches in order while the loop keeps serving
 signalling, media and results. Scoring, timing and counting are ``run_batch``'s, the same
 function ``/v1/predict`` and ``emostream analyze`` call.
+
+The analyzer is read from its ``ModelSlot`` once per batch, so a promoted version takes
+over at the next batch and the batch in progress finishes on the version it started with.
+A shadow candidate (``models/shadow.py``) scores after the batch is published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from emostream.broker.base import WorkerBroker
 from emostream.fields import Unset
+from emostream.models.serving import ModelSlot
+from emostream.models.shadow import Shadow
 from emostream.pipeline.analyzer import Analyzer, run_batch
+from emostream.pipeline.jobs import Job
+from emostream.pipeline.outcomes import Outcome
 from emostream.supervise import Supervised, supervise
+
+log = logging.getLogger(__name__)
 
 
 class WorkerConfig(BaseModel):
@@ -50,22 +62,35 @@ class WorkerConfig(BaseModel):
 
 class BatchWorker:
     def __init__(
-        self, broker: WorkerBroker, analyzer: Analyzer, config: WorkerConfig | None = None
+        self,
+        broker: WorkerBroker,
+        analyzer: Analyzer | ModelSlot[Any],
+        config: WorkerConfig | None = None,
     ) -> None:
         self.broker = broker
-        self.analyzer = analyzer
+        self.slot: ModelSlot[Any] = (
+            analyzer if isinstance(analyzer, ModelSlot) else ModelSlot(analyzer)
+        )
+        first = self.slot.analyzer
+        self.modality = first.modality
         self.config = config or WorkerConfig()
-        self.max_batch = self.config.batch_for(analyzer.provider)
+        self.max_batch = self.config.batch_for(first.provider)
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"{analyzer.modality}-infer"
+            max_workers=1, thread_name_prefix=f"{self.modality}-infer"
         )
         self._loop: Supervised | None = None
         self._draining = False
         self._busy = False
 
+    @property
+    def analyzer(self) -> Analyzer:
+        """The analyzer the next batch runs on."""
+        analyzer: Analyzer = self.slot.analyzer
+        return analyzer
+
     def start(self) -> None:
         """Run the loop, supervised: if it ever raises it is restarted (and counted)."""
-        self._loop = supervise(f"{self.analyzer.modality}-worker", self.run)
+        self._loop = supervise(f"{self.modality}-worker", self.run)
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -96,14 +121,23 @@ class BatchWorker:
         loop = asyncio.get_running_loop()
         wait_s = self.config.max_wait_ms / 1000.0
         while not self._draining:
-            jobs = await self.broker.take(self.analyzer.modality, self.max_batch, wait_s)
+            jobs = await self.broker.take(self.modality, self.max_batch, wait_s)
             if not jobs:
                 continue
+            analyzer, shadow = self.slot.analyzer, self.slot.shadow  # once per batch
             self._busy = True
             try:
-                outcomes = await loop.run_in_executor(
-                    self._executor, run_batch, self.analyzer, jobs
-                )
+                outcomes = await loop.run_in_executor(self._executor, run_batch, analyzer, jobs)
                 await self.broker.publish(outcomes)
             finally:
                 self._busy = False
+            if shadow is not None:
+                await self._shadow(shadow, jobs, outcomes)
+
+    async def _shadow(self, shadow: Shadow, jobs: Sequence[Job], outcomes: list[Outcome]) -> None:
+        """The candidate's turn, after the clients got theirs; its failure is only logged."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, shadow.compare, jobs, outcomes)
+        except Exception:
+            log.exception("shadow %s failed on a batch of %d", shadow.model, len(jobs))

@@ -2,9 +2,11 @@
 
 It loads the production models (reporting a missing one, never faking it), says which
 ONNX Runtime provider it got and the batch size that provider gets, exposes its own
-``/metrics``, and joins the consumer group. SIGTERM or SIGINT: stop reading, finish and
-publish the batch in progress (up to ``drain_timeout_s``), leave the group, exit 0. Jobs it
-read but did not start stay pending and another worker claims them.
+``/metrics``, and joins the consumer group. A watcher per model follows the alias file and
+switches to a promoted version, or shadows a candidate (``models/watch.py``). SIGTERM or
+SIGINT: stop reading, finish and publish the batch in progress (up to ``drain_timeout_s``),
+leave the group, exit 0. Jobs it read but did not start stay pending and another worker
+claims them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from prometheus_client import start_http_server
 from emostream import metrics
 from emostream.broker.factory import make_worker_broker
 from emostream.models.face import FaceAnalyzer
+from emostream.models.repository import ModelRepository
+from emostream.models.serving import ModelSlot
+from emostream.models.watch import ModelWatcher
 from emostream.models.worker import BatchWorker
 from emostream.settings import Settings
 
@@ -33,7 +38,13 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
     broker = make_worker_broker(settings)
     name = getattr(broker, "consumer", "worker")
     config = settings.worker
-    workers = [BatchWorker(broker, a, config) for a in analyzers]
+    slots = [ModelSlot(a) for a in analyzers]
+    workers = [BatchWorker(broker, slot, config) for slot in slots]
+    repo = ModelRepository(settings.model_root)
+    watchers = [
+        ModelWatcher(slot, repo, settings.face, settings.runner, settings.drift, shadow=True)
+        for slot in slots
+    ]
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.metrics_host)
     for a, w in zip(analyzers, workers, strict=True):
@@ -60,15 +71,21 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
         loop.add_signal_handler(sig, stop.set)
     for w in workers:
         w.start()
+    for watcher in watchers:
+        watcher.start()
     stopping = asyncio.create_task(stop.wait())
     running = {w.task for w in workers if w.task is not None}
     done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)
     ended = [t for t in done if t is not stopping]
     if ended:  # a loop itself ended: a bug, not a signal; say so and exit non-zero
         stopping.cancel()
+        for watcher in watchers:
+            await watcher.stop()
         await broker.close()
         raise RuntimeError(f"worker loop ended: {ended[0].exception()!r}")
     log.info("worker %s: stopping, finishing the batch in progress", name)
+    for watcher in watchers:
+        await watcher.stop()
     for w in workers:
         await w.stop(drain_s=config.drain_timeout_s)
     await broker.close()

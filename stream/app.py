@@ -36,6 +36,9 @@ from emostream.broker.base import IngestBroker
 from emostream.broker.factory import make_ingest
 from emostream.broker.memory import MemoryBroker
 from emostream.models.face import FaceAnalyzer
+from emostream.models.repository import ModelRepository
+from emostream.models.serving import ModelSlot
+from emostream.models.watch import ModelWatcher
 from emostream.models.worker import BatchWorker
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
@@ -63,38 +66,58 @@ log = logging.getLogger(__name__)
 class AppState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.face: FaceAnalyzer | None = None
+        self.slot: ModelSlot[FaceAnalyzer] | None = None
         self.face_error: str | None = None
         self.limiter = anyio.CapacityLimiter(settings.limits.predict_concurrency)
         self.seq = 0
         self.broker: IngestBroker | None = None
         self.worker: BatchWorker | None = None
+        self.watcher: ModelWatcher | None = None
         self.sessions: SessionManager | None = None
 
+    @property
+    def face(self) -> FaceAnalyzer | None:
+        """The analyzer serving now (read once per request: a swap takes the next one)."""
+        return None if self.slot is None else self.slot.analyzer
+
+    @face.setter
+    def face(self, analyzer: FaceAnalyzer | None) -> None:
+        self.slot = None if analyzer is None else ModelSlot(analyzer)
+
     async def start_realtime(self) -> None:
-        """The broker, the session manager and, with ``memory``, the in-process worker.
+        """The broker, the session manager, the model watcher and, with ``memory``, the
+        in-process worker.
 
         With a Redis broker the batching workers are separate processes (``emostream
-        worker``); this node only ingests, routes results and answers REST predictions.
+        worker``); this node only ingests, routes results and answers REST predictions,
+        so it follows promotions (for /v1/predict) but runs no shadow.
         """
-        if self.face is None:
+        slot = self.slot
+        if slot is None:
             return
         s = self.settings
         if s.broker.is_redis:
             self.broker = make_ingest(s)
         else:  # one in-process broker plays both roles: sessions submit, our worker takes
             self.broker = embedded = MemoryBroker(s.broker)
-            self.worker = BatchWorker(embedded, self.face, s.worker)
+            self.worker = BatchWorker(embedded, slot, s.worker)
         await self.broker.start()
         metrics.initialise("ingest" if s.broker.is_redis else "all-in-one")
         if self.worker is not None:
             batch = self.worker.max_batch
-            metrics.WORKER_INFO.labels("in-process", self.face.provider, str(batch)).set(1)
+            provider = slot.analyzer.provider
+            metrics.WORKER_INFO.labels("in-process", provider, str(batch)).set(1)
             self.worker.start()
+        repo = ModelRepository(s.model_root)
+        shadow = self.worker is not None
+        self.watcher = ModelWatcher(slot, repo, s.face, s.runner, s.drift, shadow=shadow)
+        self.watcher.start()
         self.sessions = SessionManager(self.broker, s.session)
         self.sessions.start()
 
     async def stop_realtime(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
         if self.sessions is not None:
             await self.sessions.close()
         if self.worker is not None:
@@ -183,15 +206,16 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        face = state.face
-        if face is None:
+        slot = state.slot
+        if slot is None:
             return JSONResponse(
                 {"ready": False, "reason": state.face_error or "models are loading"}, 503
             )
+        face = slot.analyzer
         broker = state.broker
         if broker is not None and not await broker.healthy():
             return JSONResponse({"ready": False, "reason": broker.problem or "broker down"}, 503)
-        owners = (broker, state.worker, state.sessions)
+        owners = (broker, state.worker, state.watcher, state.sessions)
         problem, tasks = readiness(t for o in owners if o is not None for t in o.tasks)
         if problem is not None:
             return JSONResponse({"ready": False, "reason": problem, "tasks": tasks}, 503)
@@ -199,10 +223,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             {
                 "ready": True,
                 "broker": state.settings.broker.redacted_url,
-                "models": {
-                    "face": {"model": face.model, "provider": face.provider},
-                    "detector": face.detector.ref,
-                },
+                "models": {"face": slot.status(), "detector": face.detector.ref},
                 "tasks": tasks,
             }
         )

@@ -155,6 +155,33 @@ def test_models_list_promote_rollback(cli: CliRunner, tmp_repo: ModelRepository)
     assert r.exit_code == EXIT_MODEL_MISSING and "missing version" in r.stderr
 
 
+def test_models_shadow_sets_and_clears_the_candidate(
+    cli: CliRunner, tmp_repo: ModelRepository
+) -> None:
+    card = tmp_repo.card("face-emotion", "1").model_copy(update={"version": "2"})
+    tmp_repo.register(card, (tmp_repo.version_dir("face-emotion", "1") / "model.onnx").read_bytes())
+    r = cli.invoke(app, ["models", "shadow", "face-emotion", "2", "--fraction", "0.25"])
+    assert r.exit_code == 0 and "shadow -> 2 (0.25 of faces)" in r.stdout
+    shadow = tmp_repo.shadow("face-emotion")
+    assert shadow is not None and (shadow.version, shadow.fraction) == ("2", 0.25)
+    rows = {
+        row["version"]: row
+        for row in json.loads(cli.invoke(app, ["models", "list", "--json"]).stdout)
+    }
+    assert rows["2"]["aliases"] == ["shadow"]
+    assert tmp_repo.resolve("face-emotion") == "1"  # production untouched
+    r = cli.invoke(app, ["models", "shadow", "face-emotion", "--off"])
+    assert r.exit_code == 0 and tmp_repo.shadow("face-emotion") is None
+    for argv, code, why in [
+        (["face-emotion"], EXIT_USAGE, "give a VERSION to shadow, or --off"),
+        (["face-emotion", "2", "--off"], EXIT_USAGE, "not both"),
+        (["face-emotion", "2", "--fraction", "0"], EXIT_USAGE, "above 0"),
+        (["face-emotion", "9"], EXIT_MODEL_MISSING, "cannot shadow missing version '9'"),
+    ]:
+        r = cli.invoke(app, ["models", "shadow", *argv])
+        assert r.exit_code == code and why in r.stderr, (argv, r.output)
+
+
 def test_pull_unknown_model_is_a_usage_error(cli: CliRunner) -> None:
     r = cli.invoke(app, ["models", "pull", "no-such-model"])
     assert r.exit_code == 2 and "pullable: face-emotion" in r.stderr

@@ -83,6 +83,18 @@ def test_the_panels_the_issue_asks_for() -> None:
     assert "emostream_predictions_total" in exprs and "emostream_model_info" in exprs
 
 
+def test_the_models_dashboard_shows_promotion_and_shadow_evaluation() -> None:
+    models = next(d for d in DASHBOARDS if d.uid == "emostream-models")
+    by_title = {p.title: " ".join(t.expr for t in p.targets) for p in models.panels}
+    agreement = by_title["Shadow agreement with production"]
+    assert "rate(emostream_shadow_agreement_total" in agreement.split(" / ")[0]
+    assert "rate(emostream_shadow_faces_total" in agreement.split(" / ")[1]
+    assert "by (model, version)" in agreement
+    assert "emostream_shadow_predictions_total" in by_title["Shadow candidate class mix"]
+    assert "by (model, version, class)" in by_title["Shadow candidate class mix"]
+    assert "emostream_model_loads_total" in by_title["Model loads and refusals"]
+
+
 def test_unknown_grafana_variables_are_an_error() -> None:
     with pytest.raises(KeyError, match="nope"):
         catalog.promql("rate(x[$nope])")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from emostream.models.card import ModelCard
-from emostream.models.repository import PRODUCTION, ModelMissingError, ModelRepository
+from emostream.models.repository import (
+    PRODUCTION,
+    ModelMissingError,
+    ModelRepository,
+    Shadow,
+    VersionExistsError,
+)
 
 
 def _second_version(repo: ModelRepository, version: str = "2") -> None:
@@ -81,3 +88,85 @@ def test_card_rejects_reference_with_wrong_classes(tmp_repo: ModelRepository) ->
     data["reference_distribution"] = {"happy": 1.0}
     with pytest.raises(ValueError, match="reference_distribution"):
         ModelCard.model_validate(data)
+
+
+def test_a_version_is_never_overwritten(tmp_repo: ModelRepository) -> None:
+    card = tmp_repo.card("face-emotion", "1")
+    onnx = (tmp_repo.version_dir("face-emotion", "1") / "model.onnx").read_bytes()
+    with pytest.raises(VersionExistsError, match="version '1' already exists"):
+        tmp_repo.register(card, b"other bytes")
+    assert tmp_repo.onnx_path("face-emotion", "1").read_bytes() == onnx  # untouched
+    tmp_repo.register(card, onnx, {"note.txt": b"again"}, replace=True)  # the importers' --force
+    assert (tmp_repo.version_dir("face-emotion", "1") / "note.txt").read_bytes() == b"again"
+    assert tmp_repo.onnx_path("face-emotion", "1").is_file()
+    assert not [p for p in (tmp_repo.root / "face-emotion").iterdir() if p.name.startswith(".")]
+
+
+def test_a_write_that_dies_halfway_leaves_no_version(
+    tmp_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever was written before the crash stays in a dot-folder no reader looks at."""
+    import emostream.models.repository as repository
+
+    real = repository._write_file
+    seen: list[Path] = []
+
+    def dies_at_the_card(path: Path, data: bytes) -> None:
+        seen.append(path)
+        if path.name == "model.json":
+            assert (path.parent / "model.onnx").stat().st_size > 0  # half a version exists
+            assert tmp_repo.versions("face-emotion") == ["1"]  # and nobody sees it
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(repository, "_write_file", dies_at_the_card)
+    card = tmp_repo.card("face-emotion", "1").model_copy(update={"version": "2"})
+    with pytest.raises(OSError, match="No space"):
+        tmp_repo.register(card, b"x" * 1000)
+    assert seen[0].parent.name.startswith(".incoming-2-")
+    assert tmp_repo.versions("face-emotion") == ["1"]
+    assert sorted(p.name for p in (tmp_repo.root / "face-emotion").iterdir()) == [
+        "1",
+        "aliases.json",
+    ]
+    # a process killed outright leaves its dot-folder behind: still not a version
+    left = tmp_repo.root / "face-emotion" / ".incoming-3-abc"
+    shutil.copytree(tmp_repo.version_dir("face-emotion", "1"), left)
+    assert tmp_repo.versions("face-emotion") == ["1"]
+    assert tmp_repo.names() == ["face-detector", "face-emotion"]
+    with pytest.raises(ModelMissingError, match=r"missing version '\.incoming-3-abc'"):
+        tmp_repo.set_alias("face-emotion", ".incoming-3-abc")
+
+
+def test_shadow_is_set_and_cleared_beside_production(tmp_repo: ModelRepository) -> None:
+    _second_version(tmp_repo)
+    assert tmp_repo.shadow("face-emotion") is None  # absent keys: no shadow
+    tmp_repo.set_shadow("face-emotion", "2", 0.25)
+    assert tmp_repo.shadow("face-emotion") == Shadow("2", 0.25)
+    data = json.loads((tmp_repo.root / "face-emotion" / "aliases.json").read_text())
+    assert (data["production"], data["shadow"], data["shadow_fraction"]) == ("1", "2", 0.25)
+    tmp_repo.set_alias("face-emotion", "2")  # promotion keeps the shadow entry
+    assert tmp_repo.shadow("face-emotion") == Shadow("2", 0.25)
+    tmp_repo.clear_shadow("face-emotion")
+    data = json.loads((tmp_repo.root / "face-emotion" / "aliases.json").read_text())
+    assert "shadow" not in data and "shadow_fraction" not in data and data["production"] == "2"
+    tmp_repo.clear_shadow("face-emotion")  # nothing to clear: fine
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan")])
+def test_a_shadow_fraction_outside_0_1_is_refused(
+    tmp_repo: ModelRepository, fraction: float
+) -> None:
+    with pytest.raises(ValueError, match=r"shadow fraction must be in \(0, 1\]"):
+        tmp_repo.set_shadow("face-emotion", "1", fraction)
+    with pytest.raises(ModelMissingError, match="cannot shadow missing version '9'"):
+        tmp_repo.set_shadow("face-emotion", "9", 0.5)
+
+
+def test_a_malformed_shadow_entry_is_an_error_with_the_reason(tmp_repo: ModelRepository) -> None:
+    f = tmp_repo.root / "face-emotion" / "aliases.json"
+    f.write_text(json.dumps({"production": "1", "shadow": "1", "shadow_fraction": 3}))
+    with pytest.raises(ValueError, match="got 3"):
+        tmp_repo.shadow("face-emotion")
+    f.write_text(json.dumps({"production": "1", "shadow": "1"}))  # no fraction: all faces
+    assert tmp_repo.shadow("face-emotion") == Shadow("1", 1.0)

@@ -208,7 +208,8 @@ def import_blazeface(
             log.warning("re-importing %s/%s: sha256 mismatch", NAME, v.version)
         wheel = wheel or fetch_wheel()
         onnx_bytes = convert_variant(read_tflite(wheel, variant), variant)
-        out[variant] = repo.register(build_card(variant, onnx_bytes), onnx_bytes)
+        card = build_card(variant, onnx_bytes)  # --force or a damaged copy: replace it
+        out[variant] = repo.register(card, onnx_bytes, replace=True)
     default = VARIANTS[DEFAULT_VARIANT].version
     if PRODUCTION not in repo.aliases(NAME) and default in repo.versions(NAME):
         repo.set_alias(NAME, default)

@@ -130,7 +130,7 @@ def import_fer(
             f"{shlex.quote('emostream models pull face-emotion --force')}); no reference "
             "distribution, so drift cannot be measured for this copy."
         )
-    repo.register(card, onnx_bytes, extra)
+    repo.register(card, onnx_bytes, extra, replace=True)  # --force or a damaged copy
     if PRODUCTION not in repo.aliases(NAME):
         repo.set_alias(NAME, VERSION)
     return vdir

@@ -1,4 +1,9 @@
-"""``emostream models list|pull|promote|rollback``: the model repository and its aliases."""
+"""``emostream models list|pull|promote|rollback|shadow``: the model repository and its aliases.
+
+Each command that changes an alias does its repository call in one small function
+(``_promote``, ``_rollback``, ``_shadow``), the one place anything else that must follow
+an alias change (a registry) hooks in.
+"""
 
 from __future__ import annotations
 
@@ -84,15 +89,39 @@ def models_pull(
         typer.echo(f"{name}: {', '.join(repo.versions(name))} (production -> {repo.resolve(name)})")
 
 
+def _promote(name: str, version: str, alias: str) -> None:
+    from emostream.models.repository import ModelRepository
+
+    ModelRepository(load_settings().model_root).set_alias(name, version, alias)
+
+
+def _rollback(name: str, alias: str) -> str:
+    from emostream.models.repository import ModelRepository
+
+    return ModelRepository(load_settings().model_root).rollback(name, alias)
+
+
+def _shadow(name: str, version: str | None, fraction: float) -> None:
+    """``version`` None: stop shadowing."""
+    from emostream.models.repository import ModelRepository
+
+    repo = ModelRepository(load_settings().model_root)
+    if version is None:
+        repo.clear_shadow(name)
+    else:
+        repo.set_shadow(name, version, fraction)
+
+
 @app.command("promote")
 def models_promote(
     name: str, version: str, alias: str = typer.Option("production", "--alias")
 ) -> None:
-    """Point an alias (production) at a version; workers switch without dropping sessions."""
-    from emostream.models.repository import ModelMissingError, ModelRepository
+    """Point an alias (production) at a version; running processes check it and switch
+    without dropping sessions, or refuse it and keep the old one (see their logs)."""
+    from emostream.models.repository import ModelMissingError
 
     try:
-        ModelRepository(load_settings().model_root).set_alias(name, version, alias)
+        _promote(name, version, alias)
     except ModelMissingError as exc:
         raise fail(str(exc), EXIT_MODEL_MISSING) from None
     typer.echo(f"{name}: {alias} -> {version}")
@@ -101,10 +130,37 @@ def models_promote(
 @app.command("rollback")
 def models_rollback(name: str, alias: str = typer.Option("production", "--alias")) -> None:
     """Point an alias back at the version it named before."""
-    from emostream.models.repository import ModelMissingError, ModelRepository
+    from emostream.models.repository import ModelMissingError
 
     try:
-        version = ModelRepository(load_settings().model_root).rollback(name, alias)
+        version = _rollback(name, alias)
     except ModelMissingError as exc:
         raise fail(str(exc), EXIT_MODEL_MISSING) from None
     typer.echo(f"{name}: {alias} -> {version}")
+
+
+@app.command("shadow")
+def models_shadow(
+    name: str,
+    version: str | None = typer.Argument(None, help="the candidate; omit with --off"),
+    fraction: float = typer.Option(
+        1.0, "--fraction", min=0.0, max=1.0, help="share of faces it scores, in (0, 1]"
+    ),
+    off: bool = typer.Option(False, "--off", help="stop shadow evaluation"),
+) -> None:
+    """Score a candidate version beside production on live faces, never sent to clients
+    (emostream_shadow_* metrics); --off stops it."""
+    from emostream.models.repository import ModelMissingError
+
+    if off == (version is not None):
+        raise fail("give a VERSION to shadow, or --off (not both)", EXIT_USAGE)
+    if not off and fraction <= 0:
+        raise fail("--fraction must be above 0 (use --off to stop)", EXIT_USAGE)
+    try:
+        _shadow(name, None if off else version, fraction)
+    except ModelMissingError as exc:
+        raise fail(str(exc), EXIT_MODEL_MISSING) from None
+    if off:
+        typer.echo(f"{name}: shadow off")
+    else:
+        typer.echo(f"{name}: shadow -> {version} ({fraction:g} of faces)")

@@ -6,6 +6,9 @@ WebRTC clients stream real video. Then every PromQL expression of every dashboar
 evaluated through Prometheus' HTTP API over the streaming period and must return data, every
 alert rule must load and evaluate, and every panel is drawn into PNGs under test-output/.
 
+The processes serve a private copy of the model repository with a shadow candidate (version
+2: version 1's weights under a new card), so the promotion and shadow panels have data too.
+
 The drift test streams a still photo (every face "happy"): the PSI gauge must reach the value
 the card's reference distribution implies for a one-class window, and the drift alert's
 expression must fire in Prometheus (the alert itself goes pending: its ``for`` is 15 min).
@@ -35,6 +38,7 @@ from emostream.models.repository import ModelRepository
 from emostream.paths import data_root, model_root
 from emostream.stream.client import EmotionClient, Source
 
+from model_versions import NAME, copy_version, model_root_copy
 from prometheus_server import RULES_DIR, PrometheusServer
 from redis_server import RedisServer
 
@@ -66,7 +70,14 @@ def stack(
 ) -> Iterator[Stack]:
     """serve (+ worker and Redis in Redis mode) scraped by Prometheus every second."""
     logs = tmp_path_factory.mktemp(f"observability-{request.param}")
-    env = {"EMOSTREAM_DRIFT_WINDOW_SIZE": str(WINDOW), "EMOSTREAM_IDLE_TIMEOUT_S": "3"}
+    repo = model_root_copy(ModelRepository(model_root()), logs / "models")
+    copy_version(repo, "2")
+    repo.set_shadow(NAME, "2", 1.0)  # the shadow panels' data; clients see only version 1
+    env = {
+        "EMOSTREAM_DRIFT_WINDOW_SIZE": str(WINDOW),
+        "EMOSTREAM_IDLE_TIMEOUT_S": "3",
+        "EMOSTREAM_MODEL_ROOT": str(repo.root),
+    }
     redis = worker = None
     if request.param == "redis":
         redis = RedisServer(logs / "redis").start()
