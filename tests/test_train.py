@@ -255,3 +255,24 @@ def test_two_runs_combine_into_one_ensemble_version(
         np.testing.assert_allclose(clf.predict_tensor(z["inputs"]), z["outputs"], atol=1e-5)
     one = runner.invoke(app, ["train", "combine", "--run", str(tmp_path / "s0"), "--out", str(ens)])
     assert one.exit_code == 2 and "at least two runs" in one.output
+
+
+def test_models_promote_checks_first_and_moves_mlflow_with_the_repository(
+    tmp_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model_versions import copy_version, corrupt_version
+
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_repo.root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    copy_version(tmp_repo, "2")
+    corrupt_version(tmp_repo, "3")
+    tracking = Tracking.for_repository(tmp_repo.root)  # a local registry now exists
+    promoted = runner.invoke(app, ["models", "promote", "face-emotion", "2"])
+    assert promoted.exit_code == 0, promoted.output
+    assert tmp_repo.resolve("face-emotion") == "2" == tracking.alias("face-emotion", "production")
+    refused = runner.invoke(app, ["models", "promote", "face-emotion", "3"])
+    assert refused.exit_code == 1 and "face-emotion/3 refused" in refused.output
+    assert tmp_repo.resolve("face-emotion") == "2" == tracking.alias("face-emotion", "production")
+    back = runner.invoke(app, ["models", "rollback", "face-emotion"])
+    assert back.exit_code == 0, back.output
+    assert tmp_repo.resolve("face-emotion") == "1" == tracking.alias("face-emotion", "production")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,6 +22,9 @@ from emostream.cli.common import (
     load_settings,
 )
 from emostream.extras import require
+
+if TYPE_CHECKING:
+    from emostream.models.repository import ModelRepository
 
 app = typer.Typer(no_args_is_help=True, help="The model repository and its aliases.")
 
@@ -89,16 +93,36 @@ def models_pull(
         typer.echo(f"{name}: {', '.join(repo.versions(name))} (production -> {repo.resolve(name)})")
 
 
-def _promote(name: str, version: str, alias: str) -> None:
-    from emostream.models.repository import ModelRepository
+def _check(repo: ModelRepository, name: str, version: str) -> None:
+    """Refuse, before anything moves, a face-emotion version that serving would refuse."""
+    from emostream.models.check import ModelRefused, load_checked
 
-    ModelRepository(load_settings().model_root).set_alias(name, version, alias)
+    version = repo.resolve(name, version)
+    if repo.card(name, version).task != "face-emotion":
+        return
+    try:
+        load_checked(repo, name, version)
+    except ModelRefused as exc:
+        raise fail(f"{exc}; {name} stays as it was", EXIT_FAILED_FILES) from None
+
+
+def _promote(name: str, version: str, alias: str) -> None:
+    """The repository's alias and the MLflow registry's, together (training/registry.py)."""
+    from emostream.models.repository import ModelRepository
+    from emostream.training.registry import move_alias, tracking_for
+
+    repo = ModelRepository(load_settings().model_root)
+    _check(repo, name, version)
+    move_alias(repo, tracking_for(repo), name, version, alias)
 
 
 def _rollback(name: str, alias: str) -> str:
     from emostream.models.repository import ModelRepository
+    from emostream.training import registry
 
-    return ModelRepository(load_settings().model_root).rollback(name, alias)
+    repo = ModelRepository(load_settings().model_root)
+    _check(repo, name, repo.rollback_target(name, alias))
+    return registry.rollback(repo, registry.tracking_for(repo), name, alias)
 
 
 def _shadow(name: str, version: str | None, fraction: float) -> None:
@@ -116,8 +140,9 @@ def _shadow(name: str, version: str | None, fraction: float) -> None:
 def models_promote(
     name: str, version: str, alias: str = typer.Option("production", "--alias")
 ) -> None:
-    """Point an alias (production) at a version; running processes check it and switch
-    without dropping sessions, or refuse it and keep the old one (see their logs)."""
+    """Point an alias (production) at a version, in the repository and the MLflow registry
+    together; a version that fails the serving check is refused here first. Running
+    processes check it again and switch without dropping sessions."""
     from emostream.models.repository import ModelMissingError
 
     try:
@@ -129,7 +154,7 @@ def models_promote(
 
 @app.command("rollback")
 def models_rollback(name: str, alias: str = typer.Option("production", "--alias")) -> None:
-    """Point an alias back at the version it named before."""
+    """Point an alias back at the version it named before (repository and MLflow)."""
     from emostream.models.repository import ModelMissingError
 
     try:
