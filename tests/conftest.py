@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from emostream.settings import Settings
 from emostream.training.blazeface_import import import_blazeface
 from emostream.training.fer_import import NAME, import_fer
 
+from model_versions import model_root_copy
 from redis_server import RedisServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -67,11 +67,9 @@ def analyzer(repo: ModelRepository) -> FaceAnalyzer:
 
 @pytest.fixture()
 def tmp_repo(tmp_path: Path, repo: ModelRepository) -> ModelRepository:
-    """A private copy of the real repository that a test may change freely."""
-    dst = tmp_path / "models"
-    for name in (NAME, "face-detector"):
-        shutil.copytree(repo.root / name, dst / name, ignore=shutil.ignore_patterns("*.png"))
-    return ModelRepository(dst)
+    """A private repository a test may change freely: the real detectors and the imported
+    face-emotion/1 in production (``model_root_copy``)."""
+    return model_root_copy(repo, tmp_path / "models")
 
 
 @pytest.fixture()

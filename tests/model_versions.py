@@ -22,10 +22,16 @@ NAME = "face-emotion"
 
 
 def model_root_copy(src: ModelRepository, dst: Path) -> ModelRepository:
-    """The face models of ``src`` copied under ``dst`` (a private repository to change)."""
-    for name in (NAME, "face-detector"):
-        shutil.copytree(src.root / name, dst / name, ignore=shutil.ignore_patterns("*.png"))
-    return ModelRepository(dst)
+    """A private repository under ``dst`` to change: ``src``'s detectors and only its
+    imported face-emotion/1, in production, so that a test numbers its own versions from 2
+    whatever the real repository holds."""
+    shutil.copytree(src.root / "face-detector", dst / "face-detector")
+    shutil.copytree(
+        src.version_dir(NAME, "1"), dst / NAME / "1", ignore=shutil.ignore_patterns("*.png")
+    )
+    repo = ModelRepository(dst)
+    repo.set_alias(NAME, "1")
+    return repo
 
 
 def _onnx(repo: ModelRepository, version: str = "1") -> bytes:

@@ -274,7 +274,7 @@ async def test_worker_serves_two_sessions_their_own_faces(
         await worker.stop()
     assert isinstance(r_two, Scored) and isinstance(r_one, Scored)
     assert (len(r_two.result.boxes), len(r_one.result.boxes)) == (2, 1)
-    assert r_one.model == "face-emotion/1"
+    assert r_one.model == analyzer.model
     x, y, w, h = r_one.result.boxes[0]  # mapped back to source pixels (381x384)
     assert w > 100 and x + w <= one.shape[1] + 2 and y + h <= one.shape[0] + 2
     assert r_one.result.classes[int(r_one.result.scores[0].argmax())] == "happy"

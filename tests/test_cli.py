@@ -19,6 +19,7 @@ from emostream.broker.config import BrokerConfig
 from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE, app
 from emostream.models.repository import ModelRepository
 from emostream.models.worker import WorkerConfig
+from emostream.paths import model_root
 from emostream.settings import Settings
 from emostream.stream.config import ServerConfig
 
@@ -41,7 +42,12 @@ def test_analyze_images_jsonl(cli: CliRunner, media: Path) -> None:
     assert [Path(m["source"]).name for m in msgs] == names
     assert [len(m["faces"]) for m in msgs] == [1, 1, 2, 0]
     for m in msgs:
-        assert m["schema"] == 1 and m["type"] == "face" and m["model"] == "face-emotion/1"
+        assert (
+            m["schema"] == 1
+            and m["type"] == "face"
+            and m["model"]
+            == f"face-emotion/{ModelRepository(model_root()).resolve('face-emotion')}"
+        )
         assert m["latency_ms"] >= 0 and m["width"] > 0 and m["height"] > 0
     assert {f["track_id"] for f in msgs[2]["faces"]} == {1, 2}
 
@@ -329,8 +335,9 @@ def test_a_bad_value_from_a_flag_or_the_environment_exits_2(
 def test_each_group_imports_first_and_without_the_heavy_packages(module: str) -> None:
     code = (
         f"import sys, {module}, emostream.cli as c; "
-        "assert len(c.app.registered_groups) == 3; "
-        "print(sorted(m for m in ('matplotlib', 'grafana_client') if m in sys.modules))"
+        "assert len(c.app.registered_groups) == 5; "
+        "heavy = ('matplotlib', 'grafana_client', 'torch', 'mlflow', 'optuna'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

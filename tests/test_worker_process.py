@@ -100,7 +100,7 @@ def test_worker_serves_jobs_and_survives_garbage_on_the_stream(
             raise AssertionError("no result")
 
         faces, model = asyncio.run(asyncio.wait_for(one_result(), 60))
-        assert (faces, model) == (1, "face-emotion/1")
+        assert (faces, model) == (1, f"face-emotion/{repo.resolve('face-emotion')}")
         assert worker.counter("emostream_frames_processed_total", modality="face") == 1
         assert r.xpending(STREAM, GROUP)["pending"] == 0  # everything acked
         assert worker.counter("emostream_worker_info", worker="w1") == 1

@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from emostream.models.repository import PRODUCTION, ModelRepository
+from emostream.models.repository import PRODUCTION, ModelMissingError, ModelRepository
 from emostream.training.tracking import Tracking, local_store
 
 
@@ -43,7 +43,8 @@ def move_alias(
     version: str,
     alias: str = PRODUCTION,
 ) -> None:
-    repo.resolve(name, version)  # raises ModelMissingError for a version that is not there
+    if version not in repo.versions(name):
+        raise ModelMissingError(name, f"cannot point {alias!r} at missing version {version!r}")
     if tracking is None:
         repo.set_alias(name, version, alias)
         return

@@ -98,8 +98,7 @@ def _check(repo: ModelRepository, name: str, version: str) -> None:
     """Refuse, before anything moves, a face-emotion version that serving would refuse."""
     from emostream.models.check import ModelRefused, load_checked
 
-    version = repo.resolve(name, version)
-    if repo.card(name, version).task != "face-emotion":
+    if version not in repo.versions(name) or repo.card(name, version).task != "face-emotion":
         return
     try:
         load_checked(repo, name, version)
