@@ -170,3 +170,30 @@ def test_a_malformed_shadow_entry_is_an_error_with_the_reason(tmp_repo: ModelRep
         tmp_repo.shadow("face-emotion")
     f.write_text(json.dumps({"production": "1", "shadow": "1"}))  # no fraction: all faces
     assert tmp_repo.shadow("face-emotion") == Shadow("1", 1.0)
+
+
+def test_production_starts_at_the_trained_default_and_set_up_never_moves_it(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    from emostream.models.repository import BUNDLED_ROOT, DEFAULT_VERSIONS
+
+    shipped = ModelRepository(BUNDLED_ROOT)
+    best = DEFAULT_VERSIONS["face-emotion"][0]
+    if best not in shipped.versions("face-emotion"):
+        pytest.skip(f"face-emotion/{best} does not ship in this checkout")
+    assert shipped.card("face-emotion", best).source.kind == "training"
+    target = ModelRepository(tmp_path / "elsewhere")
+    assert target.install_bundled("face-emotion") == [best]
+    assert target.install_bundled("face-emotion") == []  # already there
+    assert target.onnx_path("face-emotion", best).is_file()  # sha256 verified
+    files = {f.name for f in target.version_dir("face-emotion", best).iterdir()}
+    assert {"check.npz", "report.json", "reliability.png", "confusion.png"} <= files
+    assert target.ensure_production("face-emotion") == best
+    only_one = ModelRepository(tmp_path / "imported-only")
+    shutil.copytree(repo.version_dir("face-emotion", "1"), only_one.root / "face-emotion" / "1")
+    assert only_one.ensure_production("face-emotion") == "1"
+    target.set_alias("face-emotion", best)
+    shutil.copytree(repo.version_dir("face-emotion", "1"), target.root / "face-emotion" / "1")
+    target.set_alias("face-emotion", "1")  # someone chose 1: set-up keeps it
+    assert target.ensure_production("face-emotion") == "1"
+    assert ModelRepository(BUNDLED_ROOT).install_bundled("face-emotion") == []
