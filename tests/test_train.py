@@ -248,7 +248,7 @@ def test_two_runs_combine_into_one_ensemble_version(
     version = json.loads((ens / "exported.json").read_text())["version"]
     card = tmp_repo.card("face-emotion", version)
     assert (
-        "ensemble of 2" in card.source.description and "2 network passes" in card.source.description
+        "ensemble of 2" in card.source.description and "4 network passes" in card.source.description
     )
     clf = Classifier.from_repository(tmp_repo, "face-emotion", version)
     with np.load(tmp_repo.version_dir("face-emotion", version) / "check.npz") as z:

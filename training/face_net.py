@@ -50,11 +50,12 @@ class EmotionNet(nn.Module):
 
 
 class Served(nn.Module):
-    """The exported graph: probabilities, averaged over views and members.
+    """The exported graph: probabilities averaged over every member and view.
 
-    One network with ``tta_flip`` averages the face and its mirror image. Several networks
-    (an ensemble of runs, ``emostream train combine``) are averaged with every second member
-    looking at the mirror image, so an ensemble costs one pass per member, not two.
+    With ``tta_flip`` each network sees the face and its mirror image; several networks are
+    an ensemble of runs (``emostream train combine``). Inference costs one network pass per
+    member and view. (Giving every second member only the mirror image halves that, but
+    measured on FER2013 val it scored below the better member alone: 0.691 against 0.696.)
     """
 
     def __init__(self, nets: Sequence[EmotionNet], tta_flip: bool) -> None:
@@ -67,14 +68,11 @@ class Served(nn.Module):
     @property
     def passes(self) -> int:
         """Network evaluations per face: what inference costs relative to one network."""
-        return 2 if self.tta_flip and len(self.nets) == 1 else len(self.nets)
+        return len(self.nets) * (2 if self.tta_flip else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         views = [x, torch.flip(x, dims=[3])] if self.tta_flip else [x]
-        if len(self.nets) == 1:
-            pairs = [(self.nets[0], v) for v in views]
-        else:
-            pairs = [(net, views[k % len(views)]) for k, net in enumerate(self.nets)]
+        pairs = [(net, view) for net in self.nets for view in views]
         total = torch.softmax(pairs[0][0](pairs[0][1]), dim=1)
         for net, view in pairs[1:]:
             total = total + torch.softmax(net(view), dim=1)

@@ -127,6 +127,9 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
     title = f"{cfg.model_name} ({run_dir.name}), FER2013 val"
     (run_dir / "confusion.png").write_bytes(report.confusion_png(title))
     (run_dir / "reliability.png").write_bytes(report.reliability_png(title))
+    history = _histories(run_dir)
+    if history:
+        (run_dir / "history.png").write_bytes(history_png(history, f"{cfg.model_name} training"))
     figures = {
         "accuracy": round(report.accuracy, 4),
         "macro_f1": round(report.macro_f1, 4),
@@ -145,8 +148,9 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
     with tracking.run(cfg.experiment, run_dir.name, info["run_id"]) as mlrun:
         mlrun.metrics({f"val_{k}": figures[k] for k in ("accuracy", "macro_f1", "ece")})
         mlrun.metrics({f"val_recall_{c}": v for c, v in report.per_class_recall().items()})
-        for name in ("report.json", "confusion.png", "reliability.png"):
-            mlrun.artifact(run_dir / name, "report")
+        for name in ("report.json", "confusion.png", "reliability.png", "history.png"):
+            if (run_dir / name).is_file():
+                mlrun.artifact(run_dir / name, "report")
     return report
 
 
@@ -159,13 +163,7 @@ def _describe(cfg: TrainConfig, info: dict[str, Any], members: int, passes: int)
     what = f"EmotionNet (compact VGG, width {cfg.net.width})"
     if members > 1:
         what = f"an ensemble of {members} {what} runs"
-    views = (
-        ", every second member seeing the mirror image"
-        if members > 1 and cfg.net.tta_flip
-        else ", each face averaged with its mirror image"
-        if cfg.net.tta_flip
-        else ""
-    )
+    views = ", each face averaged with its mirror image" if cfg.net.tta_flip else ""
     return (
         f"{what} trained by emostream train on FER2013 train ({trained}; "
         f"{info.get('device')} {info.get('precision')}); {passes} network passes per "
@@ -217,6 +215,37 @@ def yaml_load(text: str) -> Any:
     import yaml
 
     return yaml.safe_load(text)
+
+
+def _histories(run_dir: Path) -> dict[str, list[dict[str, float]]]:
+    """Per-epoch figures of the run, or of each member of an ensemble, by label."""
+    info = run_info(run_dir)
+    if (run_dir / "history.json").is_file():
+        return {f"seed {info.get('seed', '?')}": json.loads((run_dir / "history.json").read_text())}
+    return {}
+
+
+def history_png(histories: dict[str, list[dict[str, float]]], title: str) -> bytes:
+    """Training loss and held-out accuracy per epoch (a line per run)."""
+    from emostream.training.evaluate import _png, _pyplot
+
+    plt = _pyplot()
+    fig, (lx, ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for label, rows in histories.items():
+        epochs = [r["epoch"] for r in rows]
+        lx.plot(epochs, [r["train_loss"] for r in rows], label=label)
+        ax.plot(
+            epochs, [r["train_accuracy"] for r in rows], "--", alpha=0.6, label=f"{label} train"
+        )
+        if all("holdout_accuracy" in r for r in rows):
+            ax.plot(epochs, [r["holdout_accuracy"] for r in rows], label=f"{label} held out")
+    lx.set(xlabel="epoch", ylabel="training loss (augmented, smoothed labels)")
+    ax.set(xlabel="epoch", ylabel="accuracy")
+    for a in (lx, ax):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(title)
+    return _png(fig)
 
 
 def build_card(
@@ -304,6 +333,8 @@ def export(run_dir: Path, repo: ModelRepository, command: str, promote: bool = F
         "confusion.png": (run_dir / "confusion.png").read_bytes(),
         "reliability.png": (run_dir / "reliability.png").read_bytes(),
     }
+    if (run_dir / "history.png").is_file():
+        extra["history.png"] = (run_dir / "history.png").read_bytes()
     folder = repo.register(card, exported.onnx, extra)
     card = repo.card(card.name, version)
     tracking = Tracking(info["tracking_uri"], None)

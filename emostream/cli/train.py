@@ -173,7 +173,7 @@ def train_combine(
     runs: list[Path] = typer.Option(..., "--run", help="a fitted run folder (two or more)"),
     out: Path = typer.Option(..., "--out", help="the ensemble's run folder"),
 ) -> None:
-    """Several fitted runs as one ensemble (one pass per member); then evaluate and export."""
+    """Several fitted runs as one ensemble (probabilities averaged); evaluate, export next."""
 
     def stage() -> None:
         from emostream.training import face_run
