@@ -79,7 +79,7 @@ def fer_weights(repo: ModelRepository, model: str) -> str | None:
 
 def what_it_is(card: ModelCard) -> str:
     """``kind: the description's first clause (input HxW colour)``, short enough for a cell."""
-    desc = card.source.description.split(";")[0].strip()
+    desc = _first_clause(card.source.description)
     spec = card.input
     size = (
         f" (input {spec.height}x{spec.width} {spec.color})" if isinstance(spec, ImageInput) else ""
@@ -206,3 +206,13 @@ def draw_versions_chart(path: Path, runs: Sequence[VersionTimes], title: str) ->
         ax.set_xticks(range(len(runs)), [r.ref for r in runs])
         ax.set_ylabel("faces/s, one core (bare model, median)")
         ax.legend(fontsize=8)
+
+
+def _first_clause(text: str) -> str:
+    """Up to the first ';' outside parentheses (a card's description can nest them)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ";" and depth == 0:
+            return text[:i].strip()
+    return text.strip()
