@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 
 from emostream.models.preprocess import crop, prepare
+from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier
 from emostream.stream.media import read_image
 from emostream.training import fer2013
+from emostream.training.fer_import import NAME, VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def classifier(repo: ModelRepository) -> Classifier:
+    """The version converted from the Keras weights (not production, which we trained)."""
+    return Classifier.from_repository(repo, NAME, VERSION)
 
 
 @pytest.fixture(scope="module")

@@ -17,19 +17,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from shared_media import media_file
 
 from emostream.bench.procs import EMOSTREAM, Server, Worker
-from emostream.paths import data_root
 from emostream.stream.client import EmotionClient, Source
 
 from redis_server import RedisServer
 
 
 def _video() -> Path:
-    root = data_root()
-    if root is None or not (root / "media" / "woman2.mp4").is_file():
-        pytest.skip("shared data not found: set EMOSTREAM_DATA (needs media/woman2.mp4)")
-    return root / "media" / "woman2.mp4"
+    return media_file("woman2.mp4")
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

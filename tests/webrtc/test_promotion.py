@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from shared_media import media_file
 
 from emostream.bench.procs import Server, Worker, metric
 from emostream.models.repository import ModelRepository
-from emostream.paths import data_root, model_root
+from emostream.paths import model_root
 from emostream.stream.client import EmotionClient, Source
 
 from model_versions import NAME, copy_version, corrupt_version, model_root_copy
@@ -42,10 +43,7 @@ WATCH_S = "0.2"  # face.watch_interval_s: look at aliases.json 5 times a second
 
 
 def _video() -> str:
-    root = data_root()
-    if root is None or not (root / "media" / "woman2.mp4").is_file():
-        pytest.skip("shared data not found: set EMOSTREAM_DATA (needs media/woman2.mp4)")
-    return str(root / "media" / "woman2.mp4")
+    return str(media_file("woman2.mp4"))
 
 
 @dataclass

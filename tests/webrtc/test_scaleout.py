@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from shared_media import media_file
 
 from emostream.bench.procs import Server, Worker
-from emostream.paths import data_root
 from emostream.stream.client import EmotionClient, Source
 
 from redis_server import RedisServer
@@ -35,10 +35,7 @@ pytestmark = pytest.mark.slow
 
 
 def _video() -> str:
-    root = data_root()
-    if root is None or not (root / "media" / "woman2.mp4").is_file():
-        pytest.skip("shared data not found: set EMOSTREAM_DATA (needs media/woman2.mp4)")
-    return str(root / "media" / "woman2.mp4")
+    return str(media_file("woman2.mp4"))
 
 
 @dataclass

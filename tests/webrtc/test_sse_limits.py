@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from shared_media import media_file
 
 from emostream.bench.procs import Server
-from emostream.paths import data_root
 from emostream.stream.client import EmotionClient, Source
 
 GUARD_S = 60.0
@@ -33,10 +33,7 @@ def server(netns_ip: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def _video() -> Path:
-    root = data_root()
-    if root is None or not (root / "media" / "test.mp4").is_file():
-        pytest.skip("shared data not found: set EMOSTREAM_DATA (needs media/test.mp4)")
-    return root / "media" / "test.mp4"
+    return media_file("test.mp4")
 
 
 async def _read_to_end(http: httpx.AsyncClient, url: str, ready: asyncio.Event) -> list[str]:
