@@ -19,6 +19,12 @@ from torch import nn
 STAGES = (1, 1, 2, 2)
 
 
+def to_input(faces: torch.Tensor) -> torch.Tensor:
+    """uint8 faces (N, 48, 48) -> the network's input (N, 1, 48, 48), floats in [0, 1]
+    (the card's preprocessing: pixel / 255)."""
+    return faces.unsqueeze(1).float().div_(255.0)
+
+
 def _conv(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
 

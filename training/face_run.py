@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from emostream.models.card import FACE_EMOTION_USE, ImageInput, ModelCard, Output, Source
+from emostream.models.card import (
+    FACE_EMOTION_USE,
+    Evaluation,
+    ImageInput,
+    ModelCard,
+    Output,
+    Source,
+)
 from emostream.models.repository import ModelRepository
 from emostream.training.evaluate import Report
 from emostream.training.face_config import TrainConfig
@@ -109,10 +117,14 @@ def fit(
         )
 
 
-def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
-    """The served graph (with its mirror average) on val: report.json and the two PNGs."""
+def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> Report:
+    """The served graph (with its mirror average) on val: report.json and the PNGs.
+
+    report.json also holds the card's ``evaluation`` entry and reference distribution, so
+    export copies the figures measured here rather than recomputing them."""
     import torch
 
+    from emostream.training.face_net import to_input
     from emostream.training.face_trainer import load_served
 
     info = run_info(run_dir)
@@ -121,8 +133,7 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
     probs = []
     with torch.no_grad():
         for i in range(0, len(val), 512):
-            x = torch.from_numpy(val.images[i : i + 512]).unsqueeze(1).float() / 255.0
-            probs.append(served(x).numpy())
+            probs.append(served(to_input(torch.from_numpy(val.images[i : i + 512]))).numpy())
     report = Report.from_probabilities(list(CLASSES), val.labels, np.concatenate(probs))
     title = f"{cfg.model_name} ({run_dir.name}), FER2013 val"
     (run_dir / "confusion.png").write_bytes(report.confusion_png(title))
@@ -142,6 +153,9 @@ def evaluate(run_dir: Path, data: Path, progress: bool = True) -> Report:
         "classes": list(CLASSES),
         "predicted_distribution": report.predicted_distribution(),
         "tta_flip": cfg.net.tta_flip,
+        "evaluation": report.to_evaluation("FER2013", "val (PublicTest)", command).model_dump(
+            mode="json"
+        ),
     }
     (run_dir / "report.json").write_text(json.dumps(figures, indent=2) + "\n")
     tracking = Tracking(info["tracking_uri"], None)
@@ -183,11 +197,13 @@ def combine(runs: list[Path], out: Path, tracking: Tracking) -> dict[str, Any]:
     save_ensemble([r / "checkpoint.pt" for r in runs], out / "checkpoint.pt")
     cfg_text = (runs[0] / "config.yaml").read_text()
     (out / "config.yaml").write_text(cfg_text)
-    cfg = TrainConfig.model_validate(yaml_load(cfg_text))
+    cfg = TrainConfig.model_validate(yaml.safe_load(cfg_text))
     members = [
         {
             "run_id": i["run_id"],
-            "seed": TrainConfig.model_validate(yaml_load((r / "config.yaml").read_text())).seed,
+            "seed": TrainConfig.model_validate(
+                yaml.safe_load((r / "config.yaml").read_text())
+            ).seed,
             "epochs_run": i["epochs_run"],
             "best_epoch": i["best_epoch"],
             "train_seconds": i["train_seconds"],
@@ -209,12 +225,6 @@ def combine(runs: list[Path], out: Path, tracking: Tracking) -> dict[str, Any]:
             device=infos[0]["device"],
             precision=infos[0]["precision"],
         )
-
-
-def yaml_load(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def _histories(run_dir: Path) -> dict[str, list[dict[str, float]]]:
@@ -251,9 +261,9 @@ def history_png(histories: dict[str, list[dict[str, float]]], title: str) -> byt
 def build_card(
     cfg: TrainConfig,
     version: str,
-    report: Report,
+    evaluation: Evaluation,
+    reference: dict[str, float],
     info: dict[str, Any],
-    command: str,
     members: int = 1,
     passes: int = 1,
 ) -> ModelCard:
@@ -291,8 +301,8 @@ def build_card(
         "FER2013, released for research (ICML 2013 challenge): its terms apply to them; "
         "check them before any commercial use.",
         intended_use=FACE_EMOTION_USE,
-        evaluation=[report.to_evaluation("FER2013", "val (PublicTest)", command)],
-        reference_distribution=report.predicted_distribution(),
+        evaluation=[evaluation],
+        reference_distribution=reference,
         sha256="",
         created=datetime.now(UTC),
         notes=[
@@ -304,31 +314,26 @@ def build_card(
     )
 
 
-def export(run_dir: Path, repo: ModelRepository, command: str, promote: bool = False) -> ModelCard:
+def export(run_dir: Path, repo: ModelRepository, promote: bool = False) -> ModelCard:
     """ONNX (parity-checked) + card -> a new repository version and MLflow model version."""
-    import yaml
-
     from emostream.training.face_export import parity, to_onnx
     from emostream.training.face_trainer import load_served
 
     info = run_info(run_dir)
     served, cfg, members = load_served(run_dir / "checkpoint.pt")
     figures = json.loads((run_dir / "report.json").read_text())
-    report = Report(
-        figures["classes"],
-        np.array(figures["confusion"]),
-        np.repeat(np.arange(len(CLASSES)), np.array(figures["confusion"]).sum(axis=0)),
-    )
+    evaluation = Evaluation.model_validate(figures["evaluation"])
     val = read(Path(info["data"]), progress=False)["val"]
     exported = parity(served, to_onnx(served, SIZE), val.images[:256])
     version = repo.next_version(cfg.model_name)
-    card = build_card(cfg, version, report, info, command, members, served.passes)
-    card.evaluation[0].ece = figures.get("ece")
+    card = build_card(
+        cfg, version, evaluation, figures["predicted_distribution"], info, members, served.passes
+    )
     check = io.BytesIO()
     np.savez_compressed(check, inputs=exported.check_inputs, outputs=exported.check_outputs)
     extra = {
         "check.npz": check.getvalue(),
-        "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).encode(),
+        "config.yaml": (run_dir / "config.yaml").read_bytes(),
         "report.json": (run_dir / "report.json").read_bytes(),
         "confusion.png": (run_dir / "confusion.png").read_bytes(),
         "reliability.png": (run_dir / "reliability.png").read_bytes(),

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from emostream.training.face_augment import augment
 from emostream.training.face_config import TrainConfig
 from emostream.training.face_data import Split
-from emostream.training.face_net import EmotionNet, Served
+from emostream.training.face_net import EmotionNet, Served, to_input
 from emostream.training.fer2013 import CLASSES
 
 EpochHook = Callable[[int, dict[str, float]], None]
@@ -94,13 +94,13 @@ def class_weights(split: Split, mode: str) -> torch.Tensor:
         w = np.ones_like(counts)
     else:
         w = 1.0 / np.sqrt(counts) if mode == "sqrt" else 1.0 / counts
-    w *= len(w) / w.sum() if mode == "none" else (counts.sum() / (counts * w).sum())
+    w *= counts.sum() / (counts * w).sum()  # the mean weight per face stays 1
     return torch.tensor(w, dtype=torch.float32)
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N, 48, 48) -> float (N, 1, 48, 48) in [0, 1], channels-last."""
-    t = torch.from_numpy(images).to(device).unsqueeze(1).float().div_(255.0)
+    """uint8 (N, 48, 48) -> the network's input on ``device``, channels-last."""
+    t = to_input(torch.from_numpy(images).to(device))
     return t.contiguous(memory_format=torch.channels_last)
 
 
@@ -183,8 +183,7 @@ class Trainer:
             )
             for s in bar:
                 idx = order[s * opt_cfg.batch_size : (s + 1) * opt_cfg.batch_size]
-                x = images[idx].unsqueeze(1).float().div_(255.0)
-                x = augment(x, cfg.augment, gen).to(self.device)
+                x = augment(to_input(images[idx]), cfg.augment, gen).to(self.device)
                 x = x.contiguous(memory_format=torch.channels_last)
                 y = labels[idx].to(self.device)
                 with self._autocast():

@@ -78,7 +78,7 @@ def _fit(
 def _evaluate(run: Path, data: Path) -> None:
     from emostream.training import face_run
 
-    r = face_run.evaluate(run, data)
+    r = face_run.evaluate(run, data, _command())
     typer.echo(
         f"val: accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}, calibration error "
         f"{r.ece:.3f} on {r.samples} faces; report, confusion.png and reliability.png in {run}"
@@ -90,7 +90,7 @@ def _export(run: Path, promote: bool) -> None:
     from emostream.training import face_run
 
     repo = ModelRepository(load_settings().model_root)
-    card = face_run.export(run, repo, _command(), promote=promote)
+    card = face_run.export(run, repo, promote=promote)
     shown = (
         "production"
         if promote
