@@ -81,9 +81,9 @@ class Subject:
 
     def found(self, result: Outcome) -> tuple[int, str | None]:
         """Faces in an :meth:`analyze` result, and the label of the first (largest) one."""
-        from emostream.pipeline.outcomes import Scored
+        from emostream.pipeline.outcomes import FaceScores, Scored
 
-        if not isinstance(result, Scored):
+        if not isinstance(result, Scored) or not isinstance(result.result, FaceScores):
             return 0, None
         scores = result.result.scores
         label = self.classes[int(np.argmax(scores[0]))] if len(scores) else None

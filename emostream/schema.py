@@ -50,9 +50,12 @@ class FaceMessage(_Message):
 
 
 class VoiceMessage(_Message):
+    """One audio window: ``speech`` False (silence, not classified) carries no scores."""
+
     type: Literal["voice"] = "voice"
     session: str | None = None
     source: str | None = None
+    track: str | None = None  # which audio track of the session (agent, customer, ...)
     start: float
     end: float
     speech: bool

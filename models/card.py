@@ -12,9 +12,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from emostream.models.logmel import LogMelSpec
+
 #: What a FER2013-style emotion score means, on every face-emotion card (imported or trained).
 FACE_EMOTION_USE = (
     "Scores describe perceived facial expression in FER2013's seven categories, not a "
+    "person's inner state or intent. Not for decisions about individuals."
+)
+#: The same for the voice model: perceived vocal expression, acted speech.
+VOICE_EMOTION_USE = (
+    "Scores describe perceived vocal expression in RAVDESS's eight acted categories, not a "
     "person's inner state or intent. Not for decisions about individuals."
 )
 
@@ -41,13 +48,27 @@ class ImageInput(BaseModel):
 
 
 class AudioInput(BaseModel):
-    """A voice window: mono waveform at ``sample_rate`` (features computed in the graph)."""
+    """A voice window: ``window_seconds`` of mono audio at the features' sample rate, every
+    ``hop_seconds``, turned into log-mel features in numpy (``models/logmel.py``) before the
+    graph; the tensor ``name`` is (N, 1, n_mels, frames)."""
 
     kind: Literal["audio"] = "audio"
     name: str
-    sample_rate: int
-    window_seconds: float
-    hop_seconds: float
+    window_seconds: float = Field(gt=0)
+    hop_seconds: float = Field(gt=0)
+    features: LogMelSpec = Field(default_factory=LogMelSpec)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.features.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_seconds * self.sample_rate)
 
 
 class Output(BaseModel):

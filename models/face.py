@@ -165,14 +165,14 @@ class FaceAnalyzer:
                 out[i] = fail(job, problem)
                 continue
             try:
-                boxes = self.detect(job.payload) if job.info.detect else [_whole(job.payload)]
+                boxes = self.detect(job.payload) if job.frame.detect else [_whole(job.payload)]
             except Exception as exc:  # a frame the detector cannot take
                 out[i] = fail(job, f"detection failed: {exc}")
                 continue
             live.append((i, job, boxes))
         scores = self.classify([j.payload for _, j, _ in live], [b for _, _, b in live])
         for (i, job, boxes), frame_scores in zip(live, scores, strict=True):
-            source = [_source_box(b, job.info.scale) for b in boxes]
+            source = [_source_box(b, job.frame.scale) for b in boxes]
             out[i] = Scored(
                 job.header(), self.model, FaceScores(source, frame_scores, self.classes)
             )

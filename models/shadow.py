@@ -64,7 +64,7 @@ class Shadow:
                 faces = outcome.result
                 for box, row in zip(faces.boxes, faces.scores, strict=True):
                     if self._take():
-                        crops.append(crop(job.payload, payload_box(box, job.info.scale), margin))
+                        crops.append(crop(job.payload, payload_box(box, job.frame.scale), margin))
                         production.append(faces.classes[int(np.argmax(row))])
         if not crops:
             return 0

@@ -184,7 +184,7 @@ class RedisWorker(WorkerBroker):
             self._early.append(drop(job, DropReason.deadline))
             return None
         try:
-            job.payload = decode_frame(fields, payload_size(job.info))
+            job.payload = decode_frame(fields, payload_size(job.frame))
         except WireError as exc:
             failed = fail(job, f"bad payload: {exc}")
             log.warning("job %s of session %s: %s", entry_id, job.session, failed.error)

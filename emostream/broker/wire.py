@@ -232,7 +232,7 @@ def decode_frame(fields: Fields, expect: tuple[int, int] | None = None) -> np.nd
 
 
 def _header_fields(job: Job) -> Fields:
-    info = job.info
+    info = job.frame
     fields: Fields = {
         b"v": WIRE_VERSION,
         b"session": job.session.encode(),
@@ -317,6 +317,7 @@ def encode_outcome(outcome: Outcome) -> Fields:
     fields[b"token"] = outcome.job.token.encode()
     if isinstance(outcome, Scored):
         result = outcome.result
+        assert isinstance(result, FaceScores)
         fields[b"kind"] = b"scored"
         fields[b"model"] = outcome.model.encode()
         fields[b"boxes"] = np.asarray(result.boxes, "<i4").reshape(-1, 4).tobytes()

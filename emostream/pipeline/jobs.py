@@ -54,6 +54,28 @@ class FrameInfo:
             raise ValueError(f"frame size {self.width}x{self.height} is not at least 1x1")
 
 
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What a voice job knows about its window besides the samples.
+
+    The payload is the window itself: float32 mono samples in [-1, 1] at ``sample_rate``.
+    ``track`` names the session's audio track it came from (a call may carry agent and
+    customer as two); ``start`` and ``end`` are media seconds of that track.
+    """
+
+    modality: ClassVar[Modality] = "voice"
+    track: str
+    start: float
+    end: float
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start) and math.isfinite(self.end) and self.end > self.start):
+            raise ValueError(f"voice window [{self.start}, {self.end}] is not a time span")
+        if self.sample_rate < 1:
+            raise ValueError(f"sample rate {self.sample_rate} is not positive")
+
+
 @dataclass
 class Job:
     """A payload plus what is needed to route it, time it and drop it when it is too old.
@@ -67,7 +89,7 @@ class Job:
     seq: int
     pts: float | None
     payload: np.ndarray
-    info: FrameInfo
+    info: FrameInfo | VoiceInfo
     created: float = field(default_factory=time.monotonic)  # when decode started
     deadline: float = math.inf
     enqueued: float = 0.0  # when a broker queued it; 0 = created
@@ -81,6 +103,20 @@ class Job:
     @property
     def modality(self) -> Modality:
         return self.info.modality
+
+    @property
+    def frame(self) -> FrameInfo:
+        """The frame info of a face job (a voice job here is a routing bug: TypeError)."""
+        if not isinstance(self.info, FrameInfo):
+            raise TypeError(f"job {self.session}/{self.seq} is a {self.modality} job")
+        return self.info
+
+    @property
+    def window(self) -> VoiceInfo:
+        """The window info of a voice job (a face job here is a routing bug: TypeError)."""
+        if not isinstance(self.info, VoiceInfo):
+            raise TypeError(f"job {self.session}/{self.seq} is a {self.modality} job")
+        return self.info
 
     @property
     def key(self) -> tuple[str, int]:

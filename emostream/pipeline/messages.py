@@ -1,4 +1,4 @@
-"""A scored outcome as the DESIGN.md message: the one place a ``FaceMessage`` is made.
+"""A scored outcome as the DESIGN.md message: the one place a face or voice message is made.
 
 Sessions, ``/v1/predict`` and ``emostream analyze`` all call ``face_message``; they differ
 only in what they pass: a session its id and its tracker (stable ``track_id``s, optional
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from emostream.models.tracker import IouTracker
-from emostream.pipeline.jobs import Box
-from emostream.pipeline.outcomes import FaceScores, Scored
-from emostream.schema import Face, FaceMessage
+from emostream.pipeline.jobs import Box, VoiceInfo
+from emostream.pipeline.outcomes import FaceScores, Scored, VoiceScores
+from emostream.schema import Face, FaceMessage, VoiceMessage
 
 
 def faces(
@@ -37,7 +37,7 @@ def faces(
 
 
 def face_message(
-    scored: Scored[FaceScores],
+    scored: Scored[FaceScores] | Scored[VoiceScores],
     *,
     latency_s: float,
     tracker: IouTracker | None = None,
@@ -46,6 +46,8 @@ def face_message(
 ) -> FaceMessage:
     """The message for one scored frame; with a tracker, ids follow faces across frames."""
     job, result = scored.job, scored.result
+    info = job.frame
+    assert isinstance(result, FaceScores)
     if tracker is not None:
         ids, smoothed = tracker.update(result.boxes, result.scores)
         scores = result.scores if smoothed is None else smoothed
@@ -58,7 +60,54 @@ def face_message(
         pts=None if job.pts is None else round(job.pts, 6),
         latency_ms=round(latency_s * 1000, 3),
         model=scored.model or None,
-        width=job.info.width,
-        height=job.info.height,
+        width=info.width,
+        height=info.height,
         faces=faces(result.boxes, ids, scores, result.classes),
+    )
+
+
+def voice_message(
+    scored: Scored[FaceScores] | Scored[VoiceScores],
+    *,
+    latency_s: float,
+    session: str | None = None,
+    source: str | None = None,
+) -> VoiceMessage:
+    """The message for one scored speech window (silent windows: ``silence_message``)."""
+    job, result = scored.job, scored.result
+    info = job.window
+    assert isinstance(result, VoiceScores)
+    row = result.scores.reshape(-1)
+    k = int(np.argmax(row))
+    return VoiceMessage(
+        session=session,
+        source=source,
+        track=info.track,
+        start=round(info.start, 3),
+        end=round(info.end, 3),
+        speech=True,
+        scores={c: round(float(p), 5) for c, p in zip(result.classes, row, strict=True)},
+        label=result.classes[k],
+        confidence=round(float(row[k]), 5),
+        latency_ms=round(latency_s * 1000, 3),
+        model=scored.model or None,
+    )
+
+
+def silence_message(
+    info: VoiceInfo,
+    *,
+    latency_s: float,
+    session: str | None = None,
+    source: str | None = None,
+) -> VoiceMessage:
+    """A window voice activity detection found no speech in: said, never classified."""
+    return VoiceMessage(
+        session=session,
+        source=source,
+        track=info.track,
+        start=round(info.start, 3),
+        end=round(info.end, 3),
+        speech=False,
+        latency_ms=round(latency_s * 1000, 3),
     )

@@ -34,6 +34,14 @@ class FaceScores:
     classes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class VoiceScores:
+    """One speech window's (1, classes) scores."""
+
+    scores: np.ndarray
+    classes: tuple[str, ...]
+
+
 S = TypeVar("S", bound=Scores, covariant=True)
 
 
@@ -66,7 +74,7 @@ class BrokerNotice:
     code: str = "broker_unavailable"
 
 
-Outcome = Scored[FaceScores] | Dropped | Failed
+Outcome = Scored[FaceScores] | Scored[VoiceScores] | Dropped | Failed
 SessionEvent = Outcome | BrokerNotice
 
 
