@@ -61,9 +61,7 @@ def read_audio(path: Path, rate: int = SAMPLE_RATE, max_seconds: float = 3600.0)
                 chunks.append(samples)
                 total += len(samples)
                 if total > limit:
-                    raise MediaError(
-                        "too_long", f"{path}: longer than the {max_seconds:g} s limit"
-                    )
+                    raise MediaError("too_long", f"{path}: longer than the {max_seconds:g} s limit")
     except av.FFmpegError as exc:
         raise MediaError("undecodable", f"{path}: cannot decode audio ({exc})") from None
     if not chunks or total == 0:
