@@ -29,7 +29,8 @@ from emostream.bench import netns
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-INNER_TIMEOUT_S = 900.0
+INNER_TIMEOUT_S = 1500.0  # the whole inner run (about 300 s here when the machine is quiet)
+TEST_TIMEOUT_S = 240.0  # any one test of it
 
 pytestmark = pytest.mark.slow
 
@@ -77,8 +78,10 @@ def run_inner(xml: Path) -> tuple[list[str], int, str]:
         "netns_plugin",
         "-p",
         "no:cacheprovider",
-        "-q",
+        "-v",  # test names in the output: a killed run still says where it stood
         "-rfEs",
+        "-o",
+        f"timeout={TEST_TIMEOUT_S:.0f}",  # one stuck test fails alone, with its stack
         f"--junitxml={xml}",
     ]
     env = dict(os.environ)

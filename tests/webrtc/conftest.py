@@ -11,7 +11,11 @@ each one is skipped, with the reason, unless the process really is in such a nam
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from aiortc import RTCConfiguration
 
 HERE = Path(__file__).resolve().parent
+TASK_STOP_S = 10.0
 NOT_INSIDE = (
     "tests/webrtc runs only inside a private network namespace: run the main suite "
     "(tests/test_netns_webrtc.py starts it) or "
@@ -62,3 +67,30 @@ def rtc_configuration() -> RTCConfiguration:
     from aiortc import RTCConfiguration
 
     return RTCConfiguration(iceServers=[])
+
+
+@pytest.fixture(autouse=True)
+async def _no_task_outlives_its_test() -> AsyncIterator[None]:
+    """Cancel what a test left running, bounded, and name any task that will not stop.
+
+    pytest-asyncio closes each test's loop by cancelling every task and waiting for all of
+    them without a limit; one task that ignores its cancellation would hang the whole run
+    until the suite's outer timeout kills it, with no word of which test or task it was.
+    """
+    yield
+    me = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for t in left:
+        t.cancel()
+    if not left:
+        return
+    _, pending = await asyncio.wait(left, timeout=TASK_STOP_S)
+    if pending:
+        stacks = io.StringIO()
+        for t in pending:
+            print(t, file=stacks)
+            t.print_stack(file=stacks)
+        sys.stderr.write(f"tasks still running {TASK_STOP_S} s after cancel:\n{stacks.getvalue()}")
+        for t in pending:  # let the loop close: forget them (the process ends soon anyway)
+            asyncio.tasks._all_tasks.discard(t)  # type: ignore[attr-defined]
+        pytest.fail(f"{len(pending)} task(s) ignored cancellation:\n{stacks.getvalue()}")

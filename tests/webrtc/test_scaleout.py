@@ -161,7 +161,8 @@ async def test_a_worker_killed_mid_stream_loses_no_session(stack: Stack) -> None
         for f in fs:
             assert f.client.session_id and await _alive(f.client.url or "", f.client.session_id)
         # a restarted worker loads its models and rejoins the group
-        fresh = Worker(stack.redis.url, stack.logs, "w0-restarted")
+        # started in a thread: its start-up wait must not stall the clients' event loop
+        fresh = await asyncio.to_thread(Worker, stack.redis.url, stack.logs, "w0-restarted")
         stack.workers.append(fresh)
         await _until(
             lambda: fresh.counter("emostream_frames_processed_total", modality="face") > 0, 120
