@@ -1,5 +1,5 @@
-// emostream browser demo: camera + microphone to the server over WebRTC, face results back on
-// the "emotions" data channel. Plain JavaScript, standard APIs only (Chromium and Firefox),
+// emostream browser demo: camera + microphone to the server over WebRTC, face and voice
+// results back on the "emotions" data channel. Plain JavaScript, standard APIs only (Chromium and Firefox),
 // no build step and nothing loaded from elsewhere.
 'use strict';
 
@@ -16,6 +16,10 @@
     sad: '#3e63dd',
     surprise: '#e93d82',
     neutral: '#8b8d98',
+    // the voice model's names for the same colours, and its own classes
+    fearful: '#8e4ec6',
+    surprised: '#e93d82',
+    calm: '#12a594',
   };
   const SPARE_COLORS = ['#12a594', '#ad7f58', '#0090ff', '#d6409f', '#978365'];
   const TRACK_COLORS = ['#22d3ee', '#facc15', '#a3e635', '#fb7185', '#c084fc', '#fb923c'];
@@ -42,6 +46,11 @@
     error: $('error'),
     legend: $('legend'),
     chart: $('chart'),
+    voiceSpeech: $('voice-speech'),
+    voiceLabel: $('voice-label'),
+    voiceModel: $('voice-model'),
+    voiceLegend: $('voice-legend'),
+    voiceChart: $('voice-chart'),
   };
 
   // ?token=... is sent as a bearer token when the server requires one.
@@ -57,6 +66,8 @@
   let labels = []; // class names in the server's order
   const history = new Map(); // track key -> {id, points: [{t, scores, label}], last}
   const arrivals = []; // arrival times, for the results rate
+  let voiceLabels = []; // the voice model's class names, in its order
+  const voice = new Map(); // audio track -> {name, points: [{t, scores, label, speech}], last}
 
   function headers(extra = {}) {
     return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
@@ -231,7 +242,11 @@
     ui.placeholder.hidden = false;
     latest = null;
     history.clear();
+    voice.clear();
     arrivals.length = 0;
+    ui.voiceSpeech.dataset.speech = '';
+    setText(ui.voiceSpeech, '–');
+    setText(ui.voiceLabel, '–');
     renderFaces([]);
     setText(ui.latency, '–');
     setText(ui.rtt, '–');
@@ -281,7 +296,11 @@
       showError(`Server: ${msg.detail || msg.code}`);
       return;
     }
-    if (!msg || msg.type !== 'face' || !Array.isArray(msg.faces)) return; // e.g. voice, later
+    if (msg && msg.type === 'voice') {
+      onVoice(msg);
+      return;
+    }
+    if (!msg || msg.type !== 'face' || !Array.isArray(msg.faces)) return;
     if (ui.error.textContent.startsWith('Server: ')) showError('');
     const now = performance.now();
     latest = { msg, at: now };
@@ -315,9 +334,39 @@
     renderFaces(msg.faces);
   }
 
-  function renderLegend() {
-    ui.legend.replaceChildren(
-      ...labels.map((label) => {
+  // One voice message per audio window (about every 0.5 s): speech windows carry scores,
+  // silent ones only say so (speech: false), and break the chart's lines.
+  function onVoice(msg) {
+    const now = performance.now();
+    const name = msg.track || 'audio';
+    let h = voice.get(name);
+    if (!h) {
+      h = { name: `Voice (${name})`, points: [], last: now };
+      voice.set(name, h);
+    }
+    h.last = now;
+    ui.voiceSpeech.dataset.speech = msg.speech ? 'yes' : 'no';
+    setText(ui.voiceSpeech, msg.speech ? 'speech' : 'silence');
+    if (msg.model) setText(ui.voiceModel, msg.model);
+    if (msg.speech && msg.scores) {
+      for (const label of Object.keys(msg.scores)) {
+        if (!voiceLabels.includes(label)) {
+          voiceLabels.push(label);
+          renderLegend(ui.voiceLegend, voiceLabels);
+        }
+      }
+      const pct = typeof msg.confidence === 'number' ? ` ${(100 * msg.confidence).toFixed(0)}%` : '';
+      setText(ui.voiceLabel, `${msg.label}${pct}`);
+      h.points.push({ t: now, scores: msg.scores, label: msg.label });
+    } else {
+      h.points.push({ t: now, scores: {}, label: null }); // a gap in the lines
+    }
+    while (h.points.length && h.points[0].t < now - WINDOW_MS - 1000) h.points.shift();
+  }
+
+  function renderLegend(el = ui.legend, names = labels) {
+    el.replaceChildren(
+      ...names.map((label) => {
         const item = document.createElement('span');
         item.className = 'legend-item';
         const sw = document.createElement('i');
@@ -489,16 +538,14 @@
     ctx.globalAlpha = 1;
   }
 
-  function drawChart(now) {
-    const tracks = [...history.values()]
-      .filter((h) => h.points.length)
-      .sort((a, b) => b.last - a.last)
-      .slice(0, MAX_PANELS);
+  // Score charts, one panel per track (a face, or an audio track): one line per class over
+  // the last WINDOW_MS, the latest top class drawn last and thicker.
+  function drawPanels(canvas, tracks, names, now, waiting) {
     const panelH = 140;
     const gap = 10;
     const height = Math.max(1, tracks.length) * (panelH + gap);
-    const { ctx, w } = fit(ui.chart, height);
-    const css = getComputedStyle(ui.chart);
+    const { ctx, w } = fit(canvas, height);
+    const css = getComputedStyle(canvas);
     const fg = css.color || '#ddd';
     ctx.font = '12px system-ui, sans-serif';
     if (!tracks.length) {
@@ -506,7 +553,7 @@
       ctx.globalAlpha = 0.6;
       ctx.textBaseline = 'middle';
       ctx.textAlign = 'center';
-      ctx.fillText(stream ? 'Waiting for a face…' : 'Press Start to begin', w / 2, panelH / 2);
+      ctx.fillText(stream ? waiting : 'Press Start to begin', w / 2, panelH / 2);
       ctx.globalAlpha = 1;
       ctx.textAlign = 'left';
       return;
@@ -520,14 +567,15 @@
       const plotW = w - left - right;
       const tx = (t) => left + plotW * (1 - (now - t) / WINDOW_MS);
       const ty = (p) => plotTop + plotH * (1 - p);
-      const lastPoint = track.points[track.points.length - 1];
+      const scored = track.points.filter((pt) => pt.label);
+      const lastLabel = scored.length ? scored[scored.length - 1].label : null;
 
       // title
       ctx.textBaseline = 'alphabetic';
       ctx.textAlign = 'left';
       ctx.fillStyle = fg;
       ctx.font = '600 13px system-ui, sans-serif';
-      ctx.fillText(`${track.name} — ${lastPoint.label}`, left, top + 14);
+      ctx.fillText(lastLabel ? `${track.name} — ${lastLabel}` : track.name, left, top + 14);
       ctx.font = '12px system-ui, sans-serif';
 
       // grid and axes
@@ -558,14 +606,13 @@
       }
       ctx.globalAlpha = 1;
 
-      // one line per class; the current top class is drawn last and thicker
       ctx.save();
       ctx.beginPath();
       ctx.rect(left, plotTop - 2, plotW, plotH + 4);
       ctx.clip();
-      const order = labels.filter((l) => l !== lastPoint.label).concat([lastPoint.label]);
+      const order = names.filter((l) => l !== lastLabel).concat(lastLabel ? [lastLabel] : []);
       for (const label of order) {
-        const top1 = label === lastPoint.label;
+        const top1 = label === lastLabel;
         ctx.strokeStyle = colorOf(label);
         ctx.lineWidth = top1 ? 2.5 : 1.25;
         ctx.globalAlpha = top1 ? 1 : 0.75;
@@ -573,7 +620,10 @@
         let prevT = null;
         for (const pt of track.points) {
           const p = pt.scores[label];
-          if (typeof p !== 'number') continue;
+          if (typeof p !== 'number') {
+            prevT = null; // no score here (no speech, face out of view): break the line
+            continue;
+          }
           const x = tx(pt.t);
           const y = ty(p);
           // a gap of more than a second (face out of view) breaks the line
@@ -588,10 +638,18 @@
     });
   }
 
+  function recent(tracks) {
+    return [...tracks.values()]
+      .filter((h) => h.points.length)
+      .sort((a, b) => b.last - a.last)
+      .slice(0, MAX_PANELS);
+  }
+
   function frame() {
     const now = performance.now();
     drawOverlay(now);
-    drawChart(now);
+    drawPanels(ui.chart, recent(history), labels, now, 'Waiting for a face…');
+    drawPanels(ui.voiceChart, recent(voice), voiceLabels, now, 'Waiting for speech…');
     requestAnimationFrame(frame);
   }
 
