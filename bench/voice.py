@@ -104,7 +104,7 @@ def _reading(scores: Sequence[VadScore]) -> str:
         f"{silero.padding.false_positive_rate:.1%} of the noise around the sentences speech "
         f"against {best.padding.false_positive_rate:.1%}; it costs "
         f"{silero.ms_per_audio_s:.1f} ms per second of audio against "
-        f"{best.ms_per_audio_s:.2f} ms, under {silero.ms_per_audio_s / 10:.1f}% of one core "
+        f"{best.ms_per_audio_s:.2f} ms: about {silero.ms_per_audio_s / 10:.2f}% of one core "
         "per live track. A window wrongly called speech is a wrong emotion sent to a "
         "client: Silero is the default (`voice.vad=silero`); WebRTC needs no model file."
     )
