@@ -174,3 +174,15 @@ def test_an_audio_file_with_an_unknown_suffix_is_probed(
     msgs = _messages(r.stdout)
     assert msgs and {m["type"] for m in msgs} == {"voice"}
     assert "unsupported_file" in r.stderr and "notes.log" in r.stderr
+
+
+def test_the_text_format_names_each_window(
+    cli: CliRunner,
+    files: dict[str, Path],
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    r = cli.invoke(app, ["analyze", str(files["clip.flac"])])
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith("@0.00-1.50s: voice no speech")
+    assert any(": voice " in line and "no speech" not in line for line in lines)
