@@ -103,7 +103,7 @@ def _reading(scores: Sequence[VadScore]) -> str:
         f"{best.noisy.f1:.2f} for the best WebRTC mode ({best.name}), and calls "
         f"{silero.padding.false_positive_rate:.1%} of the noise around the sentences speech "
         f"against {best.padding.false_positive_rate:.1%}; it costs "
-        f"{silero.ms_per_audio_s:.1f} ms per second of audio against "
+        f"{silero.ms_per_audio_s:.1f} CPU ms per second of audio against "
         f"{best.ms_per_audio_s:.2f} ms: about {silero.ms_per_audio_s / 10:.2f}% of one core "
         "per live track. A window wrongly called speech is a wrong emotion sent to a "
         "client: Silero is the default (`voice.vad=silero`); WebRTC needs no model file."
@@ -151,7 +151,10 @@ def run(out: Path, clips: int = 120, command: str = "emostream bench voice") -> 
     _say("log-mel and model timings")
     rows = _timing_rows(classifier, real_windows(chosen, max(BATCHES)))
     audio_s = scores[0].clips_s
-    section.measured().machine(providers=providers)
+    section.measured(
+        note=f"; load average {section.load_before:.2f} before, {section.load_now:.2f} after: "
+        "the machine is shared, so every timing here includes other work"
+    ).machine(providers=providers)
     section.sub("Voice activity detection on RAVDESS")
     section.add(
         f"{len(chosen)} RAVDESS clips (16 kHz FLAC, every actor and emotion; "
@@ -165,7 +168,8 @@ def run(out: Path, clips: int = 120, command: str = "emostream bench voice") -> 
         "after each clean clip called speech (a change of noise floor: RAVDESS' own is "
         "about -60 dBFS). *windows*: the windower's speech flag (1.5 s, hop 0.5 s, speech when "
         f">= {config.min_speech:g} of its VAD frames are) against the same rule on the "
-        "reference. Cost: one stream, one thread, ms of VAD per second of audio. "
+        "reference. Cost: one stream, one thread, CPU ms of VAD (the thread's CPU time, "
+        "so other load on the machine does not count) per second of audio. "
         f"Threshold {config.vad_threshold:g}; **bold**: the default (`voice.vad`).",
     )
     section.table(
@@ -180,7 +184,7 @@ def run(out: Path, clips: int = 120, command: str = "emostream bench voice") -> 
             "silence FP",
             "padding FP",
             "windows agree",
-            "ms / audio s",
+            "CPU ms / audio s",
         ],
         _vad_rows(scores, config),
     )
