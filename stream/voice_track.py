@@ -1,0 +1,115 @@
+"""One remote audio track of a session: frames in, 16 kHz voice windows out.
+
+Opus (48 kHz) and G.711 (8 kHz) frames arrive every 20 ms on the event loop. Resampling
+and windowing (voice activity detection included) are CPU work, so they run in a thread;
+frames are gathered into chunks of ``CHUNK_S`` first, so the thread hop happens five times
+a second rather than fifty. While a chunk is processed the next one is being received.
+
+Media time runs from the track's first frame (0 s) on the sender's RTP clock; the windower
+starts its windows afresh after a gap (a sender's discontinuous transmission, lost packets),
+so no window straddles one and window times stay on the sender's clock.
+
+Each window comes back with ``ended``: the ``time.monotonic()`` at which its last sample
+arrived (the chunk's arrival time less the media that followed the window's end), which is
+where a voice message's latency is measured from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av.audio.frame import AudioFrame
+
+from emostream.stream.audio import SAMPLE_RATE, Resampler
+from emostream.stream.windows import Window, Windower
+
+CHUNK_S = 0.1  # media gathered per thread hop: 5 Opus frames
+
+
+@dataclass(frozen=True)
+class TimedWindow:
+    window: Window
+    ended: float  # monotonic time its last sample arrived
+
+
+class AudioWindows:
+    """Resampler and windower of one track; ``process`` runs in a worker thread, one call
+    at a time (the resampler and windower keep state between chunks)."""
+
+    def __init__(self, windower: Windower) -> None:
+        self.windower = windower
+        self._resample = Resampler(SAMPLE_RATE)
+        self._origin: float | None = None  # sender's timestamp of the track's first frame
+        self._end = 0.0  # media time just after the last frame processed
+
+    def process(self, frames: list[AudioFrame], arrived: float) -> list[TimedWindow]:
+        windows: list[Window] = []
+        for frame in frames:
+            t = self._media_time(frame)
+            windows += self.windower.push(self._resample(frame), t)
+            self._end = t + frame.samples / (frame.sample_rate or SAMPLE_RATE)
+        return [TimedWindow(w, arrived - max(0.0, self._end - w.end)) for w in windows]
+
+    def _media_time(self, frame: AudioFrame) -> float:
+        """Seconds since the track's first frame, by the sender's timestamps (so a gap
+        is seen as one); by sample count where a frame has none."""
+        if frame.pts is None or frame.time_base is None:
+            return self._end
+        t = float(frame.pts * frame.time_base)
+        if self._origin is None:
+            self._origin = t
+        return t - self._origin
+
+
+async def read_windows(
+    track: MediaStreamTrack,
+    windows: AudioWindows,
+    on_windows: Callable[[list[TimedWindow]], Awaitable[None]],
+    on_frame: Callable[[], None],
+    clock: Callable[[], float],
+) -> None:
+    """Receive ``track`` until it ends; hand each chunk's windows to ``on_windows`` as soon
+    as its thread is done (the receiving goes on meanwhile)."""
+    chunks: asyncio.Queue[tuple[list[AudioFrame], float] | None] = asyncio.Queue()
+
+    async def receive() -> None:
+        chunk: list[AudioFrame] = []
+        seconds = 0.0
+        try:
+            while True:
+                try:
+                    frame = await track.recv()
+                except MediaStreamError:
+                    return
+                on_frame()
+                if not isinstance(frame, AudioFrame):
+                    continue
+                chunk.append(frame)
+                seconds += frame.samples / (frame.sample_rate or SAMPLE_RATE)
+                if seconds >= CHUNK_S:
+                    chunks.put_nowait((chunk, clock()))
+                    chunk, seconds = [], 0.0
+        finally:
+            chunks.put_nowait(None)
+
+    async def process() -> None:
+        while (item := await chunks.get()) is not None:
+            await on_windows(await asyncio.to_thread(windows.process, *item))
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(receive())
+        group.create_task(process())
+
+
+@dataclass(frozen=True)
+class VoiceSupport:
+    """Whether this server turns audio into voice messages: a windower for each new track,
+    or why it cannot (said to each session with audio once, as an ``error`` message with
+    code ``voice_unavailable``; its faces carry on)."""
+
+    windower: Callable[[], Windower] | None = None
+    problem: str = "this server has no voice model: audio is received but not analysed"
