@@ -108,7 +108,7 @@ class Evaluation(BaseModel):
 class ModelCard(BaseModel):
     name: str
     version: str
-    task: Literal["face-emotion", "voice-emotion", "face-detection"]
+    task: Literal["face-emotion", "voice-emotion", "face-detection", "voice-activity"]
     modality: Literal["face", "voice"]
     classes: list[str]
     input: Annotated[ImageInput | AudioInput, Field(discriminator="kind")]

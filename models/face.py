@@ -138,6 +138,10 @@ class FaceAnalyzer:
             settings.drift,
         )
 
+    def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> FaceAnalyzer:
+        """The analyzer of a promoted version, with the detector already in use."""
+        return FaceAnalyzer(classifier, self.detector, drift)
+
     # -- the Analyzer protocol ----------------------------------------------------------
     @property
     def modality(self) -> Modality:

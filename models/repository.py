@@ -62,8 +62,10 @@ class ModelMissingError(LookupError):
 PULL_HINTS = {
     "face-emotion": "create it with `emostream models pull face-emotion` (or `make models`)",
     "face-detector": "create it with `emostream models pull face-detector` (or `make models`)",
+    "voice-activity": "create it with `emostream models pull voice-activity` (or `make models`)",
+    "voice-emotion": "train it with `emostream train voice --data DIR` (RAVDESS speech)",
 }
-#: Models this release cannot make (no voice model exists yet): say so, never a made-up command.
+#: Models this release cannot make: say so, never a made-up command.
 UNKNOWN_HINT = (
     "this release has no command that makes it: register a version with its card in the "
     'model repository (docs/ARCHITECTURE.md, "Models")'

@@ -1,8 +1,9 @@
 """ONNX Runtime sessions: provider choice, thread counts, and batched classification.
 
 ``OnnxRunner`` knows nothing about emotions; ``Classifier`` adds the card (preprocessing,
-class names, softmax when the graph outputs logits). GPU when present: providers default
-to CUDA then CPU, in the order ONNX Runtime reports them available.
+class names, softmax when the graph outputs logits): face crops for an image card, audio
+windows (log-mel features in numpy, ``models/logmel.py``) for an audio card. GPU when
+present: providers default to CUDA then CPU, in the order ONNX Runtime reports them available.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ except ImportError as exc:  # the runtime comes from an extra, so say which to i
 from pydantic import BaseModel, Field
 
 from emostream.fields import OptionalCommaList
-from emostream.models.card import ImageInput, ModelCard
+from emostream.models.card import AudioInput, ImageInput, ModelCard
+from emostream.models.logmel import log_mel
 from emostream.models.preprocess import prepare
 from emostream.models.repository import PRODUCTION, ModelRepository
 
@@ -114,6 +116,22 @@ class Classifier:
         if not isinstance(self.card.input, ImageInput):
             raise TypeError(f"{self.card.ref} takes {self.card.input.kind} input, not images")
         return self.card.input
+
+    @property
+    def audio(self) -> AudioInput:
+        if not isinstance(self.card.input, AudioInput):
+            raise TypeError(f"{self.card.ref} takes {self.card.input.kind} input, not audio")
+        return self.card.input
+
+    def features(self, waves: np.ndarray) -> np.ndarray:
+        """(N, window samples) float32 windows -> the (N, 1, mels, frames) model input."""
+        return log_mel(waves, self.audio.features)[:, None]
+
+    def predict_windows(self, waves: np.ndarray) -> np.ndarray:
+        """(N, classes) probabilities for N audio windows, one batched ONNX Runtime call."""
+        if not len(waves):
+            return np.zeros((0, len(self.card.classes)), dtype=np.float32)
+        return self.predict_tensor(self.features(waves))
 
     def predict(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """(N, classes) probabilities for N crops, one batched ONNX Runtime call."""

