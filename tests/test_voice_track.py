@@ -15,7 +15,8 @@ from shared_media import ravdess_file
 
 from emostream.broker.config import BrokerConfig
 from emostream.broker.memory import MemoryBroker
-from emostream.models.vad import VadConfig, create_vad
+from emostream.models.vad import create_vad
+from emostream.models.voice import VoiceModelConfig
 from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
 from emostream.pipeline.outcomes import Dropped
 from emostream.stream.audio import Resampler, read_audio
@@ -47,9 +48,14 @@ def _frames(samples: np.ndarray, rate: int, pts0: int = 123_456) -> list[AudioFr
     return out
 
 
+def _windower() -> Windower:
+    """The windows a session makes (the card's defaults), with the WebRTC VAD (no file)."""
+    config = VoiceModelConfig(vad="webrtc")
+    return Windower.for_model(create_vad(config, Path(".")), None, config)
+
+
 def _windows(frames: list[AudioFrame], rate: int) -> list[TimedWindow]:
-    vad = create_vad(VadConfig(type="webrtc"), Path("."))
-    aw = AudioWindows(Windower.for_input(vad, None))
+    aw = AudioWindows(_windower())
     per_chunk = round(CHUNK_S * 50)
     out: list[TimedWindow] = []
     for i in range(0, len(frames), per_chunk):
@@ -79,7 +85,7 @@ def test_speech_is_found_in_the_clip_and_not_in_the_silence_around_it(rate: int)
 def test_a_window_ended_when_its_last_sample_arrived() -> None:
     rate = 48000
     frames = _frames(np.zeros(rate * 3, np.int16), rate)
-    aw = AudioWindows(Windower.for_input(create_vad(VadConfig(type="webrtc"), Path(".")), None))
+    aw = AudioWindows(_windower())
     got = aw.process(frames, arrived=500.0)  # all 3 s arrived at once, at t=500
     assert got and all(not t.window.speech for t in got)
     last = got[-1]
