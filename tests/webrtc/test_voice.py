@@ -94,11 +94,13 @@ async def _session(url: str, source: Source, codec: str | None = None, sse: bool
 
 async def _sse(url: str) -> list[dict]:
     out: list[dict] = []
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
-        async with http.stream("GET", url) as resp:
-            async for line in resp.aiter_lines():
-                if line.startswith("data: "):
-                    out.append(json.loads(line[6:]))
+    async with (
+        httpx.AsyncClient(timeout=30, trust_env=False) as http,
+        http.stream("GET", url) as resp,
+    ):
+        async for line in resp.aiter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line[6:]))
     return out
 
 
