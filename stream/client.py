@@ -40,6 +40,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
@@ -215,6 +216,7 @@ class EmotionClient:
         token: str | None = None,
         ice_servers: list[str] | None = None,
         timeout_s: float = 30.0,
+        audio_codec: str | None = None,
     ) -> None:
         if not url and not whip:
             raise ClientError("give the server URL or a WHIP endpoint")
@@ -225,6 +227,7 @@ class EmotionClient:
         servers = [RTCIceServer(urls=u) for u in ice_servers or []]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.timeout_s = timeout_s
+        self.audio_codec = audio_codec
         self.session_id: str | None = None
         self.session_token: str | None = None
         self.resource: str | None = None
@@ -255,6 +258,8 @@ class EmotionClient:
 
         for track in self.source.tracks:
             self.pc.addTrack(track)
+        if self.audio_codec:
+            self._offer_only(self.audio_codec)
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers all ICE
         offer = self.pc.localDescription.sdp
         if self.whip:
@@ -278,6 +283,20 @@ class EmotionClient:
             self.session_token = body.get("session_token")
             self.resource = f"{self.url}/v1/sessions/{self.session_id}"
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def _offer_only(self, codec: str) -> None:
+        """Offer audio in ``codec`` alone (``PCMU``, ``PCMA``: what softphones and SIP
+        gateways send; ``opus``), the way ``setCodecPreferences`` does in a browser."""
+        want = f"audio/{codec}".lower()
+        codecs = [
+            c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == want
+        ]
+        if not codecs:
+            known = ", ".join(c.mimeType[6:] for c in RTCRtpSender.getCapabilities("audio").codecs)
+            raise ClientError(f"audio codec {codec!r} is not one of {known}")
+        for t in self.pc.getTransceivers():
+            if t.kind == "audio":
+                t.setCodecPreferences(codecs)
 
     def mid(self, track: MediaStreamTrack) -> str | None:
         """The SDP ``mid`` a published track was sent under: the ``track`` field of the

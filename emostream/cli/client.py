@@ -26,6 +26,9 @@ def client(
     whip: str | None = typer.Option(None, envvar="EMOSTREAM_WHIP", help="publish to this WHIP URL"),
     camera: int | None = typer.Option(None, envvar="EMOSTREAM_CAMERA", help="OpenCV camera index"),
     mic: bool = typer.Option(False, envvar="EMOSTREAM_MIC", help="publish the microphone"),
+    audio_codec: str | None = typer.Option(
+        None, help="offer audio in this codec only: opus (default: all), PCMU or PCMA (G.711)"
+    ),
     fmt: Format = typer.Option(Format.jsonl, "--format", envvar="EMOSTREAM_FORMAT"),
     webhook: str | None = typer.Option(
         None, envvar="EMOSTREAM_WEBHOOK", help="POST each message as JSON to this URL"
@@ -67,6 +70,7 @@ def client(
             whip=whip,
             token=token,
             ice_servers=settings.session.ice_servers,
+            audio_codec=audio_codec,
         ) as c:
             typer.echo(f"emostream: session {c.session_id}", err=True)
             for track in src.tracks:
