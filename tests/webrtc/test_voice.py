@@ -18,8 +18,9 @@ import asyncio
 import json
 import subprocess
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -28,6 +29,7 @@ import pytest
 from shared_media import RAVDESS_CLIP, media_file, ravdess_file
 
 from emostream.bench.procs import EMOSTREAM, Server, Worker
+from emostream.paths import model_root
 from emostream.stream.audio import read_audio
 from emostream.stream.client import EmotionClient, Source
 
@@ -75,7 +77,14 @@ class Got:
         ]
 
 
-async def _session(url: str, source: Source, codec: str | None = None, sse: bool = False) -> Got:
+async def _session(
+    url: str,
+    source: Source,
+    codec: str | None = None,
+    sse: bool = False,
+    until: Callable[[list[dict]], bool] | None = None,
+) -> Got:
+    """One session's messages until it ends (its media did), or ``until`` says enough."""
     got = Got()
     async with EmotionClient(url, source=source, audio_codec=codec) as c:
         got.answer = c.pc.remoteDescription.sdp
@@ -87,6 +96,8 @@ async def _session(url: str, source: Source, codec: str | None = None, sse: bool
         )
         async for msg in c.messages(idle_timeout_s=10):
             got.messages.append(msg.to_dict())
+            if until is not None and until(got.messages):
+                break
         if reader is not None:
             got.sse = await asyncio.wait_for(reader, 10)
     return got
@@ -121,6 +132,11 @@ def _cli(url: str, path: Path) -> Got:
     return got
 
 
+def _past(clip: Padded, messages: list[dict]) -> bool:
+    """The camera+mic session has what it needs once the silence after the clip is in."""
+    return any(m["type"] == "voice" and m["start"] >= clip.speech_to + 1.0 for m in messages)
+
+
 @dataclass
 class Run:
     clip: Padded
@@ -140,7 +156,7 @@ def _run_all(url: str, tmp: Path) -> Run:
             _session(url, Source.file(str(clip.path)), codec="PCMU"),
             _session(url, Source.file(str(clip.path)), codec="PCMA"),
             _session(url, Source.files([str(clip.path), str(customer.path)]), sse=True),
-            _session(url, Source.files([video, str(clip.path)])),
+            _session(url, Source.files([video, str(clip.path)]), until=partial(_past, clip)),
         )
         return {"file": await cli, **dict(zip(names, done, strict=True))}
 
@@ -236,3 +252,28 @@ def test_camera_and_microphone_get_both_kinds_of_message(run: Run) -> None:
     assert faces and any(m["faces"] for m in faces)
     (track,) = got.mids
     _check_speech(got, track, run.clip)
+
+
+def test_a_server_without_a_voice_model_says_so_once_and_serves_faces(
+    netns_ip: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"  # the face models only
+    root.mkdir()
+    for name in ("face-emotion", "face-detector"):
+        (root / name).symlink_to(model_root() / name)
+    clip = _write(tmp_path / "clip.wav", ravdess_file(RAVDESS_CLIP), 0.5, 0.5)
+    video = str(media_file("woman2.mp4"))
+    s = Server(netns_ip, tmp_path, EMOSTREAM_IDLE_TIMEOUT_S="2", EMOSTREAM_MODEL_ROOT=str(root))
+    try:
+        ready = httpx.get(f"{s.url}/readyz", trust_env=False).json()
+        assert ready["ready"] is True
+        enough = lambda ms: sum(m["type"] == "face" for m in ms) >= 30  # noqa: E731
+        source = Source.files([video, str(clip.path)])
+        got = asyncio.run(asyncio.wait_for(_session(s.url, source, until=enough), END_S))
+    finally:
+        s.stop()
+    errors = [m for m in got.messages if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["voice_unavailable"], errors
+    assert "voice" in errors[0]["detail"]
+    assert not got.voice()
+    assert any(m["type"] == "face" and m["faces"] for m in got.messages)
