@@ -218,7 +218,11 @@ class Session:
             for t in timed:
                 await self._voice_window(name, t)
 
-        await read_windows(track, windows, submit, self._touch, time.monotonic)
+        try:
+            await read_windows(track, windows, submit, self._touch, time.monotonic)
+        except Exception as exc:  # this track's audio only: the session and others go on
+            log.warning("session %s: audio track %s failed (%r); reading on", self.id, name, exc)
+            await self._discard(track)
 
     async def _voice_window(self, name: str, timed: TimedWindow) -> None:
         """A speech window becomes a voice job; a silent one its message, at once."""

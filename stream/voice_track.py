@@ -28,6 +28,7 @@ from emostream.stream.audio import SAMPLE_RATE, Resampler
 from emostream.stream.windows import Window, Windower
 
 CHUNK_S = 0.1  # media gathered per thread hop: 5 Opus frames
+MAX_CHUNKS = 30  # 3 s waiting for the thread: beyond it the oldest chunk goes (a gap)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ async def read_windows(
     clock: Callable[[], float],
 ) -> None:
     """Receive ``track`` until it ends; hand each chunk's windows to ``on_windows`` as soon
-    as its thread is done (the receiving goes on meanwhile)."""
+    as its thread is done (the receiving goes on meanwhile). A machine too slow to window
+    in real time loses its oldest waiting chunk, never memory: the windows restart after
+    the gap, as after lost packets."""
     chunks: asyncio.Queue[tuple[list[AudioFrame], float] | None] = asyncio.Queue()
 
     async def receive() -> None:
@@ -91,6 +94,8 @@ async def read_windows(
                 chunk.append(frame)
                 seconds += frame.samples / (frame.sample_rate or SAMPLE_RATE)
                 if seconds >= CHUNK_S:
+                    if chunks.qsize() >= MAX_CHUNKS:  # the thread cannot keep up
+                        chunks.get_nowait()
                     chunks.put_nowait((chunk, clock()))
                     chunk, seconds = [], 0.0
         finally:
