@@ -53,6 +53,18 @@ def bench_face(
         raise fail(str(exc), EXIT_USAGE) from None
 
 
+@app.command("voice")
+def bench_voice(
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+    clips: int = typer.Option(120, min=5, help="RAVDESS clips for the VAD comparison"),
+) -> None:
+    """VAD quality and cost per audio second (Silero, WebRTC), log-mel and voice model
+    ms per window at batch 1/8/32."""
+    from emostream.bench.voice import run
+
+    typer.echo(run(out=out, clips=clips))
+
+
 @app.command("stream")
 def bench_stream(
     clients: str = typer.Option("1,4,8,16", help="client counts, comma-separated"),

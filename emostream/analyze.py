@@ -1,9 +1,11 @@
-"""Offline analysis: images and videos in, one face message per image or frame out.
+"""Offline analysis: images, videos and audio files in, one message per image, frame or
+voice window out.
 
 Used by ``emostream analyze``. Each image or frame is a job run through ``run_batch``, the
 same path the real-time worker takes, so offline and live results are scored and counted
-alike. A file that cannot be read is reported and skipped; the other files are still
-analysed, and the exit code says something failed.
+alike; audio (an audio file, or a video's audio after its frames) goes through
+``analyze_voice``. A file that cannot be read is reported and skipped; the other files are
+still analysed, and the exit code says something failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from emostream.analyze_voice import VoiceTools, analyze_audio, has_audio
 from emostream.annotate import draw_faces
 from emostream.models.face import FaceAnalyzer
 from emostream.models.tracker import IouTracker
@@ -25,7 +28,7 @@ from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
-from emostream.schema import FaceMessage
+from emostream.schema import FaceMessage, VoiceMessage
 from emostream.stream.media import MediaError, iter_video, kind_of, open_video, read_image
 
 
@@ -37,6 +40,7 @@ class AnalyzeOptions:
     smooth: float = 1.0  # EMA weight of the newest frame; 1.0 = raw scores
     progress: bool = True
     max_pixels: int = 40_000_000
+    max_audio_s: float = 3600.0
 
 
 def annotated_path(src: Path, target: Path, single: bool, kind: str) -> Path:
@@ -114,28 +118,48 @@ def analyze_video(
             writer.release()
 
 
+Message = FaceMessage | VoiceMessage
+
+
 def analyze_paths(
-    analyzer: FaceAnalyzer,
+    analyzer: FaceAnalyzer | None,
     paths: list[Path],
     opts: AnalyzeOptions,
-    emit: Callable[[FaceMessage], None],
+    emit: Callable[[Message], None],
     report: Callable[[Path, str], None],
+    voice: VoiceTools | str | None = None,
 ) -> int:
-    """Analyse every path; returns the number of files that failed."""
+    """Analyse every path; returns the number of files that failed.
+
+    ``analyzer`` may be None when every path is audio; ``voice`` is the voice analyzer
+    with its VAD, or why voice is unavailable (audio files then fail with that reason; a
+    video's frames are still analysed, its audio is not).
+    """
     failed = 0
     for path in paths:
         try:
             if not path.is_file():
                 raise MediaError("not_found", f"{path}: no such file")
             kind = kind_of(path)
-            out = (
-                annotated_path(path, opts.annotate, len(paths) == 1, kind)
-                if opts.annotate
-                else None
-            )
-            run = analyze_image if kind == "image" else analyze_video
-            for msg in run(analyzer, path, opts, out):
-                emit(msg)
+            audio = kind == "audio" or (kind == "video" and has_audio(path))
+            if audio and not isinstance(voice, VoiceTools):
+                why = voice or "voice is not loaded"
+                if kind == "audio":
+                    raise MediaError("voice_unavailable", f"{path}: {why}")
+                report(path, f"voice_unavailable: its audio is not analysed ({why})")
+            if kind != "audio":
+                assert analyzer is not None, "a face analyzer is needed for images and videos"
+                out = (
+                    annotated_path(path, opts.annotate, len(paths) == 1, kind)
+                    if opts.annotate
+                    else None
+                )
+                run = analyze_image if kind == "image" else analyze_video
+                for msg in run(analyzer, path, opts, out):
+                    emit(msg)
+            if audio and isinstance(voice, VoiceTools):
+                for vmsg in analyze_audio(voice, path, opts.max_audio_s):
+                    emit(vmsg)
         except MediaError as exc:
             failed += 1
             report(path, f"{exc.code}: {exc.detail}")

@@ -7,12 +7,15 @@ every window of the batch, whichever session or track it came from, goes to one 
 Runtime call. A window of the wrong type, shape or with NaNs fails alone.
 
 Until a voice model is trained the process reports voice as unavailable with the command
-that trains it (``emostream train voice --data DIR``); it never serves random weights.
+that trains it (``emostream train voice --data DIR``, from ``ModelMissingError``'s hints)
+and faces go on; it never serves random weights.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -22,14 +25,14 @@ from emostream.models.drift import DriftConfig
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
 from emostream.models.tally import ModelTally
+from emostream.models.vad import Vad, create_vad
 from emostream.pipeline.jobs import Job, Modality
 from emostream.pipeline.outcomes import Outcome, Scored, VoiceScores, fail
 
 if TYPE_CHECKING:
     from emostream.settings import Settings
 
-#: What a process without a voice model says (logs, /readyz), and how to get one.
-TRAIN_HINT = "train it with `emostream train voice --data DIR` (RAVDESS speech)"
+log = logging.getLogger(__name__)
 
 
 class VoiceModelConfig(BaseModel):
@@ -60,7 +63,11 @@ class VoiceModelConfig(BaseModel):
     vad_model: str = Field(default="voice-activity", description="silero: the model's name")
     vad_version: str = Field(default="production", description="silero: its alias or version")
     webrtc_mode: int = Field(
-        default=3, ge=0, le=3, description="webrtc: aggressiveness, 0 (least) to 3 (most)"
+        default=1,
+        ge=0,
+        le=3,
+        description="webrtc: aggressiveness, 0 (least) to 3 (most); 1 kept the most speech "
+        "in noise on RAVDESS (docs/BENCHMARKS.md)",
     )
     min_speech: float = Field(
         default=0.3,
@@ -158,3 +165,43 @@ class VoiceAnalyzer:
                     jobs[i].header(), self.model, VoiceScores(row[None, :], self.classes)
                 )
         return [out[i] for i in range(len(jobs))]
+
+
+@dataclass
+class VoiceService:
+    """What a process needs for voice: the analyzer (its card gives window and hop) and the
+    VAD; or, when either is missing, ``unavailable`` saying why and what makes it."""
+
+    analyzer: VoiceAnalyzer | None = None
+    vad: Vad | None = None
+    unavailable: str | None = None
+
+    @classmethod
+    def load(cls, settings: Settings, *, vad: bool = True) -> VoiceService:
+        """Load both (``vad`` False: the analyzer only, as a worker needs); never raises
+        for a missing model: voice is then unavailable and faces go on."""
+        if not settings.voice.enabled:
+            return cls(unavailable="voice is off (voice.enabled=false)")
+        try:
+            analyzer = VoiceAnalyzer.from_settings(settings)
+            detector = create_vad(settings.voice, settings.model_root) if vad else None
+        except (LookupError, ValueError, OSError, ImportError) as exc:
+            log.warning("voice unavailable: %s", exc)
+            return cls(unavailable=str(exc))
+        log.info(
+            "voice: %s on %s%s",
+            analyzer.model,
+            analyzer.provider,
+            f", VAD {detector.name}" if detector is not None else "",
+        )
+        return cls(analyzer, detector)
+
+    def status(self) -> dict[str, object]:
+        """For /readyz: what serves voice, or why nothing does."""
+        if self.analyzer is None:
+            return {"available": False, "reason": self.unavailable}
+        return {
+            "available": True,
+            "model": self.analyzer.model,
+            "vad": None if self.vad is None else self.vad.name,
+        }

@@ -9,7 +9,9 @@ slot. A version that fails is refused with the reason (a WARNING, the
 ``emostream_model_loads_total{result="refused"}`` counter, ``/readyz``) and the old one
 keeps serving; it is tried again only when the alias file changes again, so a bad version
 costs one load, not one per poll. The same goes for the ``shadow`` entry where the process
-runs a face worker (``models/shadow.py``).
+runs a face worker (``models/shadow.py``). The voice model is watched the same way (its
+own slot, ``voice.watch_interval_s``); shadowing is for faces only so far: a voice
+``shadow`` entry is not followed (a voice shadow would need its own comparison, not built).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any, Protocol
 
 from emostream import metrics
+from emostream.models.card import ModelCard
 from emostream.models.check import ModelRefused, load_checked
 from emostream.models.drift import DriftConfig
-from emostream.models.face import FaceAnalyzer, FaceModelConfig
+from emostream.models.face import FaceModelConfig
 from emostream.models.repository import ModelRepository
-from emostream.models.runner import RunnerConfig
+from emostream.models.runner import Classifier, RunnerConfig
 from emostream.models.serving import ModelSlot, Refusal
 from emostream.models.shadow import Shadow
+from emostream.models.tally import ModelTally
+from emostream.models.voice import VoiceModelConfig
+from emostream.pipeline.analyzer import Analyzer
 from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger("emostream.models.watch")
@@ -33,12 +40,24 @@ log = logging.getLogger("emostream.models.watch")
 Signature = tuple[int, int, int] | None
 
 
+class Swappable(Analyzer, Protocol):
+    """An analyzer the watcher can replace: its card, and the same analyzer on a new model."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    @property
+    def tally(self) -> ModelTally: ...
+
+    def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> Any: ...
+
+
 class ModelWatcher:
     def __init__(
         self,
-        slot: ModelSlot[FaceAnalyzer],
+        slot: ModelSlot[Any],
         repo: ModelRepository,
-        model: FaceModelConfig,
+        model: FaceModelConfig | VoiceModelConfig,
         runner: RunnerConfig | None = None,
         drift: DriftConfig | None = None,
         *,
@@ -51,7 +70,8 @@ class ModelWatcher:
         self.interval_s = model.watch_interval_s
         self.runner = runner
         self.drift = drift
-        self.follows_shadow = shadow
+        self.modality = slot.analyzer.modality
+        self.follows_shadow = shadow and self.modality == "face"
         self._seen: Signature | bool = False  # never equal to a signature: first poll acts
         self._loop: Supervised | None = None
 
@@ -95,7 +115,7 @@ class ModelWatcher:
 
     # -- production ------------------------------------------------------------------------
     async def _follow_production(self) -> None:
-        current = self.slot.analyzer
+        current: Swappable = self.slot.analyzer
         try:
             version = self.repo.resolve(self.name, self.alias)
         except (LookupError, ValueError, OSError) as exc:  # unreadable, or names nothing
@@ -115,10 +135,11 @@ class ModelWatcher:
         metrics.MODEL_LOADS.labels(self.name, version, "loaded").inc()
         log.info("serving %s on %s (was %s)", new.model, new.provider, current.model)
 
-    def _build(self, version: str, current: FaceAnalyzer) -> FaceAnalyzer:
-        """In a thread: the checked classifier with the detector already in use."""
-        classifier = load_checked(self.repo, self.name, version, self.runner)
-        return FaceAnalyzer(classifier, current.detector, self.drift)
+    def _build(self, version: str, current: Swappable) -> Swappable:
+        """In a thread: the checked classifier in the analyzer (face: same detector)."""
+        classifier = load_checked(self.repo, self.name, version, self.runner, self.modality)
+        new: Swappable = current.rebuilt(classifier, self.drift)
+        return new
 
     # -- shadow ----------------------------------------------------------------------------
     async def _follow_shadow(self) -> None:

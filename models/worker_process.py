@@ -1,6 +1,7 @@
 """``emostream worker``: one inference process that serves every ingest node through Redis.
 
-It loads the production models (reporting a missing one, never faking it), says which
+It loads the production models (reporting a missing one, never faking it: without a voice
+model it serves faces and says which command trains one), says which
 ONNX Runtime provider it got and the batch size that provider gets, exposes its own
 ``/metrics``, and joins the consumer group. A watcher per model follows the alias file and
 switches to a promoted version, or shadows a candidate (``models/watch.py``). SIGTERM or
@@ -22,19 +23,29 @@ from emostream.broker.factory import make_worker_broker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
+from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.models.watch import ModelWatcher
 from emostream.models.worker import BatchWorker
 from emostream.settings import Settings
 
 log = logging.getLogger("emostream.worker")
 
-
-def load_analyzers(settings: Settings) -> list[FaceAnalyzer]:
-    """The analyzers this worker serves, one per modality whose model is configured."""
-    return [FaceAnalyzer.from_settings(settings)]
+Served = FaceAnalyzer | VoiceAnalyzer
 
 
-async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
+def load_analyzers(settings: Settings) -> list[Served]:
+    """The analyzers this worker serves: faces (required), and voice where a voice model
+    exists (else a warning naming the command that trains it)."""
+    voice = VoiceService.load(settings, vad=False).analyzer
+    face: list[Served] = [FaceAnalyzer.from_settings(settings)]
+    return face + ([voice] if voice is not None else [])
+
+
+def _described(a: Served) -> str:
+    return f"detector {a.detector.ref}" if isinstance(a, FaceAnalyzer) else "voice windows"
+
+
+async def run_worker(settings: Settings, analyzers: list[Served]) -> None:
     broker = make_worker_broker(settings)
     name = getattr(broker, "consumer", "worker")
     config = settings.worker
@@ -42,7 +53,14 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
     workers = [BatchWorker(broker, slot, config) for slot in slots]
     repo = ModelRepository(settings.model_root)
     watchers = [
-        ModelWatcher(slot, repo, settings.face, settings.runner, settings.drift, shadow=True)
+        ModelWatcher(
+            slot,
+            repo,
+            settings.face if slot.analyzer.modality == "face" else settings.voice,
+            settings.runner,
+            settings.drift,
+            shadow=True,
+        )
         for slot in slots
     ]
     if config.metrics_port:
@@ -51,11 +69,11 @@ async def run_worker(settings: Settings, analyzers: list[FaceAnalyzer]) -> None:
         metrics.WORKER_INFO.labels(name, a.provider, str(w.max_batch)).set(1)
         metrics.initialise("worker", a.modality)
         log.info(
-            "worker %s: %s on %s, detector %s, batch up to %d, wait %.1f ms, broker %s%s",
+            "worker %s: %s on %s, %s, batch up to %d, wait %.1f ms, broker %s%s",
             name,
             a.model,
             a.provider,
-            a.detector.ref,
+            _described(a),
             w.max_batch,
             config.max_wait_ms,
             settings.broker.redacted_url,

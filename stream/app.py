@@ -38,6 +38,7 @@ from emostream.broker.memory import MemoryBroker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
+from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.models.watch import ModelWatcher
 from emostream.models.worker import BatchWorker
 from emostream.pipeline.analyzer import run_batch
@@ -74,6 +75,12 @@ class AppState:
         self.worker: BatchWorker | None = None
         self.watcher: ModelWatcher | None = None
         self.sessions: SessionManager | None = None
+        #: voice: its analyzer's slot (None while unavailable: ``voice.unavailable`` says
+        #: why), its in-process worker and watcher
+        self.voice = VoiceService(unavailable="models are loading")
+        self.voice_slot: ModelSlot[VoiceAnalyzer] | None = None
+        self.voice_worker: BatchWorker | None = None
+        self.voice_watcher: ModelWatcher | None = None
 
     @property
     def face(self) -> FaceAnalyzer | None:
@@ -112,18 +119,43 @@ class AppState:
         shadow = self.worker is not None
         self.watcher = ModelWatcher(slot, repo, s.face, s.runner, s.drift, shadow=shadow)
         self.watcher.start()
+        self._start_voice(repo)
         self.sessions = SessionManager(self.broker, s.session)
         self.sessions.start()
 
+    def _start_voice(self, repo: ModelRepository) -> None:
+        """Beside the face path, the same for voice: a worker (memory broker) and a watcher."""
+        analyzer, s = self.voice.analyzer, self.settings
+        if analyzer is None:
+            return
+        self.voice_slot = slot = ModelSlot(analyzer)
+        metrics.initialise("ingest" if s.broker.is_redis else "all-in-one", "voice")
+        if isinstance(self.broker, MemoryBroker):
+            self.voice_worker = BatchWorker(self.broker, slot, s.worker)
+            self.voice_worker.start()
+        self.voice_watcher = ModelWatcher(slot, repo, s.voice, s.runner, s.drift)
+        self.voice_watcher.start()
+
     async def stop_realtime(self) -> None:
+        if self.voice_watcher is not None:
+            await self.voice_watcher.stop()
         if self.watcher is not None:
             await self.watcher.stop()
         if self.sessions is not None:
             await self.sessions.close()
         if self.worker is not None:
             await self.worker.stop()
+        if self.voice_worker is not None:
+            await self.voice_worker.stop()
         if self.broker is not None:
             await self.broker.close()
+
+    def voice_status(self) -> dict[str, object]:
+        """/readyz: the voice model serving now (and its VAD), or why voice is unavailable."""
+        status = self.voice.status()
+        if self.voice_slot is not None:
+            status.update(self.voice_slot.status())
+        return status
 
     def load(self) -> None:
         s = self.settings
@@ -133,6 +165,7 @@ class AppState:
         except (LookupError, ValueError, OSError) as exc:
             self.face, self.face_error = None, str(exc)
             log.error("face model not loaded: %s", exc)
+        self.voice = VoiceService.load(s)  # a missing voice model leaves faces serving
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
@@ -215,7 +248,14 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         broker = state.broker
         if broker is not None and not await broker.healthy():
             return JSONResponse({"ready": False, "reason": broker.problem or "broker down"}, 503)
-        owners = (broker, state.worker, state.watcher, state.sessions)
+        owners = (
+            broker,
+            state.worker,
+            state.watcher,
+            state.sessions,
+            state.voice_worker,
+            state.voice_watcher,
+        )
         problem, tasks = readiness(t for o in owners if o is not None for t in o.tasks)
         if problem is not None:
             return JSONResponse({"ready": False, "reason": problem, "tasks": tasks}, 503)
@@ -223,7 +263,11 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             {
                 "ready": True,
                 "broker": state.settings.broker.redacted_url,
-                "models": {"face": slot.status(), "detector": face.detector.ref},
+                "models": {
+                    "face": slot.status(),
+                    "detector": face.detector.ref,
+                    "voice": state.voice_status(),
+                },
                 "tasks": tasks,
             }
         )

@@ -157,10 +157,15 @@ def iter_video(path: Path, fps: float | None = None) -> Iterator[VideoFrame]:
 
 
 def kind_of(path: Path) -> str:
-    """'image' or 'video' by suffix (the decoders still verify the content)."""
+    """'image', 'video' or 'audio' by suffix (the decoders still verify the content); a
+    video's audio is analysed too, so a suffix both could be (.webm) is a video."""
+    from emostream.stream.audio import AUDIO_SUFFIXES  # it imports this module
+
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
     raise MediaError("unsupported_file", f"{path}: unknown file type {suffix or '(none)'!r}", 415)

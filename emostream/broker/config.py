@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from emostream.pipeline.jobs import Modality
 
 Codec = Literal["jpeg", "raw"]
+AudioCodec = Literal["f32", "s16"]
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -36,6 +37,11 @@ class BrokerConfig(BaseModel):
     # Redis Streams only
     codec: Codec = Field(default="jpeg", description="how frames travel: jpeg or raw")
     jpeg_quality: int = Field(default=90, ge=1, le=100)
+    audio_codec: AudioCodec = Field(
+        default="f32",
+        description="how voice windows travel: f32 (exact, 96 kB per 1.5 s window) or s16 "
+        "(16-bit PCM, half the bytes)",
+    )
     stream_max_len: int = Field(default=2000, ge=10, description="MAXLEN ~ of job streams")
     results_max_len: int = Field(default=2000, ge=10)
     results_ttl_s: int = Field(default=60, ge=1)

@@ -124,7 +124,12 @@ class RedisIngest(IngestBroker):
             return
         try:
             fields = await asyncio.get_running_loop().run_in_executor(
-                self._encoder, encode_job, job, self.config.codec, self.config.jpeg_quality
+                self._encoder,
+                encode_job,
+                job,
+                self.config.codec,
+                self.config.jpeg_quality,
+                self.config.audio_codec,
             )
         except (ValueError, cv2.error) as exc:  # a frame that cannot go on the wire
             why = f"cannot encode frame {job.payload.shape} {job.payload.dtype}: {exc}"

@@ -29,10 +29,9 @@ from emostream.broker.redis_link import FAILURES, Backoff, RedisLink, default_co
 from emostream.broker.wire import (
     Fields,
     WireError,
-    decode_frame,
+    decode_payload,
     encode_outcome,
     job_header,
-    payload_size,
 )
 from emostream.pipeline.jobs import DropReason, Job, Modality
 from emostream.pipeline.outcomes import Outcome, drop, fail
@@ -184,7 +183,7 @@ class RedisWorker(WorkerBroker):
             self._early.append(drop(job, DropReason.deadline))
             return None
         try:
-            job.payload = decode_frame(fields, payload_size(job.frame))
+            job.payload = decode_payload(fields, job)
         except WireError as exc:
             failed = fail(job, f"bad payload: {exc}")
             log.warning("job %s of session %s: %s", entry_id, job.session, failed.error)

@@ -1,10 +1,13 @@
 """Jobs and outcomes as Redis stream entries: flat binary fields, no JSON around pixels.
 
-A job entry carries the fields of ``Job`` and its ``FrameInfo`` (source size, scale,
+A face job entry carries the fields of ``Job`` and its ``FrameInfo`` (source size, scale,
 whether to detect) as short text fields, and the downscaled BGR frame either as JPEG
 (default, quality 90: about 25-60 kB for a 640x360 frame, see docs/ARCHITECTURE.md) or raw
-``uint8`` bytes with its shape (``raw``: exact, 691 kB at 640x360). An outcome entry says
-its ``kind`` (scored, dropped, failed) and carries boxes and scores as packed
+``uint8`` bytes with its shape (``raw``: exact, 691 kB at 640x360). A voice job entry
+carries its ``VoiceInfo`` (track, start, end, rate) and the window's samples as
+little-endian float32 (``f32``, exact: 96 kB for 1.5 s at 16 kHz) or int16 PCM (``s16``,
+half that, quantised to 16 bits as a call's audio already is). An outcome entry says its
+``kind`` (scored, dropped, failed) and carries boxes (faces only) and scores as packed
 little-endian arrays. Nothing is base64-encoded.
 
 Times on the wire are wall-clock seconds (``time.time()``): ``time.monotonic()`` means
@@ -15,8 +18,9 @@ synchronised (NTP).
 
 Reading is validation: every entry is checked at this edge (version, known field names,
 modality, integer and finite ranges, text lengths, a frame's size from its JPEG header or
-raw shape before any pixel is allocated, and that size against the job's own), and the
-only exception a reader sees is ``WireError``, whatever the entry holds.
+raw shape before any pixel is allocated, and that size against the job's own; a window's
+sample count and codec before its samples are read), and the only exception a reader sees
+is ``WireError``, whatever the entry holds.
 """
 
 from __future__ import annotations
@@ -30,11 +34,18 @@ from typing import ParamSpec, TypeVar
 import cv2
 import numpy as np
 
-from emostream.broker.config import Codec
-from emostream.pipeline.jobs import MODALITIES, DropReason, FrameInfo, Job, Modality
-from emostream.pipeline.outcomes import Dropped, FaceScores, Failed, Outcome, Scored
+from emostream.broker.config import AudioCodec, Codec
+from emostream.pipeline.jobs import MODALITIES, DropReason, FrameInfo, Job, Modality, VoiceInfo
+from emostream.pipeline.outcomes import (
+    Dropped,
+    FaceScores,
+    Failed,
+    Outcome,
+    Scored,
+    VoiceScores,
+)
 
-WIRE_VERSION = b"2"  # 2: typed frame fields instead of a JSON ``meta``
+WIRE_VERSION = b"2"  # 2: typed frame fields instead of a JSON ``meta`` (voice: same, added)
 Fields = dict[bytes, bytes]
 MAX_SIDE = 8192  # a larger frame on the stream is malformed, not a reason to allocate
 MAX_PIXELS = 4096 * 4096  # payload pixels (48 MiB as BGR): far above any downscaled frame
@@ -42,11 +53,16 @@ MAX_SOURCE_SIDE = 32768  # the source frame's width/height a job may claim
 SIZE_SLACK = 2  # px between the payload and round(source side * scale)
 MAX_FACES = 1024  # boxes one outcome may carry
 MAX_SEQ = 2**63 - 1
+MAX_WINDOW_SAMPLES = 16000 * 30  # a voice window on the stream: at most 30 s at 16 kHz
+MAX_RATE = 192_000
+MAX_CLASSES = 256
 _MAX_NUMBER = 64  # bytes of one numeric field: a number, not a 10 MB string of digits
 _MAX_TEXT = {b"session": 128, b"reply_to": 256, b"token": 64, b"model": 256, b"classes": 4096}
+_MAX_TEXT[b"track"] = 128
+_PCM = {b"f32": "<f4", b"s16": "<i2"}
 
 _HEADER = {b"v", b"session", b"modality", b"seq", b"created", b"width", b"height"}
-_HEADER |= {b"scale", b"detect", b"pts"}
+_HEADER |= {b"scale", b"detect", b"pts", b"track", b"start", b"end", b"rate"}
 JOB_FIELDS = _HEADER | {b"deadline", b"enqueued", b"reply_to", b"codec", b"data", b"shape"}
 OUTCOME_FIELDS = _HEADER | {b"token", b"kind", b"model", b"boxes", b"scores", b"classes"}
 OUTCOME_FIELDS |= {b"reason", b"error"}
@@ -231,30 +247,80 @@ def decode_frame(fields: Fields, expect: tuple[int, int] | None = None) -> np.nd
     raise WireError(f"unknown codec {codec!r}")
 
 
+def encode_window(samples: np.ndarray, codec: AudioCodec) -> Fields:
+    """A voice window's samples (float32 in [-1, 1]) as ``f32`` or ``s16`` PCM bytes."""
+    x = np.asarray(samples)
+    if x.dtype != np.float32 or x.ndim != 1 or x.size == 0:
+        raise ValueError(f"not a float32 window: shape {x.shape}, dtype {x.dtype}")
+    if codec == "s16":
+        pcm = np.clip(np.nan_to_num(x), -1.0, 1.0) * 32767.0
+        return {b"codec": b"s16", b"data": np.round(pcm).astype("<i2").tobytes()}
+    return {b"codec": b"f32", b"data": x.astype("<f4").tobytes()}
+
+
+@_edge
+def decode_window(fields: Fields) -> np.ndarray:
+    """The float32 samples of a voice job entry; its codec and length are checked first."""
+    codec, data = fields.get(b"codec"), fields.get(b"data")
+    if data is None:
+        raise WireError("field 'data' missing")
+    dtype = _PCM.get(codec or b"")
+    if dtype is None:
+        raise WireError(f"unknown audio codec {codec!r:.20}")
+    size = np.dtype(dtype).itemsize
+    if len(data) % size or not 0 < len(data) // size <= MAX_WINDOW_SAMPLES:
+        raise WireError(
+            f"'data' of {len(data)} bytes is not 1 to {MAX_WINDOW_SAMPLES} {dtype} samples"
+        )
+    pcm = np.frombuffer(data, dtype)
+    if codec == b"s16":
+        return pcm.astype(np.float32) / 32768.0
+    return pcm.astype(np.float32)
+
+
+def decode_payload(fields: Fields, job: Job) -> np.ndarray:
+    """The payload of a job entry whose header ``job`` was read: a frame or a window."""
+    if isinstance(job.info, VoiceInfo):
+        return decode_window(fields)
+    return decode_frame(fields, payload_size(job.frame))
+
+
 def _header_fields(job: Job) -> Fields:
-    info = job.frame
     fields: Fields = {
         b"v": WIRE_VERSION,
         b"session": job.session.encode(),
         b"modality": job.modality.encode(),
         b"seq": str(job.seq).encode(),
         b"created": repr(to_wall(job.created)).encode(),
-        b"width": str(info.width).encode(),
-        b"height": str(info.height).encode(),
-        b"scale": repr(info.scale).encode(),
-        b"detect": b"1" if info.detect else b"0",
     }
+    info = job.info
+    if isinstance(info, VoiceInfo):
+        fields[b"track"] = info.track.encode()
+        fields[b"start"] = repr(info.start).encode()
+        fields[b"end"] = repr(info.end).encode()
+        fields[b"rate"] = str(info.sample_rate).encode()
+    else:
+        fields[b"width"] = str(info.width).encode()
+        fields[b"height"] = str(info.height).encode()
+        fields[b"scale"] = repr(info.scale).encode()
+        fields[b"detect"] = b"1" if info.detect else b"0"
     if job.pts is not None:
         fields[b"pts"] = repr(job.pts).encode()
     return fields
 
 
-def encode_job(job: Job, codec: Codec = "jpeg", quality: int = 90) -> Fields:
+def encode_job(
+    job: Job, codec: Codec = "jpeg", quality: int = 90, audio: AudioCodec = "f32"
+) -> Fields:
+    """A job entry: a face job's frame as ``codec``, a voice job's window as ``audio``."""
     fields = _header_fields(job)
     fields[b"deadline"] = repr(to_wall(job.deadline)).encode()
     fields[b"enqueued"] = repr(to_wall(job.enqueued)).encode()
     fields[b"reply_to"] = job.reply_to.encode()
-    fields.update(encode_frame(job.payload, codec, quality))
+    if job.modality == "voice":
+        fields.update(encode_window(job.payload, audio))
+    else:
+        fields.update(encode_frame(job.payload, codec, quality))
     return fields
 
 
@@ -270,20 +336,7 @@ def _header(fields: Fields, token: str, allowed: set[bytes]) -> Job:
     if fields.get(b"v") != WIRE_VERSION:
         raise WireError(f"wire version {fields.get(b'v')!r:.20}, this one reads {WIRE_VERSION!r}")
     _known(fields, allowed)
-    if _modality(fields) != "face":
-        raise WireError("only face jobs have a wire format in this version")
-    detect = fields.get(b"detect", b"1")
-    if detect not in (b"0", b"1"):
-        raise WireError(f"field 'detect' is {detect[:20]!r}, not 0 or 1")
-    scale = _num(fields, b"scale")
-    if not 0 < scale <= 1:
-        raise WireError(f"field 'scale' is {scale}, not in (0, 1]")
-    info = FrameInfo(
-        width=_int(fields, b"width", 1, MAX_SOURCE_SIDE),
-        height=_int(fields, b"height", 1, MAX_SOURCE_SIDE),
-        scale=scale,
-        detect=detect == b"1",
-    )
+    info = _voice_info(fields) if _modality(fields) == "voice" else _frame_info(fields)
     return Job(
         session=_text(fields, b"session"),
         seq=_int(fields, b"seq", 0, MAX_SEQ),
@@ -297,6 +350,43 @@ def _header(fields: Fields, token: str, allowed: set[bytes]) -> Job:
         enqueued=to_mono(_num(fields, b"enqueued")) if b"enqueued" in fields else 0.0,
         reply_to=_text(fields, b"reply_to", ""),
         token=token,
+    )
+
+
+_FACE_ONLY = (b"width", b"height", b"scale", b"detect")
+_VOICE_ONLY = (b"track", b"start", b"end", b"rate")
+
+
+def _frame_info(fields: Fields) -> FrameInfo:
+    stray = [k.decode() for k in _VOICE_ONLY if k in fields]
+    if stray:
+        raise WireError(f"a face job with voice field(s) {stray}")
+    detect = fields.get(b"detect", b"1")
+    if detect not in (b"0", b"1"):
+        raise WireError(f"field 'detect' is {detect[:20]!r}, not 0 or 1")
+    scale = _num(fields, b"scale")
+    if not 0 < scale <= 1:
+        raise WireError(f"field 'scale' is {scale}, not in (0, 1]")
+    return FrameInfo(
+        width=_int(fields, b"width", 1, MAX_SOURCE_SIDE),
+        height=_int(fields, b"height", 1, MAX_SOURCE_SIDE),
+        scale=scale,
+        detect=detect == b"1",
+    )
+
+
+def _voice_info(fields: Fields) -> VoiceInfo:
+    stray = [k.decode() for k in _FACE_ONLY if k in fields]
+    if stray:
+        raise WireError(f"a voice job with face field(s) {stray}")
+    start, end = _num(fields, b"start"), _num(fields, b"end")
+    if not end > start:
+        raise WireError(f"fields 'start' {start} and 'end' {end} are not a time span")
+    return VoiceInfo(
+        track=_text(fields, b"track"),
+        start=start,
+        end=end,
+        sample_rate=_int(fields, b"rate", 1, MAX_RATE),
     )
 
 
@@ -317,11 +407,13 @@ def encode_outcome(outcome: Outcome) -> Fields:
     fields[b"token"] = outcome.job.token.encode()
     if isinstance(outcome, Scored):
         result = outcome.result
-        assert isinstance(result, FaceScores)
         fields[b"kind"] = b"scored"
         fields[b"model"] = outcome.model.encode()
-        fields[b"boxes"] = np.asarray(result.boxes, "<i4").reshape(-1, 4).tobytes()
-        scores = np.asarray(result.scores, "<f4").reshape(len(result.boxes), len(result.classes))
+        rows = 1
+        if isinstance(result, FaceScores):
+            fields[b"boxes"] = np.asarray(result.boxes, "<i4").reshape(-1, 4).tobytes()
+            rows = len(result.boxes)
+        scores = np.asarray(result.scores, "<f4").reshape(rows, len(result.classes))
         fields[b"scores"] = scores.tobytes()
         fields[b"classes"] = ",".join(result.classes).encode()
     elif isinstance(outcome, Dropped):
@@ -348,6 +440,18 @@ def decode_outcome(fields: Fields) -> Outcome:
     if kind != b"scored":
         raise WireError(f"unknown outcome kind {kind!r:.40}")
     classes = tuple(c for c in _text(fields, b"classes").split(",") if c)
+    if not 0 < len(classes) <= MAX_CLASSES:
+        raise WireError(f"field 'classes' names {len(classes)} classes")
+    if isinstance(job.info, VoiceInfo):
+        if b"boxes" in fields:
+            raise WireError("a voice outcome with field 'boxes'")
+        row = np.frombuffer(fields.get(b"scores", b""), "<f4")
+        if row.size != len(classes):
+            raise WireError(f"field 'scores' holds {row.size} values for {len(classes)} classes")
+        if not np.isfinite(row).all():
+            raise WireError("field 'scores' holds a NaN or an infinity")
+        voice = VoiceScores(row.reshape(1, -1).astype(np.float32), classes)
+        return Scored(job, _text(fields, b"model", ""), voice)
     flat = np.frombuffer(fields.get(b"boxes", b""), "<i4")
     scores = np.frombuffer(fields.get(b"scores", b""), "<f4")
     if not classes or flat.size % 4 or scores.size != flat.size // 4 * len(classes):

@@ -24,11 +24,13 @@ def worker(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from emostream.models.voice import VoiceService
     from emostream.models.worker_process import run_worker
 
-    analyzer = load_face_analyzer(settings)
+    face = load_face_analyzer(settings)
+    voice = VoiceService.load(settings, vad=False).analyzer  # missing: a warning, faces go on
     try:
-        asyncio.run(run_worker(settings, [analyzer]))
+        asyncio.run(run_worker(settings, [face] + ([voice] if voice is not None else [])))
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:  # e.g. the metrics port is taken

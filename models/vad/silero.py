@@ -47,7 +47,7 @@ class SileroStream:
 class SileroVad:
     frame_samples = FRAME
 
-    def __init__(self, model: Path | bytes, threshold: float = 0.5, ref: str = "") -> None:
+    def __init__(self, model: Path | bytes, threshold: float, ref: str = "") -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1

@@ -34,7 +34,7 @@ class _WebRtcStream:
 
 
 class WebRtcVad:
-    def __init__(self, mode: int = 3, threshold: float = 0.5) -> None:
+    def __init__(self, mode: int, threshold: float) -> None:
         try:
             import webrtcvad  # noqa: F401
         except ImportError as exc:
