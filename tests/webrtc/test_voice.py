@@ -27,8 +27,10 @@ import httpx
 import numpy as np
 import pytest
 from shared_media import RAVDESS_CLIP, media_file, ravdess_file
+from voice_models import has_voice_model, voice_repo  # noqa: F401
 
 from emostream.bench.procs import EMOSTREAM, Server, Worker
+from emostream.models.repository import ModelRepository
 from emostream.paths import model_root
 from emostream.stream.audio import read_audio
 from emostream.stream.client import EmotionClient, Source
@@ -165,19 +167,30 @@ def _run_all(url: str, tmp: Path) -> Run:
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def run(
-    request: pytest.FixtureRequest, netns_ip: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    netns_ip: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Run]:
+    """Every session against a server with the real voice model and Silero VAD."""
+    repo: ModelRepository = request.getfixturevalue("has_voice_model")  # skips without one
+    root = str(repo.root)
     logs = tmp_path_factory.mktemp(f"voice-{request.param}")
     if request.param == "memory":
-        s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2")
+        s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2", EMOSTREAM_MODEL_ROOT=root)
         try:
             yield _run_all(s.url, logs)
         finally:
             s.stop()
         return
     redis = RedisServer(logs / "redis").start()
-    worker = Worker(redis.url, logs, "voice-tests-worker")
-    s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2", EMOSTREAM_BROKER=redis.url)
+    worker = Worker(redis.url, logs, "voice-tests-worker", EMOSTREAM_MODEL_ROOT=root)
+    s = Server(
+        netns_ip,
+        logs,
+        EMOSTREAM_IDLE_TIMEOUT_S="2",
+        EMOSTREAM_MODEL_ROOT=root,
+        EMOSTREAM_BROKER=redis.url,
+    )
     try:
         yield _run_all(s.url, logs)
     finally:
