@@ -113,7 +113,8 @@ class Session:
         self.closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._tracks: list[MediaStreamTrack] = []
-        self._seq = 0
+        self._seq = 0  # frames
+        self._voice_seq = 0  # speech windows, all tracks (face seq stays one per frame)
         self.voice = voice or VoiceSupport()
         self._voice_notice: ErrorMessage | None = None  # said once, when the channel opens
 
@@ -234,8 +235,8 @@ class Session:
             latency = time.monotonic() - timed.ended
             self._send(silence_message(info, latency_s=latency, session=self.id).to_json())
             return
-        self._seq += 1
-        job = Job(self.id, self._seq, w.start, w.samples, info, created=timed.ended)
+        self._voice_seq += 1
+        job = Job(self.id, self._voice_seq, w.start, w.samples, info, created=timed.ended)
         with contextlib.suppress(UnknownSessionError):  # ended between check and submit
             await self.broker.submit(job)
 
