@@ -95,6 +95,9 @@ async def _measure(server: procs.Server, n: int, loop: Path, seconds: float) -> 
     url = server.url
     result = AudioResult(n, seconds)
     async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        voice = (await http.get(f"{url}/readyz")).json()["models"]["voice"]
+        if not voice.get("available"):
+            raise RuntimeError(f"the server has no voice: {voice.get('reason')}")
         clients = []
         for i in range(n):  # spread over one hop, so windows end at different instants
             c = EmotionClient(url, source=Source.file(str(loop), loop=True))
