@@ -18,6 +18,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -95,12 +96,12 @@ def _timing_rows(classifier: Classifier | None, windows: np.ndarray) -> list[lis
     rows: list[list[object]] = []
     for b in BATCHES:
         batch = windows[:b]
-        feats_ms = median(repeat_ms(lambda batch=batch: log_mel(batch, spec)))
+        feats_ms = median(repeat_ms(partial(log_mel, batch, spec)))
         row: list[object] = [b, num(feats_ms, 2), num(feats_ms / b, 3)]
         if classifier is not None:
             tensor = classifier.features(batch)
-            model_ms = median(repeat_ms(lambda t=tensor: classifier.predict_tensor(t)))
-            both_ms = median(repeat_ms(lambda batch=batch: classifier.predict_windows(batch)))
+            model_ms = median(repeat_ms(partial(classifier.predict_tensor, tensor)))
+            both_ms = median(repeat_ms(partial(classifier.predict_windows, batch)))
             row += [num(model_ms, 2), num(model_ms / b, 3), num(both_ms, 2), num(both_ms / b, 3)]
         rows.append(row)
     return rows

@@ -25,6 +25,8 @@ SPECIAL: dict[str, tuple[str, object]] = {
     "model_root": ("/srv/emostream-models", Path("/srv/emostream-models")),
     "broker.url": ("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/0"),
     "broker.codec": ("raw", "raw"),
+    "broker.audio_codec": ("s16", "s16"),
+    "voice.vad": ("webrtc", "webrtc"),
     "worker.max_batch": ("8", 8),
     "worker.name": ("w-test", "w-test"),
     "runner.providers": ("CPUExecutionProvider", ["CPUExecutionProvider"]),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from voice_models import clip, config, padded, ravdess, voice_repo  # noqa: F401
 
 from emostream.models.repository import ModelMissingError, ModelRepository, sha256_file
 from emostream.models.vad import Vad, create_vad
 from emostream.models.vad.silero_import import MEMBER, NAME, WHEEL_SHA256
+
+from voice_models import clip, config, padded, ravdess, voice_repo  # noqa: F401
 
 PAD_S = 1.0
 

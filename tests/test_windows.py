@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from voice_models import clip, config, padded, ravdess, voice_repo  # noqa: F401
 
 from emostream.models.repository import ModelRepository
 from emostream.models.vad import Vad, create_vad
 from emostream.stream.windows import Window, Windower, file_windows
+
+from voice_models import clip, config, padded, ravdess, voice_repo  # noqa: F401
 
 RATE = 16000
 WIN, HOP = 24000, 8000

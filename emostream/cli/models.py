@@ -99,13 +99,16 @@ def models_pull(
 
 
 def _check(repo: ModelRepository, name: str, version: str) -> None:
-    """Refuse, before anything moves, a face-emotion version that serving would refuse."""
+    """Refuse, before anything moves, an emotion model version that serving would refuse."""
     from emostream.models.check import ModelRefused, load_checked
 
-    if version not in repo.versions(name) or repo.card(name, version).task != "face-emotion":
+    if version not in repo.versions(name):
+        return
+    card = repo.card(name, version)
+    if card.task not in ("face-emotion", "voice-emotion"):
         return
     try:
-        load_checked(repo, name, version)
+        load_checked(repo, name, version, None, card.modality)
     except ModelRefused as exc:
         raise fail(f"{exc}; {name} stays as it was", EXIT_FAILED_FILES) from None
 

@@ -1,0 +1,159 @@
+"""`emostream analyze` on audio: flac, 48 kHz wav, mp3, ogg (made from a RAVDESS clip with
+PyAV), the audio of a video, bad files, and no voice model."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, app
+from emostream.models.repository import ModelRepository
+
+from voice_models import clip, has_voice_model, padded, ravdess, voice_repo  # noqa: F401
+
+
+def _write_audio(path: Path, samples: np.ndarray, codec: str, rate: int) -> Path:
+    """16 kHz float samples as ``codec`` at ``rate`` (PyAV resamples), stereo for mp3/ogg."""
+    layout = "mono" if codec in ("flac", "pcm_s16le") else "stereo"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = layout  # type: ignore[union-attr]
+        resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=rate)  # type: ignore[union-attr]
+        pts = 0
+        for i in range(0, len(samples), 4000):
+            chunk = samples[i : i + 4000].astype(np.float32)[None, :]
+            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = pts
+            frame.time_base = Fraction(1, 16000)
+            pts += chunk.shape[1]
+            for f in resampler.resample(frame):
+                for packet in stream.encode(f):  # type: ignore[union-attr]
+                    out.mux(packet)
+        for f in resampler.resample(None):
+            for packet in stream.encode(f):  # type: ignore[union-attr]
+                out.mux(packet)
+        for packet in stream.encode(None):  # type: ignore[union-attr]
+            out.mux(packet)
+    return path
+
+
+FORMATS = {
+    "clip.flac": ("flac", 16000),
+    "clip-48k.wav": ("pcm_s16le", 48000),
+    "clip.mp3": ("mp3", 44100),
+    "clip.ogg": ("libopus", 48000),
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory, clip: np.ndarray) -> dict[str, Path]:  # noqa: F811
+    folder = tmp_path_factory.mktemp("audio")
+    x = padded(clip, 1.5)
+    return {name: _write_audio(folder / name, x, c, r) for name, (c, r) in FORMATS.items()}
+
+
+@pytest.fixture()
+def cli(voice_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch) -> CliRunner:  # noqa: F811
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(voice_repo.root))
+    return CliRunner()
+
+
+def _messages(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_each_audio_format_gives_one_voice_message_per_window(
+    cli: CliRunner,
+    files: dict[str, Path],
+    has_voice_model: ModelRepository,  # noqa: F811
+    name: str,
+) -> None:
+    r = cli.invoke(app, ["analyze", "--format", "jsonl", str(files[name])])
+    assert r.exit_code == 0, r.stderr
+    msgs = _messages(r.stdout)
+    assert msgs and all(m["type"] == "voice" and m["source"] == str(files[name]) for m in msgs)
+    starts = [m["start"] for m in msgs]
+    assert starts[:4] == [0.0, 0.5, 1.0, 1.5] and starts == sorted(starts)
+    assert all(m["end"] - m["start"] == pytest.approx(1.5, abs=1e-3) for m in msgs[:-1])
+    speech = [m for m in msgs if m["speech"]]
+    silent = [m for m in msgs if not m["speech"]]
+    assert speech and silent, "the sentence is speech, the padding silence"
+    assert not msgs[0]["speech"] and not msgs[-1]["speech"]
+    for m in speech:
+        assert m["label"] in m["scores"] and m["model"].startswith("voice-emotion/")
+        assert sum(m["scores"].values()) == pytest.approx(1, abs=1e-3)
+    assert all(not m.get("scores") and m.get("label") is None for m in silent)
+
+
+def test_a_video_with_sound_gives_faces_and_voice(
+    cli: CliRunner,
+    media: Path,
+    tmp_path: Path,
+    clip: np.ndarray,  # noqa: F811
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    video = tmp_path / "talk.mp4"
+    with av.open(str(media / "woman2.mp4")) as src, av.open(str(video), "w") as out:
+        v = out.add_stream("mpeg4", rate=15)
+        s = src.streams.video[0]
+        v.width, v.height, v.pix_fmt = s.width, s.height, "yuv420p"  # type: ignore[union-attr]
+        a = out.add_stream("aac", rate=48000)
+        for i, frame in enumerate(src.decode(s)):
+            if i >= 30:
+                break
+            img = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+            img.pts = i
+            for p in v.encode(img):  # type: ignore[union-attr]
+                out.mux(p)
+        for p in v.encode(None):  # type: ignore[union-attr]
+            out.mux(p)
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
+        sound = av.AudioFrame.from_ndarray(clip[None, :32000], format="flt", layout="mono")
+        sound.sample_rate, sound.pts, sound.time_base = 16000, 0, Fraction(1, 16000)
+        for f in [*resampler.resample(sound), *resampler.resample(None)]:
+            for p in a.encode(f):  # type: ignore[union-attr]
+                out.mux(p)
+        for p in a.encode(None):  # type: ignore[union-attr]
+            out.mux(p)
+    r = cli.invoke(app, ["analyze", "--format", "jsonl", "--quiet", str(video)])
+    assert r.exit_code == 0, r.stderr
+    kinds = [m["type"] for m in _messages(r.stdout)]
+    assert kinds.count("face") >= 20 and kinds.count("voice") >= 2
+
+
+def test_bad_audio_files_fail_with_a_reason(
+    cli: CliRunner,
+    files: dict[str, Path],
+    tmp_path: Path,
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    fake = tmp_path / "fake.wav"
+    fake.write_text("RIFF? no, this is text\n" * 50)
+    empty = tmp_path / "empty.flac"
+    empty.write_bytes(b"")
+    r = cli.invoke(
+        app, ["analyze", "--format", "jsonl", str(fake), str(empty), str(files["clip.flac"])]
+    )
+    assert r.exit_code == EXIT_FAILED_FILES
+    assert {Path(m["source"]).name for m in _messages(r.stdout)} == {"clip.flac"}
+    assert "fake.wav" in r.stderr and "empty.flac" in r.stderr
+    assert "undecodable" in r.stderr or "no_audio" in r.stderr
+
+
+def test_audio_without_a_voice_model_exits_with_the_train_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, Path],
+) -> None:
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path))  # no model at all
+    r = CliRunner().invoke(app, ["analyze", str(files["clip.flac"])])
+    assert r.exit_code == EXIT_MODEL_MISSING
+    assert "emostream train voice --data DIR" in r.stderr
