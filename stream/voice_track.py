@@ -2,8 +2,10 @@
 
 Opus (48 kHz) and G.711 (8 kHz) frames arrive every 20 ms on the event loop. Resampling
 and windowing (voice activity detection included) are CPU work, so they run in a thread;
-frames are gathered into chunks of ``CHUNK_S`` first, so the thread hop happens five times
-a second rather than fifty. While a chunk is processed the next one is being received.
+frames are gathered into chunks of ``CHUNK_S`` first, so the thread hop happens about five
+times a second rather than fifty; a chunk goes early when the media has just passed a
+window's end (``Due``), so no window waits for the rest of its chunk. While a chunk is
+processed the next one is being received.
 
 Media time runs from the track's first frame (0 s) on the sender's RTP clock; the windower
 starts its windows afresh after a gap (a sender's discontinuous transmission, lost packets),
@@ -28,6 +30,7 @@ from emostream.stream.audio import SAMPLE_RATE, Resampler
 from emostream.stream.windows import Window, Windower
 
 CHUNK_S = 0.1  # media gathered per thread hop: 5 Opus frames
+PAST_END_S = 0.01  # a chunk goes once the media is this far past a window's end
 MAX_CHUNKS = 30  # 3 s waiting for the thread: beyond it the oldest chunk goes (a gap)
 
 
@@ -66,6 +69,41 @@ class AudioWindows:
         return t - self._origin
 
 
+class Due:
+    """When a chunk should go to the thread: after ``CHUNK_S`` of media, or as soon as the
+    media has passed the end of the next window (by ``PAST_END_S``: the resampler holds a
+    few samples back), so a window is never kept waiting for the rest of a chunk.
+
+    Runs on the event loop, on the frames' own timestamps; windows end every hop from one
+    window after the track's first frame (or after a gap, where the windower restarts).
+    """
+
+    def __init__(self, windower: Windower) -> None:
+        self.window_s = windower.window / windower.rate
+        self.hop_s = windower.hop / windower.rate
+        self.gap_s = windower.max_gap_s
+        self._origin: float | None = None
+        self._end = 0.0  # media time after the last frame seen
+        self._next = self.window_s  # media time at which the next window ends
+
+    def frame(self, frame: AudioFrame) -> bool:
+        """Count ``frame``; whether the chunk holding it should go now for a window."""
+        duration = frame.samples / (frame.sample_rate or SAMPLE_RATE)
+        start = self._end
+        if frame.pts is not None and frame.time_base is not None:
+            t = float(frame.pts * frame.time_base)
+            self._origin = t if self._origin is None else self._origin
+            start = t - self._origin
+        if abs(start - self._end) > self.gap_s:  # the windower starts afresh there
+            self._next = start + self.window_s
+        self._end = start + duration
+        if self._end < self._next + PAST_END_S:
+            return False
+        while self._next + PAST_END_S <= self._end:
+            self._next += self.hop_s
+        return True
+
+
 async def read_windows(
     track: MediaStreamTrack,
     windows: AudioWindows,
@@ -78,6 +116,7 @@ async def read_windows(
     in real time loses its oldest waiting chunk, never memory: the windows restart after
     the gap, as after lost packets."""
     chunks: asyncio.Queue[tuple[list[AudioFrame], float] | None] = asyncio.Queue()
+    due = Due(windows.windower)
 
     async def receive() -> None:
         chunk: list[AudioFrame] = []
@@ -93,7 +132,7 @@ async def read_windows(
                     continue
                 chunk.append(frame)
                 seconds += frame.samples / (frame.sample_rate or SAMPLE_RATE)
-                if seconds >= CHUNK_S:
+                if due.frame(frame) or seconds >= CHUNK_S:
                     if chunks.qsize() >= MAX_CHUNKS:  # the thread cannot keep up
                         chunks.get_nowait()
                     chunks.put_nowait((chunk, clock()))

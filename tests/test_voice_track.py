@@ -20,7 +20,7 @@ from emostream.models.voice import VoiceModelConfig
 from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
 from emostream.pipeline.outcomes import Dropped
 from emostream.stream.audio import Resampler, read_audio
-from emostream.stream.voice_track import CHUNK_S, AudioWindows, TimedWindow
+from emostream.stream.voice_track import CHUNK_S, AudioWindows, Due, TimedWindow
 from emostream.stream.windows import Windower
 
 PAD_S = 1.0  # silence before the clip
@@ -102,6 +102,19 @@ def test_a_gap_in_the_timestamps_restarts_the_windows_at_the_sender_time() -> No
     starts = [t.window.start for t in got]
     assert any(s >= 5.0 for s in starts)
     assert not any(2.0 < s < 5.0 - 1e-6 for s in starts)  # no window across the gap
+
+
+def test_a_chunk_goes_as_soon_as_a_window_has_ended() -> None:
+    """Windows end every 0.5 s from 1.5 s: the frame just past each end sends its chunk."""
+    due = Due(_windower())
+    frames = _frames(np.zeros(48000 * 3, np.int16), 48000)
+    early = [round(i * 0.02 + 0.02, 3) for i, f in enumerate(frames) if due.frame(f)]
+    assert early == [1.52, 2.02, 2.52]
+    due = Due(_windower())  # after a gap the windows start again one window later
+    gap = _frames(np.zeros(48000 * 2, np.int16), 48000, pts0=0)
+    gap += _frames(np.zeros(48000 * 2, np.int16), 48000, pts0=48000 * 5)
+    early = [round(float(f.pts or 0) / 48000 + 0.02, 3) for f in gap if due.frame(f)]
+    assert early == [1.52, 6.52]
 
 
 def test_the_resampler_takes_opus_stereo_and_g711_alike() -> None:
