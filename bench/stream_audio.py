@@ -188,7 +188,33 @@ def reading(results: Sequence[RunResult]) -> str:
     tried = max(r.clients for r in results)
     if ok and max(ok) == tried:
         text += f" (the most measured: the limit is higher than {tried})"
-    return text + "."
+    text += "."
+    runs = [r for r in results if not r.error and r.clients]
+    if runs:
+        per_call = ", ".join(
+            f"{100 * r.server_cpu_s / r.seconds / r.clients:.1f} % at {r.clients}" for r in runs
+        )
+        text += f" Server CPU per call (one core = 100 %): {per_call}."
+    over = [r for r in runs if isinstance(r, AudioResult) and r.pct(99) >= GOAL_MS]
+    if over:
+        first = min(over, key=lambda x: x.clients)
+        assert isinstance(first, AudioResult)
+        used = first.server_cpu_s / first.seconds
+        silent = pct(first.silence_ms, 99)
+        text += f" At {first.clients} calls the server used {used:.0%} of one core"
+        if silent >= GOAL_MS:
+            text += (
+                f", and silent windows, which never reach the model, were late too (p99 "
+                f"{silent:.0f} ms): the ingest side (the event loop with RTP, SRTP and Opus, "
+                "and the windowing threads, all sharing the GIL) falls behind first, not "
+                "the voice model."
+            )
+        else:
+            text += (
+                f" while silent windows, which never reach the model, stayed at p99 "
+                f"{silent:.0f} ms: the voice worker is what falls behind first."
+            )
+    return text
 
 
 def run_inside(clients: list[int], seconds: float, out: Path, command: str) -> str:
