@@ -131,7 +131,7 @@ class VadScore:
     windows_agree: int = 0
     clips_s: float = 0.0  # seconds of the clips (each run clean and noisy)
     seconds: float = 0.0  # audio seconds run
-    busy_s: float = 0.0  # VAD time spent on them
+    busy_s: float = 0.0  # VAD CPU time spent on them
 
     @property
     def ms_per_audio_s(self) -> float:
@@ -143,12 +143,15 @@ class VadScore:
 
 
 def _frame_labels(vad: Vad, samples: np.ndarray) -> tuple[np.ndarray, float]:
-    """(frames,) booleans of one fresh stream over the whole buffer, and the time it took."""
+    """(frames,) booleans of one fresh stream over the whole buffer, and the CPU time it took.
+
+    The calling thread's CPU time, not wall time: both VADs run in this thread (Silero
+    with one intra-op thread), and on a shared machine wall time would count other work."""
     f = vad.frame_samples
     n = len(samples) // f
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     probs = vad.stream()(samples[: n * f].reshape(n, f))
-    return probs >= vad.threshold, time.perf_counter() - t0
+    return probs >= vad.threshold, time.thread_time() - t0
 
 
 def _score(vad: Vad, samples: np.ndarray, labels: np.ndarray, into: Counts, s: VadScore) -> None:

@@ -44,6 +44,15 @@ def resample(frames: Iterable[AudioFrame], rate: int = SAMPLE_RATE) -> Iterator[
     yield r(None)
 
 
+def is_audio_only(path: Path) -> bool:
+    """Whether FFmpeg opens ``path`` as a container of audio streams and nothing else."""
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio) and not container.streams.video
+    except (av.FFmpegError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def read_audio(path: Path, rate: int = SAMPLE_RATE, max_seconds: float = 3600.0) -> np.ndarray:
     """The first audio stream of a file (audio or video) as float32 mono at ``rate``.
 

@@ -158,14 +158,16 @@ def iter_video(path: Path, fps: float | None = None) -> Iterator[VideoFrame]:
 
 def kind_of(path: Path) -> str:
     """'image', 'video' or 'audio' by suffix (the decoders still verify the content); a
-    video's audio is analysed too, so a suffix both could be (.webm) is a video."""
-    from emostream.stream.audio import AUDIO_SUFFIXES  # it imports this module
+    video's audio is analysed too, so a suffix both could be (.webm) is a video. A file
+    with another suffix is probed: audio streams and no video stream make it 'audio' (not
+    more: FFmpeg reads almost anything as some video, a text file as ANSI art)."""
+    from emostream.stream.audio import AUDIO_SUFFIXES, is_audio_only  # it imports this module
 
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
-    if suffix in AUDIO_SUFFIXES:
+    if suffix in AUDIO_SUFFIXES or (path.is_file() and is_audio_only(path)):
         return "audio"
     raise MediaError("unsupported_file", f"{path}: unknown file type {suffix or '(none)'!r}", 415)

@@ -151,7 +151,7 @@ class Windower:
 
     def _emit(self, first: int, last: int) -> Window:
         """The window of samples [first, last) of this run."""
-        # VAD frames that start inside the window (the ones run so far)
+        # the VAD frames that overlap the window (of those run so far)
         lo = first // self._frame
         hi = min(self._vad_frames, -(-last // self._frame))
         base = self._vad_frames - len(self._flags)  # index of the oldest flag kept

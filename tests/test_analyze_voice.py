@@ -157,3 +157,32 @@ def test_audio_without_a_voice_model_exits_with_the_train_command(
     r = CliRunner().invoke(app, ["analyze", str(files["clip.flac"])])
     assert r.exit_code == EXIT_MODEL_MISSING
     assert "emostream train voice --data DIR" in r.stderr
+
+
+def test_an_audio_file_with_an_unknown_suffix_is_probed(
+    cli: CliRunner,
+    files: dict[str, Path],
+    tmp_path: Path,
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    recording = tmp_path / "call-0042.bin"
+    recording.write_bytes(files["clip.flac"].read_bytes())
+    text = tmp_path / "notes.log"
+    text.write_text("not audio\n" * 100)
+    r = cli.invoke(app, ["analyze", "--format", "jsonl", str(recording), str(text)])
+    assert r.exit_code == EXIT_FAILED_FILES  # the text file
+    msgs = _messages(r.stdout)
+    assert msgs and {m["type"] for m in msgs} == {"voice"}
+    assert "unsupported_file" in r.stderr and "notes.log" in r.stderr
+
+
+def test_the_text_format_names_each_window(
+    cli: CliRunner,
+    files: dict[str, Path],
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    r = cli.invoke(app, ["analyze", str(files["clip.flac"])])
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith("@0.00-1.50s: voice no speech")
+    assert any(": voice " in line and "no speech" not in line for line in lines)

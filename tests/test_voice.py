@@ -129,3 +129,23 @@ def test_voice_predictions_are_counted_for_the_voice_model(
     waves = _windows(clip, 3, voice.spec.window_samples)
     run_batch(voice, [_job(i, w) for i, w in enumerate(waves)])
     assert total() - before == 3
+
+
+def test_drift_of_the_voice_model_is_measured_against_its_card(
+    voice: VoiceAnalyzer,
+    clip: np.ndarray,  # noqa: F811
+) -> None:
+    """The drift gauges exist for the voice model and follow its own window and reference."""
+    from prometheus_client import REGISTRY
+
+    card = voice.card
+    assert card.reference_distribution is not None, "the voice card carries its reference"
+    labels = {"model": card.name, "version": card.version, "modality": "voice"}
+    before = REGISTRY.get_sample_value("emostream_drift_window_samples", labels) or 0.0
+    waves = _windows(clip, 4, voice.spec.window_samples)
+    run_batch(voice, [_job(i, w) for i, w in enumerate(waves)])
+    after = REGISTRY.get_sample_value("emostream_drift_window_samples", labels)
+    assert after == before + 4
+    assert REGISTRY.get_sample_value("emostream_drift_reference_missing", labels) == 0
+    js = REGISTRY.get_sample_value("emostream_drift_js_distance", labels)
+    assert js is not None and 0.0 <= js <= 1.0

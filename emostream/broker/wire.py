@@ -58,7 +58,7 @@ MAX_RATE = 192_000
 MAX_CLASSES = 256
 _MAX_NUMBER = 64  # bytes of one numeric field: a number, not a 10 MB string of digits
 _MAX_TEXT = {b"session": 128, b"reply_to": 256, b"token": 64, b"model": 256, b"classes": 4096}
-_MAX_TEXT[b"track"] = 128
+_MAX_TEXT |= {b"track": 128}
 _PCM = {b"f32": "<f4", b"s16": "<i2"}
 
 _HEADER = {b"v", b"session", b"modality", b"seq", b"created", b"width", b"height"}
