@@ -27,7 +27,6 @@ import httpx
 import numpy as np
 import pytest
 from shared_media import RAVDESS_CLIP, media_file, ravdess_file
-from voice_models import has_voice_model, voice_repo  # noqa: F401
 
 from emostream.bench.procs import EMOSTREAM, Server, Worker
 from emostream.models.repository import ModelRepository
@@ -36,6 +35,7 @@ from emostream.stream.audio import read_audio
 from emostream.stream.client import EmotionClient, Source
 
 from redis_server import RedisServer
+from voice_models import has_voice_model, voice_repo  # noqa: F401
 
 PAD_S, TAIL_S = 1.0, 3.0
 CUSTOMER_CLIP = "Actor_02/03-01-03-02-01-01-02.flac"
