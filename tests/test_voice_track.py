@@ -1,10 +1,9 @@
 """A session's audio path without WebRTC: real RAVDESS speech, as Opus and G.711 deliver it
-(48 kHz and 8 kHz frames of 20 ms), through the resampler and the windower; and the
-broker's rule that voice windows do not supersede each other."""
+(48 kHz and 8 kHz frames of 20 ms), through the resampler and the windower. (That voice
+windows do not supersede each other is a broker rule: tests/test_broker.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import fractions
 from pathlib import Path
 
@@ -13,12 +12,8 @@ import pytest
 from av.audio.frame import AudioFrame
 from shared_media import ravdess_file
 
-from emostream.broker.config import BrokerConfig
-from emostream.broker.memory import MemoryBroker
 from emostream.models.vad import create_vad
 from emostream.models.voice import VoiceModelConfig
-from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
-from emostream.pipeline.outcomes import Dropped
 from emostream.stream.audio import Resampler, read_audio
 from emostream.stream.voice_track import CHUNK_S, AudioWindows, Due, TimedWindow
 from emostream.stream.windows import Windower
@@ -126,38 +121,3 @@ def test_the_resampler_takes_opus_stereo_and_g711_alike() -> None:
     n48 = sum(len(r48(stereo)) for _ in range(10)) + len(r48(None))
     n8 = sum(len(r8(mono8k)) for _ in range(10)) + len(r8(None))
     assert n48 == pytest.approx(3200, abs=64) and n8 == pytest.approx(3200, abs=64)
-
-
-def _voice(session: str, seq: int) -> Job:
-    info = VoiceInfo(track="0", start=seq * 0.5, end=seq * 0.5 + 1.5)
-    return Job(session, seq, info.start, np.zeros(24000, np.float32), info)
-
-
-async def test_voice_windows_do_not_supersede_each_other_as_frames_do() -> None:
-    broker = MemoryBroker(BrokerConfig(max_in_flight=2, voice_max_in_flight=16))
-    await broker.start()
-    await broker.open_session("s")
-    for seq in range(1, 9):
-        await broker.submit(_voice("s", seq))
-    for seq in range(9, 13):  # frames: only the newest two stay queued
-        frame = np.zeros((8, 8, 3), np.uint8)
-        await broker.submit(Job("s", seq, 0.0, frame, FrameInfo(8, 8)))
-    assert await broker.depth("voice") == 8
-    assert await broker.depth("face") == 2
-    taken = await broker.take("voice", 16, 0.0)
-    assert [j.seq for j in taken] == list(range(1, 9))
-    # a voice window's deadline is its own, longer one
-    config = broker.config
-    assert all(
-        j.deadline == pytest.approx(j.created + config.voice_deadline_ms / 1e3) for j in taken
-    )
-
-    async def events() -> list[object]:
-        return [e async for e in broker.results("s")]
-
-    reader = asyncio.create_task(events())
-    await asyncio.sleep(0)
-    await broker.close_session("s")
-    dropped = await reader
-    assert all(isinstance(e, Dropped) and e.job.modality == "face" for e in dropped)
-    assert len(dropped) == 2
