@@ -19,6 +19,7 @@ where a voice message's latency is measured from.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av.audio.frame import AudioFrame
 
+from emostream import metrics
 from emostream.stream.audio import SAMPLE_RATE, Resampler
 from emostream.stream.windows import Window, Windower
 
@@ -51,11 +53,14 @@ class AudioWindows:
         self._end = 0.0  # media time just after the last frame processed
 
     def process(self, frames: list[AudioFrame], arrived: float) -> list[TimedWindow]:
+        """A chunk's windows (its ``decode`` stage, modality voice: resample, VAD, window)."""
+        t0 = time.perf_counter()
         windows: list[Window] = []
         for frame in frames:
             t = self._media_time(frame)
             windows += self.windower.push(self._resample(frame), t)
             self._end = t + frame.samples / (frame.sample_rate or SAMPLE_RATE)
+        metrics.STAGE_LATENCY.labels("decode", "voice").observe(time.perf_counter() - t0)
         return [TimedWindow(w, arrived - max(0.0, self._end - w.end)) for w in windows]
 
     def _media_time(self, frame: AudioFrame) -> float:
