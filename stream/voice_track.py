@@ -49,38 +49,30 @@ class AudioWindows:
     def __init__(self, windower: Windower) -> None:
         self.windower = windower
         self._resample = Resampler(SAMPLE_RATE)
-        self._origin: float | None = None  # sender's timestamp of the track's first frame
-        self._end = 0.0  # media time just after the last frame processed
 
-    def process(self, frames: list[AudioFrame], arrived: float) -> list[TimedWindow]:
-        """A chunk's windows (its ``decode`` stage, modality voice: resample, VAD, window)."""
+    def process(self, frames: list[tuple[AudioFrame, float]], arrived: float) -> list[TimedWindow]:
+        """A chunk's windows: ``frames`` with their media times (``Due``), the chunk's
+        arrival time. Timed as the ``decode`` stage of voice (resample, VAD, windows)."""
         t0 = time.perf_counter()
         windows: list[Window] = []
-        for frame in frames:
-            t = self._media_time(frame)
+        end = 0.0
+        for frame, t in frames:
             windows += self.windower.push(self._resample(frame), t)
-            self._end = t + frame.samples / (frame.sample_rate or SAMPLE_RATE)
+            end = t + frame.samples / (frame.sample_rate or SAMPLE_RATE)
         metrics.STAGE_LATENCY.labels("decode", "voice").observe(time.perf_counter() - t0)
-        return [TimedWindow(w, arrived - max(0.0, self._end - w.end)) for w in windows]
-
-    def _media_time(self, frame: AudioFrame) -> float:
-        """Seconds since the track's first frame, by the sender's timestamps (so a gap
-        is seen as one); by sample count where a frame has none."""
-        if frame.pts is None or frame.time_base is None:
-            return self._end
-        t = float(frame.pts * frame.time_base)
-        if self._origin is None:
-            self._origin = t
-        return t - self._origin
+        return [TimedWindow(w, arrived - max(0.0, end - w.end)) for w in windows]
 
 
 class Due:
-    """When a chunk should go to the thread: after ``CHUNK_S`` of media, or as soon as the
-    media has passed the end of the next window (by ``PAST_END_S``: the resampler holds a
-    few samples back), so a window is never kept waiting for the rest of a chunk.
+    """A track's media time, and when a chunk should go to the thread: after ``CHUNK_S``
+    of media, or as soon as the media has passed the end of the next window (by
+    ``PAST_END_S``: the resampler holds a few samples back), so a window is never kept
+    waiting for the rest of a chunk.
 
-    Runs on the event loop, on the frames' own timestamps; windows end every hop from one
-    window after the track's first frame (or after a gap, where the windower restarts).
+    Runs on the event loop. Media time: seconds since the track's first frame by the
+    sender's timestamps (so a gap is seen as one), by sample count where a frame has none.
+    Windows end every hop from one window after the first frame, or after a gap, where
+    the windower restarts.
     """
 
     def __init__(self, windower: Windower) -> None:
@@ -91,8 +83,8 @@ class Due:
         self._end = 0.0  # media time after the last frame seen
         self._next = self.window_s  # media time at which the next window ends
 
-    def frame(self, frame: AudioFrame) -> bool:
-        """Count ``frame``; whether the chunk holding it should go now for a window."""
+    def frame(self, frame: AudioFrame) -> tuple[float, bool]:
+        """``frame``'s media time, and whether the chunk holding it should go now."""
         duration = frame.samples / (frame.sample_rate or SAMPLE_RATE)
         start = self._end
         if frame.pts is not None and frame.time_base is not None:
@@ -103,10 +95,10 @@ class Due:
             self._next = start + self.window_s
         self._end = start + duration
         if self._end < self._next + PAST_END_S:
-            return False
+            return start, False
         while self._next + PAST_END_S <= self._end:
             self._next += self.hop_s
-        return True
+        return start, True
 
 
 async def read_windows(
@@ -120,11 +112,11 @@ async def read_windows(
     as its thread is done (the receiving goes on meanwhile). A machine too slow to window
     in real time loses its oldest waiting chunk, never memory: the windows restart after
     the gap, as after lost packets."""
-    chunks: asyncio.Queue[tuple[list[AudioFrame], float] | None] = asyncio.Queue()
+    chunks: asyncio.Queue[tuple[list[tuple[AudioFrame, float]], float] | None] = asyncio.Queue()
     due = Due(windows.windower)
 
     async def receive() -> None:
-        chunk: list[AudioFrame] = []
+        chunk: list[tuple[AudioFrame, float]] = []
         seconds = 0.0
         try:
             while True:
@@ -135,9 +127,10 @@ async def read_windows(
                 on_frame()
                 if not isinstance(frame, AudioFrame):
                     continue
-                chunk.append(frame)
+                t, window_ended = due.frame(frame)
+                chunk.append((frame, t))
                 seconds += frame.samples / (frame.sample_rate or SAMPLE_RATE)
-                if due.frame(frame) or seconds >= CHUNK_S:
+                if window_ended or seconds >= CHUNK_S:
                     if chunks.qsize() >= MAX_CHUNKS:  # the thread cannot keep up
                         chunks.get_nowait()
                     chunks.put_nowait((chunk, clock()))

@@ -50,11 +50,13 @@ def _windower() -> Windower:
 
 
 def _windows(frames: list[AudioFrame], rate: int) -> list[TimedWindow]:
-    aw = AudioWindows(_windower())
+    windower = _windower()
+    aw, due = AudioWindows(windower), Due(windower)
+    timed = [(f, due.frame(f)[0]) for f in frames]
     per_chunk = round(CHUNK_S * 50)
     out: list[TimedWindow] = []
     for i in range(0, len(frames), per_chunk):
-        out += aw.process(frames[i : i + per_chunk], arrived=1000.0 + i / 50)
+        out += aw.process(timed[i : i + per_chunk], arrived=1000.0 + i / 50)
     return out
 
 
@@ -80,8 +82,11 @@ def test_speech_is_found_in_the_clip_and_not_in_the_silence_around_it(rate: int)
 def test_a_window_ended_when_its_last_sample_arrived() -> None:
     rate = 48000
     frames = _frames(np.zeros(rate * 3, np.int16), rate)
-    aw = AudioWindows(_windower())
-    got = aw.process(frames, arrived=500.0)  # all 3 s arrived at once, at t=500
+    windower = _windower()
+    aw, due = AudioWindows(windower), Due(windower)
+    got = aw.process(
+        [(f, due.frame(f)[0]) for f in frames], arrived=500.0
+    )  # all 3 s arrived at once, at t=500
     assert got and all(not t.window.speech for t in got)
     last = got[-1]
     # the chunk's media ends at 3.0 s: a window that ended earlier ended that much sooner
@@ -103,12 +108,12 @@ def test_a_chunk_goes_as_soon_as_a_window_has_ended() -> None:
     """Windows end every 0.5 s from 1.5 s: the frame just past each end sends its chunk."""
     due = Due(_windower())
     frames = _frames(np.zeros(48000 * 3, np.int16), 48000)
-    early = [round(i * 0.02 + 0.02, 3) for i, f in enumerate(frames) if due.frame(f)]
+    early = [round(i * 0.02 + 0.02, 3) for i, f in enumerate(frames) if due.frame(f)[1]]
     assert early == [1.52, 2.02, 2.52]
     due = Due(_windower())  # after a gap the windows start again one window later
     gap = _frames(np.zeros(48000 * 2, np.int16), 48000, pts0=0)
     gap += _frames(np.zeros(48000 * 2, np.int16), 48000, pts0=48000 * 5)
-    early = [round(float(f.pts or 0) / 48000 + 0.02, 3) for f in gap if due.frame(f)]
+    early = [round(float(f.pts or 0) / 48000 + 0.02, 3) for f in gap if due.frame(f)[1]]
     assert early == [1.52, 6.52]
 
 
