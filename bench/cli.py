@@ -76,9 +76,20 @@ def bench_stream(
         "redis-server there, W worker processes, and the memory broker for comparison",
     ),
     workers: str = typer.Option("1,2,3", help="with --broker redis://…: worker counts"),
+    audio: bool = typer.Option(
+        False, help="audio-only calls (RAVDESS speech loop, Opus) instead of video clients"
+    ),
 ) -> None:
-    """N concurrent WebRTC clients (640x480@15 fps, real video) in a private namespace."""
+    """N concurrent WebRTC clients (640x480@15 fps, real video) in a private namespace;
+    with --audio, N audio-only calls (p99 from window end to voice message)."""
     counts = _numbers("--clients", clients)
+    if audio:
+        if broker != "memory":
+            raise fail("--audio measures the embedded broker only", EXIT_USAGE)
+        from emostream.bench import stream_audio
+
+        typer.echo(stream_audio.run(counts, seconds=seconds, out=out))
+        return
     if broker == "memory":
         from emostream.bench.stream import run
 

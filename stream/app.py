@@ -59,6 +59,8 @@ from emostream.stream.errors import (
 )
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.sessions import SessionManager
+from emostream.stream.voice_track import VoiceSupport
+from emostream.stream.windows import Windower
 from emostream.supervise import readiness
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,7 @@ class AppState:
         self.watcher = ModelWatcher(slot, repo, s.face, s.runner, s.drift, shadow=shadow)
         self.watcher.start()
         self._start_voice(repo)
-        self.sessions = SessionManager(self.broker, s.session)
+        self.sessions = SessionManager(self.broker, s.session, self._voice_support())
         self.sessions.start()
 
     def _start_voice(self, repo: ModelRepository) -> None:
@@ -135,6 +137,14 @@ class AppState:
             self.voice_worker.start()
         self.voice_watcher = ModelWatcher(slot, repo, s.voice, s.runner, s.drift)
         self.voice_watcher.start()
+
+    def _voice_support(self) -> VoiceSupport:
+        """What sessions do with audio: a windower per new track (the shared VAD, the
+        window and hop of the voice model serving at that moment), or why they cannot."""
+        vad, slot, config = self.voice.vad, self.voice_slot, self.settings.voice
+        if vad is None or slot is None:
+            return VoiceSupport(problem=f"voice is unavailable: {self.voice.unavailable}")
+        return VoiceSupport(lambda: Windower.for_model(vad, slot.analyzer.spec, config))
 
     async def stop_realtime(self) -> None:
         if self.voice_watcher is not None:

@@ -6,6 +6,11 @@ This is what call-centre software embeds::
         async for message in c.messages():
             if message.type == "face":
                 print([f.label for f in message.faces])
+            elif message.type == "voice" and message.speech:
+                print(message.track, message.start, message.label)
+
+``Source.files(["agent.wav", "customer.wav"])`` publishes two recordings as two audio
+tracks; voice messages name theirs by SDP ``mid`` (``EmotionClient.mid(track)``).
 
 ``messages()`` yields the DESIGN.md messages as their typed models (``FaceMessage``,
 ``VoiceMessage``, ``ErrorMessage`` from ``emostream.schema``); ``message.to_json()`` is the
@@ -25,7 +30,7 @@ import contextlib
 import fractions
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -35,6 +40,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
     VideoStreamTrack,
 )
@@ -153,6 +159,13 @@ class Source:
 
     tracks: list[MediaStreamTrack] = field(default_factory=list)
     player: MediaPlayer | None = None
+    labels: list[str] = field(default_factory=list)  # what each track plays (a file name)
+
+    def label(self, track: MediaStreamTrack) -> str:
+        for t, name in zip(self.tracks, self.labels, strict=False):
+            if t is track:
+                return name
+        return track.kind
 
     @classmethod
     def file(cls, path: str, loop: bool = False) -> Source:
@@ -162,12 +175,22 @@ class Source:
             looped: list[MediaStreamTrack] = [LoopingFileTrack(path, k) for k in kinds_in(path)]
             if not looped:
                 raise ClientError(f"{path}: no audio or video stream")
-            return cls(looped)
+            return cls(looped, labels=[f"{path} ({t.kind})" for t in looped])
         player = MediaPlayer(path)
         tracks = [t for t in (player.video, player.audio) if t is not None]
         if not tracks:
             raise ClientError(f"{path}: no audio or video stream")
-        return cls(tracks, player)
+        return cls(tracks, player, [f"{path} ({t.kind})" for t in tracks])
+
+    @classmethod
+    def files(cls, paths: Sequence[str], loop: bool = False) -> Source:
+        """Several files as one session: all their tracks, in the order given; two audio
+        recordings become two audio tracks (agent and customer, say), told apart in voice
+        messages by ``track`` (see ``EmotionClient.mid``)."""
+        parts = [cls.file(p, loop) for p in paths]
+        player = parts[0].player if len(parts) == 1 else None
+        tracks = [t for part in parts for t in part.tracks]
+        return cls(tracks, player, [name for part in parts for name in part.labels])
 
     @classmethod
     def camera(cls, index: int, fps: float = 15.0) -> Source:
@@ -193,6 +216,7 @@ class EmotionClient:
         token: str | None = None,
         ice_servers: list[str] | None = None,
         timeout_s: float = 30.0,
+        audio_codec: str | None = None,
     ) -> None:
         if not url and not whip:
             raise ClientError("give the server URL or a WHIP endpoint")
@@ -203,6 +227,7 @@ class EmotionClient:
         servers = [RTCIceServer(urls=u) for u in ice_servers or []]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.timeout_s = timeout_s
+        self.audio_codec = audio_codec
         self.session_id: str | None = None
         self.session_token: str | None = None
         self.resource: str | None = None
@@ -233,6 +258,8 @@ class EmotionClient:
 
         for track in self.source.tracks:
             self.pc.addTrack(track)
+        if self.audio_codec:
+            self._offer_only(self.audio_codec)
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers all ICE
         offer = self.pc.localDescription.sdp
         if self.whip:
@@ -256,6 +283,28 @@ class EmotionClient:
             self.session_token = body.get("session_token")
             self.resource = f"{self.url}/v1/sessions/{self.session_id}"
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def _offer_only(self, codec: str) -> None:
+        """Offer audio in ``codec`` alone (``PCMU``, ``PCMA``: what softphones and SIP
+        gateways send; ``opus``), the way ``setCodecPreferences`` does in a browser."""
+        want = f"audio/{codec}".lower()
+        codecs = [
+            c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == want
+        ]
+        if not codecs:
+            known = ", ".join(c.mimeType[6:] for c in RTCRtpSender.getCapabilities("audio").codecs)
+            raise ClientError(f"audio codec {codec!r} is not one of {known}")
+        for t in self.pc.getTransceivers():
+            if t.kind == "audio":
+                t.setCodecPreferences(codecs)
+
+    def mid(self, track: MediaStreamTrack) -> str | None:
+        """The SDP ``mid`` a published track was sent under: the ``track`` field of the
+        voice messages about it (known once ``connect`` has made the offer)."""
+        for t in self.pc.getTransceivers():
+            if t.sender.track is track:
+                return t.mid
+        return None
 
     @staticmethod
     def _check(resp: httpx.Response, want: int) -> None:

@@ -20,6 +20,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
 from av.container import InputContainer
 from av.video.frame import VideoFrame
 
@@ -36,6 +37,21 @@ def kinds_in(path: str) -> list[Kind]:
         if c.streams.audio:
             out.append("audio")
         return out
+
+
+AUDIO_RATE, AUDIO_FRAME = 48_000, 960  # 20 ms, as aiortc's own MediaPlayer sends
+
+
+def _as_sendable(frames: Iterator[object]) -> Iterator[AudioFrame]:
+    """Decoded audio as aiortc's encoders take it (they refuse a file's "1 channels"
+    layout): s16 stereo at 48 kHz in 20 ms frames, as ``MediaPlayer`` does."""
+    resampler = AudioResampler(
+        format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=AUDIO_FRAME
+    )
+    for frame in frames:
+        if isinstance(frame, AudioFrame):
+            yield from resampler.resample(frame)
+    yield from resampler.resample(None)
 
 
 class LoopingFileTrack(MediaStreamTrack):
@@ -60,10 +76,11 @@ class LoopingFileTrack(MediaStreamTrack):
             container.close()
             raise MediaStreamError(f"{self.path}: no {self.kind} stream")
         self._container = container
+        decoded: Iterator[object] = container.decode(streams[0])
+        if self.kind == "audio":  # what aiortc's encoders take: s16, mono/stereo, 20 ms
+            decoded = _as_sendable(decoded)
         self._frames = (
-            f
-            for f in container.decode(streams[0])
-            if isinstance(f, AudioFrame | VideoFrame) and f.time is not None
+            f for f in decoded if isinstance(f, AudioFrame | VideoFrame) and f.time is not None
         )
         self._first = None
         rate = getattr(streams[0], "average_rate", None)  # a one-frame file still paces

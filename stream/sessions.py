@@ -3,8 +3,14 @@
 Video frames are converted to BGR and downscaled once (``max_side``) on arrival, then
 submitted to the broker; outcomes come back through ``IngestBroker.results(session)``, get
 track ids (``SessionView``), and go out on the ``emotions`` data channel (when the client
-opened one) and to every SSE subscriber. Audio is read and discarded until a voice analyzer
-exists: reading it keeps aiortc's receive queue from growing.
+opened one) and to every SSE subscriber.
+
+Each audio track is named by its SDP ``mid`` (the ``track`` of its voice messages: a client
+knows which of its transceivers is the agent and which the customer) and read by
+``stream.voice_track``: 16 kHz windows, each speech window a voice job through the same
+broker (windows are never superseded), each silent one a ``speech: false`` message sent at
+once without a model. A server without voice says so once per session
+(``voice_unavailable``) and reads the audio only to keep aiortc's receive queue short.
 
 A session ends on DELETE, when its peer connection fails or closes, or after
 ``idle_timeout_s`` without a frame; ending it cancels its tasks, stops its tracks, closes
@@ -35,9 +41,12 @@ from pydantic import BaseModel, Field
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.fields import CommaList
-from emostream.pipeline.jobs import FrameInfo, Job
+from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
+from emostream.pipeline.messages import silence_message
+from emostream.schema import ErrorMessage
 from emostream.stream.fanout import Fanout, Queue
 from emostream.stream.results import SessionView
+from emostream.stream.voice_track import AudioWindows, TimedWindow, VoiceSupport, read_windows
 from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger(__name__)
@@ -82,7 +91,11 @@ class SessionConfig(BaseModel):
 
 class Session:
     def __init__(
-        self, broker: IngestBroker, config: SessionConfig, owner: bytes | None = None
+        self,
+        broker: IngestBroker,
+        config: SessionConfig,
+        owner: bytes | None = None,
+        voice: VoiceSupport | None = None,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.owner = owner  # who created it (stream.auth); None on an open server
@@ -100,18 +113,26 @@ class Session:
         self.closed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._tracks: list[MediaStreamTrack] = []
-        self._seq = 0
+        self._seq = 0  # frames
+        self._voice_seq = 0  # speech windows, all tracks (face seq stays one per frame)
+        self.voice = voice or VoiceSupport()
+        self._voice_notice: ErrorMessage | None = None  # said once, when the channel opens
 
         @self.pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
             if channel.label == "emotions":
                 self.channel = channel
+                if self._voice_notice is not None:
+                    channel.send(self._voice_notice.to_json())
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             self._tracks.append(track)
-            reader = self._read_video(track) if track.kind == "video" else self._discard(track)
-            self._spawn(reader, f"{self.id}-{track.kind}")
+            if track.kind == "video":
+                self._spawn(self._read_video(track), f"{self.id}-video")
+                return
+            name = self._track_name(track)
+            self._spawn(self._read_audio(track, name), f"{self.id}-audio-{name}")
 
         @self.pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -171,11 +192,59 @@ class Session:
             except UnknownSessionError:  # the session ended between the check and the submit
                 return
 
+    def _track_name(self, track: MediaStreamTrack) -> str:
+        """The track's SDP ``mid``: stable for the session and known to the client."""
+        for t in self.pc.getTransceivers():
+            if t.receiver.track is track and t.mid is not None:
+                return t.mid
+        return track.id
+
+    def _touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    async def _read_audio(self, track: MediaStreamTrack, name: str) -> None:
+        make = self.voice.windower
+        if make is None:
+            if self._voice_notice is None:
+                notice = ErrorMessage(
+                    session=self.id, code="voice_unavailable", detail=self.voice.problem
+                )
+                self._voice_notice = notice
+                self._send(notice.to_json())
+            await self._discard(track)
+            return
+        windows = AudioWindows(make())
+
+        async def submit(timed: list[TimedWindow]) -> None:
+            for t in timed:
+                await self._voice_window(name, t)
+
+        try:
+            await read_windows(track, windows, submit, self._touch, time.monotonic)
+        except Exception as exc:  # this track's audio only: the session and others go on
+            log.warning("session %s: audio track %s failed (%r); reading on", self.id, name, exc)
+            await self._discard(track)
+
+    async def _voice_window(self, name: str, timed: TimedWindow) -> None:
+        """A speech window becomes a voice job; a silent one its message, at once."""
+        w = timed.window
+        info = VoiceInfo(track=name, start=w.start, end=w.end)
+        if self.closed.is_set():
+            return
+        if not w.speech:
+            latency = time.monotonic() - timed.ended
+            self._send(silence_message(info, latency_s=latency, session=self.id).to_json())
+            return
+        self._voice_seq += 1
+        job = Job(self.id, self._voice_seq, w.start, w.samples, info, created=timed.ended)
+        with contextlib.suppress(UnknownSessionError):  # ended between check and submit
+            await self.broker.submit(job)
+
     async def _discard(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
                 await track.recv()
-                self.last_activity = time.monotonic()
+                self._touch()
 
     async def _send_results(self) -> None:
         async for event in self.broker.results(self.id):
@@ -244,9 +313,12 @@ async def close_peer(pc: RTCPeerConnection, name: str) -> None:
 class SessionManager:
     """All sessions of this ingest node, with the concurrency limit and the idle reaper."""
 
-    def __init__(self, broker: IngestBroker, config: SessionConfig) -> None:
+    def __init__(
+        self, broker: IngestBroker, config: SessionConfig, voice: VoiceSupport | None = None
+    ) -> None:
         self.broker = broker
         self.config = config
+        self.voice = voice
         self.max_sessions = config.max_sessions
         self.sessions: dict[str, Session] = {}
         self._reaper: Supervised | None = None
@@ -264,7 +336,7 @@ class SessionManager:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
-        session = Session(self.broker, self.config, owner)
+        session = Session(self.broker, self.config, owner, self.voice)
         self.sessions[session.id] = session
         ACTIVE.set(len(self.sessions))
         try:

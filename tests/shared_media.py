@@ -15,3 +15,15 @@ def media_file(name: str) -> Path:
     if root is None or not (root / "media" / name).is_file():
         pytest.skip(f"shared data not found: set EMOSTREAM_DATA (needs media/{name})")
     return root / "media" / name
+
+
+#: A RAVDESS clip with clear speech (actor 1, angry, strong intensity): 16 kHz mono FLAC.
+RAVDESS_CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
+
+
+def ravdess_file(name: str = RAVDESS_CLIP) -> Path:
+    """``<data>/ravdess/<name>``, or skip the test saying what is missing."""
+    root = data_root()
+    if root is None or not (root / "ravdess" / name).is_file():
+        pytest.skip(f"shared data not found: set EMOSTREAM_DATA (needs ravdess/{name})")
+    return root / "ravdess" / name

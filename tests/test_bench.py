@@ -22,6 +22,8 @@ from emostream.bench.face import MODEL
 from emostream.bench.report import HEADER, Section, read_section
 from emostream.models.repository import ModelRepository
 
+from voice_models import has_voice_model, voice_repo  # noqa: F401
+
 if TYPE_CHECKING:
     from emostream.bench.soak_report import BrokerRun
 
@@ -222,6 +224,34 @@ def test_bench_stream_runs_in_a_namespace_of_its_own(
     assert "failed" not in row
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(line.startswith(f"emotest{proc.pid}_") for line in names.splitlines())
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_bench_stream_audio_measures_speech_windows(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """``--audio``: audio-only calls on the real voice model; a row of real speech windows."""
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"bench stream needs a private network namespace: {reason}")
+    voice: ModelRepository = request.getfixturevalue("has_voice_model")  # skips without one
+    from emostream.bench.stream_audio import SECTION
+
+    out = tmp_path / "BENCHMARKS.md"
+    argv = [*procs.EMOSTREAM, "bench", "stream", "--audio", "--clients", "2", "--seconds", "3"]
+    run = subprocess.run(
+        [*argv, "--out", str(out)],
+        env={**procs.base_env(), "EMOSTREAM_MODEL_ROOT": str(voice.root)},
+        capture_output=True,
+        text=True,
+        timeout=300,  # a guard against a hang, not a measurement
+    )
+    assert run.returncode == 0, run.stderr
+    text = read_section(out, SECTION)
+    row = next(ln for ln in text.splitlines() if ln.startswith("| 2 |")).split("|")
+    assert "failed" not in row[2] and float(row[2]) > 0, row  # speech windows per second
+    assert "Largest number of concurrent audio-only calls" in text
 
 
 # -- bench soak ------------------------------------------------------------------------------

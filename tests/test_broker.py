@@ -27,7 +27,7 @@ from emostream.broker.redis_worker import RedisWorker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.worker import BatchWorker, WorkerConfig
 from emostream.pipeline.analyzer import run_batch
-from emostream.pipeline.jobs import DropReason, FrameInfo, Job
+from emostream.pipeline.jobs import DropReason, FrameInfo, Job, VoiceInfo
 from emostream.pipeline.outcomes import (
     BrokerNotice,
     Dropped,
@@ -131,6 +131,24 @@ async def test_outcomes_keep_their_kind_and_frame_facts(pair: Pair) -> None:
 
 
 # -- the ingest role ----------------------------------------------------------------------
+
+
+async def test_voice_windows_queue_up_instead_of_superseding_each_other(pair: Pair) -> None:
+    """Every speech window counts: 8 windows stay queued where only 2 frames would, and a
+    window's deadline is the voice one (``voice_deadline_ms``), from its end."""
+    await pair.ingest.open_session("s")
+    for seq in range(1, 9):
+        info = VoiceInfo(track="0", start=seq * 0.5, end=seq * 0.5 + 1.5)
+        await pair.ingest.submit(Job("s", seq, info.start, np.zeros(24000, np.float32), info))
+    for seq in range(1, 5):  # frames of the same session: the newest two stay
+        await pair.ingest.submit(_job("s", seq))
+    assert await pair.worker.depth("voice") == 8
+    voice = await pair.worker.take("voice", 16, 0.0)
+    assert sorted(j.seq for j in voice) == list(range(1, 9))
+    assert all(j.window.track == "0" and j.payload.shape == (24000,) for j in voice)
+    late = CONFIG.voice_deadline_ms / 1000
+    assert all(j.deadline == pytest.approx(j.created + late, abs=0.01) for j in voice)
+    assert len(await pair.worker.take("face", 16, 0.0)) == CONFIG.max_in_flight
 
 
 async def test_newest_frame_wins_and_superseded_frames_are_counted(pair: Pair) -> None:

@@ -64,3 +64,22 @@ def test_cors_is_off_by_default_and_follows_the_setting(repo: ModelRepository) -
         r = c.get("/healthz", headers={"Origin": origin})
         assert r.headers["access-control-allow-origin"] == origin
         assert "Location" in r.headers["access-control-expose-headers"]  # WHIP clients
+
+
+def test_voice_messages_in_the_text_format() -> None:
+    from emostream.cli.client import voice_line
+    from emostream.schema import VoiceMessage
+
+    speech = VoiceMessage(
+        track="1",
+        start=2.0,
+        end=3.5,
+        speech=True,
+        scores={"angry": 0.9, "calm": 0.1},
+        label="angry",
+        confidence=0.9,
+        latency_ms=12.0,
+    )
+    silence = VoiceMessage(track="0", start=0.5, end=2.0, speech=False, latency_ms=0.1)
+    assert voice_line(speech) == "   2.000s-3.500s voice[1] angry 0.90"
+    assert voice_line(silence) == "   0.500s-2.000s voice[0] silence"

@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from av.audio.frame import AudioFrame
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -493,3 +494,34 @@ def test_source_file_loop_plays_past_the_end_of_the_file(tmp_path: Path) -> None
     pts = asyncio.run(run())
     assert len(pts) == frames * 3 + 2
     assert all(b > a for a, b in itertools.pairwise(pts)), pts  # one timeline
+
+
+def test_source_file_loop_plays_audio_as_the_opus_encoder_takes_it(tmp_path: Path) -> None:
+    """A looped wav (a file's layout is "1 channels", which aiortc's encoders refuse) comes
+    out as 20 ms of s16 stereo at 48 kHz, on one timeline across passes."""
+    import wave
+
+    path = tmp_path / "tone.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        t = np.arange(4800) / 16000  # 0.3 s
+        w.writeframes((np.sin(2 * np.pi * 440 * t) * 8000).astype("<i2").tobytes())
+
+    async def run() -> list[AudioFrame]:
+        source = Source.file(str(path), loop=True)
+        try:
+            (track,) = source.tracks
+            return [await asyncio.wait_for(track.recv(), GUARD_S) for _ in range(40)]  # 0.8 s
+        finally:
+            source.stop()
+
+    frames = asyncio.run(run())
+    assert {(f.format.name, f.layout.name, f.sample_rate) for f in frames} == {
+        ("s16", "stereo", 48000)
+    }
+    assert all(f.samples == 960 for f in frames[:-1])
+    pts = [f.pts for f in frames]
+    assert all(b == a + 960 for a, b in itertools.pairwise(pts[:14])), pts  # first pass
+    assert all(b > a for a, b in itertools.pairwise(pts)), pts  # one timeline over passes

@@ -1,9 +1,11 @@
 """The broker's two roles: what ingest needs and what a worker needs (DESIGN.md "Data flow").
 
-Real time beats completeness: a session keeps at most ``max_in_flight`` jobs per modality
-queued, a newer job replaces the oldest one that has not started (``superseded``), and a job
+Real time beats completeness: a session keeps at most ``max_in_flight`` frames queued, a
+newer one replaces the oldest one that has not started (``superseded``), and a job
 whose deadline has passed when a worker takes it is dropped (``deadline``). Every drop is
-counted with its reason, and the session is told (so it can count it too).
+counted with its reason, and the session is told (so it can count it too). Voice windows
+are the exception to superseding: each one is a different stretch of speech, so they queue
+up to ``voice_max_in_flight`` and have their own, longer ``voice_deadline_ms``.
 
 The in-process broker plays both roles in one object; with Redis each role is its own class,
 so an ingest node never carries worker code paths and the other way round.
@@ -93,5 +95,5 @@ def stamp(job: Job, config: BrokerConfig) -> Job:
     """Give a job its deadline (unless it has one) and its time of queueing."""
     job.enqueued = time.monotonic()
     if math.isinf(job.deadline):
-        job.deadline = job.created + config.deadline_s
+        job.deadline = job.created + config.deadline_for(job.modality)
     return job

@@ -8,6 +8,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
+from emostream.pipeline.jobs import Modality
+
 Codec = Literal["jpeg", "raw"]
 AudioCodec = Literal["f32", "s16"]
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -21,6 +23,17 @@ class BrokerConfig(BaseModel):
     )
     max_in_flight: int = Field(default=2, ge=1, description="queued frames per session")
     deadline_ms: float = Field(default=250.0, gt=0, description="older jobs are dropped")
+    voice_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        description="queued voice windows per session: windows never replace each other "
+        "below this (every window counts); only a worker this far behind loses the oldest",
+    )
+    voice_deadline_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="voice windows older than this (from window end) are dropped",
+    )
     # Redis Streams only
     codec: Codec = Field(default="jpeg", description="how frames travel: jpeg or raw")
     jpeg_quality: int = Field(default=90, ge=1, le=100)
@@ -47,6 +60,15 @@ class BrokerConfig(BaseModel):
     @property
     def deadline_s(self) -> float:
         return self.deadline_ms / 1000.0
+
+    def in_flight(self, modality: Modality) -> int:
+        """Queued jobs per session and modality before the oldest is superseded."""
+        return self.voice_max_in_flight if modality == "voice" else self.max_in_flight
+
+    def deadline_for(self, modality: Modality) -> float:
+        """Seconds from a job's ``created`` to its deadline: a frame is worthless once a
+        newer one exists, a voice window only once its result would come far too late."""
+        return (self.voice_deadline_ms if modality == "voice" else self.deadline_ms) / 1000.0
 
     @property
     def redacted_url(self) -> str:

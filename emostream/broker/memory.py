@@ -59,7 +59,7 @@ class MemoryBroker(IngestBroker, WorkerBroker):
             raise UnknownSessionError(job.session)
         metrics.FRAMES_IN.labels(job.modality).inc()
         queue = self._pending[job.modality].setdefault(job.session, deque())
-        while len(queue) >= self.config.max_in_flight:
+        while len(queue) >= self.config.in_flight(job.modality):
             self._results.put(job.session, drop(queue.popleft(), DropReason.superseded))
         queue.append(stamp(job, self.config))
         metrics.QUEUE_DEPTH.labels(job.modality).set(self._depth(job.modality))

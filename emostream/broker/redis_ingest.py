@@ -137,7 +137,7 @@ class RedisIngest(IngestBroker):
             return
         key = (job.session, job.modality)
         waiting = self._waiting.get(key, [])
-        args: list[Any] = [self.config.group, self.config.max_in_flight]
+        args: list[Any] = [self.config.group, self.config.in_flight(job.modality)]
         args += [self.config.stream_max_len, len(waiting), *waiting]
         for k, v in fields.items():
             args += [k, v]
