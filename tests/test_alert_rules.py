@@ -74,8 +74,10 @@ def test_the_alerts_the_issue_asks_for() -> None:
     assert "emostream_drift_psi" in drift["expr"] and "> 0.25" in drift["expr"]
     assert drift["for"] == "15m"
     latency = rules["EmostreamEndToEndLatencyHigh"]["expr"]
-    assert "histogram_quantile(0.99" in latency and 'stage="end_to_end"' in latency
+    assert "histogram_quantile(0.99" in latency and 'stage="end_to_end", modality="face"' in latency
     assert "> 0.1" in latency
+    voice = rules["EmostreamVoiceLatencyHigh"]["expr"]  # window end to message, issue 14
+    assert 'modality="voice"' in voice and "> 0.2" in voice
     assert "> 0.05" in rules["EmostreamDropRatioHigh"]["expr"]
     assert "emostream_worker_info" in rules["EmostreamNoWorkerUp"]["expr"]
     assert "emostream_broker_up == 0" in rules["EmostreamRedisUnreachable"]["expr"]
