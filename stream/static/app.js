@@ -341,7 +341,7 @@
     const name = msg.track || 'audio';
     let h = voice.get(name);
     if (!h) {
-      h = { name: `Voice (${name})`, points: [], last: now };
+      h = { name: `Audio track ${name}`, points: [], last: now };
       voice.set(name, h);
     }
     h.last = now;

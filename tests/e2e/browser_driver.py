@@ -4,7 +4,7 @@ Run ONLY inside a private network namespace (tests/e2e/test_browser.py starts it
 ``emostream.bench.netns.run_in_netns``): it starts the server on 127.0.0.1 and Chromium
 with WebRTC, whose ICE gathers every interface of the namespace it runs in.
 
-    netns-run -- python tests/e2e/browser_driver.py --out DIR --y4m FILE.y4m
+    netns-run -- python tests/e2e/browser_driver.py --out DIR --y4m FILE.y4m [--wav FILE.wav]
 
 Writes into DIR: ``result.json`` (what the page showed), ``demo.png`` (a screenshot),
 ``server.log``, ``chromium.log`` and ``console.log``. Ends the server and Chromium (their
@@ -38,6 +38,8 @@ from emostream.bench import netns
 HERE = Path(__file__).resolve().parent
 
 LABELS = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+EMPTY = "\u2013"  # what the page shows before a value (an en dash)
+VOICE_LABELS = {"angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised"}
 
 SNAPSHOT_JS = """(() => {
   const t = (id) => {
@@ -53,11 +55,16 @@ SNAPSHOT_JS = """(() => {
     labels: [...document.querySelectorAll('.face-label')]
       .map((e) => e.textContent.trim()).filter(Boolean),
     video: v ? [v.videoWidth, v.videoHeight] : null,
+    speech: t('voice-speech'), voiceLabel: t('voice-label'), voiceModel: t('voice-model'),
   };
 })()"""
 
 
-def chromium_argv(chromium: str, profile: Path, y4m: Path, debug_port: int) -> list[str]:
+def chromium_argv(
+    chromium: str, profile: Path, y4m: Path, debug_port: int, wav: Path | None = None
+) -> list[str]:
+    # Without a file Chromium's fake microphone beeps; with one, it loops that recording.
+    audio = [f"--use-file-for-fake-audio-capture={wav}"] if wav is not None else []
     return [
         chromium,
         "--headless",
@@ -72,6 +79,7 @@ def chromium_argv(chromium: str, profile: Path, y4m: Path, debug_port: int) -> l
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={y4m}",
+        *audio,
         "--disable-features=WebRtcHideLocalIpsWithMdns",
         "--remote-debugging-address=127.0.0.1",
         f"--remote-debugging-port={debug_port}",
@@ -160,7 +168,9 @@ def screenshot(cdp: Cdp, path: Path) -> None:
     path.write_bytes(base64.b64decode(data))
 
 
-def drive(cdp: Cdp, url: str, out: Path, timeout_s: float, result: dict[str, Any]) -> None:
+def drive(
+    cdp: Cdp, url: str, out: Path, timeout_s: float, result: dict[str, Any], voice: bool
+) -> None:
     cdp.call("Runtime.enable")
     cdp.call("Page.enable")
     cdp.call(
@@ -190,6 +200,12 @@ def drive(cdp: Cdp, url: str, out: Path, timeout_s: float, result: dict[str, Any
         return None
 
     result["first_face"] = wait_until("a face label on the page", ready, timeout_s)
+    if voice:
+        result["first_voice"] = wait_until(
+            "a vocal expression label on the page",
+            lambda: (s := snapshot(cdp))["voiceLabel"] not in (None, "", EMPTY) and s,
+            timeout_s,
+        )
     # A few seconds more so the chart has some history in the screenshot (not a measurement).
     time.sleep(4)
     result["shown"] = snapshot(cdp)
@@ -212,6 +228,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--y4m", type=Path, required=True)
+    ap.add_argument("--wav", type=Path, help="the fake microphone's recording (else it beeps)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--timeout", type=float, default=90.0, help="for the first face label")
     args = ap.parse_args()
@@ -260,7 +277,13 @@ def main() -> int:
         chrome_log = open(out / "chromium.log", "wb")  # noqa: SIM115 (closed in finally)
         logs.append(chrome_log)
         procs["chromium"] = subprocess.Popen(
-            chromium_argv(args.chromium, profile, args.y4m.resolve(), debug_port),
+            chromium_argv(
+                args.chromium,
+                profile,
+                args.y4m.resolve(),
+                debug_port,
+                args.wav.resolve() if args.wav else None,
+            ),
             stdin=subprocess.DEVNULL,
             stdout=chrome_log,
             stderr=subprocess.STDOUT,
@@ -268,7 +291,7 @@ def main() -> int:
             start_new_session=True,
         )
         cdp = Cdp(page_ws_url(debug_port, 30))
-        drive(cdp, f"{base}/", out, args.timeout, result)
+        drive(cdp, f"{base}/", out, args.timeout, result, voice=args.wav is not None)
         result["ok"] = True
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"

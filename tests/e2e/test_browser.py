@@ -1,9 +1,11 @@
-"""The browser demo end to end: headless Chromium, fake camera, real server, real model.
+"""The browser demo end to end: headless Chromium, fake camera and microphone, real server,
+real models.
 
 Everything WebRTC runs inside a private network namespace that this test creates and that
 is deleted afterwards (``emostream.bench.netns.run_in_netns``): ``browser_driver.py``
 starts the server on
 127.0.0.1 in it, then Chromium with ``woman2.mp4`` as its camera (a Y4M written here), and
+a RAVDESS recording with silence around it as its microphone (a WAV written here), and
 drives the page over the DevTools protocol. Artefacts go to
 ``test-output/test_demo_page_in_chromium/`` (``demo.png``, logs, ``result.json``).
 """
@@ -17,7 +19,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from browser_driver import LABELS, session_members
+from browser_driver import LABELS, VOICE_LABELS, session_members
+from shared_media import ravdess_file
 
 from emostream.bench import netns
 
@@ -56,6 +59,23 @@ def write_y4m(src: Path, dst: Path, step: int = 2, max_frames: int = MAX_FRAMES)
     return size
 
 
+def write_wav(src: Path, dst: Path, silence_s: float = 1.0) -> None:
+    """``src`` as 16-bit 16 kHz mono WAV with ``silence_s`` of silence either side."""
+    import wave
+
+    import numpy as np
+
+    from emostream.stream.audio import SAMPLE_RATE, read_audio
+
+    pad = np.zeros(int(silence_s * SAMPLE_RATE), np.float32)
+    samples = np.concatenate([pad, read_audio(src), pad])
+    with wave.open(str(dst), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
 def _tail(path: Path, n: int = 40) -> str:
     if not path.is_file():
         return f"({path.name} missing)"
@@ -79,8 +99,19 @@ def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> N
         (output_dir / stale).unlink(missing_ok=True)
     y4m = output_dir / "woman2.y4m"
     write_y4m(src, y4m)
+    wav = output_dir / "speech.wav"
+    write_wav(ravdess_file(), wav)
 
-    argv = [sys.executable, str(DRIVER), "--out", str(output_dir), "--y4m", str(y4m)]
+    argv = [
+        sys.executable,
+        str(DRIVER),
+        "--out",
+        str(output_dir),
+        "--y4m",
+        str(y4m),
+        "--wav",
+        str(wav),
+    ]
     proc = netns.run_in_netns(
         argv,
         stdin=subprocess.DEVNULL,
@@ -111,6 +142,10 @@ def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> N
     assert shown["labels"], "no face label on the page"
     assert set(shown["labels"]) <= LABELS, shown["labels"]
     assert shown["video"][0] > 0
+    voice = result["first_voice"]  # the voice panel: label, speech indicator, model
+    assert voice["voiceLabel"].split()[0] in VOICE_LABELS, voice
+    assert voice["voiceModel"].startswith("voice-emotion/"), voice
+    assert shown["speech"] in ("speech", "silence"), shown
     png = output_dir / "demo.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["stopped"]["state"] == "closed"
