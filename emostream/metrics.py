@@ -57,6 +57,11 @@ FRAMES_DROPPED = Counter(
     "Frames/windows not processed, by reason",
     ["modality", "reason"],
 )
+VOICE_WINDOWS = Counter(
+    "emostream_voice_windows_total",
+    "Audio windows cut from live tracks; speech ones go to the voice model, silent ones not",
+    ["speech"],
+)
 PREDICTIONS = Counter(
     "emostream_predictions_total",
     "Predicted top class per face or voice window",

@@ -231,6 +231,7 @@ class Session:
         info = VoiceInfo(track=name, start=w.start, end=w.end)
         if self.closed.is_set():
             return
+        metrics.VOICE_WINDOWS.labels("true" if w.speech else "false").inc()
         if not w.speech:
             latency = time.monotonic() - timed.ended
             self._send(silence_message(info, latency_s=latency, session=self.id).to_json())

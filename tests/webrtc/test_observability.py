@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from shared_media import ravdess_file
 
 from emostream.bench.procs import EMOSTREAM, Server, Worker
 from emostream.dashboards import catalog, preview
@@ -41,6 +42,7 @@ from emostream.stream.client import EmotionClient, Source
 from model_versions import NAME, copy_version, model_root_copy
 from prometheus_server import RULES_DIR, PrometheusServer
 from redis_server import RedisServer
+from voice_models import has_voice_model, voice_repo  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -66,11 +68,16 @@ class Stack:
 
 @pytest.fixture(scope="module", params=["redis", "memory"])
 def stack(
-    request: pytest.FixtureRequest, netns_ip: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    netns_ip: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    has_voice_model: ModelRepository,  # noqa: F811 (the voice panels need voice traffic)
 ) -> Iterator[Stack]:
     """serve (+ worker and Redis in Redis mode) scraped by Prometheus every second."""
     logs = tmp_path_factory.mktemp(f"observability-{request.param}")
     repo = model_root_copy(ModelRepository(model_root()), logs / "models")
+    for name in ("voice-activity", "voice-emotion"):  # linked: this test never changes them
+        (repo.root / name).symlink_to((has_voice_model.root / name).resolve())
     copy_version(repo, "2")
     repo.set_shadow(NAME, "2", 1.0)  # the shadow panels' data; clients see only version 1
     env = {
@@ -145,7 +152,9 @@ def _rules() -> list[dict]:
 async def test_every_panel_query_returns_data_and_every_rule_evaluates(
     stack: Stack, output_dir: Path
 ) -> None:
-    msgs = await _stream(stack.server.url, Source.file(str(_media("woman2.mp4"))), 300)
+    # camera and microphone: the video's faces and a RAVDESS clip looped (speech and pauses)
+    media = [str(_media("woman2.mp4")), str(ravdess_file())]
+    msgs = await _stream(stack.server.url, Source.files(media, loop=True), 300)
     assert len(msgs) == 300
     async with httpx.AsyncClient(trust_env=False) as http:  # one bad request: a 4xx counted
         bad = await http.post(
@@ -156,6 +165,7 @@ async def test_every_panel_query_returns_data_and_every_rule_evaluates(
     prom = stack.prom
     _wait(prom, "sum(emostream_requests_rejected_total) > 0", "the rejected request")
     _wait(prom, "sum(emostream_frames_processed_total) >= 300", "the processed frames")
+    _wait(prom, 'sum(emostream_voice_windows_total{speech="true"}) > 0', "the speech windows")
     time.sleep(3)  # a few more scrapes after the stream, so every rate has two points
     end = time.time()
 
