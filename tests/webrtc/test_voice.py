@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
+import threading
+import time
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -134,6 +138,63 @@ def _cli(url: str, path: Path) -> Got:
     return got
 
 
+class RecordedMicrophone:
+    """A stand-in for the ``sounddevice`` module: one input device that plays a recording.
+
+    This machine has no microphone, so ``Source.microphone()`` (``emostream client --mic``)
+    runs against this instead: the client's own ``MicrophoneTrack`` opens it exactly as it
+    opens PortAudio, and gets 20 ms int16 blocks at 48 kHz from a thread in real time.
+    """
+
+    PortAudioError = OSError
+
+    def __init__(self, clip: Path) -> None:
+        self.samples = (np.clip(read_audio(clip, rate=48000), -1, 1) * 32767).astype(np.int16)
+
+    def query_devices(self, device: object, kind: str) -> dict[str, object]:
+        assert kind == "input"
+        return {"name": "recorded microphone"}
+
+    def InputStream(self, **kw: Any) -> _Playback:
+        assert kw["samplerate"] == 48000 and kw["channels"] == 1 and kw["dtype"] == "int16"
+        return _Playback(self.samples, kw["blocksize"], kw["callback"])
+
+
+class _Playback:
+    def __init__(self, samples: np.ndarray, block: int, callback: Callable[..., None]) -> None:
+        self.samples, self.block, self.callback = samples, block, callback
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        t0, n = time.monotonic(), 0
+        while not self.stopped.is_set():
+            chunk = self.samples[n * self.block : (n + 1) * self.block]
+            if len(chunk) < self.block:  # the recording is over: the room goes quiet
+                chunk = np.zeros(self.block, np.int16)
+            self.callback(chunk.reshape(-1, 1), self.block, None, None)
+            n += 1
+            self.stopped.wait(max(0.0, t0 + n * self.block / 48000 - time.monotonic()))
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        self.stopped.set()
+
+
+async def _microphone(url: str, clip: Padded) -> Got:
+    """A session from ``Source.microphone()`` with the recording as its microphone."""
+    sys.modules["sounddevice"] = RecordedMicrophone(clip.path)  # type: ignore[assignment]
+    try:
+        return await _session(url, Source.microphone(), until=partial(_past, clip))
+    finally:
+        del sys.modules["sounddevice"]
+
+
 def _past(clip: Padded, messages: list[dict]) -> bool:
     """The camera+mic session has what it needs once the silence after the clip is in."""
     return any(m["type"] == "voice" and m["start"] >= clip.speech_to + 1.0 for m in messages)
@@ -153,12 +214,13 @@ def _run_all(url: str, tmp: Path) -> Run:
 
     async def everything() -> dict[str, Got]:
         cli = asyncio.create_task(asyncio.to_thread(_cli, url, clip.path))
-        names = ["pcmu", "pcma", "two", "both"]
+        names = ["pcmu", "pcma", "two", "both", "mic"]
         done = await asyncio.gather(
             _session(url, Source.file(str(clip.path)), codec="PCMU"),
             _session(url, Source.file(str(clip.path)), codec="PCMA"),
             _session(url, Source.files([str(clip.path), str(customer.path)]), sse=True),
             _session(url, Source.files([video, str(clip.path)]), until=partial(_past, clip)),
+            _microphone(url, clip),
         )
         return {"file": await cli, **dict(zip(names, done, strict=True))}
 
@@ -263,6 +325,13 @@ def test_camera_and_microphone_get_both_kinds_of_message(run: Run) -> None:
     got = run.sessions["both"]
     faces = [m for m in got.messages if m["type"] == "face"]
     assert faces and any(m["faces"] for m in faces)
+    (track,) = got.mids
+    _check_speech(got, track, run.clip)
+
+
+def test_the_microphone_source_is_analysed_like_a_file(run: Run) -> None:
+    """``emostream client --mic``'s track, fed by a recording (no device on this machine)."""
+    got = run.sessions["mic"]
     (track,) = got.mids
     _check_speech(got, track, run.clip)
 
