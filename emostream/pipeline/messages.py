@@ -8,6 +8,7 @@ smoothing), ``analyze`` the file name (and a tracker for videos), ``/v1/predict`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 
@@ -17,23 +18,35 @@ from emostream.pipeline.outcomes import FaceScores, Scored, VoiceScores
 from emostream.schema import Face, FaceMessage, VoiceMessage
 
 
+class Top(TypedDict):
+    scores: dict[str, float]
+    label: str
+    confidence: float
+
+
+def top(row: np.ndarray, classes: Sequence[str]) -> Top:
+    """One row of probabilities as a message has it: per-class scores rounded to 5 places,
+    the top class and its score (the same for a face and a voice window)."""
+    k = int(np.argmax(row))
+    return Top(
+        scores={c: round(float(p), 5) for c, p in zip(classes, row, strict=True)},
+        label=classes[k],
+        confidence=round(float(row[k]), 5),
+    )
+
+
 def faces(
     boxes: Sequence[Box], ids: Sequence[int], scores: np.ndarray, classes: Sequence[str]
 ) -> list[Face]:
-    """Schema faces: per-class scores rounded to 5 places, the top class and its score."""
-    out = []
-    for box, tid, row in zip(boxes, ids, scores, strict=True):
-        k = int(np.argmax(row))
-        out.append(
-            Face(
-                track_id=tid,
-                box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])),
-                scores={c: round(float(p), 5) for c, p in zip(classes, row, strict=True)},
-                label=classes[k],
-                confidence=round(float(row[k]), 5),
-            )
+    """Schema faces: a box and ``top`` of its scores each."""
+    return [
+        Face(
+            track_id=tid,
+            box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])),
+            **top(row, classes),
         )
-    return out
+        for box, tid, row in zip(boxes, ids, scores, strict=True)
+    ]
 
 
 def face_message(
@@ -77,8 +90,6 @@ def voice_message(
     job, result = scored.job, scored.result
     info = job.window
     assert isinstance(result, VoiceScores)
-    row = result.scores.reshape(-1)
-    k = int(np.argmax(row))
     return VoiceMessage(
         session=session,
         source=source,
@@ -86,9 +97,7 @@ def voice_message(
         start=round(info.start, 3),
         end=round(info.end, 3),
         speech=True,
-        scores={c: round(float(p), 5) for c, p in zip(result.classes, row, strict=True)},
-        label=result.classes[k],
-        confidence=round(float(row[k]), 5),
+        **top(result.scores.reshape(-1), result.classes),
         latency_ms=round(latency_s * 1000, 3),
         model=scored.model or None,
     )
