@@ -113,11 +113,11 @@ def bench_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != netns.ENV_NETNS}
 
 
-def _face_counts(metrics: str) -> tuple[float, dict[str, float]]:
-    """Face frames in, and face frames dropped by reason, from a /metrics page."""
-    frames_in = procs.metric(metrics, "emostream_frames_in_total", modality="face")
+def counts(metrics: str, modality: str = "face") -> tuple[float, dict[str, float]]:
+    """Frames (voice: speech windows) in, and dropped by reason, from a /metrics page."""
+    frames_in = procs.metric(metrics, "emostream_frames_in_total", modality=modality)
     dropped = "emostream_frames_dropped_total"
-    return frames_in, procs.metric_by(metrics, dropped, "reason", modality="face")
+    return frames_in, procs.metric_by(metrics, dropped, "reason", modality=modality)
 
 
 async def _measure(
@@ -154,7 +154,7 @@ async def _measure(
 
         readers = [asyncio.create_task(consume(c)) for c in clients]
         await asyncio.sleep(warmup)
-        in0, drop0 = _face_counts((await http.get(f"{url}/metrics")).text)
+        in0, drop0 = counts((await http.get(f"{url}/metrics")).text)
         cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
         hcpu0 = sum(procs.cpu_seconds(p) for p in helpers)
         measuring.set()
@@ -163,7 +163,7 @@ async def _measure(
         result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
         result.helper_cpu_s = sum(procs.cpu_seconds(p) for p in helpers) - hcpu0
         result.client_cpu_s = time.process_time() - ccpu0
-        in1, drop1 = _face_counts((await http.get(f"{url}/metrics")).text)
+        in1, drop1 = counts((await http.get(f"{url}/metrics")).text)
         result.frames_in = in1 - in0
         result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

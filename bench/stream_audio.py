@@ -30,7 +30,14 @@ import numpy as np
 from emostream.bench import procs
 from emostream.bench.measure import pct
 from emostream.bench.report import Section, usable_cores
-from emostream.bench.stream import RunResult, attempt, bench_env, inside_ip, rerun_in_netns
+from emostream.bench.stream import (
+    RunResult,
+    attempt,
+    bench_env,
+    counts,
+    inside_ip,
+    rerun_in_netns,
+)
 
 SECTION = "Stream, audio-only calls (emostream bench stream --audio)"
 GOAL_MS = 200.0
@@ -82,13 +89,6 @@ class AudioResult(RunResult):
         )
 
 
-def _voice_counts(metrics: str) -> tuple[float, dict[str, float]]:
-    """Voice windows submitted, and voice windows dropped by reason, from a /metrics page."""
-    windows = procs.metric(metrics, "emostream_frames_in_total", modality="voice")
-    dropped = "emostream_frames_dropped_total"
-    return windows, procs.metric_by(metrics, dropped, "reason", modality="voice")
-
-
 async def _measure(server: procs.Server, n: int, loop: Path, seconds: float) -> AudioResult:
     from emostream.schema import VoiceMessage
     from emostream.stream.client import EmotionClient, Source
@@ -119,7 +119,7 @@ async def _measure(server: procs.Server, n: int, loop: Path, seconds: float) -> 
 
         readers = [asyncio.create_task(consume(c)) for c in clients]
         await asyncio.sleep(WARMUP_S)
-        in0, drop0 = _voice_counts((await http.get(f"{url}/metrics")).text)
+        in0, drop0 = counts((await http.get(f"{url}/metrics")).text, "voice")
         cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
         busy0 = procs.machine_busy_seconds()
         measuring.set()
@@ -129,7 +129,7 @@ async def _measure(server: procs.Server, n: int, loop: Path, seconds: float) -> 
         result.client_cpu_s = time.process_time() - ccpu0
         busy = procs.machine_busy_seconds() - busy0
         result.other_cpu_s = max(0.0, busy - result.server_cpu_s - result.client_cpu_s)
-        in1, drop1 = _voice_counts((await http.get(f"{url}/metrics")).text)
+        in1, drop1 = counts((await http.get(f"{url}/metrics")).text, "voice")
         result.frames_in = in1 - in0
         result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
