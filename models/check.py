@@ -6,9 +6,11 @@ is refused with the reason and the serving version stays. The steps, in order:
 
 (a) the card is valid and ``model.onnx`` has the sha256 the card records;
 (b) ONNX Runtime loads it, and its input and output shapes agree with the card (image
-    size and channels in the card's layout, one output per class);
-(c) it scores a fixed, deterministic batch of crops into finite rows of one per class
-    (each row summing to 1 when the card says the output is probabilities);
+    size and channels in the card's layout, or (1, mels, frames) of an audio window; one
+    output per class);
+(c) it scores a fixed, deterministic batch of crops (a voice model: log-mel windows of
+    fixed waveforms, a tone, noise, silence) into finite rows of one per class (each row
+    summing to 1 when the card says the output is probabilities);
 (d) when the version folder holds ``check.npz`` (``inputs``: a float32 tensor already
     preprocessed as the card says, ``outputs``: the probabilities the exporter got), it
     reproduces those outputs within ``CHECK_ATOL``.
@@ -21,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from emostream.models.card import ImageInput, ModelCard
+from emostream.models.card import AudioInput, ImageInput, ModelCard
+from emostream.models.logmel import log_mel
 from emostream.models.repository import ModelMissingError, ModelRepository
 from emostream.models.runner import Classifier, OnnxRunner, RunnerConfig
 
@@ -49,22 +52,44 @@ def fixed_crops() -> list[np.ndarray]:
     return crops
 
 
-def _expected_input(spec: ImageInput) -> tuple[int, int, int]:
+def fixed_windows(spec: AudioInput) -> np.ndarray:
+    """Deterministic voice-model inputs: the log-mel of a tone, of noise, of a chirp and of
+    silence, one window each, as the card's features say."""
+    n, rate = spec.window_samples, spec.sample_rate
+    t = np.arange(n) / rate
+    rng = np.random.default_rng(20240613)
+    waves = np.stack(
+        [
+            0.3 * np.sin(2 * np.pi * 220 * t),
+            0.1 * rng.standard_normal(n),
+            0.3 * np.sin(2 * np.pi * (100 + 1000 * t) * t),
+            np.zeros(n),
+        ]
+    ).astype(np.float32)
+    return log_mel(waves, spec.features)[:, None]
+
+
+def _expected_input(spec: ImageInput | AudioInput) -> tuple[int, int, int]:
+    if isinstance(spec, AudioInput):
+        return 1, spec.features.n_mels, spec.features.frames(spec.window_samples)
     if spec.layout == "NCHW":
         return spec.channels, spec.height, spec.width
     return spec.height, spec.width, spec.channels
 
 
-def _shape_problem(runner: OnnxRunner, card: ModelCard, spec: ImageInput) -> str | None:
+def _shape_problem(
+    runner: OnnxRunner, card: ModelCard, spec: ImageInput | AudioInput
+) -> str | None:
     """Where the graph's declared shapes disagree with the card (symbolic dims agree)."""
     inputs = runner.session.get_inputs()[0].shape
     outputs = runner.session.get_outputs()[0].shape
     want = _expected_input(spec)
+    what = "audio window" if isinstance(spec, AudioInput) else f"{spec.layout} image"
     if len(inputs) != 4:
-        return f"input has {len(inputs)} dimensions, the card's {spec.layout} image needs 4"
+        return f"input has {len(inputs)} dimensions, the card's {what} needs 4"
     for got, expected in zip(inputs[1:], want, strict=True):
         if isinstance(got, int) and got != expected:
-            return f"input shape {inputs} does not fit the card's {spec.layout} {want}"
+            return f"input shape {inputs} does not fit the card's {what} {want}"
     if len(outputs) != 2:
         return f"output has {len(outputs)} dimensions, expected (batch, classes)"
     if isinstance(outputs[1], int) and outputs[1] != len(card.classes):
@@ -103,9 +128,16 @@ def _check_file_problem(classifier: Classifier, path: Path) -> str | None:
 
 
 def load_checked(
-    repo: ModelRepository, name: str, version: str, runner: RunnerConfig | None = None
+    repo: ModelRepository,
+    name: str,
+    version: str,
+    runner: RunnerConfig | None = None,
+    modality: str = "face",
 ) -> Classifier:
-    """The classifier of ``name/version`` once it passed every step; else ``ModelRefused``."""
+    """The classifier of ``name/version`` once it passed every step; else ``ModelRefused``.
+
+    ``modality`` is what the caller will feed it: a voice model is refused where faces are
+    scored, and the other way round."""
     ref = f"{name}/{version}"
     try:
         card = repo.card(name, version)
@@ -120,8 +152,12 @@ def load_checked(
         raise ModelRefused(ref, str(exc)) from None
     if card.name != name or card.version != version:
         raise ModelRefused(ref, f"its card says it is {card.ref}")
-    if not isinstance(card.input, ImageInput) or card.modality != "face":
-        raise ModelRefused(ref, f"a {card.task} model ({card.input.kind} input) cannot score faces")
+    kind = {"face": "image", "voice": "audio"}.get(modality)
+    if card.modality != modality or card.input.kind != kind:
+        scores = "faces" if modality == "face" else f"{modality} input"
+        raise ModelRefused(
+            ref, f"a {card.task} model ({card.input.kind} input) cannot score {scores}"
+        )
     try:
         onnx = OnnxRunner(path, runner)
     except Exception as exc:  # ONNX Runtime raises its own types for a bad graph
@@ -131,11 +167,16 @@ def load_checked(
     problem = _shape_problem(onnx, card, card.input)
     classifier = Classifier(card, onnx)
     if problem is None:
-        crops = fixed_crops()
         try:
-            problem = _rows_problem(classifier.predict(crops), len(crops), card)
+            if isinstance(card.input, AudioInput):
+                windows = fixed_windows(card.input)
+                rows, n = classifier.predict_tensor(windows), len(windows)
+            else:
+                crops = fixed_crops()
+                rows, n = classifier.predict(crops), len(crops)
+            problem = _rows_problem(rows, n, card)
         except Exception as exc:
-            problem = f"fails on the fixed crops: {type(exc).__name__}: {exc}"
+            problem = f"fails on the fixed inputs: {type(exc).__name__}: {exc}"
     if problem is None and (repo.version_dir(name, version) / CHECK_FILE).is_file():
         problem = _check_file_problem(classifier, repo.version_dir(name, version) / CHECK_FILE)
     if problem is not None:
