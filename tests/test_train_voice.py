@@ -251,3 +251,31 @@ def test_a_bad_data_folder_or_setting_exits_with_the_reason(tmp_path: Path) -> N
     assert "none of its 1 audio files is named the way RAVDESS" in result.output
     result = runner.invoke(app, ["train", "voice", "--data", str(tmp_path), "--set", "net.widht=3"])
     assert result.exit_code == EXIT_USAGE and "widht" in result.output
+
+
+def test_the_shipped_voice_model_installs_passes_the_check_and_hears_unseen_actors(
+    ravdess: Path, tmp_path: Path
+) -> None:
+    """voice-emotion/1 ships in the package: set-up installs it as production, the serving
+    check passes, and numpy log-mel -> ONNX scores held-out actors far above chance."""
+    from emostream.models.repository import BUNDLED_ROOT
+    from emostream.models.runner import Classifier
+    from emostream.training.voice_windows import all_windows as windows_of
+    from emostream.training.voice_windows import clip_mean, prepare
+
+    shipped = ModelRepository(BUNDLED_ROOT)
+    if "1" not in shipped.versions(NAME):
+        pytest.skip("voice-emotion/1 is not in this checkout")
+    repo = ModelRepository(tmp_path / "models")
+    assert repo.install_bundled(NAME) == ["1"]
+    assert repo.ensure_production(NAME) == "1"
+    clf: Classifier = load_checked(repo, NAME, "1", modality="voice")
+    card = clf.card
+    assert card.source.kind == "training" and "CC BY-NC-SA 4.0" in card.licence
+    assert (repo.version_dir(NAME, "1") / "model.onnx").stat().st_size < 10 * 2**20
+    test = [c for c in scan(ravdess) if c.speaker in {"ravdess:17", "ravdess:20"}][::3]
+    data = prepare(test, 35.0, progress=False)
+    w = windows_of(data)
+    probs = clip_mean(clf.predict_tensor(w.inputs), w.clip, len(data))
+    accuracy = float((probs.argmax(1) == data.labels).mean())
+    assert accuracy > 0.4, accuracy  # 8 classes: chance is 0.125

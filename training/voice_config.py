@@ -29,6 +29,7 @@ class VoiceDataConfig(Strict):
     val_speakers: list[str] = Field(
         default=["15", "16"], description="held out for early stopping (15 male, 16 female)"
     )
+
     @field_validator("test_speakers", "val_speakers", mode="before")
     @classmethod
     def _ids_as_written(cls, value: object) -> object:

@@ -197,8 +197,7 @@ def evaluate(
     }
     recalls = {
         "network, clean": reports["clean"]["clip"].per_class_recall(),
-        "network, telephone": reports["clean"]["clip"].per_class_recall()
-        and reports["telephone"]["clip"].per_class_recall(),
+        "network, telephone": reports["telephone"]["clip"].per_class_recall(),
     }
     if baseline and importlib.util.find_spec("opensmile") is not None:
         figures["baseline"] = _baseline(split, cfg, test, phone, progress)
