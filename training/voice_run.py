@@ -322,9 +322,10 @@ def build_card(
             f"Input: {audio_input().window_seconds} s windows of 16 kHz mono every "
             f"{audio_input().hop_seconds} s, log-mel ({SPEC.n_mels} mels, {FRAMES} frames, "
             "per-window standardised) computed by emostream.models.logmel.log_mel.",
-            "Speakers: train " + ", ".join(speakers.get("train", [])) + "; val (early "
-            "stopping) "
-            + ", ".join(speakers.get("val", []))
+            "Speakers: train "
+            + ", ".join(speakers.get("train", []))
+            + "; val (early stopping) "
+            + (", ".join(speakers.get("val", [])) or "none, the epoch of best train accuracy")
             + "; test "
             + ", ".join(speakers.get("test", []))
             + " (never seen in training).",
