@@ -279,3 +279,25 @@ def test_the_shipped_voice_model_installs_passes_the_check_and_hears_unseen_acto
     probs = clip_mean(clf.predict_tensor(w.inputs), w.clip, len(data))
     accuracy = float((probs.argmax(1) == data.labels).mean())
     assert accuracy > 0.4, accuracy  # 8 classes: chance is 0.125
+
+
+def test_models_pull_installs_the_shipped_voice_model_and_promote_checks_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emostream.models.repository import BUNDLED_ROOT
+
+    if "1" not in ModelRepository(BUNDLED_ROOT).versions(NAME):
+        pytest.skip("voice-emotion/1 is not in this checkout")
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path / "models"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    r = runner.invoke(app, ["models", "pull", NAME])
+    assert r.exit_code == 0, r.output
+    assert "voice-emotion: 1 (production -> 1)" in r.output
+    repo = ModelRepository(tmp_path / "models")
+    assert repo.resolve(NAME) == "1"
+    r = runner.invoke(app, ["models", "promote", NAME, "1"])  # runs the voice serving check
+    assert r.exit_code == 0, r.output
+    onnx = repo.version_dir(NAME, "1") / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    r = runner.invoke(app, ["models", "promote", NAME, "1"])
+    assert r.exit_code != 0 and "sha256" in r.output
