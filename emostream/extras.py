@@ -23,7 +23,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "bench": ("onnx", "h5py", "tflite", "matplotlib"),
     "dashboards": ("grafana_client", "matplotlib"),
     "mic": ("sounddevice",),
-    "train": ("torch", "mlflow", "optuna", "yaml"),
+    "train": ("torch", "mlflow", "optuna", "yaml", "opensmile", "sklearn", "scipy"),
 }
 
 #: exit status of a command whose extra is not installed (the usage/environment code)

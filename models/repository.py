@@ -29,7 +29,12 @@ SHADOW_FRACTION = "shadow_fraction"
 #: face-emotion/2 was trained by this project and ships inside the package
 #: (``models/face-emotion/2/``, docs/TRAINING.md); face-emotion/1 is the imported
 #: mini-Xception that ``models pull`` converts, kept for comparison and rollback.
-DEFAULT_VERSIONS: dict[str, tuple[str, ...]] = {"face-emotion": ("2", "1")}
+#: voice-emotion/1 was trained by this project on RAVDESS (``emostream train voice``) and
+#: ships the same way; it has no pretrained source.
+DEFAULT_VERSIONS: dict[str, tuple[str, ...]] = {
+    "face-emotion": ("2", "1"),
+    "voice-emotion": ("1",),
+}
 #: The package folder, where the versions this project trained ship (``install_bundled``).
 BUNDLED_ROOT = Path(__file__).resolve().parent
 #: Prefix of the folder a version is written into before it is renamed into place.
@@ -63,7 +68,9 @@ PULL_HINTS = {
     "face-emotion": "create it with `emostream models pull face-emotion` (or `make models`)",
     "face-detector": "create it with `emostream models pull face-detector` (or `make models`)",
     "voice-activity": "create it with `emostream models pull voice-activity` (or `make models`)",
-    "voice-emotion": "train it with `emostream train voice --data DIR` (RAVDESS speech)",
+    "voice-emotion": "install the shipped one with `emostream models pull voice-emotion`, or "
+    "train one with `emostream train voice --data <RAVDESS folder> --promote` "
+    "(docs/TRAINING.md)",
 }
 #: Models this release cannot make: say so, never a made-up command.
 UNKNOWN_HINT = (

@@ -44,6 +44,9 @@ DISTRIBUTIONS = {
     "mlflow": "mlflow",
     "optuna": "optuna",
     "yaml": "pyyaml",
+    "opensmile": "opensmile",
+    "sklearn": "scikit-learn",
+    "scipy": "scipy",
 }
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]

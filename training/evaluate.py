@@ -108,7 +108,7 @@ class Report:
             measured_at=datetime.now(UTC),
         )
 
-    def confusion_png(self, title: str) -> bytes:
+    def confusion_png(self, title: str, unit: str = "faces") -> bytes:
         plt = _pyplot()
         norm = self.confusion / np.maximum(1, self.confusion.sum(axis=1, keepdims=True))
         fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
@@ -128,11 +128,11 @@ class Report:
                     fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
-        ax.set_title(f"{title}\naccuracy {self.accuracy:.3f} on {self.samples} faces")
+        ax.set_title(f"{title}\naccuracy {self.accuracy:.3f} on {self.samples} {unit}")
         fig.colorbar(im, ax=ax, fraction=0.046)
         return _png(fig)
 
-    def reliability_png(self, title: str, bins: int = 15) -> bytes:
+    def reliability_png(self, title: str, bins: int = 15, unit: str = "faces") -> bytes:
         """Accuracy against confidence per bin (the diagonal is perfect calibration)."""
         plt = _pyplot()
         mean_conf, acc, count = self.calibration(bins)
@@ -164,7 +164,7 @@ class Report:
         ax.legend(loc="upper left", fontsize=8)
         hx.bar(edges[:-1], count, width=1 / bins, align="edge", color="tab:blue", alpha=0.6)
         hx.set_xlabel("confidence (top-1 probability)")
-        hx.set_ylabel("faces")
+        hx.set_ylabel(unit)
         return _png(fig)
 
 

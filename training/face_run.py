@@ -8,7 +8,6 @@ re-run alone, and ``run.json`` there carries the MLflow run id from stage to sta
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from datetime import UTC, datetime
@@ -31,15 +30,22 @@ from emostream.training.evaluate import Report
 from emostream.training.face_config import TrainConfig
 from emostream.training.face_data import SIZE, Split, read, save_npz
 from emostream.training.face_export import INPUT, OUTPUT
-from emostream.training.face_trainer import EpochHook
 from emostream.training.fer2013 import CLASSES
-from emostream.training.tracking import VERSION_TAG, Tracking
+from emostream.training.loop import EpochHook
+from emostream.training.runs import (
+    EXPORT_FILE,
+    RUN_FILE,
+    history_png,
+    publish,
+    run_info,
+    write_info,
+)
+from emostream.training.tracking import Tracking
+
+__all__ = ["EXPORT_FILE", "RUN_FILE", "combine", "evaluate", "export", "fit", "prepare", "run_info"]
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-#: written by export (its own file: each DVC stage owns the files it writes)
-EXPORT_FILE = "exported.json"
 #: the detector box is grown by this much on each side: FER2013's faces include some hair,
 #: chin and background, as the imported model's crops do
 CROP_MARGIN = 0.1
@@ -50,19 +56,6 @@ def prepare(data: Path, out: Path, progress: bool = True) -> dict[str, Split]:
     splits = read(data, progress)
     save_npz(splits, out)
     return splits
-
-
-def run_info(run_dir: Path) -> dict[str, Any]:
-    f = run_dir / RUN_FILE
-    if not f.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a training run folder (no {RUN_FILE})")
-    info: dict[str, Any] = json.loads(f.read_text())
-    return info
-
-
-def _write_info(run_dir: Path, **info: Any) -> dict[str, Any]:
-    (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return info
 
 
 def fit(
@@ -103,7 +96,7 @@ def fit(
             | {f"best_{k}": v for k, v in result.best.items() if k != "score"}
         )
         mlrun.params({"resolved.device": result.device, "resolved.precision": result.precision})
-        return _write_info(
+        return write_info(
             run_dir,
             run_id=mlrun.run_id,
             tracking_uri=tracking.uri,
@@ -214,7 +207,7 @@ def combine(runs: list[Path], out: Path, tracking: Tracking) -> dict[str, Any]:
         mlrun.tag("emostream.stage", "combine")
         mlrun.params({f"member.{k}.run_id": m["run_id"] for k, m in enumerate(members)})
         mlrun.artifact(out / "config.yaml")
-        return _write_info(
+        return write_info(
             out,
             run_id=mlrun.run_id,
             tracking_uri=tracking.uri,
@@ -233,29 +226,6 @@ def _histories(run_dir: Path) -> dict[str, list[dict[str, float]]]:
     if (run_dir / "history.json").is_file():
         return {f"seed {info.get('seed', '?')}": json.loads((run_dir / "history.json").read_text())}
     return {}
-
-
-def history_png(histories: dict[str, list[dict[str, float]]], title: str) -> bytes:
-    """Training loss and held-out accuracy per epoch (a line per run)."""
-    from emostream.training.evaluate import _png, _pyplot
-
-    plt = _pyplot()
-    fig, (lx, ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for label, rows in histories.items():
-        epochs = [r["epoch"] for r in rows]
-        lx.plot(epochs, [r["train_loss"] for r in rows], label=label)
-        ax.plot(
-            epochs, [r["train_accuracy"] for r in rows], "--", alpha=0.6, label=f"{label} train"
-        )
-        if all("holdout_accuracy" in r for r in rows):
-            ax.plot(epochs, [r["holdout_accuracy"] for r in rows], label=f"{label} held out")
-    lx.set(xlabel="epoch", ylabel="training loss (augmented, smoothed labels)")
-    ax.set(xlabel="epoch", ylabel="accuracy")
-    for a in (lx, ax):
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    fig.suptitle(title)
-    return _png(fig)
 
 
 def build_card(
@@ -329,10 +299,7 @@ def export(run_dir: Path, repo: ModelRepository, promote: bool = False) -> Model
     card = build_card(
         cfg, version, evaluation, figures["predicted_distribution"], info, members, served.passes
     )
-    check = io.BytesIO()
-    np.savez_compressed(check, inputs=exported.check_inputs, outputs=exported.check_outputs)
     extra = {
-        "check.npz": check.getvalue(),
         "config.yaml": (run_dir / "config.yaml").read_bytes(),
         "report.json": (run_dir / "report.json").read_bytes(),
         "confusion.png": (run_dir / "confusion.png").read_bytes(),
@@ -340,27 +307,4 @@ def export(run_dir: Path, repo: ModelRepository, promote: bool = False) -> Model
     }
     if (run_dir / "history.png").is_file():
         extra["history.png"] = (run_dir / "history.png").read_bytes()
-    folder = repo.register(card, exported.onnx, extra)
-    card = repo.card(card.name, version)
-    tracking = Tracking(info["tracking_uri"], None)
-    with tracking.run(cfg.experiment, run_dir.name, info["run_id"]) as mlrun:
-        mlrun.metrics({"onnx_parity_max_abs_diff": exported.max_abs_diff})
-        for name in ("model.onnx", "model.json", "check.npz"):
-            mlrun.artifact(folder / name, "model")
-        mlrun.tag(VERSION_TAG, version)
-        source = f"{mlrun.artifact_uri}/model"
-    number = tracking.register(card.name, version, source, info["run_id"])
-    record = {
-        "model": card.ref,
-        "version": version,
-        "mlflow_version": number,
-        "onnx_max_abs_diff": exported.max_abs_diff,
-        "parity_inputs": exported.compared,
-        "sha256": card.sha256,
-    }
-    (run_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    if promote:
-        from emostream.training.registry import move_alias
-
-        move_alias(repo, tracking, card.name, version)
-    return card
+    return publish(run_dir, repo, card, exported, extra, cfg.experiment, promote)

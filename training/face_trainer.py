@@ -1,76 +1,38 @@
-"""The training loop: seeded, early-stopped on a held-out part of train, one checkpoint.
+"""The face training loop: FER2013 batches for the shared loop (:mod:`loop`).
 
-SGD with Nesterov momentum, linear warm-up then cosine decay per step, label smoothing and
-class-weighted cross-entropy; batches augmented on the fly (:mod:`face_augment`). The best
-epoch by held-out accuracy is kept; val is not looked at here, so the final val figure of
-the evaluation stage is a clean estimate. ``on_epoch`` gets every epoch's figures (MLflow
-logs them, Optuna prunes on them).
+Batches are augmented on the fly (:mod:`face_augment`); the best epoch by accuracy on a
+stratified part of train held out is kept; val is not looked at here, so the final val
+figure of the evaluation stage is a clean estimate.
 """
 
 from __future__ import annotations
 
 import math
-import random
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
 from emostream.training.face_augment import augment
 from emostream.training.face_config import TrainConfig
 from emostream.training.face_data import Split
 from emostream.training.face_net import EmotionNet, Served, to_input
 from emostream.training.fer2013 import CLASSES
+from emostream.training.loop import (
+    EpochHook,
+    TrainResult,
+    autocast,
+    class_weights,
+    fit_loop,
+    pick_device,
+    pick_precision,
+    seed_everything,
+)
 
-EpochHook = Callable[[int, dict[str, float]], None]
-
-
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    best_epoch: int
-    best: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    device: str = "cpu"
-    precision: str = "fp32"
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no CUDA device")
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
-
-
-def _cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def pick_precision(cfg: TrainConfig, device: torch.device) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_bf16() else "fp32"
+__all__ = ["EpochHook", "TrainResult", "Trainer", "load_checkpoint", "load_served"]
 
 
 def holdout_split(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
@@ -85,17 +47,6 @@ def holdout_split(train: Split, fraction: float, seed: int) -> tuple[Split, Spli
     mask = np.zeros(len(train), dtype=bool)
     mask[np.concatenate(held)] = True
     return train.take(np.flatnonzero(~mask)), train.take(np.flatnonzero(mask))
-
-
-def class_weights(split: Split, mode: str) -> torch.Tensor:
-    counts = np.bincount(split.labels, minlength=len(CLASSES)).astype(np.float64)
-    counts = np.maximum(counts, 1.0)
-    if mode == "none":
-        w = np.ones_like(counts)
-    else:
-        w = 1.0 / np.sqrt(counts) if mode == "sqrt" else 1.0 / counts
-    w *= counts.sum() / (counts * w).sum()  # the mean weight per face stays 1
-    return torch.tensor(w, dtype=torch.float32)
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -114,23 +65,18 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
 
-    def _autocast(self) -> AbstractContextManager[Any]:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
     def build(self) -> EmotionNet:
         n = self.cfg.net
         net = EmotionNet(len(CLASSES), n.width, n.dropout).to(self.device)
         return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
 
     @torch.no_grad()
-    def predict(self, net: EmotionNet, images: np.ndarray, batch: int = 512) -> np.ndarray:
+    def predict(self, net: nn.Module, images: np.ndarray, batch: int = 512) -> np.ndarray:
         """(N, classes) probabilities (no flip: the checkpoint's own view, for selection)."""
         net.eval()
         out = []
         for i in range(0, len(images), batch):
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 logits = net(to_tensor(images[i : i + batch], self.device))
             out.append(torch.softmax(logits.float(), 1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
@@ -140,102 +86,39 @@ class Trainer:
         gen = seed_everything(cfg.seed)
         fit_split, held = holdout_split(train, cfg.data.holdout, cfg.seed)
         net = self.build()
-        decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-        rest = [p for n, p in net.named_parameters() if p.ndim <= 1]
-        groups: list[dict[str, Any]] = [
-            {"params": decay, "weight_decay": opt_cfg.weight_decay},
-            {"params": rest},
-        ]
-        opt = torch.optim.SGD(
-            groups,
-            lr=opt_cfg.lr,
-            momentum=opt_cfg.momentum,
-            nesterov=opt_cfg.momentum > 0,
-        )
         steps_per_epoch = max(1, math.ceil(len(fit_split) / opt_cfg.batch_size))
-        total = steps_per_epoch * opt_cfg.epochs
-        warm = int(opt_cfg.warmup_epochs * steps_per_epoch)
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-        weights = class_weights(fit_split, opt_cfg.class_weights).to(self.device)
         images = torch.from_numpy(fit_split.images)
         labels = torch.from_numpy(fit_split.labels)
-        ckpt = self.out_dir / "checkpoint.pt"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        result = TrainResult(ckpt, 0, {}, device=str(self.device), precision=self.precision)
-        started, stale = time.monotonic(), 0
-        for epoch in range(1, opt_cfg.epochs + 1):
-            net.train()
-            order = torch.randperm(len(labels), generator=gen)
-            seen = correct = 0
-            loss_sum = 0.0
-            bar = tqdm(
-                range(steps_per_epoch),
-                desc=f"epoch {epoch}/{opt_cfg.epochs}",
-                unit="batch",
-                disable=not self.progress,
-                leave=False,
-            )
-            for s in bar:
+
+        def batches(g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            order = torch.randperm(len(labels), generator=g)
+            for s in range(steps_per_epoch):
                 idx = order[s * opt_cfg.batch_size : (s + 1) * opt_cfg.batch_size]
-                x = augment(to_input(images[idx]), cfg.augment, gen).to(self.device)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = labels[idx].to(self.device)
-                with self._autocast():
-                    logits = net(x)
-                loss = F.cross_entropy(
-                    logits.float(), y, weight=weights, label_smoothing=opt_cfg.label_smoothing
-                )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                sched.step()
-                seen += len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                loss_sum += loss.item() * len(y)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            figures = {
-                "train_loss": loss_sum / max(1, seen),
-                "train_accuracy": correct / max(1, seen),
-                "lr": float(sched.get_last_lr()[0]),
-                "seconds": time.monotonic() - started,
-            }
-            if held is not None and len(held):
-                probs = self.predict(net, held.images)
-                figures["holdout_accuracy"] = float((probs.argmax(1) == held.labels).mean())
-            score = figures.get("holdout_accuracy", figures["train_accuracy"])
-            result.history.append({"epoch": float(epoch), **figures})
-            if epoch == 1 or score > result.best.get("score", -1.0):
-                result.best_epoch, result.best = epoch, {**figures, "score": score}
-                stale = 0
-                torch.save(
-                    {
-                        "state_dict": net.state_dict(),
-                        "config": cfg.model_dump(mode="json"),
-                        "classes": list(CLASSES),
-                        "epoch": epoch,
-                    },
-                    ckpt,
-                )
-            else:
-                stale += 1
-            if self.progress:
-                tqdm.write(
-                    f"epoch {epoch}: loss {figures['train_loss']:.3f} train acc "
-                    f"{figures['train_accuracy']:.4f} holdout acc {score:.4f} "
-                    f"({figures['seconds']:.0f} s){' *' if stale == 0 else ''}"
-                )
-            if on_epoch is not None:
-                on_epoch(epoch, figures)
-            if stale >= opt_cfg.patience:
-                break
-        result.seconds = time.monotonic() - started
-        return result
+                x = augment(to_input(images[idx]), cfg.augment, g).to(self.device)
+                yield x.contiguous(memory_format=torch.channels_last), labels[idx].to(self.device)
+
+        def score(model: nn.Module) -> dict[str, float]:
+            if held is None or not len(held):
+                return {}
+            probs = self.predict(model, held.images)
+            return {"holdout_accuracy": float((probs.argmax(1) == held.labels).mean())}
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        return fit_loop(
+            net,
+            cfg,
+            batches,
+            steps_per_epoch,
+            class_weights(fit_split.labels, len(CLASSES), opt_cfg.class_weights),
+            score,
+            self.out_dir / "checkpoint.pt",
+            {"config": cfg.model_dump(mode="json"), "classes": list(CLASSES)},
+            device=self.device,
+            precision=self.precision,
+            generator=gen,
+            progress=self.progress,
+            on_epoch=on_epoch,
+        )
 
 
 def load_checkpoint(path: Path) -> tuple[EmotionNet, TrainConfig, dict[str, Any]]:

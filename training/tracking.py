@@ -97,14 +97,21 @@ class Tracking:
             return {}
         return {str(v.tags[VERSION_TAG]): str(v.version) for v in found if VERSION_TAG in v.tags}
 
-    def register(self, name: str, version: str, source: str, run_id: str | None) -> str:
-        """Register repository ``version`` (once); returns its MLflow version number."""
+    def register(
+        self, name: str, version: str, source: str, run_id: str | None, replace: bool = False
+    ) -> str:
+        """Register repository ``version`` (once); returns its MLflow version number.
+
+        ``replace`` (the repository version was re-written with new weights) retires the
+        MLflow version that mirrored the old files and registers the new ones."""
         from mlflow.exceptions import MlflowException
 
         known = self._versions(name)
-        if version in known:
-            return known[version]
         client = self.client
+        if version in known and not replace:
+            return known[version]
+        if version in known:
+            client.delete_model_version(name, known[version])
         try:
             client.get_registered_model(name)
         except MlflowException:

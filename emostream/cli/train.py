@@ -1,4 +1,5 @@
-"""``emostream train face|prepare|fit|evaluate|export`` and ``emostream tune face``."""
+"""``emostream train face|prepare|fit|combine|evaluate|export``, ``emostream train
+voice|voice-evaluate|voice-export`` and ``emostream tune face``."""
 
 from __future__ import annotations
 
@@ -102,14 +103,15 @@ def _export(run: Path, promote: bool) -> None:
 def _guarded(step: Callable[[], T]) -> T:
     """Run a stage; a problem with the data, the config or the export exits with its reason."""
     require("torch", "mlflow", extra="train")
-    from emostream.training.face_config import ConfigError
+    from emostream.training.config import ConfigError
     from emostream.training.face_data import DataError
-    from emostream.training.face_export import ParityError
+    from emostream.training.onnx_export import ParityError
+    from emostream.training.voice_data import DataError as VoiceDataError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return step()
-    except (DataError, ConfigError) as exc:
+    except (DataError, VoiceDataError, ConfigError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except FileNotFoundError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
@@ -202,6 +204,108 @@ def train_evaluate(
 def train_export(run: Path = RUN_OPT, promote: bool = PROMOTE_OPT) -> None:
     """ONNX with a parity check, a new repository version with its card, MLflow version."""
     _guarded(lambda: _export(run, promote))
+
+
+VOICE_DATA_OPT = typer.Option(
+    ...,
+    "--data",
+    help="a folder of RAVDESS, TESS, CREMA-D or EMO-DB audio (any format and rate), "
+    "named as the corpus names its files",
+)
+VOICE_RUN_OPT = typer.Option(DEFAULT_RUNS / "voice", "--run", "--out", help="the run folder")
+VERSION_OPT = typer.Option(
+    None, "--version", help="the repository version to write (default: the next number)"
+)
+REPLACE_OPT = typer.Option(
+    False, "--replace", help="re-write --version in place (new weights for the same number)"
+)
+
+
+def _voice_evaluate(run: Path, baseline: bool) -> None:
+    from emostream.training import voice_run
+
+    f = voice_run.evaluate(run, _command(), baseline=baseline)
+    net = f["network"]
+    line = (
+        f"test speakers {', '.join(f['test_speakers'])}: per clip "
+        f"{net['clean']['clip']['accuracy']:.4f} clean, "
+        f"{net['telephone']['clip']['accuracy']:.4f} telephone; per 1.5 s window "
+        f"{net['clean']['window']['accuracy']:.4f} clean, "
+        f"{net['telephone']['window']['accuracy']:.4f} telephone"
+    )
+    if "baseline" in f:
+        line += f"; eGeMAPS baseline per clip {f['baseline']['clean']['accuracy']:.4f} clean"
+    typer.echo(f"{line}; report.json and PNGs in {run}")
+
+
+def _voice_export(run: Path, promote: bool, version: str | None, replace: bool) -> None:
+    from emostream.models.repository import ModelRepository
+    from emostream.training import voice_run
+
+    repo = ModelRepository(load_settings().model_root)
+    card = voice_run.export(run, repo, promote=promote, version=version, replace=replace)
+    shown = (
+        "production"
+        if promote
+        else f"promote with `emostream models promote {card.name} {card.version}`"
+    )
+    typer.echo(f"registered {card.ref} in {repo.root} and MLflow ({shown})")
+
+
+@app.command("voice")
+def train_voice(
+    data: Path = VOICE_DATA_OPT,
+    run: Path = VOICE_RUN_OPT,
+    config: Path | None = CONFIG_OPT,
+    overrides: list[str] | None = SET_OPT,
+    device: str | None = DEVICE_OPT,
+    epochs: int | None = EPOCHS_OPT,
+    limit: int | None = typer.Option(None, "--limit", help="at most N clips per split"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="eGeMAPS beside it"),
+    promote: bool = PROMOTE_OPT,
+    version: str | None = VERSION_OPT,
+    replace: bool = REPLACE_OPT,
+) -> None:
+    """Train, evaluate and export the voice model on held-out speakers: a repository
+    version with its card, an MLflow run and model version."""
+
+    def all_stages() -> None:
+        from emostream.training import voice_run
+        from emostream.training.voice_config import load_voice_config
+
+        extra = {"device": device, "optim.epochs": epochs, "data.limit": limit}
+        sets = [f"{k}={v}" for k, v in extra.items() if v is not None]
+        cfg = load_voice_config(config, [*(overrides or []), *sets])
+        info = voice_run.fit(data, run, cfg, _tracking())
+        typer.echo(
+            f"trained {info['epochs_run']} epochs in {info['train_seconds']:.0f} s on "
+            f"{info['device']} ({info['precision']}), best epoch {info['best_epoch']}; "
+            f"MLflow run {info['run_id']} in {info['tracking_uri']}"
+        )
+        _voice_evaluate(run, baseline)
+        _voice_export(run, promote, version, replace)
+
+    _guarded(all_stages)
+
+
+@app.command("voice-evaluate")
+def train_voice_evaluate(
+    run: Path = VOICE_RUN_OPT,
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="eGeMAPS beside it"),
+) -> None:
+    """Score a voice run on its test speakers, clean and telephone; report and PNGs."""
+    _guarded(lambda: _voice_evaluate(run, baseline))
+
+
+@app.command("voice-export")
+def train_voice_export(
+    run: Path = VOICE_RUN_OPT,
+    promote: bool = PROMOTE_OPT,
+    version: str | None = VERSION_OPT,
+    replace: bool = REPLACE_OPT,
+) -> None:
+    """ONNX with a parity check, a repository version with its card, MLflow version."""
+    _guarded(lambda: _voice_export(run, promote, version, replace))
 
 
 tune_app = typer.Typer(no_args_is_help=True, help="Search training settings with Optuna.")

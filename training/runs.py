@@ -1,0 +1,101 @@
+"""A training run folder's bookkeeping, whatever the modality.
+
+``run.json`` carries the MLflow run id from stage to stage, so any stage can be re-run alone;
+:func:`publish` is the one place a trained, exported model becomes a repository version, an
+MLflow model version (with its files logged to the run) and, if asked, production.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from emostream.models.card import ModelCard
+from emostream.models.repository import PRODUCTION, SHADOW, ModelRepository
+from emostream.training.onnx_export import Exported
+from emostream.training.tracking import VERSION_TAG, Tracking
+
+RUN_FILE = "run.json"
+#: written by export (its own file: each DVC stage owns the files it writes)
+EXPORT_FILE = "exported.json"
+
+
+def run_info(run_dir: Path) -> dict[str, Any]:
+    f = run_dir / RUN_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a training run folder (no {RUN_FILE})")
+    info: dict[str, Any] = json.loads(f.read_text())
+    return info
+
+
+def write_info(run_dir: Path, **info: Any) -> dict[str, Any]:
+    (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def history_png(histories: dict[str, list[dict[str, float]]], title: str) -> bytes:
+    """Training loss and held-out accuracy per epoch (a line per run)."""
+    from emostream.training.evaluate import _png, _pyplot
+
+    plt = _pyplot()
+    fig, (lx, ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for label, rows in histories.items():
+        epochs = [r["epoch"] for r in rows]
+        lx.plot(epochs, [r["train_loss"] for r in rows], label=label)
+        ax.plot(
+            epochs, [r["train_accuracy"] for r in rows], "--", alpha=0.6, label=f"{label} train"
+        )
+        if all("holdout_accuracy" in r for r in rows):
+            ax.plot(epochs, [r["holdout_accuracy"] for r in rows], label=f"{label} held out")
+    lx.set(xlabel="epoch", ylabel="training loss (augmented, smoothed labels)")
+    ax.set(xlabel="epoch", ylabel="accuracy")
+    for a in (lx, ax):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def publish(
+    run_dir: Path,
+    repo: ModelRepository,
+    card: ModelCard,
+    exported: Exported,
+    extra: dict[str, bytes],
+    experiment: str,
+    promote: bool = False,
+    replace: bool = False,
+) -> ModelCard:
+    """Register the version (with ``check.npz`` and ``extra``), log it to the run, register
+    it in MLflow, write ``exported.json``; move production too when ``promote``."""
+    info = run_info(run_dir)
+    files = {"check.npz": exported.check_npz(), **extra}
+    folder = repo.register(card, exported.onnx, files, replace=replace)
+    card = repo.card(card.name, card.version)
+    tracking = Tracking(info["tracking_uri"], None)
+    with tracking.run(experiment, run_dir.name, info["run_id"]) as mlrun:
+        mlrun.metrics({"onnx_parity_max_abs_diff": exported.max_abs_diff})
+        for name in ("model.onnx", "model.json", "check.npz"):
+            mlrun.artifact(folder / name, "model")
+        mlrun.tag(VERSION_TAG, card.version)
+        source = f"{mlrun.artifact_uri}/model"
+    number = tracking.register(card.name, card.version, source, info["run_id"], replace=replace)
+    if replace:  # the aliases that named the old files name the new ones in MLflow too
+        for alias, target in repo.aliases(card.name).items():
+            if alias in (PRODUCTION, SHADOW) and target == card.version:
+                tracking.client.set_registered_model_alias(card.name, alias, number)
+    record = {
+        "model": card.ref,
+        "version": card.version,
+        "mlflow_version": number,
+        "onnx_max_abs_diff": exported.max_abs_diff,
+        "parity_inputs": exported.compared,
+        "sha256": card.sha256,
+    }
+    (run_dir / EXPORT_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if promote:
+        from emostream.training.registry import move_alias
+
+        move_alias(repo, tracking, card.name, card.version)
+    return card

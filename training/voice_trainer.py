@@ -1,0 +1,147 @@
+"""The voice training loop: augmented random windows of each clip for the shared loop.
+
+Every epoch takes ``crops_per_clip`` random 1.5 s windows of each training clip, augments
+the waveform (:func:`voice_augment.augment_wave`), computes the numpy log-mel serving uses,
+then masks bands and frames (SpecAugment). The best epoch is chosen by clip accuracy on the
+validation speakers; the test speakers are not looked at until the evaluation stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emostream.training.loop import (
+    EpochHook,
+    TrainResult,
+    autocast,
+    class_weights,
+    fit_loop,
+    pick_device,
+    pick_precision,
+    seed_everything,
+)
+from emostream.training.voice_augment import augment_wave, spec_augment
+from emostream.training.voice_config import VoiceTrainConfig
+from emostream.training.voice_data import CLASSES
+from emostream.training.voice_net import Served, VoiceNet
+from emostream.training.voice_windows import (
+    Prepared,
+    Windows,
+    all_windows,
+    clip_mean,
+    features,
+    random_window,
+)
+
+
+def build(cfg: VoiceTrainConfig) -> VoiceNet:
+    return VoiceNet(len(CLASSES), cfg.net.width, cfg.net.stages, cfg.net.dropout)
+
+
+@torch.no_grad()
+def predict(
+    net: nn.Module,
+    inputs: np.ndarray,
+    device: torch.device,
+    precision: str = "fp32",
+    softmax: bool = True,
+    batch: int = 256,
+) -> np.ndarray:
+    """(N, classes) probabilities of (N, 1, mels, frames) windows."""
+    net.eval()
+    out = []
+    for i in range(0, len(inputs), batch):
+        with autocast(device, precision):
+            y = net(torch.from_numpy(inputs[i : i + batch]).to(device)).float()
+        out.append((torch.softmax(y, 1) if softmax else y).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def scores(probs: np.ndarray, windows: Windows, clips: int, labels: np.ndarray) -> dict[str, float]:
+    per_clip = clip_mean(probs, windows.clip, clips)
+    return {
+        "window_accuracy": float((probs.argmax(1) == windows.labels).mean()),
+        "clip_accuracy": float((per_clip.argmax(1) == labels).mean()),
+    }
+
+
+class VoiceTrainer:
+    def __init__(self, cfg: VoiceTrainConfig, out_dir: Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.progress = progress
+        self.device = pick_device(cfg)
+        self.precision = pick_precision(cfg, self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+
+    def fit(
+        self, train: Prepared, val: Prepared | None, on_epoch: EpochHook | None = None
+    ) -> TrainResult:
+        cfg, opt_cfg = self.cfg, self.cfg.optim
+        gen = seed_everything(cfg.seed)
+        net = build(cfg).to(self.device)
+        shift = round(cfg.augment.shift * 16000)
+        pairs = len(train) * cfg.data.crops_per_clip
+        steps = max(1, math.ceil(pairs / opt_cfg.batch_size))
+        held = None if val is None or not len(val) else all_windows(val)
+
+        def batches(g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            order = rng.permutation(pairs) % len(train)
+            for s in range(steps):
+                idx = order[s * opt_cfg.batch_size : (s + 1) * opt_cfg.batch_size]
+                waves = np.stack(
+                    [
+                        augment_wave(
+                            random_window(train.waves[i], train.spans[i], shift, rng),
+                            cfg.augment,
+                            rng,
+                        )
+                        for i in idx
+                    ]
+                )
+                x = spec_augment(torch.from_numpy(features(waves)), cfg.augment, g)
+                yield x.to(self.device), torch.from_numpy(train.labels[idx]).to(self.device)
+
+        def score(model: nn.Module) -> dict[str, float]:
+            if held is None or val is None:
+                return {}
+            probs = predict(model, held.inputs, self.device, self.precision)
+            got = scores(probs, held, len(val), val.labels)
+            return {
+                "holdout_accuracy": got["clip_accuracy"],
+                **{f"holdout_{k}": v for k, v in got.items()},
+            }
+
+        return fit_loop(
+            net,
+            cfg,
+            batches,
+            steps,
+            class_weights(train.labels, len(CLASSES), opt_cfg.class_weights),
+            score,
+            self.out_dir / "checkpoint.pt",
+            {"config": cfg.model_dump(mode="json"), "classes": list(CLASSES)},
+            device=self.device,
+            precision=self.precision,
+            generator=gen,
+            progress=self.progress,
+            on_epoch=on_epoch,
+        )
+
+
+def load_served(path: Path) -> tuple[Served, VoiceTrainConfig]:
+    """The exported graph (CPU, fp32, eval) of a run's best checkpoint, and its config."""
+    raw: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = VoiceTrainConfig.model_validate(raw["config"])
+    net = build(cfg)
+    net.load_state_dict(raw["state_dict"])
+    return Served(net).eval(), cfg
