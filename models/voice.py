@@ -6,9 +6,9 @@ features are computed in numpy (``models/logmel.py``, the function training used
 every window of the batch, whichever session or track it came from, goes to one ONNX
 Runtime call. A window of the wrong type, shape or with NaNs fails alone.
 
-Until a voice model is trained the process reports voice as unavailable with the command
-that trains it (``emostream train voice --data DIR``, from ``ModelMissingError``'s hints)
-and faces go on; it never serves random weights.
+Without a voice model the process reports voice as unavailable with the commands that make
+one (``emostream models pull voice-emotion``, ``emostream train voice``: the repository's
+hint) and faces go on; it never serves random weights.
 """
 
 from __future__ import annotations

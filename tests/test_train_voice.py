@@ -222,7 +222,7 @@ def test_a_tiny_real_voice_run_exports_registers_and_passes_the_serving_check(
     with np.load(folder / "check.npz") as z:
         assert z["inputs"].shape[1:] == (1, 64, 148)
         np.testing.assert_allclose(clf.predict_tensor(z["inputs"]), z["outputs"], atol=1e-5)
-    with pytest.raises(ModelRefused, match="cannot score faces"):
+    with pytest.raises(ModelRefused, match="cannot score face"):
         load_checked(repo, NAME, version)
     # MLflow: run metrics, the registered version and the production alias
     tracking = Tracking.for_repository(repo.root)

@@ -44,7 +44,7 @@ def test_voice_without_a_model_is_unavailable_with_the_train_command(tmp_path: P
     service = VoiceService.load(Settings(model_root=tmp_path))
     assert service.analyzer is None and service.vad is None
     assert service.unavailable is not None
-    assert "emostream train voice --data DIR" in service.unavailable
+    assert "emostream train voice --data" in service.unavailable
     assert service.status() == {"available": False, "reason": service.unavailable}
 
 

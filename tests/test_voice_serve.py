@@ -30,7 +30,7 @@ def test_without_a_voice_model_faces_serve_and_readyz_says_why(
     assert body["ready"] is True and body["models"]["face"]["model"]
     voice = body["models"]["voice"]
     assert voice["available"] is False
-    assert "emostream train voice --data DIR" in voice["reason"]
+    assert "emostream train voice --data" in voice["reason"]
 
 
 def test_readyz_names_the_voice_model_and_its_vad(has_voice_model: ModelRepository) -> None:  # noqa: F811
