@@ -7,6 +7,7 @@ baseline that live drift is measured against.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,7 +129,7 @@ class Report:
                     fontsize=7,
                     color="white" if norm[i, j] > 0.5 else "black",
                 )
-        ax.set_title(f"{title}\naccuracy {self.accuracy:.3f} on {self.samples} {unit}")
+        ax.set_title(f"{_wrap(title)}\naccuracy {self.accuracy:.3f} on {self.samples} {unit}")
         fig.colorbar(im, ax=ax, fraction=0.046)
         return _png(fig)
 
@@ -160,12 +161,17 @@ class Report:
             label="at the bin's mean confidence",
         )
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{title}\nexpected calibration error {self.ece:.3f}")
+        ax.set_title(f"{_wrap(title)}\nexpected calibration error {self.ece:.3f}")
         ax.legend(loc="upper left", fontsize=8)
         hx.bar(edges[:-1], count, width=1 / bins, align="edge", color="tab:blue", alpha=0.6)
         hx.set_xlabel("confidence (top-1 probability)")
         hx.set_ylabel(unit)
         return _png(fig)
+
+
+def _wrap(title: str, width: int = 58) -> str:
+    """A figure title in lines that fit the figure's width (a long one is cut off)."""
+    return textwrap.fill(title, width)
 
 
 def _pyplot() -> ModuleType:
