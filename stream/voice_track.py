@@ -62,6 +62,13 @@ class AudioWindows:
         metrics.STAGE_LATENCY.labels("decode", "voice").observe(time.perf_counter() - t0)
         return [TimedWindow(w, arrived - max(0.0, end - w.end)) for w in windows]
 
+    def finish(self, arrived: float) -> list[TimedWindow]:
+        """The track ended: what the resampler held back, then the windower's last window
+        over the tail the hops did not reach (so a call's last words are scored too)."""
+        tail = self._resample(None)
+        windows = self.windower.push(tail) if tail.size else []  # continues the media
+        return [TimedWindow(w, arrived) for w in windows + self.windower.flush()]
+
 
 class Due:
     """A track's media time, and when a chunk should go to the thread: after ``CHUNK_S``
@@ -109,7 +116,8 @@ async def read_windows(
     clock: Callable[[], float],
 ) -> None:
     """Receive ``track`` until it ends; hand each chunk's windows to ``on_windows`` as soon
-    as its thread is done (the receiving goes on meanwhile). A machine too slow to window
+    as its thread is done (the receiving goes on meanwhile), and at the end the last
+    window over the tail. A machine too slow to window
     in real time loses its oldest waiting chunk, never memory: the windows restart after
     the gap, as after lost packets."""
     chunks: asyncio.Queue[tuple[list[tuple[AudioFrame, float]], float] | None] = asyncio.Queue()
@@ -136,11 +144,14 @@ async def read_windows(
                     chunks.put_nowait((chunk, clock()))
                     chunk, seconds = [], 0.0
         finally:
+            if chunk:  # the last, partial chunk
+                chunks.put_nowait((chunk, clock()))
             chunks.put_nowait(None)
 
     async def process() -> None:
         while (item := await chunks.get()) is not None:
             await on_windows(await asyncio.to_thread(windows.process, *item))
+        await on_windows(await asyncio.to_thread(windows.finish, clock()))
 
     async with asyncio.TaskGroup() as group:
         group.create_task(receive())

@@ -94,6 +94,23 @@ def test_a_window_ended_when_its_last_sample_arrived() -> None:
     assert all(t.ended <= 500.0 for t in got)
 
 
+def test_the_end_of_a_track_gets_a_last_window_over_its_tail() -> None:
+    """2.3 s of speech: hops end windows at 1.5 and 2.0 s; the end adds one ending at 2.3 s,
+    so the last 0.3 s of a call is scored too (with its resampler's held-back samples)."""
+    rate = 48000
+    samples, _ = _padded(rate)
+    frames = _frames(samples[round(PAD_S * rate) :][: round(2.3 * rate)], rate)
+    windower = _windower()
+    aw, due = AudioWindows(windower), Due(windower)
+    got = aw.process([(f, due.frame(f)[0]) for f in frames], arrived=100.0)
+    assert [round(t.window.end, 2) for t in got] == [1.5, 2.0]
+    last = aw.finish(arrived=101.0)
+    assert len(last) == 1 and last[0].ended == 101.0
+    assert last[0].window.end == pytest.approx(2.3, abs=0.01)
+    assert last[0].window.end - last[0].window.start == pytest.approx(1.5, abs=1e-3)
+    assert last[0].window.speech  # the clip's own speech
+
+
 def test_a_gap_in_the_timestamps_restarts_the_windows_at_the_sender_time() -> None:
     rate = 48000
     first = _frames(np.zeros(rate * 2, np.int16), rate, pts0=0)

@@ -270,6 +270,8 @@ def _check_speech(got: Got, track: str, clip: Padded) -> None:
     assert len(starts) == len(set(starts)), "a window was sent twice"
     assert starts == sorted(starts)
     hop = np.diff(starts)
+    if len(hop) > 2 and not np.isclose(hop[-1], hop[0], atol=0.02):
+        hop = hop[:-1]  # the track's end: its last window ends at its last sample, off the hop
     assert np.allclose(hop, hop[0], atol=0.02), f"windows missing: {starts}"
     speech = [m for m in voice if m["speech"]]
     assert speech, f"no speech window in track {track}"
