@@ -49,7 +49,7 @@ def _bench_app() -> typer.Typer:
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Real-time emotion detection from faces (voice analysis is not built yet).",
+    help="Real-time emotion detection from faces and voices.",
 )
 app.command()(serve)
 app.command()(worker)
