@@ -35,8 +35,10 @@ from emostream.training.loop import EpochHook
 from emostream.training.runs import (
     EXPORT_FILE,
     RUN_FILE,
+    epoch_logger,
     history_png,
     publish,
+    record_fit,
     run_info,
     write_info,
 )
@@ -82,32 +84,8 @@ def fit(
         mlrun.tag("emostream.stage", "fit")
         mlrun.artifact(run_dir / "config.yaml")
 
-        def epoch_done(epoch: int, figures: dict[str, float]) -> None:
-            mlrun.metrics(figures, step=epoch)
-            if on_epoch is not None:
-                on_epoch(epoch, figures)
-
-        result = trainer.fit(train, on_epoch=epoch_done)
-        history = run_dir / "history.json"
-        history.write_text(json.dumps(result.history, indent=2) + "\n")
-        mlrun.artifact(history)
-        mlrun.metrics(
-            {"best_epoch": result.best_epoch, "train_seconds": result.seconds}
-            | {f"best_{k}": v for k, v in result.best.items() if k != "score"}
-        )
-        mlrun.params({"resolved.device": result.device, "resolved.precision": result.precision})
-        return write_info(
-            run_dir,
-            run_id=mlrun.run_id,
-            tracking_uri=tracking.uri,
-            data=str(data),
-            seed=cfg.seed,
-            best_epoch=result.best_epoch,
-            epochs_run=len(result.history),
-            train_seconds=round(result.seconds, 1),
-            device=result.device,
-            precision=result.precision,
-        )
+        result = trainer.fit(train, on_epoch=epoch_logger(mlrun, on_epoch))
+        return record_fit(run_dir, mlrun, tracking, result, data, cfg.seed)
 
 
 def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> Report:

@@ -23,12 +23,11 @@ from emostream.training.face_net import EmotionNet, Served, to_input
 from emostream.training.fer2013 import CLASSES
 from emostream.training.loop import (
     EpochHook,
+    TrainerBase,
     TrainResult,
     autocast,
     class_weights,
     fit_loop,
-    pick_device,
-    pick_precision,
     seed_everything,
 )
 
@@ -55,16 +54,7 @@ def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
-class Trainer:
-    def __init__(self, cfg: TrainConfig, out_dir: Path, progress: bool = True) -> None:
-        self.cfg = cfg
-        self.out_dir = out_dir
-        self.progress = progress
-        self.device = pick_device(cfg)
-        self.precision = pick_precision(cfg, self.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-
+class Trainer(TrainerBase[TrainConfig]):
     def build(self) -> EmotionNet:
         n = self.cfg.net
         net = EmotionNet(len(CLASSES), n.width, n.dropout).to(self.device)

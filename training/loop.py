@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -72,6 +72,23 @@ def pick_precision(cfg: RunConfig, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if _cpu_bf16() else "fp32"
+
+
+C = TypeVar("C", bound=RunConfig)
+
+
+class TrainerBase(Generic[C]):
+    """What every modality's trainer starts with: its config, where the run's files go,
+    and the device, precision and CPU threads the config resolves to on this machine."""
+
+    def __init__(self, cfg: C, out_dir: Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.progress = progress
+        self.device = pick_device(cfg)
+        self.precision = pick_precision(cfg, self.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emostream.models.card import ModelCard
 from emostream.models.repository import PRODUCTION, SHADOW, ModelRepository
 from emostream.training.onnx_export import Exported
-from emostream.training.tracking import VERSION_TAG, Tracking
+from emostream.training.tracking import VERSION_TAG, RunLog, Tracking
+
+if TYPE_CHECKING:  # the loop needs torch; these helpers do not
+    from emostream.training.loop import EpochHook, TrainResult
 
 RUN_FILE = "run.json"
 #: written by export (its own file: each DVC stage owns the files it writes)
@@ -32,6 +35,51 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 def write_info(run_dir: Path, **info: Any) -> dict[str, Any]:
     (run_dir / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def epoch_logger(mlrun: RunLog, on_epoch: EpochHook | None) -> EpochHook:
+    """Each epoch's figures to the MLflow run, then to the caller's hook (if any)."""
+
+    def done(epoch: int, figures: dict[str, float]) -> None:
+        mlrun.metrics(figures, step=epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, figures)
+
+    return done
+
+
+def record_fit(
+    run_dir: Path,
+    mlrun: RunLog,
+    tracking: Tracking,
+    result: TrainResult,
+    data: Path,
+    seed: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """After a fit, for any modality: history.json and the best figures logged to the run,
+    and ``run.json`` written (with ``extra``, e.g. the speakers)."""
+    history = run_dir / "history.json"
+    history.write_text(json.dumps(result.history, indent=2) + "\n")
+    mlrun.artifact(history)
+    mlrun.metrics(
+        {"best_epoch": result.best_epoch, "train_seconds": result.seconds}
+        | {f"best_{k}": v for k, v in result.best.items() if k != "score"}
+    )
+    mlrun.params({"resolved.device": result.device, "resolved.precision": result.precision})
+    return write_info(
+        run_dir,
+        run_id=mlrun.run_id,
+        tracking_uri=tracking.uri,
+        data=str(data),
+        seed=seed,
+        best_epoch=result.best_epoch,
+        epochs_run=len(result.history),
+        train_seconds=round(result.seconds, 1),
+        device=result.device,
+        precision=result.precision,
+        **extra,
+    )
 
 
 def history_png(histories: dict[str, list[dict[str, float]]], title: str) -> bytes:

@@ -19,7 +19,13 @@ from emostream.models.card import VOICE_EMOTION_USE, Evaluation, ModelCard, Outp
 from emostream.models.repository import ModelRepository
 from emostream.training.evaluate import Report
 from emostream.training.loop import EpochHook
-from emostream.training.runs import history_png, publish, run_info, write_info
+from emostream.training.runs import (
+    epoch_logger,
+    history_png,
+    publish,
+    record_fit,
+    run_info,
+)
 from emostream.training.tracking import Tracking
 from emostream.training.voice_config import VoiceTrainConfig
 from emostream.training.voice_data import (
@@ -87,33 +93,8 @@ def fit(
         mlrun.artifact(run_dir / "config.yaml")
         mlrun.artifact(run_dir / "split.json")
 
-        def epoch_done(epoch: int, figures: dict[str, float]) -> None:
-            mlrun.metrics(figures, step=epoch)
-            if on_epoch is not None:
-                on_epoch(epoch, figures)
-
-        result = trainer.fit(train, val, on_epoch=epoch_done)
-        history = run_dir / "history.json"
-        history.write_text(json.dumps(result.history, indent=2) + "\n")
-        mlrun.artifact(history)
-        mlrun.metrics(
-            {"best_epoch": result.best_epoch, "train_seconds": result.seconds}
-            | {f"best_{k}": v for k, v in result.best.items() if k != "score"}
-        )
-        mlrun.params({"resolved.device": result.device, "resolved.precision": result.precision})
-        return write_info(
-            run_dir,
-            run_id=mlrun.run_id,
-            tracking_uri=tracking.uri,
-            data=str(data),
-            seed=cfg.seed,
-            best_epoch=result.best_epoch,
-            epochs_run=len(result.history),
-            train_seconds=round(result.seconds, 1),
-            device=result.device,
-            precision=result.precision,
-            speakers=speakers,
-        )
+        result = trainer.fit(train, val, on_epoch=epoch_logger(mlrun, on_epoch))
+        return record_fit(run_dir, mlrun, tracking, result, data, cfg.seed, speakers=speakers)
 
 
 def _figures(report: Report) -> dict[str, Any]:

@@ -19,12 +19,11 @@ from torch import nn
 
 from emostream.training.loop import (
     EpochHook,
+    TrainerBase,
     TrainResult,
     autocast,
     class_weights,
     fit_loop,
-    pick_device,
-    pick_precision,
     seed_everything,
 )
 from emostream.training.voice_augment import augment_wave, spec_augment
@@ -72,16 +71,7 @@ def scores(probs: np.ndarray, windows: Windows, clips: int, labels: np.ndarray) 
     }
 
 
-class VoiceTrainer:
-    def __init__(self, cfg: VoiceTrainConfig, out_dir: Path, progress: bool = True) -> None:
-        self.cfg = cfg
-        self.out_dir = out_dir
-        self.progress = progress
-        self.device = pick_device(cfg)
-        self.precision = pick_precision(cfg, self.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-
+class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
     def fit(
         self, train: Prepared, val: Prepared | None, on_epoch: EpochHook | None = None
     ) -> TrainResult:
