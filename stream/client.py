@@ -206,6 +206,10 @@ class Source:
             t.stop()
 
 
+#: How long ``close`` waits for aiortc to shut the peer connection's transports down.
+CLOSE_TIMEOUT_S = 10.0
+
+
 class EmotionClient:
     def __init__(
         self,
@@ -339,6 +343,10 @@ class EmotionClient:
                 await self._http.delete(self.resource, headers=self.session_headers)
             self.resource = None
         self.source.stop()
-        await self.pc.close()
+        try:  # a peer connection whose transports never finish closing must not hang the caller
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.pc.close()
+        except TimeoutError:
+            log.warning("the peer connection did not close within %.0f s", CLOSE_TIMEOUT_S)
         await self._http.aclose()
         self._queue.put_nowait(None)

@@ -89,9 +89,10 @@ async def feeds(urls: list[str]) -> AsyncIterator[list[Feed]]:
     async with contextlib.AsyncExitStack() as stack:
         out: list[Feed] = []
         for url in urls:
-            client = await stack.enter_async_context(
-                EmotionClient(url, source=Source.file(video, loop=True))
-            )
+            async with asyncio.timeout(60):  # a failure guard: a stuck connect fails the test
+                client = await stack.enter_async_context(
+                    EmotionClient(url, source=Source.file(video, loop=True))
+                )
             out.append(Feed(client))
 
         async def record(feed: Feed) -> None:
