@@ -62,9 +62,14 @@ def _analyze(
     tracker: IouTracker | None,
     t0: float,
 ) -> FaceMessage:
-    """One image or frame through the inference path, as a DESIGN.md message."""
+    """One image or frame through the inference path, as a DESIGN.md message.
+
+    A video's frames share a session (its path), so the analyzer follows faces between
+    detector runs as it does for a live stream; a photo has none and is always detected.
+    """
     h, w = image.shape[:2]
-    job = Job("", seq, pts, image, FrameInfo(w, h, detect=opts.detect), created=t0)
+    session = source if pts is not None else ""
+    job = Job(session, seq, pts, image, FrameInfo(w, h, detect=opts.detect), created=t0)
     (outcome,) = run_batch(analyzer, [job])
     if not isinstance(outcome, Scored):
         why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value

@@ -57,6 +57,12 @@ FRAMES_DROPPED = Counter(
     "Frames/windows not processed, by reason",
     ["modality", "reason"],
 )
+FACE_FRAMES = Counter(
+    "emostream_face_frames_total",
+    "Face frames by where their boxes came from: followed (optical flow), or the reason "
+    "the detector ran (start, gap, schedule, scene, uncertain, stateless)",
+    ["boxes"],
+)
 VOICE_WINDOWS = Counter(
     "emostream_voice_windows_total",
     "Audio windows cut from live tracks; speech ones go to the voice model, silent ones not",

@@ -29,6 +29,7 @@ from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
 from emostream.models.drift import DriftConfig
 from emostream.models.face import FaceModelConfig
 from emostream.models.runner import RunnerConfig
+from emostream.models.tracking import TrackingConfig
 from emostream.models.voice import VoiceModelConfig
 from emostream.models.worker import WorkerConfig
 from emostream.paths import model_root
@@ -156,6 +157,7 @@ class Settings(BaseSettings):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     face: FaceModelConfig = Field(default_factory=FaceModelConfig)
     detector: DetectorConfig = Field(default_factory=default_detector)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
 

@@ -1,9 +1,12 @@
 """The face analyzer: frames in, faces with emotion scores out, for every entry point.
 
-Detection runs per frame, then one classifier call scores every face of every frame in the
-batch, whichever session it came from: that is what lets one worker serve many sessions
-with one ONNX Runtime call. Boxes are found on the (downscaled) payload and reported in
-source-frame pixels. A frame the detector cannot take fails alone; the batch goes on.
+Each frame's boxes come from the detector or, between detector runs, from optical flow
+(``models/tracking.py`` decides per session). The frames that need the detector are
+detected together, one batched detector call; then one classifier call scores every face
+of every frame in the batch, whichever session it came from: that is what lets one worker
+serve many sessions with one ONNX Runtime call. Boxes are found on the (downscaled)
+payload and reported in source-frame pixels. A frame that cannot be processed fails
+alone; the batch goes on.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field
 
+from emostream import metrics
 from emostream.models.detectors import create_detector
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.drift import DriftConfig
@@ -22,6 +26,7 @@ from emostream.models.preprocess import crop
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
 from emostream.models.tally import ModelTally
+from emostream.models.tracking import FaceTracks, Plan, TrackingConfig, rounds
 from emostream.pipeline.jobs import Box, Job, Modality
 from emostream.pipeline.outcomes import FaceScores, Outcome, Scored, fail
 
@@ -61,6 +66,9 @@ class ThreadLocalDetector:
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         return self.current.detect(image)
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return self.current.detect_batch(images)
 
 
 def _source_box(box: Box, scale: float) -> Box:
@@ -105,9 +113,11 @@ class FaceAnalyzer:
         classifier: Classifier,
         detector: ThreadLocalDetector,
         drift: DriftConfig | None = None,
+        tracks: FaceTracks | None = None,
     ) -> None:
         self.classifier = classifier
         self.detector = detector
+        self.tracks = tracks or FaceTracks()
         self.card = classifier.card
         self.classes = tuple(self.card.classes)
         self._tally = ModelTally(self.card, self.provider, drift)
@@ -120,12 +130,12 @@ class FaceAnalyzer:
         runner: RunnerConfig,
         detector: DetectorConfigBase,
         drift: DriftConfig | None = None,
+        tracking: TrackingConfig | None = None,
     ) -> FaceAnalyzer:
         """The model an alias names, with its detector (raises ModelMissingError if absent)."""
         classifier = Classifier.from_repository(repo, model.model, model.alias, runner)
-        return cls(
-            classifier, ThreadLocalDetector(lambda: create_detector(detector, repo.root)), drift
-        )
+        det = ThreadLocalDetector(lambda: create_detector(detector, repo.root))
+        return cls(classifier, det, drift, FaceTracks(tracking))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FaceAnalyzer:
@@ -136,11 +146,12 @@ class FaceAnalyzer:
             settings.runner,
             settings.detector,
             settings.drift,
+            settings.tracking,
         )
 
     def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> FaceAnalyzer:
-        """The analyzer of a promoted version, with the detector already in use."""
-        return FaceAnalyzer(classifier, self.detector, drift)
+        """The analyzer of a promoted version, with the detector and tracks already in use."""
+        return FaceAnalyzer(classifier, self.detector, drift, self.tracks)
 
     # -- the Analyzer protocol ----------------------------------------------------------
     @property
@@ -160,27 +171,65 @@ class FaceAnalyzer:
         return self._tally
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Detect per frame (unless the frame is one face), classify all faces in one call."""
+        """Boxes for every frame (followed, or detected in one call), then one classify call."""
         out: dict[int, Outcome] = {}
-        live: list[tuple[int, Job, list[Box]]] = []
+        boxes: dict[int, list[Box]] = {}
+        live: list[tuple[int, Job]] = []
         for i, job in enumerate(jobs):
             problem = _bad_frame(job.payload)
             if problem is not None:
                 out[i] = fail(job, problem)
-                continue
-            try:
-                boxes = self.detect(job.payload) if job.frame.detect else [_whole(job.payload)]
-            except Exception as exc:  # a frame the detector cannot take
-                out[i] = fail(job, f"detection failed: {exc}")
-                continue
-            live.append((i, job, boxes))
-        scores = self.classify([j.payload for _, j, _ in live], [b for _, _, b in live])
-        for (i, job, boxes), frame_scores in zip(live, scores, strict=True):
-            source = [_source_box(b, job.frame.scale) for b in boxes]
+            elif not job.frame.detect:  # the whole frame is one aligned face
+                boxes[i] = [_whole(job.payload)]
+            else:
+                live.append((i, job))
+        for batch in rounds(live):  # a session's later frame follows from its earlier one
+            self._boxes(batch, boxes, out)
+        done = [(i, jobs[i]) for i in sorted(boxes)]
+        scores = self.classify([j.payload for _, j in done], [boxes[i] for i, _ in done])
+        for (i, job), frame_scores in zip(done, scores, strict=True):
+            source = [_source_box(b, job.frame.scale) for b in boxes[i]]
             out[i] = Scored(
                 job.header(), self.model, FaceScores(source, frame_scores, self.classes)
             )
         return [out[i] for i in range(len(jobs))]
+
+    def _boxes(
+        self, batch: list[tuple[int, Job]], boxes: dict[int, list[Box]], out: dict[int, Outcome]
+    ) -> None:
+        """Follow what can be followed; detect the rest in one call (each alone on failure)."""
+        todo: list[tuple[int, Job, Plan]] = []
+        for i, job in batch:
+            try:
+                plan = self.tracks.plan(job)
+            except Exception as exc:  # a frame flow cannot take: the detector may still
+                out[i] = fail(job, f"tracking failed: {exc}")
+                continue
+            if plan.boxes is not None:
+                boxes[i] = plan.boxes
+                metrics.FACE_FRAMES.labels("followed").inc()
+            else:
+                todo.append((i, job, plan))
+        if not todo:
+            return
+        found: list[list[Detection] | None]
+        try:
+            found = list(self.detector.detect_batch([j.payload for _, j, _ in todo]))
+        except Exception:  # one frame spoils a batched call: find which, alone
+            found = [self._detect_alone(job, i, out) for i, job, _ in todo]
+        for (i, job, plan), dets in zip(todo, found, strict=True):
+            if dets is None:
+                continue
+            boxes[i] = [d.box for d in dets]
+            self.tracks.detected(job, plan, boxes[i])
+            metrics.FACE_FRAMES.labels(str(plan.why)).inc()
+
+    def _detect_alone(self, job: Job, i: int, out: dict[int, Outcome]) -> list[Detection] | None:
+        try:
+            return self.detector.detect(job.payload)
+        except Exception as exc:  # a frame the detector cannot take
+            out[i] = fail(job, f"detection failed: {exc}")
+            return None
 
     # -- stages (public so that benchmarks time them separately) -------------------------
     def detect(self, frame: np.ndarray) -> list[Box]:
