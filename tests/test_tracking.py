@@ -5,6 +5,7 @@ Real frames of the shared clips; the agreement test runs the production analyzer
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -13,6 +14,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from shared_media import media_file
 
 from emostream import metrics
 from emostream.models.face import FaceAnalyzer
@@ -23,14 +25,13 @@ from emostream.models.tracking import FaceTracks, Plan, TrackingConfig, Why, rou
 from emostream.pipeline.jobs import Box, FrameInfo, Job
 from emostream.pipeline.outcomes import Scored
 from emostream.settings import Settings
-from shared_media import media_file
 
 
 @cache
 def _frames(name: str, count: int) -> tuple[np.ndarray, ...]:
     with av.open(str(media_file(name))) as container:
         frames = container.decode(video=0)
-        return tuple(f.to_ndarray(format="bgr24") for _, f in zip(range(count), frames))
+        return tuple(f.to_ndarray(format="bgr24") for f in itertools.islice(frames, count))
 
 
 def frames(name: str = "woman2.mp4", count: int = 60) -> tuple[np.ndarray, ...]:
@@ -92,7 +93,7 @@ def test_flow_of_a_flat_box_has_nothing_to_follow() -> None:
 def test_flow_follows_the_real_clip_between_detections(analyzer: FaceAnalyzer) -> None:
     clip = frames(count=40)
     box = face_box(analyzer, clip[0])
-    for prev, cur in zip(clip, clip[1:], strict=False):
+    for prev, cur in itertools.pairwise(clip):
         (followed,) = follow(_gray(prev), _gray(cur), [box])
         box = followed.box
     assert iou(box, face_box(analyzer, clip[-1])) > 0.6  # 39 frames without the detector
