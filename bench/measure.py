@@ -193,6 +193,11 @@ class FrameStats:
         return median(self.ms)
 
     @property
+    def mean(self) -> float:
+        """What a stream of these frames costs: detector runs and followed frames alike."""
+        return float(np.mean(self.ms))
+
+    @property
     def p95(self) -> float:
         return pct(self.ms, 95)
 

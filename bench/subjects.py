@@ -71,13 +71,28 @@ class Subject:
         """Every face of every frame in one batched model call (crop, preprocess, model)."""
         self.analyzer.classify(frames, boxes)
 
-    def analyze(self, frame: np.ndarray) -> Outcome:
-        """Detect and classify one frame through ``run_batch``, the path every frame takes."""
+    def analyze(self, frame: np.ndarray, seq: int = 0) -> Outcome:
+        """Detect (or follow) and classify one frame through ``run_batch``, the path every
+        frame takes; consecutive ``seq`` numbers make one stream, whose faces the analyzer
+        follows between detector runs as it does a session's."""
         from emostream.pipeline.analyzer import run_batch
         from emostream.pipeline.jobs import FrameInfo, Job
 
-        job = Job("bench", 0, 0.0, frame, FrameInfo(frame.shape[1], frame.shape[0]))
+        job = Job("bench", seq, 0.0, frame, FrameInfo(frame.shape[1], frame.shape[0]))
         return run_batch(self.analyzer, [job])[0]
+
+    def every_frame(self) -> Subject:
+        """The same classifier and detector with the detector run on every frame."""
+        from emostream.models.face import FaceAnalyzer
+        from emostream.models.tracking import FaceTracks, TrackingConfig
+
+        tracks = FaceTracks(TrackingConfig(detect_every=1))
+        analyzer = FaceAnalyzer(self.classifier, self.analyzer.detector, tracks=tracks)
+        return Subject(self.classifier, analyzer, self.detector_ref)
+
+    @property
+    def detect_every(self) -> int:
+        return self.analyzer.tracks.config.detect_every
 
     def found(self, result: Outcome) -> tuple[int, str | None]:
         """Faces in an :meth:`analyze` result, and the label of the first (largest) one."""

