@@ -9,6 +9,7 @@ naming it) and a ``FaceDetector`` subclass that names that config in ``config_cl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -43,6 +44,11 @@ class FaceDetector(ABC):
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in a BGR (or gray) frame, largest first."""
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """``detect`` of each frame; a backend that can batch frames (BlazeFace) overrides
+        this with one model call for them all."""
+        return [self.detect(image) for image in images]
 
     @property
     def ref(self) -> str:
