@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from emostream.models.detectors.blazeface import letterbox
+from emostream.models.detectors.letterbox import letterbox
 from emostream.paths import cache_dir, data_root
 from emostream.stream.media import read_image
 from emostream.training.blazeface_import import MP_VERSION, VARIANTS, fetch_wheel, read_tflite

@@ -10,16 +10,13 @@ import pytest
 import tflite
 from tflite.BuiltinOperator import BuiltinOperator
 
-from emostream.models.detectors.blazeface import (
-    FULL_RANGE,
-    SHORT_RANGE,
-    BlazeFaceConfig,
-    BlazeFaceDetector,
-    generate_anchors,
-    letterbox,
-    nms,
-)
+from emostream.models.detectors.base import Detection
+from emostream.models.detectors.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
+from emostream.models.detectors.blazeface_model import BlazeFaceModel
+from emostream.models.detectors.letterbox import letterbox, letterbox_into
+from emostream.models.detectors.ssd import FULL_RANGE, SHORT_RANGE, generate_anchors, nms
 from emostream.models.repository import ModelMissingError, ModelRepository
+from emostream.models.runner import RunnerConfig
 from emostream.paths import data_root as find_data_root
 from emostream.stream.media import read_image
 from emostream.training.blazeface_import import (
@@ -43,9 +40,15 @@ def bf_repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
     return repo
 
 
-def _detector(repo: ModelRepository, variant: str) -> BlazeFaceDetector:
-    cfg = BlazeFaceConfig(model_root=repo.root, version=VARIANTS[variant].version)
-    return BlazeFaceDetector(cfg)
+def _model(repo: ModelRepository, variant: str) -> BlazeFaceModel:
+    path = repo.onnx_path(NAME, VARIANTS[variant].version)
+    return BlazeFaceModel(path, RunnerConfig(providers=["CPUExecutionProvider"]))
+
+
+def _detector(repo: ModelRepository, range_: Range) -> BlazeFaceDetector:
+    near, far = VARIANTS["short"].version, VARIANTS["full"].version
+    config = BlazeFaceConfig(model_root=repo.root, range=range_, version=near, far_version=far)
+    return BlazeFaceDetector(config)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -74,8 +77,7 @@ def test_converter_matches_the_tflite_interpreter(bf_repo: ModelRepository, vari
         media = [letterbox(read_image(root / f), size)[0] for f in ref["media_files"]]
         x = np.concatenate([x, *media])
         rows = len(x)
-    det = _detector(bf_repo, variant)
-    reg, cls = det.raw(x)
+    reg, cls = _model(bf_repo, variant).raw(x)
     idx = ref[f"{variant}_anchor_index"]
     want_reg = ref[f"{variant}_regressors"][:rows]
     want_cls = ref[f"{variant}_classificators"][:rows]
@@ -166,13 +168,13 @@ def test_nms_weighted_and_hard() -> None:
 
 # -- the detector on real photos ----------------------------------------------------------
 @pytest.mark.data
-@pytest.mark.parametrize("variant", ["short", "full"])
-def test_faces_in_photos(bf_repo: ModelRepository, media: Path, variant: str) -> None:
-    det = _detector(bf_repo, variant)
+@pytest.mark.parametrize("range_", ["near", "far", "auto"])
+def test_faces_in_photos(bf_repo: ModelRepository, media: Path, range_: Range) -> None:
+    det = _detector(bf_repo, range_)
     for name, want in EXPECTED_FACES.items():
         image = read_image(media / name)
         found = det.detect(image)
-        assert len(found) == want, (variant, name, found)
+        assert len(found) == want, (range_, name, found)
         h, w = image.shape[:2]
         for d in found:
             x, y, bw, bh = d.box
@@ -186,8 +188,10 @@ def test_faces_in_photos(bf_repo: ModelRepository, media: Path, variant: str) ->
 
 def test_production_alias_and_tampering(bf_repo: ModelRepository, tmp_path: Path) -> None:
     assert bf_repo.resolve(NAME) == VARIANTS["short"].version
-    det = BlazeFaceDetector(BlazeFaceConfig(model_root=bf_repo.root))
-    assert det.spec.variant == "short" and len(det.anchors) == 896
+    det = BlazeFaceDetector(BlazeFaceConfig(model_root=bf_repo.root, range="near"))
+    ((near, tiled),) = det.passes
+    assert near.spec.variant == "short" and len(near.anchors) == 896 and not tiled
+    assert det.ref == f"{NAME}/{VARIANTS['short'].version} (near)"
     assert det.detect(np.zeros((240, 320, 3), np.uint8)) == []
     # a swapped model.onnx is refused
     import shutil
@@ -197,3 +201,37 @@ def test_production_alias_and_tampering(bf_repo: ModelRepository, tmp_path: Path
     (copy.root / NAME / "1" / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelMissingError, match="sha256"):
         BlazeFaceDetector(BlazeFaceConfig(model_root=copy.root))
+
+
+# -- batches -------------------------------------------------------------------------------
+def test_letterbox_into_a_batch_slot_is_letterbox() -> None:
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (240, 320, 3), np.uint8)
+    batch = np.full((2, 3, 128, 128), 7.0, np.float32)
+    region = frame[10:200, 40:300]  # a view, as tiles are passed
+    assert letterbox_into(region, batch[1]) == letterbox(region, 128)[1:]
+    np.testing.assert_array_equal(batch[1], letterbox(region, 128)[0][0])
+    np.testing.assert_array_equal(batch[0], 7.0)  # the other slot untouched
+    gray = frame[..., 0]
+    letterbox_into(gray, batch[0])
+    np.testing.assert_array_equal(batch[0], letterbox(np.dstack([gray] * 3), 128)[0][0])
+
+
+def _boxes(found: list[Detection]) -> np.ndarray:
+    return np.array([d.box for d in found], float).reshape(-1, 4)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("range_", ["near", "auto"])
+def test_detect_batch_is_detect_of_each(
+    bf_repo: ModelRepository, media: Path, range_: Range
+) -> None:
+    det = _detector(bf_repo, range_)
+    frames = [read_image(media / n) for n in (*EXPECTED_FACES, "justin.jpg")]
+    batched = det.detect_batch(frames)
+    assert len(batched) == len(frames)
+    for frame, got in zip(frames, batched, strict=True):
+        want = det.detect(frame)
+        assert len(got) == len(want)
+        np.testing.assert_allclose(_boxes(got), _boxes(want), atol=1)
+    assert det.detect_batch([]) == []

@@ -34,6 +34,7 @@ SPECIAL: dict[str, tuple[str, object]] = {
     "detector.model_root": ("/srv/emostream-models", Path("/srv/emostream-models")),
     "detector.score_threshold": ("0.5", 0.5),
     "detector.nms": ("hard", "hard"),
+    "detector.range": ("far", "far"),
     "server.ssl_certfile": ("/srv/tls/cert.pem", "/srv/tls/cert.pem"),
     "server.ssl_keyfile": ("/srv/tls/key.pem", "/srv/tls/key.pem"),
 }

@@ -28,7 +28,7 @@ from pathlib import Path
 import onnx
 
 from emostream.models.card import ImageInput, ModelCard, Output, Source
-from emostream.models.detectors.blazeface import (
+from emostream.models.detectors.ssd import (
     FULL_RANGE,
     METADATA_KEY,
     MODEL_NAME,

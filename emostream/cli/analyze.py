@@ -4,6 +4,7 @@ frame or voice window."""
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -11,11 +12,41 @@ import typer
 from emostream.cli.common import (
     EXIT_FAILED_FILES,
     EXIT_MODEL_MISSING,
+    EXIT_USAGE,
     Format,
     fail,
     load_face_analyzer,
     load_settings,
 )
+from emostream.settings import Settings
+
+
+class DetectorRange(StrEnum):
+    """Which BlazeFace models look where (``detector.range``)."""
+
+    near = "near"
+    far = "far"
+    auto = "auto"
+
+
+#: Photos and recorded videos are not live: the tiled full-range pass is worth its cost.
+ANALYZE_RANGE = DetectorRange.far
+
+
+def with_range(settings: Settings, chosen: DetectorRange | None) -> Settings:
+    """The settings with the detector range analyze uses: ``--range`` if given, else
+    ``EMOSTREAM_DETECTOR__RANGE`` if set, else far. Other backends have no range."""
+    from emostream.models.detectors.blazeface import BlazeFaceConfig
+
+    detector = settings.detector
+    if not isinstance(detector, BlazeFaceConfig):
+        if chosen is not None:
+            raise fail(f"--range is for the blazeface detector, not {detector.type}", EXIT_USAGE)
+        return settings
+    if chosen is None and "range" in detector.model_fields_set:
+        return settings
+    picked = (chosen or ANALYZE_RANGE).value
+    return settings.model_copy(update={"detector": detector.model_copy(update={"range": picked})})
 
 
 def analyze(
@@ -42,6 +73,14 @@ def analyze(
         max=1.0,
         help="videos: EMA weight of the newest frame (1 = none)",
     ),
+    detector_range: DetectorRange | None = typer.Option(
+        None,
+        "--range",
+        help="face detector: far (default here) also tiles the frame for small, distant "
+        "faces; auto runs both models on the whole frame (the live default); near only the "
+        "short-range model (webcam faces). Default: EMOSTREAM_DETECTOR__RANGE, else far",
+        show_default=False,
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """One face message per image or video frame, one voice message per audio window (a
@@ -52,7 +91,7 @@ def analyze(
     from emostream.schema import VoiceMessage
     from emostream.stream.media import MediaError, kind_of
 
-    settings = load_settings()
+    settings = with_range(load_settings(), detector_range)
     kinds = set()
     for p in paths:
         try:

@@ -46,7 +46,8 @@ class FaceDetector(ABC):
         """Faces in a BGR (or gray) frame, largest first."""
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """``detect`` of each frame; a backend that can batch overrides this."""
+        """``detect`` of each frame; a backend that can batch frames (BlazeFace) overrides
+        this with one model call for them all."""
         return [self.detect(image) for image in images]
 
     @property
