@@ -96,7 +96,8 @@ class _State:
 
 
 def _thumb(gray: np.ndarray) -> np.ndarray:
-    return cv2.resize(gray, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
+    # every 4th pixel first: INTER_AREA over the whole frame costs ten times as much
+    return cv2.resize(gray[::4, ::4], THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def _outside(boxes: Sequence[Box], shape: tuple[int, ...]) -> np.ndarray:
