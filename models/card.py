@@ -77,7 +77,10 @@ class Output(BaseModel):
 
 
 class Source(BaseModel):
-    """Where the weights came from, so anyone can check and reproduce the artefact."""
+    """Where the weights came from, so anyone can check and reproduce the artefact.
+
+    ``kind`` "training" covers every version this project's training pipeline made, trained
+    or derived from a trained one (then ``parent`` names it)."""
 
     kind: Literal["pypi-wheel", "training"]
     description: str
@@ -89,6 +92,12 @@ class Source(BaseModel):
     authors: str | None = None
     run_id: str | None = Field(default=None, description="the MLflow run that trained it")
     data: str | None = Field(default=None, description="the data it was trained on")
+    parent: str | None = Field(
+        default=None,
+        description="the version these weights were derived from (``name/version``), for a "
+        "version made from another rather than trained: int8 quantization "
+        "(``emostream train face-quantize``)",
+    )
 
 
 class Evaluation(BaseModel):

@@ -188,8 +188,17 @@ def test_production_starts_at_the_trained_default_and_set_up_never_moves_it(
     if best not in shipped.versions("face-emotion"):
         pytest.skip(f"face-emotion/{best} does not ship in this checkout")
     assert shipped.card("face-emotion", best).source.kind == "training"
+    made_here = [
+        v
+        for v in shipped.versions("face-emotion")
+        if shipped.card("face-emotion", v).source.kind == "training"
+    ]
     target = ModelRepository(tmp_path / "elsewhere")
-    assert target.install_bundled("face-emotion") == [best]
+    assert target.install_bundled("face-emotion") == made_here
+    assert best in made_here
+    parent = shipped.card("face-emotion", best).source.parent  # an int8 copy: its float
+    if parent is not None:  # parent ships too, to roll back to
+        assert parent.split("/")[1] in made_here
     assert target.install_bundled("face-emotion") == []  # already there
     assert target.onnx_path("face-emotion", best).is_file()  # sha256 verified
     files = {f.name for f in target.version_dir("face-emotion", best).iterdir()}

@@ -107,28 +107,10 @@ def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> 
             probs.append(served(to_input(torch.from_numpy(val.images[i : i + 512]))).numpy())
     report = Report.from_probabilities(list(CLASSES), val.labels, np.concatenate(probs))
     title = f"{cfg.model_name} ({run_dir.name}), FER2013 val"
-    (run_dir / "confusion.png").write_bytes(report.confusion_png(title))
-    (run_dir / "reliability.png").write_bytes(report.reliability_png(title))
+    figures = write_val_report(report, run_dir, title, command, tta_flip=cfg.net.tta_flip)
     history = _histories(run_dir)
     if history:
         (run_dir / "history.png").write_bytes(history_png(history, f"{cfg.model_name} training"))
-    figures = {
-        "accuracy": round(report.accuracy, 4),
-        "macro_f1": round(report.macro_f1, 4),
-        "ece": round(report.ece, 4),
-        "samples": report.samples,
-        "per_class_precision": report.per_class_precision(),
-        "per_class_recall": report.per_class_recall(),
-        "per_class_f1": report.per_class_f1(),
-        "confusion": report.confusion.tolist(),
-        "classes": list(CLASSES),
-        "predicted_distribution": report.predicted_distribution(),
-        "tta_flip": cfg.net.tta_flip,
-        "evaluation": report.to_evaluation("FER2013", "val (PublicTest)", command).model_dump(
-            mode="json"
-        ),
-    }
-    (run_dir / "report.json").write_text(json.dumps(figures, indent=2) + "\n")
     tracking = Tracking(info["tracking_uri"], None)
     with tracking.run(cfg.experiment, run_dir.name, info["run_id"]) as mlrun:
         mlrun.metrics({f"val_{k}": figures[k] for k in ("accuracy", "macro_f1", "ece")})
@@ -137,6 +119,36 @@ def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> 
             if (run_dir / name).is_file():
                 mlrun.artifact(run_dir / name, "report")
     return report
+
+
+def write_val_report(
+    report: Report, out: Path, title: str, command: str, **extra: Any
+) -> dict[str, Any]:
+    """``report.json``, ``confusion.png`` and ``reliability.png`` of a face model on val, in
+    ``out``; every face version's figures are written here, whatever scored it (PyTorch for
+    a trained run, ONNX Runtime for a quantized one), so they compare like with like.
+
+    ``extra`` goes into report.json before the card's ``evaluation`` entry."""
+    (out / "confusion.png").write_bytes(report.confusion_png(title))
+    (out / "reliability.png").write_bytes(report.reliability_png(title))
+    figures: dict[str, Any] = {
+        "accuracy": round(report.accuracy, 4),
+        "macro_f1": round(report.macro_f1, 4),
+        "ece": round(report.ece, 4),
+        "samples": report.samples,
+        "per_class_precision": report.per_class_precision(),
+        "per_class_recall": report.per_class_recall(),
+        "per_class_f1": report.per_class_f1(),
+        "confusion": report.confusion.tolist(),
+        "classes": list(report.classes),
+        "predicted_distribution": report.predicted_distribution(),
+        **extra,
+        "evaluation": report.to_evaluation("FER2013", "val (PublicTest)", command).model_dump(
+            mode="json"
+        ),
+    }
+    (out / "report.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
 
 
 def _describe(cfg: TrainConfig, info: dict[str, Any], members: int, passes: int) -> str:

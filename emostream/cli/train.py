@@ -1,5 +1,5 @@
-"""``emostream train face|prepare|fit|combine|evaluate|export``, ``emostream train
-voice|voice-evaluate|voice-export`` and ``emostream tune face``."""
+"""``emostream train face|prepare|fit|combine|evaluate|export|face-quantize``, ``emostream
+train voice|voice-evaluate|voice-export`` and ``emostream tune face``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from emostream.cli.common import EXIT_FAILED_FILES, EXIT_USAGE, fail, load_settings
+from emostream.cli.common import (
+    EXIT_FAILED_FILES,
+    EXIT_MODEL_MISSING,
+    EXIT_USAGE,
+    fail,
+    load_settings,
+)
 from emostream.extras import require
 
 if TYPE_CHECKING:
@@ -204,6 +210,69 @@ def train_evaluate(
 def train_export(run: Path = RUN_OPT, promote: bool = PROMOTE_OPT) -> None:
     """ONNX with a parity check, a new repository version with its card, MLflow version."""
     _guarded(lambda: _export(run, promote))
+
+
+@app.command("face-quantize")
+def train_face_quantize(
+    version: str | None = typer.Option(
+        None,
+        "--version",
+        help="the face-emotion version or alias to quantize (default: production)",
+    ),
+    calibration: int = typer.Option(
+        512, "--calibration", min=1, help="FER2013 train faces to calibrate on (class-stratified)"
+    ),
+    max_drop: float = typer.Option(
+        1.0,
+        "--max-drop",
+        help="refuse if val accuracy falls more points than this below the parent",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="FER2013 folders, its CSV or a prepared .npz (default: the shared data)",
+    ),
+    run: Path = typer.Option(DEFAULT_RUNS / "face-quantize", "--run", help="the run folder"),
+    seed: int = typer.Option(0, "--seed", help="draws the calibration faces"),
+) -> None:
+    """int8 (static QDQ) copy of a face-emotion version as the next version; production stays."""
+    require("onnx", extra="convert")
+
+    def stage() -> None:
+        from emostream.models.repository import ModelMissingError, ModelRepository
+        from emostream.paths import data_root
+        from emostream.training import face_quantize
+
+        root = data_root()
+        source = data or (root / "fer2013" if root is not None else None)
+        if source is None:
+            raise fail("no FER2013 data: pass --data or set EMOSTREAM_DATA", EXIT_USAGE)
+        repo = ModelRepository(load_settings().model_root)
+        try:
+            card = face_quantize.quantize(
+                repo,
+                source,
+                run,
+                _tracking(),
+                version=version,
+                calibration=calibration,
+                max_drop=max_drop,
+                seed=seed,
+                command=_command(),
+            )
+        except face_quantize.QuantizationRefused as exc:
+            raise fail(str(exc), EXIT_FAILED_FILES) from None
+        except ModelMissingError as exc:
+            raise fail(str(exc), EXIT_MODEL_MISSING) from None
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        figures = face_quantize.report_line(run)
+        typer.echo(
+            f"registered {card.ref} in {repo.root} and MLflow: {figures}; promote with "
+            f"`emostream models promote {card.name} {card.version}`"
+        )
+
+    _guarded(stage)
 
 
 VOICE_DATA_OPT = typer.Option(
