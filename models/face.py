@@ -117,7 +117,7 @@ class FaceAnalyzer:
     ) -> None:
         self.classifier = classifier
         self.detector = detector
-        self.tracks = tracks or FaceTracks()
+        self.tracks = tracks if tracks is not None else FaceTracks()  # empty is falsy
         self.card = classifier.card
         self.classes = tuple(self.card.classes)
         self._tally = ModelTally(self.card, self.provider, drift)

@@ -76,19 +76,21 @@ def merge(
     boxes: np.ndarray,
     scores: np.ndarray,
     cut: np.ndarray | None = None,
+    rank: np.ndarray | None = None,
     *,
     iou_threshold: float = 0.3,
     contain: float = CONTAIN,
 ) -> np.ndarray:
     """Indices of the ``[x1, y1, x2, y2]`` boxes to keep, one per face, best first.
 
-    Hard NMS over every pass of a frame: whole boxes rank before ``cut`` ones, then by
-    score; a box is dropped when its IoU with a kept box exceeds ``iou_threshold`` or when
+    Hard NMS over every pass of a frame: boxes of a lower ``rank`` (the pass) come first,
+    then whole boxes before ``cut`` ones, then by score; a box is dropped when its IoU with a kept box exceeds ``iou_threshold`` or when
     their intersection covers more than ``contain`` of the smaller of the two.
     """
     n = len(boxes)
     demoted = np.zeros(n, bool) if cut is None else cut.astype(bool)
-    order = np.lexsort((-scores, demoted))
+    ranks = np.zeros(n, np.intp) if rank is None else rank
+    order = np.lexsort((-scores, demoted, ranks))
     sides = np.clip(boxes[:, 2:4] - boxes[:, 0:2], 0, None)
     areas = sides[:, 0] * sides[:, 1]
     kept: list[int] = []
