@@ -263,3 +263,13 @@ def test_merge_keeps_one_box_per_face() -> None:
     # nothing overlaps: everything is kept, best first
     apart = np.array([[0.0, 0, 10, 10], [20.0, 0, 30, 10], [40.0, 0, 50, 10]])
     assert tiles.merge(apart, np.array([0.6, 0.9, 0.7])).tolist() == [1, 2, 0]
+
+
+def test_merge_keeps_the_first_pass_framing_whatever_the_scores() -> None:
+    """auto: where near (rank 0) and far (rank 1) see the same face, near's box stays,
+    so the framing the emotion model gets does not flip with the scores."""
+    boxes = np.array([[100.0, 100, 224, 224], [110.0, 112, 220, 222], [400.0, 50, 440, 90]])
+    scores = np.array([0.7, 0.95, 0.8])
+    rank = np.array([0, 1, 1])
+    assert tiles.merge(boxes, scores, None, rank).tolist() == [0, 2]
+    assert tiles.merge(boxes, scores).tolist() == [1, 2]  # by score alone far's would win

@@ -84,8 +84,9 @@ def merge(
     """Indices of the ``[x1, y1, x2, y2]`` boxes to keep, one per face, best first.
 
     Hard NMS over every pass of a frame: boxes of a lower ``rank`` (the pass) come first,
-    then whole boxes before ``cut`` ones, then by score; a box is dropped when its IoU with a kept box exceeds ``iou_threshold`` or when
-    their intersection covers more than ``contain`` of the smaller of the two.
+    then whole boxes before ``cut`` ones, then by score; a box is dropped when its IoU with
+    a kept box exceeds ``iou_threshold`` or when their intersection covers more than
+    ``contain`` of the smaller of the two.
     """
     n = len(boxes)
     demoted = np.zeros(n, bool) if cut is None else cut.astype(bool)
