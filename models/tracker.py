@@ -1,8 +1,16 @@
-"""Keep a face's ``track_id`` across frames by box overlap (greedy IoU matching).
+"""Keep a face's ``track_id`` across frames: greedy IoU matching against predicted boxes.
 
-Cheap and good enough for webcams and calls, where faces move little between frames.
-Optional smoothing is an exponential moving average of each track's scores
-(``alpha`` = weight of the newest frame; 1.0 means no smoothing).
+Each track carries a constant-velocity Kalman filter on its box (``box_motion``), and a new
+frame's boxes are matched to where each track's box is *predicted* to be, not to where it
+was last seen; a missed track keeps predicting for up to ``max_missed`` steps. So a face
+that moves while hidden for a few frames (a hand, another head) keeps its id where the
+last box no longer overlaps the new one, and two faces that cross keep theirs. A still face
+matches as before (its predicted box is its last box exactly), a slow one nearly so.
+
+One step is one ``update`` call, i.e. one processed frame (frames superseded under load
+are not seen, so a step may span more than one frame interval; see ``box_motion``).
+Optional smoothing is an exponential moving average of each track's scores (``alpha`` =
+weight of the newest frame; 1.0 means no smoothing).
 """
 
 from __future__ import annotations
@@ -11,10 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emostream.models.box_motion import BoxMotion, Rect
 from emostream.pipeline.jobs import Box
 
 
-def iou(a: Box, b: Box) -> float:
+def iou(a: Rect, b: Rect) -> float:
     ax, ay, aw, ah = a
     bx, by, bw, bh = b
     ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
@@ -27,7 +36,7 @@ def iou(a: Box, b: Box) -> float:
 @dataclass
 class _Track:
     track_id: int
-    box: Box
+    motion: BoxMotion
     missed: int = 0
     scores: np.ndarray | None = None
 
@@ -35,18 +44,24 @@ class _Track:
 @dataclass
 class IouTracker:
     min_iou: float = 0.3
-    max_missed: int = 15  # frames a track survives without a match
+    max_missed: int = 15  # steps a track survives without a match
     alpha: float = 1.0
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 1
+
+    def predicted(self) -> dict[int, Rect]:
+        """Each live track's box as the next ``update`` will match it, by track id."""
+        return {t.track_id: t.motion.ahead() for t in self._tracks}
 
     def update(
         self, boxes: list[Box], scores: np.ndarray | None = None
     ) -> tuple[list[int], np.ndarray | None]:
         """Track ids for ``boxes`` (same order), and the smoothed scores if given."""
+        for t in self._tracks:
+            t.motion.predict()
         pairs = sorted(
             (
-                (iou(t.box, b), ti, bi)
+                (iou(t.motion.box(), b), ti, bi)
                 for ti, t in enumerate(self._tracks)
                 for bi, b in enumerate(boxes)
             ),
@@ -70,10 +85,12 @@ class IouTracker:
         for bi, box in enumerate(boxes):
             track = assigned.get(bi)
             if track is None:
-                track = _Track(self._next_id, box)
+                track = _Track(self._next_id, BoxMotion(box))
                 self._next_id += 1
                 self._tracks.append(track)
-            track.box, track.missed = box, 0
+            else:
+                track.motion.correct(box)
+            track.missed = 0
             if smoothed is not None:
                 if track.scores is not None and self.alpha < 1.0:
                     smoothed[bi] = self.alpha * smoothed[bi] + (1 - self.alpha) * track.scores

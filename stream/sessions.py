@@ -1,9 +1,11 @@
 """WebRTC sessions (aiortc): one peer connection, its media readers and its results.
 
-Video frames are converted to BGR and downscaled once (``max_side``) on arrival, then
-submitted to the broker; outcomes come back through ``IngestBroker.results(session)``, get
-track ids (``SessionView``), and go out on the ``emotions`` data channel (when the client
-opened one) and to every SSE subscriber.
+Video frames are converted to BGR and downscaled once (``max_side``) on arrival, in one
+libswscale call on the manager's small ``frame-convert`` thread pool (``stream.frames``:
+not on the event loop, which carries every peer's media), then submitted to the broker;
+outcomes come back through ``IngestBroker.results(session)``, get track ids
+(``SessionView``), and go out on the ``emotions`` data channel (when the client opened
+one) and to every SSE subscriber.
 
 Each audio track is named by its SDP ``mid`` (the ``track`` of its voice messages: a client
 knows which of its transceivers is the agent and which the customer) and read by
@@ -24,8 +26,8 @@ import contextlib
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -36,6 +38,7 @@ from aiortc import (
 )
 from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
 from pydantic import BaseModel, Field
 
 from emostream import metrics
@@ -45,6 +48,7 @@ from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
 from emostream.pipeline.messages import silence_message
 from emostream.schema import ErrorMessage
 from emostream.stream.fanout import Fanout, Queue
+from emostream.stream.frames import convert, converter
 from emostream.stream.results import SessionView
 from emostream.stream.voice_track import AudioWindows, TimedWindow, VoiceSupport, read_windows
 from emostream.supervise import Supervised, supervise
@@ -82,6 +86,9 @@ class SessionConfig(BaseModel):
     max_sessions: int = Field(default=32, ge=1, description="sessions open at once")
     idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
     max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
+    convert_threads: int = Field(
+        default=2, ge=1, description="threads converting frames, shared by all sessions"
+    )
     smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
     max_subscribers: int = Field(default=8, ge=1, description="SSE streams open per session")
     ice_servers: CommaList = Field(
@@ -94,6 +101,7 @@ class Session:
         self,
         broker: IngestBroker,
         config: SessionConfig,
+        frames: ThreadPoolExecutor,
         owner: bytes | None = None,
         voice: VoiceSupport | None = None,
     ) -> None:
@@ -102,6 +110,7 @@ class Session:
         self.secret = secrets.token_urlsafe(24)  # its session_token: read, follow, end it
         self.broker = broker
         self.config = config
+        self.frames = frames  # the manager's frame-convert pool
         servers = [RTCIceServer(urls=u) for u in config.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.channel: RTCDataChannel | None = None
@@ -171,16 +180,14 @@ class Session:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, VideoFrame):  # a video track yields only video frames
+                continue
             t0 = time.monotonic()
             self.last_activity = t0
-            image = frame.to_ndarray(format="bgr24")  # type: ignore[union-attr]
-            h, w = image.shape[:2]
-            scale = min(1.0, max_side / max(h, w))
-            if scale < 1.0:
-                image = cv2.resize(
-                    image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-                )
+            w, h = frame.width, frame.height
+            image, scale = await convert(self.frames, frame, max_side)
             pts = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0  # type: ignore[operator]
+            # arrival to converted image, the wait for a pool thread included
             metrics.STAGE_LATENCY.labels("decode", "face").observe(time.monotonic() - t0)
             self._seq += 1
             self.frames_in += 1
@@ -323,6 +330,7 @@ class SessionManager:
         self.max_sessions = config.max_sessions
         self.sessions: dict[str, Session] = {}
         self._reaper: Supervised | None = None
+        self._frames = converter(config.convert_threads)  # threads start on first use
 
     def start(self) -> None:
         """Start the idle reaper, supervised (restarted if ending a session ever raises)."""
@@ -337,7 +345,7 @@ class SessionManager:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
-        session = Session(self.broker, self.config, owner, self.voice)
+        session = Session(self.broker, self.config, self._frames, owner, self.voice)
         self.sessions[session.id] = session
         ACTIVE.set(len(self.sessions))
         try:
@@ -384,3 +392,4 @@ class SessionManager:
             await self._reaper.stop()
         for sid in list(self.sessions):
             await self.end(sid)
+        self._frames.shutdown(wait=False, cancel_futures=True)  # a conversion is < 1 ms

@@ -77,6 +77,11 @@ def _job(session: str, seq: int, frame: np.ndarray | None = None, **kw: object) 
     return Job(session, seq, seq / 15, payload, info, **kw)  # type: ignore[arg-type]
 
 
+def _voice_job(session: str, seq: int) -> Job:
+    info = VoiceInfo(track="0", start=seq * 0.5, end=seq * 0.5 + 1.5)
+    return Job(session, seq, info.start, np.zeros(24000, np.float32), info)
+
+
 def _scored(job: Job) -> Scored[FaceScores]:
     return Scored(job.header(), "m/1", FaceScores([], np.zeros((0, 2), np.float32), ("a", "b")))
 
@@ -261,6 +266,59 @@ async def test_memory_batches_round_robin_across_sessions() -> None:
     second = await broker.take("face", 3, 0.0)
     assert sorted(j.session for j in second) == ["a", "b", "c"]
     assert {j.seq for j in second} == {2}
+
+
+async def test_memory_take_returns_at_once_when_the_only_session_is_served() -> None:
+    """One live session: nothing else can join its batch before its next frame, so no wait."""
+    broker = MemoryBroker(CONFIG)
+    await broker.open_session("solo")
+    await broker.submit(_job("solo", 1))
+    t0 = time.monotonic()
+    taken = await broker.take("face", 8, 2.0)
+    assert [j.seq for j in taken] == [1]
+    assert time.monotonic() - t0 < 1.0  # the old rule waited the full 2 s
+
+
+async def test_memory_take_waits_for_every_sending_session_then_no_longer() -> None:
+    broker = MemoryBroker(CONFIG)
+    for s in ("a", "b"):
+        await broker.open_session(s)
+        await broker.submit(_job(s, 1))
+    await broker.take("face", 8, 0.0)  # both now send faces
+    await broker.submit(_job("a", 2))
+    t0 = time.monotonic()
+    taken = await broker.take("face", 8, 0.2)  # "b" may still send: wait, bounded
+    waited = time.monotonic() - t0
+    assert [j.session for j in taken] == ["a"]
+    assert 0.2 <= waited < 1.5
+
+    async def b_sends() -> None:
+        await asyncio.sleep(0.05)
+        await broker.submit(_job("b", 2))
+
+    await broker.submit(_job("a", 3))
+    task = asyncio.create_task(b_sends())
+    t0 = time.monotonic()
+    taken = await broker.take("face", 8, 2.0)  # ends when "b"'s job arrives, not at 2 s
+    await task
+    assert sorted(j.session for j in taken) == ["a", "b"]
+    assert time.monotonic() - t0 < 1.0
+
+
+async def test_memory_take_ignores_closed_sessions_and_other_modalities() -> None:
+    broker = MemoryBroker(CONFIG)
+    for s in ("face-only", "gone", "voice"):
+        await broker.open_session(s)
+    await broker.submit(_job("face-only", 1))
+    await broker.submit(_job("gone", 1))
+    await broker.take("face", 8, 0.0)
+    await broker.close_session("gone")
+    await broker.submit(_voice_job("voice", 1))
+    await broker.submit(_job("face-only", 2))
+    t0 = time.monotonic()
+    assert [j.session for j in await broker.take("face", 8, 2.0)] == ["face-only"]
+    assert [j.session for j in await broker.take("voice", 8, 2.0)] == ["voice"]
+    assert time.monotonic() - t0 < 1.0
 
 
 # -- the batching worker ------------------------------------------------------------------

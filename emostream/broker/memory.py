@@ -4,6 +4,12 @@ It plays both roles (``IngestBroker`` and ``WorkerBroker``) in one object. Fairn
 ``take`` collects round-robin, one job per session per pass, so one busy session cannot
 fill a batch while others wait. Backpressure: at most ``max_in_flight`` queued jobs per
 session and modality; a newer job supersedes the oldest queued one.
+
+``take`` stops waiting for more early once its batch holds a job from every open session
+that sends that modality: each of them has just been served, so nothing can arrive before
+one of their next frames (66 ms away at 15 fps), and waiting out ``max_wait_s`` would only
+add latency. A lone session thus never waits; a session counts as sending a modality from
+its first job of it until it closes (a video-only session does not hold up voice batches).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class MemoryBroker(IngestBroker, WorkerBroker):
         }
         self._results = SessionQueues()
         self._wake: dict[Modality, asyncio.Event] = {}
+        self._senders: dict[Modality, set[str]] = {m: set() for m in MODALITIES}
 
     def _event(self, modality: Modality) -> asyncio.Event:
         ev = self._wake.get(modality)
@@ -52,12 +59,14 @@ class MemoryBroker(IngestBroker, WorkerBroker):
             for job in queues.pop(session, deque()):
                 drop(job, DropReason.session_closed)
             metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
+            self._senders[modality].discard(session)
         self._results.close(session)
 
     async def submit(self, job: Job) -> None:
         if job.session not in self._results:
             raise UnknownSessionError(job.session)
         metrics.FRAMES_IN.labels(job.modality).inc()
+        self._senders[job.modality].add(job.session)
         queue = self._pending[job.modality].setdefault(job.session, deque())
         while len(queue) >= self.config.in_flight(job.modality):
             self._results.put(job.session, drop(queue.popleft(), DropReason.superseded))
@@ -97,7 +106,8 @@ class MemoryBroker(IngestBroker, WorkerBroker):
             if out and first is None:
                 first = time.monotonic()
             if len(out) >= max_items or (
-                first is not None and time.monotonic() - first >= max_wait_s
+                first is not None
+                and (time.monotonic() - first >= max_wait_s or self._complete(modality, out))
             ):
                 break
             event.clear()
@@ -109,6 +119,10 @@ class MemoryBroker(IngestBroker, WorkerBroker):
                 break
         metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
         return out
+
+    def _complete(self, modality: Modality, batch: list[Job]) -> bool:
+        """Whether ``batch`` holds a job from every session that sends ``modality``."""
+        return self._senders[modality] <= {j.session for j in batch}
 
     async def publish(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:  # a session that ended meanwhile simply gets nothing

@@ -98,6 +98,13 @@ class RedisWorker(WorkerBroker):
 
         An idle worker blocks at most ``claim_interval_ms`` per read, so it looks for
         abandoned jobs at least that often; a busy one looks at each call, at that rate.
+
+        It always waits the full ``max_wait_s`` for more, unlike the embedded broker (which
+        stops once every sending session is in the batch): sessions live in the ingest
+        processes, so a worker could only learn them from a new registry in Redis kept
+        alive by heartbeats (an ingest process may die without closing its sessions), read
+        on every take; and with several workers on one stream the others' batches hold
+        some sessions' jobs, so the rule would rarely fire. Not worth it yet.
         """
         out: list[Job] = []
         try:
