@@ -43,6 +43,8 @@ class RunResult:
     messages: int = 0
     frames_in: float = 0.0
     dropped: dict[str, float] = field(default_factory=dict)
+    boxes: dict[str, float] = field(default_factory=dict)  # face frames by where boxes came from
+    stages_ms: dict[str, float] = field(default_factory=dict)  # mean ms per face stage
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     connected: int = 0
@@ -52,6 +54,12 @@ class RunResult:
 
     def pct(self, q: float) -> float:
         return pct(self.latencies_ms, q)
+
+    @property
+    def detector_share(self) -> float:
+        """The share of processed face frames the detector ran on (the rest were followed)."""
+        total = sum(self.boxes.values())
+        return 1.0 - self.boxes.get("followed", 0.0) / total if total else float("nan")
 
     @property
     def drop_rate(self) -> float:
@@ -65,7 +73,9 @@ class RunResult:
     def summary(self) -> str:
         return (
             f"{self.messages / self.seconds:.1f} results/s, p50 {self.pct(50):.1f} ms, "
-            f"p99 {self.pct(99):.1f} ms, drops {self.drop_rate:.2%}"
+            f"p99 {self.pct(99):.1f} ms, drops {self.drop_rate:.2%}, detector on "
+            f"{self.detector_share:.0%} of frames; mean ms per stage "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.stages_ms.items()))
         )
 
 
@@ -115,6 +125,26 @@ def bench_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != netns.ENV_NETNS}
 
 
+def stage_means(before: str, after: str) -> dict[str, float]:
+    """Mean ms of each face stage between two /metrics pages (where the latency goes), and
+    the mean batch size."""
+    name = "emostream_stage_latency_seconds"
+    out = {}
+    for stage, total in procs.metric_by(after, f"{name}_sum", "stage", modality="face").items():
+        n = procs.metric(after, f"{name}_count", stage=stage, modality="face")
+        n -= procs.metric(before, f"{name}_count", stage=stage, modality="face")
+        s0 = procs.metric(before, f"{name}_sum", stage=stage, modality="face")
+        if n > 0:
+            out[stage] = 1000.0 * (total - s0) / n
+    size = "emostream_batch_size"
+    n = procs.metric(after, f"{size}_count", modality="face")
+    n -= procs.metric(before, f"{size}_count", modality="face")
+    if n > 0:
+        total = procs.metric(after, f"{size}_sum", modality="face")
+        out["batch size"] = (total - procs.metric(before, f"{size}_sum", modality="face")) / n
+    return out
+
+
 def counts(metrics: str, modality: str = "face") -> tuple[float, dict[str, float]]:
     """Frames (voice: speech windows) in, and dropped by reason, from a /metrics page."""
     frames_in = procs.metric(metrics, "emostream_frames_in_total", modality=modality)
@@ -156,7 +186,9 @@ async def _measure(
 
         readers = [asyncio.create_task(consume(c)) for c in clients]
         await asyncio.sleep(warmup)
-        in0, drop0 = counts((await http.get(f"{url}/metrics")).text)
+        page0 = (await http.get(f"{url}/metrics")).text
+        in0, drop0 = counts(page0)
+        boxes0 = procs.metric_by(page0, "emostream_face_frames_total", "boxes")
         cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
         hcpu0 = sum(procs.cpu_seconds(p) for p in helpers)
         measuring.set()
@@ -165,7 +197,11 @@ async def _measure(
         result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
         result.helper_cpu_s = sum(procs.cpu_seconds(p) for p in helpers) - hcpu0
         result.client_cpu_s = time.process_time() - ccpu0
-        in1, drop1 = counts((await http.get(f"{url}/metrics")).text)
+        page1 = (await http.get(f"{url}/metrics")).text
+        in1, drop1 = counts(page1)
+        boxes1 = procs.metric_by(page1, "emostream_face_frames_total", "boxes")
+        result.boxes = {k: v - boxes0.get(k, 0.0) for k, v in boxes1.items()}
+        result.stages_ms = stage_means(page0, page1)
         result.frames_in = in1 - in0
         result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
@@ -202,12 +238,12 @@ def inside_ip() -> str:
 
 def render(results: list[RunResult], section: Section) -> Section:
     header = ["clients", "input fps per client", "messages", "p50 ms", "p95 ms", "p99 ms"]
-    header += ["drops", "drop reasons", "server CPU % of one core per stream"]
-    header += ["server CPU % total", "clients' CPU %"]
+    header += ["drops", "drop reasons", "frames the detector ran on"]
+    header += ["server CPU % of one core per stream", "server CPU % total", "clients' CPU %"]
     rows: list[list[object]] = []
     for r in results:
         if r.error:
-            rows.append([r.clients, "-", "failed", "-", "-", "-", "-", r.error, "-", "-", "-"])
+            rows.append([r.clients, "-", "failed", "-", "-", "-", "-", r.error, "-", "-", "-", "-"])
             continue
         rows.append(
             [
@@ -215,6 +251,7 @@ def render(results: list[RunResult], section: Section) -> Section:
                 f"{r.frames_in / r.seconds / r.clients:.1f}",
                 r.messages,
                 *r.latency_cells(),
+                f"{r.detector_share:.0%}",
                 f"{100 * r.server_cpu_s / r.seconds / r.clients:.1f}",
                 f"{100 * r.server_cpu_s / r.seconds:.0f}",
                 f"{100 * r.client_cpu_s / r.seconds:.0f}",

@@ -24,7 +24,8 @@ from emostream.pipeline.jobs import Box
 
 FB_MAX_PX = 1.0  # forward-backward error allowed for a point, in pixels
 MIN_POINTS = 6  # fewer corners than this in a box: nothing to follow (quality 0)
-MAX_POINTS = 40  # corners per box: the median needs few, LK time grows with each
+MAX_POINTS = 20  # corners per box: the median needs few, LK time grows with each
+MARGIN = 48  # px around the boxes that flow looks at: beyond what a face moves in a frame
 _WIN = (15, 15)
 _LEVELS = 2
 _STOP = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
@@ -89,20 +90,41 @@ def _lk(a: np.ndarray, b: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, ...]
     return tuple(np.asarray(x) for x in out)
 
 
+def _window(boxes: list[Box], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The part of the frame flow needs: the boxes and room to move (x0, y0, x1, y1).
+
+    LK builds an image pyramid of what it is given; for one webcam face that is a fifth of
+    the frame. Room: ``MARGIN`` px (what the pyramid's search reaches) or a third of the
+    largest box, whichever is more.
+    """
+    ih, iw = shape[:2]
+    room = max(MARGIN, max(max(w, h) for _, _, w, h in boxes) // 3)
+    x0 = max(0, min(x for x, _, _, _ in boxes) - room)
+    y0 = max(0, min(y for _, y, _, _ in boxes) - room)
+    x1 = min(iw, max(x + w for x, _, w, _ in boxes) + room)
+    y1 = min(ih, max(y + h for _, y, _, h in boxes) + room)
+    return x0, y0, x1, y1
+
+
 def follow(prev: np.ndarray, gray: np.ndarray, boxes: list[Box]) -> list[Followed]:
     """Each box of ``prev`` (a gray frame) carried into ``gray`` (same size), in order."""
     if prev.shape != gray.shape:
         raise ValueError(f"frames differ in size: {prev.shape} then {gray.shape}")
-    starts = [_corners(prev, b) for b in boxes]
-    counts = [len(p) for p in starts]
     out = [Followed(b, 0.0) for b in boxes]
+    if not boxes:
+        return out
+    x0, y0, x1, y1 = _window(boxes, gray.shape)
+    a, b = prev[y0:y1, x0:x1], gray[y0:y1, x0:x1]
+    starts = [_corners(a, (x - x0, y - y0, w, h)) for x, y, w, h in boxes]
+    counts = [len(p) for p in starts]
     if sum(counts) == 0:
         return out
     p0 = np.concatenate(starts)
-    p1, st1, _ = _lk(prev, gray, p0)
-    back, st2, _ = _lk(gray, prev, p1)
+    p1, st1, _ = _lk(a, b, p0)
+    back, st2, _ = _lk(b, a, p1)
     fb = np.linalg.norm((back - p0).reshape(-1, 2), axis=1)
     good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < FB_MAX_PX)
+    origin = np.array([x0, y0], np.float32)
     start = 0
     for i, (box, n) in enumerate(zip(boxes, counts, strict=True)):
         sl = slice(start, start + n)
@@ -112,7 +134,7 @@ def follow(prev: np.ndarray, gray: np.ndarray, boxes: list[Box]) -> list[Followe
         ok = good[sl]
         if ok.sum() < MIN_POINTS // 2:
             continue
-        before = p0[sl].reshape(-1, 2)[ok]
-        after = p1[sl].reshape(-1, 2)[ok]
+        before = p0[sl].reshape(-1, 2)[ok] + origin
+        after = p1[sl].reshape(-1, 2)[ok] + origin
         out[i] = Followed(_moved(box, before, after, gray.shape), float(ok.mean()))
     return out

@@ -5,7 +5,10 @@ per session, the last frame it saw (gray) and that frame's boxes, and for the ne
 either carries the boxes along with optical flow (``models/flow.py``) or asks for a
 detection. It asks when
 
-- the schedule says so: ``detect_every`` frames since the last detection (1 = every frame);
+- the schedule says so: ``detect_every`` frames processed since the last detection (1 =
+  every frame). Processed, not received: when a loaded server drops (supersedes) frames,
+  counting received ones would run the detector on nearly every frame it still processes,
+  and load it further;
 - it cannot follow: no state for the session yet, a frame out of order, more than
   ``max_gap`` frames it did not see (another worker took them), or a new frame size;
 - a new face may have entered: the scene outside the tracked boxes changed from the frame
@@ -45,7 +48,7 @@ class TrackingConfig(BaseModel):
     """``EMOSTREAM_TRACKING__*``: how often a live face stream runs the detector."""
 
     detect_every: int = Field(
-        default=5, ge=1, description="frames per detector run (1: detect every frame)"
+        default=5, ge=1, description="processed frames per detector run (1: every frame)"
     )
     min_quality: float = Field(
         default=0.6, ge=0.0, le=1.0, description="share of a box's points that must follow it"
@@ -57,7 +60,7 @@ class TrackingConfig(BaseModel):
         "detector look for a new face (0: never)",
     )
     max_gap: int = Field(
-        default=3, ge=1, description="frames a worker may miss of a session and still track"
+        default=4, ge=1, description="frames a worker may miss of a session and still track"
     )
     max_sessions: int = Field(
         default=256, ge=1, description="sessions whose state (a gray frame each) is kept"
@@ -70,7 +73,7 @@ class Why(StrEnum):
 
     start = "start"  # no state for the session (first frame, other worker, expired)
     gap = "gap"  # frames missing, out of order, or a new frame size
-    schedule = "schedule"  # detect_every frames since the last detection
+    schedule = "schedule"  # detect_every processed frames since the last detection
     scene = "scene"  # the scene outside the boxes changed at once: a face may have entered
     uncertain = "uncertain"  # a box could not be followed
     stateless = "stateless"  # a job without a session, or detect_every 1
@@ -138,7 +141,7 @@ class FaceTracks:
         step = job.seq - state.seq
         if step < 1 or step > c.max_gap or state.gray.shape != gray.shape:
             return Plan(gray, why=Why.gap)
-        if state.since_detect + step >= c.detect_every:
+        if state.since_detect + 1 >= c.detect_every:
             return Plan(gray, why=Why.schedule)
         thumb = _thumb(gray)
         if c.scene_change > 0:
@@ -151,7 +154,7 @@ class FaceTracks:
         boxes = [f.box for f in followed]
         with self._lock:
             self._states[job.session] = _State(
-                job.seq, gray, boxes, state.since_detect + step, thumb, time.monotonic()
+                job.seq, gray, boxes, state.since_detect + 1, thumb, time.monotonic()
             )
             self._states.move_to_end(job.session)
         return Plan(gray, boxes=boxes)

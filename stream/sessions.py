@@ -47,6 +47,7 @@ from emostream.fields import CommaList
 from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
 from emostream.pipeline.messages import silence_message
 from emostream.schema import ErrorMessage
+from emostream.stream import remb
 from emostream.stream.fanout import Fanout, Queue
 from emostream.stream.frames import convert, converter
 from emostream.stream.results import SessionView
@@ -171,6 +172,8 @@ class Session:
             if not isinstance(exc.__cause__, StopIteration):
                 raise
             raise OfferRejectedError(_why(exc)) from exc
+        for transceiver in self.pc.getTransceivers():
+            remb.throttle(transceiver.receiver)  # a busy loop must not flood REMBs
         return self.pc.localDescription.sdp
 
     async def _read_video(self, track: MediaStreamTrack) -> None:

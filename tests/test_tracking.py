@@ -118,7 +118,7 @@ def test_schedule_follows_then_detects_every_n(analyzer: FaceAnalyzer) -> None:
 
 def test_gaps_and_order_and_size_need_the_detector(analyzer: FaceAnalyzer) -> None:
     clip = frames()
-    tracks = FaceTracks(TrackingConfig(max_gap=3))
+    tracks = FaceTracks(TrackingConfig(max_gap=3))  # not the default: the test names it
     plan_after_detection(tracks, analyzer, clip[0])
     assert tracks.plan(job(clip[5], 6)).why is Why.gap  # frames 2..5 went elsewhere
     assert tracks.plan(job(clip[1], 1)).why is Why.gap  # a frame it already saw

@@ -19,8 +19,11 @@ the letterbox to get source-frame pixels.
 Which model sees what is the ``range`` (issue 15): ``near`` runs the short-range model on
 the whole frame (a webcam's faces); ``far`` the full-range model on the whole frame and on
 overlapping tiles of ``16 x min_face_px`` (photos, recorded video, crowds: ``tiles.py``);
-``auto`` both models on the whole frame (near faces plus mid-distance ones, cheap enough for
-live streams). Whatever the passes of a frame found is merged into one box per face.
+``auto`` both models on the whole frame (near faces plus mid-distance ones: meeting rooms).
+Live sessions default to ``near``: ``auto`` costs about four times as much per detector run,
+and on a 2-core machine that is what decides whether 16 streams keep up (docs/BENCHMARKS.md);
+``emostream analyze`` defaults to ``far``. Whatever the passes of a frame found is merged into
+one box per face.
 """
 
 from __future__ import annotations
@@ -49,9 +52,10 @@ TILE_PER_FACE = 16
 class BlazeFaceConfig(DetectorConfigBase):
     type: Literal["blazeface"] = "blazeface"
     range: Range = Field(
-        default="auto",
-        description="near: short-range model on the frame (webcam); far: full-range model on "
-        "the frame and on tiles (photos, crowds); auto: both models on the frame (live)",
+        default="near",
+        description="near: short-range model on the frame (webcams, calls: the live "
+        "default); far: full-range model on the frame and on tiles (photos, crowds: the "
+        "analyze default); auto: both models on the frame (meeting rooms; 4x near's cost)",
     )
     model: str = Field(default=MODEL_NAME, description="model name in the repository")
     version: str = Field(
