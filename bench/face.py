@@ -61,8 +61,8 @@ MODEL = "face-emotion"
 CHART = "bench-face.png"
 WARMUP_FRAMES = 5
 DETECTORS = {
-    "blazeface": "BlazeFace (short range, 128x128 on ONNX Runtime, 1 thread; weights "
-    "from the mediapipe wheel, see docs/ARCHITECTURE.md)",
+    "blazeface": "BlazeFace (range near, the live default: the short-range model, 128x128 "
+    "on ONNX Runtime, 1 thread; weights from the mediapipe wheel, see docs/ARCHITECTURE.md)",
     "haar": "Haar (OpenCV cascade on a 320 px copy, scale factor 1.2)",
 }
 
