@@ -1,67 +1,56 @@
-"""At most one REMB (receiver bitrate estimate) per video receiver every 200 ms.
+"""The REMB a video receiver sends: a fixed cap once a second, not aiortc's estimate.
 
-aiortc's ``RemoteBitrateEstimator`` asks for a REMB RTCP packet on *every* RTP packet
-while its delay detector reads "overusing". A busy server reads packets late, the detector
-sees the growing delay as congestion, and each of the many packets per frame then costs an
-SRTCP encryption and a ``sendto`` on the event loop: at 16 streams on 2 cores that was a
-third of the loop (py-spy, docs/BENCHMARKS.md), which made the server later still.
-libwebrtc's ``RembThrottler`` sends at most one REMB per 200 ms; this does the same by
-wrapping each receiver's estimator, so the estimate itself is unchanged and senders still
-get it five times a second.
+aiortc runs a delay-based bitrate estimator (``RemoteBitrateEstimator``, pure Python) on
+every RTP packet and asks for a REMB RTCP packet on *every* packet while its detector
+reads "overusing". A busy server reads packets late, the detector takes the delay for
+congestion, and each of the ~7 packets of a frame then costs an SRTCP encryption and a
+``sendto`` on the event loop: at 16 streams on 2 cores that was a third of the loop
+(py-spy, docs/BENCHMARKS.md). Throttled to one REMB per 200 ms the estimator's own per-packet
+bookkeeping (rate windows rebuilt in Python) was still a fifth of the loop.
 
-aiortc keeps the estimator in a private attribute; ``throttle`` says whether it found it,
+What an emotion detector needs from a sender is a face at a steady, moderate bitrate, not
+all the bandwidth there is. So each video receiver announces ``cap`` (``session.
+max_video_kbps``) once a second and computes nothing per packet. A sender takes the
+smaller of the REMB and its own loss-based estimate (browsers do), so a congested link is
+still backed off by loss; the cap only stops a sender from going above it.
+
+aiortc keeps the estimator in a private attribute; ``cap_remb`` says whether it found it,
 and a test fails if an aiortc upgrade renames it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from aiortc import RTCRtpReceiver
 
-INTERVAL_MS = 200  # libwebrtc's kRembSendIntervalMs
+INTERVAL_MS = 1000  # how often the cap is repeated (senders time a REMB out after a while)
 _ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 
-Remb = tuple[int, list[int]]  # (bitrate, ssrcs), as aiortc's estimator returns it
+Remb = tuple[int, list[int]]  # (bitrate in bit/s, ssrcs), as aiortc's estimator returns it
 
 
-class Estimator(Protocol):
-    def add(
-        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
-    ) -> Remb | None: ...
+class RembCap:
+    """Stands in for aiortc's estimator: the same ``add``, a constant answer."""
 
-
-class ThrottledEstimator:
-    """aiortc's estimator, fed every packet, letting a REMB out at most every interval."""
-
-    def __init__(self, inner: Estimator, interval_ms: int = INTERVAL_MS) -> None:
-        self.inner = inner
+    def __init__(self, bitrate: int, interval_ms: int = INTERVAL_MS) -> None:
+        self.bitrate = bitrate
         self.interval_ms = interval_ms
         self._last_ms: int | None = None
+        self._ssrcs: set[int] = set()
 
     def add(
         self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
     ) -> Remb | None:
-        remb = self.inner.add(
-            arrival_time_ms=arrival_time_ms,
-            abs_send_time=abs_send_time,
-            payload_size=payload_size,
-            ssrc=ssrc,
-        )
-        if remb is None:
-            return None
+        self._ssrcs.add(ssrc)
         if self._last_ms is not None and arrival_time_ms - self._last_ms < self.interval_ms:
             return None
         self._last_ms = arrival_time_ms
-        return remb
+        return self.bitrate, sorted(self._ssrcs)
 
 
-def throttle(receiver: RTCRtpReceiver) -> bool:
-    """Throttle the receiver's REMBs; False when it has no estimator (audio) or aiortc
-    no longer keeps one where we look."""
-    inner = getattr(receiver, _ATTR, None)
-    if inner is None:
+def cap_remb(receiver: RTCRtpReceiver, kbps: int) -> bool:
+    """Make ``receiver`` announce ``kbps``; False when it has no estimator (audio) or
+    aiortc no longer keeps one where we look."""
+    if getattr(receiver, _ATTR, None) is None:
         return False
-    if not isinstance(inner, ThrottledEstimator):
-        setattr(receiver, _ATTR, ThrottledEstimator(inner))
+    setattr(receiver, _ATTR, RembCap(kbps * 1000))
     return True

@@ -87,6 +87,12 @@ class SessionConfig(BaseModel):
     max_sessions: int = Field(default=32, ge=1, description="sessions open at once")
     idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
     max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
+    max_video_kbps: int = Field(
+        default=1500,
+        ge=100,
+        description="the REMB each video receiver announces: senders stay under it "
+        "(ample for a face at 640 px) and still back off on loss (stream/remb.py)",
+    )
     convert_threads: int = Field(
         default=2, ge=1, description="threads converting frames, shared by all sessions"
     )
@@ -173,7 +179,7 @@ class Session:
                 raise
             raise OfferRejectedError(_why(exc)) from exc
         for transceiver in self.pc.getTransceivers():
-            remb.throttle(transceiver.receiver)  # a busy loop must not flood REMBs
+            remb.cap_remb(transceiver.receiver, self.config.max_video_kbps)
         return self.pc.localDescription.sdp
 
     async def _read_video(self, track: MediaStreamTrack) -> None:

@@ -1,4 +1,4 @@
-"""REMB throttling: aiortc's estimator still sees every packet, senders hear at most 5/s."""
+"""The REMB cap: a constant bitrate once a second, nothing computed per packet."""
 
 from __future__ import annotations
 
@@ -9,36 +9,15 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from emostream.stream import remb
 
 
-class Always:
-    """An estimator that asks for a REMB on every packet, as aiortc's does when overusing."""
-
-    def __init__(self) -> None:
-        self.packets = 0
-
-    def add(
-        self, arrival_time_ms: int, abs_send_time: int, payload_size: int, ssrc: int
-    ) -> remb.Remb | None:
-        self.packets += 1
-        return 500_000, [ssrc]
+def test_the_cap_is_announced_once_a_second_for_every_ssrc() -> None:
+    cap = remb.RembCap(1_500_000)
+    sent = [(t, r) for t in range(0, 2500, 5) if (r := cap.add(t, 0, 1200, 7 + t % 2))]
+    assert [t for t, _ in sent] == [0, 1000, 2000]
+    assert sent[0][1] == (1_500_000, [7])
+    assert sent[1][1] == (1_500_000, [7, 8])  # a second ssrc (rtx, simulcast) joins
 
 
-def test_at_most_one_remb_per_interval_and_every_packet_counted() -> None:
-    inner = Always()
-    throttled = remb.ThrottledEstimator(inner)
-    sent = [t for t in range(0, 1000, 5) if throttled.add(t, 0, 1200, 7) is not None]
-    assert inner.packets == 200
-    assert sent == [0, 200, 400, 600, 800]
-
-
-def test_quiet_estimates_pass_through_untouched() -> None:
-    class Never(Always):
-        def add(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
-            return None
-
-    assert remb.ThrottledEstimator(Never()).add(0, 0, 1200, 7) is None
-
-
-def test_throttle_finds_aiortcs_estimator_on_video_receivers_only() -> None:
+def test_cap_remb_replaces_aiortcs_estimator_on_video_receivers_only() -> None:
     """Fails when an aiortc upgrade moves the private estimator: then look again."""
 
     async def main() -> None:
@@ -46,12 +25,10 @@ def test_throttle_finds_aiortcs_estimator_on_video_receivers_only() -> None:
         try:
             video = pc.addTransceiver("video", direction="recvonly").receiver
             audio = pc.addTransceiver("audio", direction="recvonly").receiver
-            assert remb.throttle(video)
-            assert isinstance(getattr(video, remb._ATTR), remb.ThrottledEstimator)
-            assert remb.throttle(video)  # twice is once
-            inner = getattr(video, remb._ATTR).inner
-            assert not isinstance(inner, remb.ThrottledEstimator)
-            assert not remb.throttle(audio)  # aiortc estimates video only
+            assert remb.cap_remb(video, 800)
+            cap = getattr(video, remb._ATTR)
+            assert isinstance(cap, remb.RembCap) and cap.bitrate == 800_000
+            assert not remb.cap_remb(audio, 800)  # aiortc estimates video only
         finally:
             await pc.close()
 
