@@ -67,7 +67,7 @@ def bench_voice(
 
 @app.command("stream")
 def bench_stream(
-    clients: str = typer.Option("1,4,8,16", help="client counts, comma-separated"),
+    clients: str = typer.Option("1,8,16,24", help="client counts, comma-separated"),
     seconds: float = typer.Option(20.0, min=1.0, help="measuring window per count"),
     out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
     broker: str = typer.Option(

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 pytest.importorskip("mlflow")
 pytest.importorskip("onnx")
 
+from fer_small import small_npz
+
 from emostream.cli import app
 from emostream.models.check import load_checked
 from emostream.models.preprocess import prepare
@@ -33,11 +35,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def small_data(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2,000 real train faces and 300 real val faces as a prepared .npz."""
-    splits = face_data.read(data_root / "fer2013", progress=False)
-    small = {"train": splits["train"].limit(2000, 1), "val": splits["val"].limit(300, 1)}
-    path = tmp_path_factory.mktemp("data") / "fer-small.npz"
-    face_data.save_npz(small, path)
-    return path
+    return small_npz(data_root, tmp_path_factory, 2000, 300)
 
 
 @pytest.fixture()

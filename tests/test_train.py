@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 pytest.importorskip("mlflow")
 
+from fer_small import small_npz
+
 from emostream.cli import app
 from emostream.models.card import ModelCard
 from emostream.models.repository import ModelRepository
@@ -31,11 +33,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def small_data(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """400 real train faces and 200 real val faces as a prepared .npz."""
-    splits = face_data.read(data_root / "fer2013", progress=False)
-    small = {"train": splits["train"].limit(400, 1), "val": splits["val"].limit(200, 1)}
-    path = tmp_path_factory.mktemp("data") / "fer-small.npz"
-    face_data.save_npz(small, path)
-    return path
+    return small_npz(data_root, tmp_path_factory, 400, 200)
 
 
 def test_a_tiny_real_run_makes_a_version_an_mlflow_run_and_the_alias(
