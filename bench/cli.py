@@ -53,6 +53,15 @@ def bench_face(
         raise fail(str(exc), EXIT_USAGE) from None
 
 
+@app.command("detectors")
+def bench_detectors() -> None:
+    """Face detector candidates (BlazeFace near, auto, far; Haar): faces found in the shared
+    group photos and a 96-face crowd, and ms per frame; prints a markdown table."""
+    from emostream.bench.detector_range import main
+
+    main()
+
+
 @app.command("voice")
 def bench_voice(
     out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),

@@ -1,6 +1,8 @@
 """Face detector candidates for issue 15: faces found and time per frame, one table.
 
-    python -m emostream.bench.detector_range > docs/detector-candidates.md
+    emostream bench detectors        (or: python -m emostream.bench.detector_range)
+
+The figures are in docs/ARCHITECTURE.md ("Face detection").
 
 For BlazeFace near, auto and far (``min_face_px`` 20) and OpenCV's Haar cascade (full
 size, ``minSize`` 20 px): the faces found in the shared photos and in a synthetic crowd
@@ -124,7 +126,7 @@ def main() -> None:
         "# Face detector candidates (issue 15)\n\n"
         "Faces found (expected in brackets) and the median ms of one `detect` call, one "
         f"ONNX Runtime thread, on this machine ({cpu}; shared, so timings are rough). "
-        "Made by `python -m emostream.bench.detector_range` (bench/detector_range.py).\n\n"
+        "Made by `emostream bench detectors` (bench/detector_range.py).\n\n"
         + table(data / "media", model_root())
         + NOTES
     )

@@ -414,3 +414,18 @@ def test_bench_soak_on_both_brokers(tmp_path: Path, repo: object, media: Path) -
             if p["name"] != "redis-server":
                 assert all(r[4] >= 1 for r in p["rows"])  # asyncio tasks from /metrics
     assert "| memory | serve |" in proc.stdout and "| redis | worker |" in proc.stdout
+
+
+def test_bench_detectors_prints_the_candidates_table(repo: object, media: Path) -> None:
+    """`emostream bench detectors`: every candidate on the shared photos and the crowd; far
+    finds all six faces of both six-person photos (the counts docs/ARCHITECTURE.md cites)."""
+    from typer.testing import CliRunner
+
+    from emostream.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "detectors"])
+    assert r.exit_code == 0, r.output
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in r.output.splitlines()}
+    far = next(v for k, v in rows.items() if k.startswith("blazeface far"))
+    assert far.split(" | ")[1:5] == ["6", "6", "2", "0"]
+    assert any(k.startswith("haar") for k in rows) and "blazeface near" in rows
