@@ -320,10 +320,16 @@ class EmotionClient:
             raise ClientError(f"signalling failed: HTTP {resp.status_code}: {detail}")
 
     async def messages(self, idle_timeout_s: float | None = None) -> AsyncIterator[Message]:
-        """Results until the connection ends (or nothing arrives for ``idle_timeout_s``)."""
+        """Results until the connection ends (or nothing arrives for ``idle_timeout_s``).
+
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` returns the item
+        and swallows a cancellation that arrives as the item does, so a reader cancelled
+        while messages flow could go on reading for ever (a hang seen in CI).
+        """
         while True:
             try:
-                item = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
+                async with asyncio.timeout(idle_timeout_s):  # not wait_for: see below
+                    item = await self._queue.get()
             except TimeoutError:
                 return
             if item is None:

@@ -75,7 +75,8 @@ async def event_stream(
                 yield END_EVENT
                 return
             try:
-                item = await asyncio.wait_for(queue.get(), heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):  # not wait_for (py3.11 cancel race)
+                    item = await queue.get()
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue

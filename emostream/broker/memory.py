@@ -113,7 +113,8 @@ class MemoryBroker(IngestBroker, WorkerBroker):
             event.clear()
             timeout = None if first is None else max(0.0, max_wait_s - (time.monotonic() - first))
             try:
-                await asyncio.wait_for(event.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for (py3.11 cancel race)
+                    await event.wait()
             except TimeoutError:
                 self._collect(modality, max_items - len(out), out)
                 break

@@ -108,7 +108,8 @@ class RedisLink:
     async def ping(self) -> BaseException | None:
         """One round trip (``/readyz``): None when Redis answered, else what went wrong."""
         try:
-            await asyncio.wait_for(self.redis.ping(), self.config.connect_timeout_s)
+            async with asyncio.timeout(self.config.connect_timeout_s):  # not wait_for
+                await self.redis.ping()
         except (*FAILURES, TimeoutError) as exc:
             return exc
         return None
