@@ -88,7 +88,7 @@ class SessionConfig(BaseModel):
     idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
     max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
     max_video_kbps: int = Field(
-        default=1500,
+        default=600,
         ge=100,
         description="the REMB each video receiver announces: senders stay under it "
         "(ample for a face at 640 px) and still back off on loss (stream/remb.py)",
