@@ -150,7 +150,7 @@ def bench_worker(
 ) -> None:
     """Faces/s of the worker's classifier at batch 1…256 on this machine's provider."""
     require("matplotlib", extra="bench")
-    from emostream.bench.worker import run_worker_bench
+    from emostream.bench.batch_sizes import run_worker_bench
 
     sizes = _numbers("--batches", batches, "1,8,64")
     chosen = [p.strip() for p in providers.split(",") if p.strip()] if providers else None

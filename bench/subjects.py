@@ -84,7 +84,7 @@ class Subject:
     def every_frame(self) -> Subject:
         """The same classifier and detector with the detector run on every frame."""
         from emostream.models.face import FaceAnalyzer
-        from emostream.models.tracking import FaceTracks, TrackingConfig
+        from emostream.models.face_tracking.schedule import FaceTracks, TrackingConfig
 
         tracks = FaceTracks(TrackingConfig(detect_every=1))
         analyzer = FaceAnalyzer(self.classifier, self.analyzer.detector, tracks=tracks)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from emostream.analyze_voice import VoiceTools, analyze_audio, has_audio
 from emostream.annotate import draw_faces
 from emostream.models.face import FaceAnalyzer
-from emostream.models.tracker import IouTracker
+from emostream.models.face_tracking.ids import IouTracker
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message

@@ -23,17 +23,17 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
+from emostream.models.batching import WorkerConfig
 from emostream.models.detectors import BACKENDS, DetectorConfig, default_detector
 from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
 from emostream.models.drift import DriftConfig
 from emostream.models.face import FaceModelConfig
+from emostream.models.face_tracking.schedule import TrackingConfig
 from emostream.models.runner import RunnerConfig
-from emostream.models.tracking import TrackingConfig
 from emostream.models.voice import VoiceModelConfig
-from emostream.models.worker import WorkerConfig
 from emostream.paths import model_root
-from emostream.stream.config import LimitsConfig, ServerConfig
+from emostream.stream.server_config import LimitsConfig, ServerConfig
 from emostream.stream.sessions import SessionConfig
 
 PREFIX = "EMOSTREAM_"

@@ -1,7 +1,7 @@
 """The face analyzer: frames in, faces with emotion scores out, for every entry point.
 
 Each frame's boxes come from the detector or, between detector runs, from optical flow
-(``models/tracking.py`` decides per session). The frames that need the detector are
+(``models/face_tracking/schedule.py`` decides per session). The frames that need the detector are
 detected together, one batched detector call; then one classifier call scores every face
 of every frame in the batch, whichever session it came from: that is what lets one worker
 serve many sessions with one ONNX Runtime call. Boxes are found on the (downscaled)
@@ -22,11 +22,11 @@ from emostream import metrics
 from emostream.models.detectors import create_detector
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.drift import DriftConfig
+from emostream.models.face_tracking.schedule import FaceTracks, Plan, TrackingConfig, rounds
 from emostream.models.preprocess import crop
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
 from emostream.models.tally import ModelTally
-from emostream.models.tracking import FaceTracks, Plan, TrackingConfig, rounds
 from emostream.pipeline.jobs import Box, Job, Modality
 from emostream.pipeline.outcomes import FaceScores, Outcome, Scored, fail
 

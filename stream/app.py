@@ -35,12 +35,12 @@ from emostream import __version__, metrics
 from emostream.broker.base import IngestBroker
 from emostream.broker.factory import make_ingest
 from emostream.broker.memory import MemoryBroker
+from emostream.models.batching import BatchWorker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
 from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.models.watch import ModelWatcher
-from emostream.models.worker import BatchWorker
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from emostream.stream.config import ServerConfig
 from emostream.stream.errors import ApiError
+from emostream.stream.server_config import ServerConfig
 
 if TYPE_CHECKING:
     from emostream.stream.sessions import Session

@@ -36,8 +36,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from emostream import metrics
 from emostream.schema import ErrorBody
 from emostream.settings import Settings
-from emostream.stream.config import ServerConfig
 from emostream.stream.errors import ApiError
+from emostream.stream.server_config import ServerConfig
 
 RETRY_AFTER_S = 1
 ENDPOINT = "server"  # the metrics label of replies written here, not by a route

@@ -50,7 +50,7 @@ from emostream.schema import ErrorMessage
 from emostream.stream import remb
 from emostream.stream.fanout import Fanout, Queue
 from emostream.stream.frames import convert, converter
-from emostream.stream.results import SessionView
+from emostream.stream.session_view import SessionView
 from emostream.stream.voice_track import AudioWindows, TimedWindow, VoiceSupport, read_windows
 from emostream.supervise import Supervised, supervise
 

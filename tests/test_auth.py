@@ -30,9 +30,9 @@ from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
 from emostream.stream.app import create_app
 from emostream.stream.auth import Guard
-from emostream.stream.config import ServerConfig
 from emostream.stream.errors import ApiError
 from emostream.stream.logs import RedactTokens, redact
+from emostream.stream.server_config import ServerConfig
 
 TOKENS = "secret1,clé-2"  # one ASCII token, one that is not
 BEARER = {"Authorization": "Bearer secret1"}

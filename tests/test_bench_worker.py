@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from emostream.bench.batch_sizes import SECTION, run_worker_bench
 from emostream.bench.report import HEADER
-from emostream.bench.worker import SECTION, run_worker_bench
 from emostream.models.face import FaceAnalyzer
 
 

@@ -20,12 +20,12 @@ import pytest
 
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.memory import MemoryBroker
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
+from emostream.models.batching import BatchWorker, WorkerConfig
 from emostream.models.face import FaceAnalyzer
-from emostream.models.worker import BatchWorker, WorkerConfig
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import DropReason, FrameInfo, Job, VoiceInfo
 from emostream.pipeline.outcomes import (
@@ -404,7 +404,7 @@ def test_one_batch_is_one_classifier_call_off_the_event_loop_thread(
 
 
 def test_session_results_keep_track_ids_and_count_drops() -> None:
-    from emostream.stream.results import SessionView
+    from emostream.stream.session_view import SessionView
 
     view = SessionView("s")
     classes = ("happy", "sad")

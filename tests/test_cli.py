@@ -15,13 +15,13 @@ import typer.main
 from pydantic.fields import FieldInfo
 from typer.testing import CliRunner
 
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, EXIT_USAGE, app
+from emostream.models.batching import WorkerConfig
 from emostream.models.repository import ModelRepository
-from emostream.models.worker import WorkerConfig
 from emostream.paths import model_root
 from emostream.settings import Settings
-from emostream.stream.config import ServerConfig
+from emostream.stream.server_config import ServerConfig
 
 
 @pytest.fixture()
@@ -288,7 +288,7 @@ def test_a_flag_beats_the_environment_and_an_absent_flag_leaves_it(
 
 
 def test_worker_flags_land_in_the_worker_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    import emostream.models.worker_process
+    import emostream.models.worker_node
     from emostream.models.face import FaceAnalyzer
 
     seen: list[Settings] = []
@@ -296,7 +296,7 @@ def test_worker_flags_land_in_the_worker_settings(monkeypatch: pytest.MonkeyPatc
     async def run_worker(settings: Settings, analyzers: object) -> None:
         seen.append(settings)
 
-    monkeypatch.setattr(emostream.models.worker_process, "run_worker", run_worker)
+    monkeypatch.setattr(emostream.models.worker_node, "run_worker", run_worker)
     monkeypatch.setattr(FaceAnalyzer, "from_settings", classmethod(lambda cls, s: object()))
     monkeypatch.setenv("EMOSTREAM_WORKER__MAX_BATCH", "4")
     monkeypatch.setenv("EMOSTREAM_WORKER_NAME", "from-env")

@@ -26,7 +26,7 @@ from emostream.models.repository import BUNDLED_ROOT, ModelRepository
 from emostream.training import face_data, face_quantize, onnx_quantize
 from emostream.training.face_data import Split
 from emostream.training.fer2013 import CLASSES
-from emostream.training.tracking import VERSION_TAG, Tracking
+from emostream.training.mlflow_store import VERSION_TAG, Tracking
 
 NAME = "face-emotion"
 runner = CliRunner()

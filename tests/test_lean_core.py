@@ -181,7 +181,7 @@ def test_core_modules_import_without_optional_packages(launcher: list[str]) -> N
         "emostream.stream.client",
         "emostream.stream.media",
         "emostream.models.runner",
-        "emostream.models.worker_process",
+        "emostream.models.worker_node",
     ):
         assert name in imported, sorted(imported)
     assert not {n for n in imported if re.match(r"emostream\.(bench|dashboards|training)", n)}

@@ -21,11 +21,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from emostream.broker.memory import MemoryBroker
+from emostream.models.batching import BatchWorker, WorkerConfig
 from emostream.models.face import FaceAnalyzer, FaceModelConfig
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
 from emostream.models.watch import ModelWatcher
-from emostream.models.worker import BatchWorker, WorkerConfig
 from emostream.pipeline.jobs import Box, FrameInfo, Job
 from emostream.pipeline.outcomes import Scored
 from emostream.settings import Settings

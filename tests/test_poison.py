@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 
 from emostream import metrics
 from emostream.bench.procs import Worker
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.memory import MemoryBroker
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
@@ -39,9 +39,9 @@ from emostream.broker.wire import (
     encode_outcome,
     job_header,
 )
+from emostream.models.batching import BatchWorker, WorkerConfig
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
-from emostream.models.worker import BatchWorker, WorkerConfig
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.outcomes import FaceScores, Failed, Scored, SessionEvent

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from emostream.bench.procs import Worker
-from emostream.broker.config import BrokerConfig, redact_url
+from emostream.broker.broker_config import BrokerConfig, redact_url
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
 from emostream.pipeline.jobs import FrameInfo, Job

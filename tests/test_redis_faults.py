@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from emostream import metrics
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
 from emostream.broker.wire import decode_outcome, encode_job

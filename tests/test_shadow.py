@@ -17,13 +17,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from emostream.broker.memory import MemoryBroker
+from emostream.models.batching import BatchWorker, WorkerConfig
 from emostream.models.check import load_checked
 from emostream.models.face import FaceAnalyzer, FaceModelConfig
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
 from emostream.models.shadow import Shadow
 from emostream.models.watch import ModelWatcher
-from emostream.models.worker import BatchWorker, WorkerConfig
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.outcomes import Outcome, Scored
 from emostream.settings import Settings

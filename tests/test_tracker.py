@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emostream.models import box_motion as bm
-from emostream.models.tracker import IouTracker, iou
+from emostream.models.face_tracking import motion as bm
+from emostream.models.face_tracking.ids import IouTracker, iou
 from emostream.pipeline.jobs import Box
 
 SIDE, STEP = 60, 12

@@ -19,10 +19,10 @@ from shared_media import media_file
 
 from emostream import metrics
 from emostream.models.face import FaceAnalyzer
-from emostream.models.flow import follow
+from emostream.models.face_tracking.flow import follow
+from emostream.models.face_tracking.ids import iou
+from emostream.models.face_tracking.schedule import FaceTracks, Plan, TrackingConfig, Why, rounds
 from emostream.models.repository import ModelRepository
-from emostream.models.tracker import iou
-from emostream.models.tracking import FaceTracks, Plan, TrackingConfig, Why, rounds
 from emostream.pipeline.jobs import Box, FrameInfo, Job
 from emostream.pipeline.outcomes import Scored
 from emostream.settings import Settings
@@ -168,7 +168,7 @@ def test_state_is_bounded_and_expires(
     assert len(tracks) == 3
     assert tracks.plan(job(image, 2, session="s0")).why is Why.start  # first out
     clock = [time.monotonic() + 1000.0]  # after every state the real clock stamped
-    monkeypatch.setattr("emostream.models.tracking.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("emostream.models.face_tracking.schedule.time.monotonic", lambda: clock[0])
     j = job(image, 1, session="new")
     tracks.detected(j, tracks.plan(j), [])
     clock[0] += 6

@@ -24,8 +24,8 @@ from emostream.training.face_export import ParityError, parity, to_onnx
 from emostream.training.face_net import EmotionNet, Served
 from emostream.training.face_trainer import Trainer
 from emostream.training.fer2013 import CLASSES
+from emostream.training.mlflow_store import VERSION_TAG, Tracking
 from emostream.training.registry import move_alias, rollback
-from emostream.training.tracking import VERSION_TAG, Tracking
 
 runner = CliRunner()
 

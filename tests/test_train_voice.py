@@ -20,8 +20,8 @@ from emostream.models.card import AudioInput, ModelCard
 from emostream.models.check import ModelRefused, load_checked
 from emostream.models.repository import ModelRepository
 from emostream.stream.audio import read_audio
-from emostream.training.config import ConfigError
-from emostream.training.tracking import VERSION_TAG, Tracking
+from emostream.training.mlflow_store import VERSION_TAG, Tracking
+from emostream.training.train_config import ConfigError
 from emostream.training.voice_augment import (
     AugmentConfig,
     _compand,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from emostream.models.card import ImageInput
+from emostream.models.face_tracking.ids import IouTracker, iou
 from emostream.models.preprocess import crop, prepare
-from emostream.models.tracker import IouTracker, iou
 
 SPEC = ImageInput(
     name="input", layout="NCHW", height=64, width=64, color="gray", scale=2 / 255, offset=-1.0

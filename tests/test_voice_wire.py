@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emostream import metrics
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
 from emostream.broker.wire import (
@@ -26,9 +26,9 @@ from emostream.broker.wire import (
     encode_outcome,
     job_header,
 )
+from emostream.models.batching import BatchWorker
 from emostream.models.repository import ModelRepository
 from emostream.models.voice import VoiceAnalyzer
-from emostream.models.worker import BatchWorker
 from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
 from emostream.pipeline.outcomes import (
     Dropped,

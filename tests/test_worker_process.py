@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from emostream.bench.procs import EMOSTREAM, Worker, base_env, free_port
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.wire import encode_job
 from emostream.models.repository import ModelRepository

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from emostream.training.config import ConfigError, OptimConfig, RunConfig, Strict, load_into
+from emostream.training.train_config import ConfigError, OptimConfig, RunConfig, Strict, load_into
 
 __all__ = ["ConfigError", "OptimConfig", "TrainConfig", "load_config"]
 

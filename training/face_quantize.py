@@ -31,11 +31,11 @@ from emostream.training.evaluate import Report
 from emostream.training.face_data import Split, read
 from emostream.training.face_run import write_val_report
 from emostream.training.fer2013 import CLASSES
+from emostream.training.mlflow_store import Tracking
 from emostream.training.onnx_export import Exported
 from emostream.training.onnx_quantize import METHOD, quantize_int8
 from emostream.training.onnx_speed import ms_per_input
 from emostream.training.runs import publish, write_info
-from emostream.training.tracking import Tracking
 
 DEFAULT_CALIBRATION = 512
 DEFAULT_MAX_DROP = 1.0  # accuracy points below the parent on val

@@ -32,6 +32,7 @@ from emostream.training.face_data import SIZE, Split, read, save_npz
 from emostream.training.face_export import INPUT, OUTPUT
 from emostream.training.fer2013 import CLASSES
 from emostream.training.loop import EpochHook
+from emostream.training.mlflow_store import Tracking
 from emostream.training.runs import (
     EXPORT_FILE,
     RUN_FILE,
@@ -42,7 +43,6 @@ from emostream.training.runs import (
     run_info,
     write_info,
 )
-from emostream.training.tracking import Tracking
 
 __all__ = ["EXPORT_FILE", "RUN_FILE", "combine", "evaluate", "export", "fit", "prepare", "run_info"]
 

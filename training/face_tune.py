@@ -16,7 +16,7 @@ import yaml
 
 from emostream.training.face_config import TrainConfig
 from emostream.training.face_run import fit
-from emostream.training.tracking import Tracking
+from emostream.training.mlflow_store import Tracking
 
 #: what a trial may change: (kind, low, high) for numbers, or a list of choices
 SPACE: dict[str, Any] = {

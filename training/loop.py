@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from emostream.training.config import OptimConfig, RunConfig
+from emostream.training.train_config import OptimConfig, RunConfig
 
 EpochHook = Callable[[int, dict[str, float]], None]
 #: one epoch's batches: (inputs, labels) on the device, augmented

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from emostream.models.repository import PRODUCTION, ModelMissingError, ModelRepository
-from emostream.training.tracking import Tracking, local_store
+from emostream.training.mlflow_store import Tracking, local_store
 
 
 def tracking_for(repo: ModelRepository) -> Tracking | None:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from emostream.models.card import ModelCard
 from emostream.models.repository import PRODUCTION, SHADOW, ModelRepository
+from emostream.training.mlflow_store import VERSION_TAG, RunLog, Tracking
 from emostream.training.onnx_export import Exported
-from emostream.training.tracking import VERSION_TAG, RunLog, Tracking
 
 if TYPE_CHECKING:  # the loop needs torch; these helpers do not
     from emostream.training.loop import EpochHook, TrainResult

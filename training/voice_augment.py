@@ -17,7 +17,7 @@ from pydantic import Field
 from scipy.signal import butter, resample_poly, sosfilt
 
 from emostream.stream.audio import SAMPLE_RATE
-from emostream.training.config import Strict
+from emostream.training.train_config import Strict
 
 TELEPHONE_RATE = 8000
 _MU = 255.0

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from emostream.training.config import ConfigError, OptimConfig, RunConfig, Strict, load_into
+from emostream.training.train_config import ConfigError, OptimConfig, RunConfig, Strict, load_into
 from emostream.training.voice_augment import AugmentConfig
 
 __all__ = ["ConfigError", "VoiceTrainConfig", "load_voice_config"]

@@ -19,6 +19,7 @@ from emostream.models.card import VOICE_EMOTION_USE, Evaluation, ModelCard, Outp
 from emostream.models.repository import ModelRepository
 from emostream.training.evaluate import Report
 from emostream.training.loop import EpochHook
+from emostream.training.mlflow_store import Tracking
 from emostream.training.runs import (
     epoch_logger,
     history_png,
@@ -26,7 +27,6 @@ from emostream.training.runs import (
     record_fit,
     run_info,
 )
-from emostream.training.tracking import Tracking
 from emostream.training.voice_config import VoiceTrainConfig
 from emostream.training.voice_data import (
     CLASSES,

@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.pipeline.jobs import Job, Modality
 from emostream.pipeline.outcomes import Outcome, SessionEvent
 from emostream.supervise import Supervised

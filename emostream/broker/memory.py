@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker, stamp
-from emostream.broker.config import BrokerConfig
-from emostream.broker.results import SessionQueues
+from emostream.broker.broker_config import BrokerConfig
+from emostream.broker.session_queues import SessionQueues
 from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
 from emostream.pipeline.outcomes import Outcome, SessionEvent, drop
 

@@ -25,9 +25,9 @@ import cv2
 
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError, stamp
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_link import FAILURES, Backoff, RedisLink
-from emostream.broker.results import SessionQueues
+from emostream.broker.session_queues import SessionQueues
 from emostream.broker.wire import Fields, WireError, decode_outcome, encode_job
 from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
 from emostream.pipeline.outcomes import BrokerNotice, SessionEvent, drop, fail

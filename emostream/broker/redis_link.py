@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from emostream import metrics
 from emostream.broker import lua
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.pipeline.jobs import Modality
 
 log = logging.getLogger("emostream.broker.redis")

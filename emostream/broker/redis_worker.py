@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from emostream import metrics
 from emostream.broker.base import WorkerBroker
-from emostream.broker.config import BrokerConfig
+from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_link import FAILURES, Backoff, RedisLink, default_consumer
 from emostream.broker.wire import (
     Fields,

@@ -34,7 +34,7 @@ from typing import ParamSpec, TypeVar
 import cv2
 import numpy as np
 
-from emostream.broker.config import AudioCodec, Codec
+from emostream.broker.broker_config import AudioCodec, Codec
 from emostream.pipeline.jobs import MODALITIES, DropReason, FrameInfo, Job, Modality, VoiceInfo
 from emostream.pipeline.outcomes import (
     Dropped,

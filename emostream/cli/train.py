@@ -23,7 +23,7 @@ from emostream.extras import require
 
 if TYPE_CHECKING:
     from emostream.training.face_config import TrainConfig
-    from emostream.training.tracking import Tracking
+    from emostream.training.mlflow_store import Tracking
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ def _config(config: Path | None, overrides: list[str] | None, **flags: object) -
 
 
 def _tracking() -> Tracking:
-    from emostream.training.tracking import Tracking
+    from emostream.training.mlflow_store import Tracking
 
     return Tracking.for_repository(load_settings().model_root)
 
@@ -109,9 +109,9 @@ def _export(run: Path, promote: bool) -> None:
 def _guarded(step: Callable[[], T]) -> T:
     """Run a stage; a problem with the data, the config or the export exits with its reason."""
     require("torch", "mlflow", extra="train")
-    from emostream.training.config import ConfigError
     from emostream.training.face_data import DataError
     from emostream.training.onnx_export import ParityError
+    from emostream.training.train_config import ConfigError
     from emostream.training.voice_data import DataError as VoiceDataError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -25,7 +25,7 @@ def worker(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from emostream.models.voice import VoiceService
-    from emostream.models.worker_process import run_worker
+    from emostream.models.worker_node import run_worker
 
     face = load_face_analyzer(settings)
     voice = VoiceService.load(settings, vad=False).analyzer  # missing: a warning, faces go on

@@ -12,7 +12,7 @@ from typing import TypedDict
 
 import numpy as np
 
-from emostream.models.tracker import IouTracker
+from emostream.models.face_tracking.ids import IouTracker
 from emostream.pipeline.jobs import Box, VoiceInfo
 from emostream.pipeline.outcomes import FaceScores, Scored, VoiceScores
 from emostream.schema import Face, FaceMessage, VoiceMessage

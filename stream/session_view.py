@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emostream import metrics
-from emostream.models.tracker import IouTracker
+from emostream.models.face_tracking.ids import IouTracker
 from emostream.pipeline.jobs import DropReason
 from emostream.pipeline.messages import face_message, voice_message
 from emostream.pipeline.outcomes import BrokerNotice, Dropped, Failed, SessionEvent, VoiceScores

@@ -14,7 +14,7 @@ with onnxruntime-gpu and ``EMOSTREAM_PROVIDERS`` / the auto choice):
    Detection is per frame and so linear in the batch: only batches up to 64 are run.
 
 It rewrites its section of docs/BENCHMARKS.md and draws docs/bench-worker.png. Also runs
-as ``python -m emostream.bench.worker --batches 1,2,4 --repeats 5`` (argparse, no typer):
+as ``python -m emostream.bench.batch_sizes --batches 1,2,4 --repeats 5`` (argparse, no typer):
 what scripts/gpu_worker_bench.sh runs on a bare GPU machine.
 """
 
@@ -349,7 +349,7 @@ def run_worker_bench(
     if not batches or batches[0] < 1 or repeats < 1:
         raise ValueError("batches must be positive integers and repeats at least 1")
     cmd = command or (
-        "python -m emostream.bench.worker --batches "
+        "python -m emostream.bench.batch_sizes --batches "
         + ",".join(map(str, batches))
         + f" --repeats {repeats}"
         + (f" --providers {shlex.quote(','.join(providers))}" if providers else "")
@@ -389,8 +389,8 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m emostream.bench.worker``: for machines without the CLI's typer."""
-    p = argparse.ArgumentParser(prog="python -m emostream.bench.worker", description=__doc__)
+    """``python -m emostream.bench.batch_sizes``: for machines without the CLI's typer."""
+    p = argparse.ArgumentParser(prog="python -m emostream.bench.batch_sizes", description=__doc__)
     p.add_argument("--batches", type=_ints, default=list(DEFAULT_BATCHES))
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     p.add_argument("--frame-batch-max", type=int, default=FRAME_BATCH_MAX)
@@ -418,7 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         chart=a.chart,
         section=a.section,
         command=shlex.join(
-            ["python", "-m", "emostream.bench.worker", *(sys.argv[1:] if argv is None else argv)]
+            [
+                "python",
+                "-m",
+                "emostream.bench.batch_sizes",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
         ),
     )
     print(res.section)

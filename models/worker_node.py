@@ -20,12 +20,12 @@ from prometheus_client import start_http_server
 
 from emostream import metrics
 from emostream.broker.factory import make_worker_broker
+from emostream.models.batching import BatchWorker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
 from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.models.watch import ModelWatcher
-from emostream.models.worker import BatchWorker
 from emostream.settings import Settings
 
 log = logging.getLogger("emostream.worker")

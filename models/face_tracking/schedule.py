@@ -2,7 +2,7 @@
 
 The detector is the dearest step of a frame. Faces move little in 66 ms, so a worker keeps,
 per session, the last frame it saw (gray) and that frame's boxes, and for the next frame
-either carries the boxes along with optical flow (``models/flow.py``) or asks for a
+either carries the boxes along with optical flow (``models/face_tracking/flow.py``) or asks for a
 detection. It asks when
 
 - the schedule says so: ``detect_every`` frames processed since the last detection (1 =
@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from emostream.models.flow import follow
+from emostream.models.face_tracking.flow import follow
 from emostream.models.preprocess import to_gray
 from emostream.pipeline.jobs import Box, Job
 

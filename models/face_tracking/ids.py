@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emostream.models.box_motion import BoxMotion, Rect
+from emostream.models.face_tracking.motion import BoxMotion, Rect
 from emostream.pipeline.jobs import Box
 
 
