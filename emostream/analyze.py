@@ -20,15 +20,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from emostream.analyze_voice import VoiceTools, analyze_audio, has_audio
+from emostream.analyze_voice import analyze_audio
 from emostream.annotate import draw_faces
 from emostream.models.face import FaceAnalyzer
 from emostream.models.face_tracking.ids import IouTracker
+from emostream.models.voice import VoiceService
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage, VoiceMessage
+from emostream.stream.audio import media_streams
 from emostream.stream.media import MediaError, iter_video, kind_of, open_video, read_image
 
 
@@ -132,7 +134,7 @@ def analyze_paths(
     opts: AnalyzeOptions,
     emit: Callable[[Message], None],
     report: Callable[[Path, str], None],
-    voice: VoiceTools | str | None = None,
+    voice: VoiceService | str | None = None,
 ) -> int:
     """Analyse every path; returns the number of files that failed.
 
@@ -146,8 +148,8 @@ def analyze_paths(
             if not path.is_file():
                 raise MediaError("not_found", f"{path}: no such file")
             kind = kind_of(path)
-            audio = kind == "audio" or (kind == "video" and has_audio(path))
-            if audio and not isinstance(voice, VoiceTools):
+            audio = kind == "audio" or (kind == "video" and "audio" in media_streams(path))
+            if audio and not isinstance(voice, VoiceService):
                 why = voice or "voice is not loaded"
                 if kind == "audio":
                     raise MediaError("voice_unavailable", f"{path}: {why}")
@@ -162,7 +164,7 @@ def analyze_paths(
                 run = analyze_image if kind == "image" else analyze_video
                 for msg in run(analyzer, path, opts, out):
                     emit(msg)
-            if audio and isinstance(voice, VoiceTools):
+            if audio and isinstance(voice, VoiceService):
                 for vmsg in analyze_audio(voice, path, opts.max_audio_s):
                     emit(vmsg)
         except MediaError as exc:

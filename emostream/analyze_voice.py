@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from emostream.models.vad.base import Vad
-from emostream.models.voice import VoiceAnalyzer, VoiceModelConfig
+from emostream.models.voice import VoiceService
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import Job, VoiceInfo
 from emostream.pipeline.messages import silence_message, voice_message
@@ -22,28 +20,20 @@ from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import VoiceMessage
 from emostream.stream.audio import read_audio
 from emostream.stream.media import MediaError
-from emostream.stream.windows import Window, Windower, file_windows
+from emostream.stream.windows import Window, file_windows
 
 BATCH = 32  # windows per model call
 TRACK = "0"  # a file's first audio stream
 
 
-@dataclass
-class VoiceTools:
-    """What analysing voice needs: the analyzer, the VAD and the windowing settings."""
-
-    analyzer: VoiceAnalyzer
-    vad: Vad
-    config: VoiceModelConfig
-
-
 def _scored(
-    tools: VoiceTools, batch: list[tuple[int, Window]], source: str, t0: float
+    tools: VoiceService, batch: list[tuple[int, Window]], source: str, t0: float
 ) -> Iterator[VoiceMessage]:
     jobs = [
         Job("", seq, w.start, w.samples, VoiceInfo(TRACK, w.start, w.end), created=t0)
         for seq, w in batch
     ]
+    assert tools.analyzer is not None, "analyze_audio needs a loaded voice analyzer"
     for outcome in run_batch(tools.analyzer, jobs):
         if not isinstance(outcome, Scored):
             why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
@@ -51,12 +41,12 @@ def _scored(
         yield voice_message(outcome, latency_s=time.monotonic() - t0, source=source)
 
 
-def analyze_audio(tools: VoiceTools, path: Path, max_seconds: float) -> Iterator[VoiceMessage]:
+def analyze_audio(tools: VoiceService, path: Path, max_seconds: float) -> Iterator[VoiceMessage]:
     """One message per window of ``path``'s first audio stream, in time order."""
     source = str(path)
     t0 = time.monotonic()
     samples = read_audio(path, max_seconds=max_seconds)
-    windower = Windower.for_model(tools.vad, tools.analyzer.spec, tools.config)
+    windower = tools.windower()
     speech: list[tuple[int, Window]] = []
     for seq, window in enumerate(file_windows(samples, windower)):
         if not window.speech:  # keep time order: score the speech before this one first
@@ -72,14 +62,3 @@ def analyze_audio(tools: VoiceTools, path: Path, max_seconds: float) -> Iterator
             speech = []
     if speech:
         yield from _scored(tools, speech, source, t0)
-
-
-def has_audio(path: Path) -> bool:
-    """Whether a media file has an audio stream (a video without one gets faces only)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except av.FFmpegError:
-        return False

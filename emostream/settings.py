@@ -33,8 +33,7 @@ from emostream.models.face_tracking.schedule import TrackingConfig
 from emostream.models.runner import RunnerConfig
 from emostream.models.voice import VoiceModelConfig
 from emostream.paths import model_root
-from emostream.stream.server_config import LimitsConfig, ServerConfig
-from emostream.stream.sessions import SessionConfig
+from emostream.stream.server_config import LimitsConfig, ServerConfig, SessionConfig
 
 PREFIX = "EMOSTREAM_"
 

@@ -54,8 +54,10 @@ class AudioInput(BaseModel):
 
     kind: Literal["audio"] = "audio"
     name: str
-    window_seconds: float = Field(gt=0)
-    hop_seconds: float = Field(gt=0)
+    #: the one home of the 1.5 s / 0.5 s window: training makes its cards with these, and a
+    #: served card says its own (the windower follows the card of the version serving)
+    window_seconds: float = Field(default=1.5, gt=0)
+    hop_seconds: float = Field(default=0.5, gt=0)
     features: LogMelSpec = Field(default_factory=LogMelSpec)
 
     @property

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from emostream.modalities import spec
 from emostream.models.card import AudioInput, ImageInput, ModelCard
 from emostream.models.repository import ModelMissingError, ModelRepository
 from emostream.models.runner import Classifier, OnnxRunner, RunnerConfig
@@ -160,7 +161,7 @@ def load_checked(
         raise ModelRefused(ref, str(exc)) from None
     if card.name != name or card.version != version:
         raise ModelRefused(ref, f"its card says it is {card.ref}")
-    kind = "image" if modality == "face" else "audio"
+    kind = spec(modality).input_kind
     if card.input.kind != kind or card.modality != modality:
         raise ModelRefused(
             ref, f"a {card.task} model ({card.input.kind} input) cannot score {modality}"

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from emostream import metrics
+from emostream.models.classifier_analyzer import ClassifierAnalyzer
 from emostream.models.detectors import create_detector
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.drift import DriftConfig
@@ -26,8 +27,7 @@ from emostream.models.face_tracking.schedule import FaceTracks, Plan, TrackingCo
 from emostream.models.preprocess import crop
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
-from emostream.models.tally import ModelTally
-from emostream.pipeline.jobs import Box, Job, Modality
+from emostream.pipeline.jobs import Box, Job
 from emostream.pipeline.outcomes import FaceScores, Outcome, Scored, fail
 
 if TYPE_CHECKING:
@@ -105,8 +105,10 @@ def _bad_frame(frame: np.ndarray) -> str | None:
     return None
 
 
-class FaceAnalyzer:
+class FaceAnalyzer(ClassifierAnalyzer):
     """Detector + classifier + the model's tally: the ``Analyzer`` of the face modality."""
+
+    modality = "face"
 
     def __init__(
         self,
@@ -115,12 +117,9 @@ class FaceAnalyzer:
         drift: DriftConfig | None = None,
         tracks: FaceTracks | None = None,
     ) -> None:
-        self.classifier = classifier
+        super().__init__(classifier, drift)
         self.detector = detector
         self.tracks = tracks if tracks is not None else FaceTracks()  # empty is falsy
-        self.card = classifier.card
-        self.classes = tuple(self.card.classes)
-        self._tally = ModelTally(self.card, self.provider, drift)
 
     @classmethod
     def load(
@@ -152,23 +151,6 @@ class FaceAnalyzer:
     def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> FaceAnalyzer:
         """The analyzer of a promoted version, with the detector and tracks already in use."""
         return FaceAnalyzer(classifier, self.detector, drift, self.tracks)
-
-    # -- the Analyzer protocol ----------------------------------------------------------
-    @property
-    def modality(self) -> Modality:
-        return "face"
-
-    @property
-    def model(self) -> str:
-        return self.card.ref
-
-    @property
-    def provider(self) -> str:
-        return self.classifier.runner.providers[0]
-
-    @property
-    def tally(self) -> ModelTally:
-        return self._tally
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Boxes for every frame (followed, or detected in one call), then one classify call."""

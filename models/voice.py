@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from emostream.modalities.base import Service
+from emostream.models.classifier_analyzer import ClassifierAnalyzer
 from emostream.models.drift import DriftConfig
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
-from emostream.models.tally import ModelTally
 from emostream.models.vad import Vad, create_vad
-from emostream.pipeline.jobs import Job, Modality
+from emostream.pipeline.jobs import Job
 from emostream.pipeline.outcomes import Outcome, Scored, VoiceScores, fail
 
 if TYPE_CHECKING:
     from emostream.settings import Settings
+    from emostream.stream.windows import Windower
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +97,14 @@ def bad_window(payload: np.ndarray, samples: int) -> str | None:
     return None
 
 
-class VoiceAnalyzer:
+class VoiceAnalyzer(ClassifierAnalyzer):
     """Classifier + the model's tally: the ``Analyzer`` of the voice modality."""
 
+    modality = "voice"
+
     def __init__(self, classifier: Classifier, drift: DriftConfig | None = None) -> None:
-        self.classifier = classifier
-        self.card = classifier.card
         self.spec = classifier.audio  # TypeError for an image card
-        self.classes = tuple(self.card.classes)
-        self._tally = ModelTally(self.card, self.provider, drift)
+        super().__init__(classifier, drift)
 
     @classmethod
     def load(
@@ -125,23 +126,6 @@ class VoiceAnalyzer:
     def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> VoiceAnalyzer:
         """The analyzer of a promoted version (``models/watch.py``)."""
         return VoiceAnalyzer(classifier, drift)
-
-    # -- the Analyzer protocol ----------------------------------------------------------
-    @property
-    def modality(self) -> Modality:
-        return "voice"
-
-    @property
-    def model(self) -> str:
-        return self.card.ref
-
-    @property
-    def provider(self) -> str:
-        return self.classifier.runner.providers[0]
-
-    @property
-    def tally(self) -> ModelTally:
-        return self._tally
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Check each window, score the good ones in one model call."""
@@ -168,40 +152,60 @@ class VoiceAnalyzer:
 
 
 @dataclass
-class VoiceService:
-    """What a process needs for voice: the analyzer (its card gives window and hop) and the
-    VAD; or, when either is missing, ``unavailable`` saying why and what makes it."""
+class VoiceService(Service):
+    """What a process needs for voice: the analyzer (its card gives window and hop), the
+    VAD and the windowing settings; or, when either is missing, ``unavailable`` saying why
+    and what makes it. Sessions (``windower``) and ``emostream analyze`` use the same."""
 
     analyzer: VoiceAnalyzer | None = None
     vad: Vad | None = None
-    unavailable: str | None = None
+    config: VoiceModelConfig = field(default_factory=VoiceModelConfig)
 
     @classmethod
     def load(cls, settings: Settings, *, vad: bool = True) -> VoiceService:
         """Load both (``vad`` False: the analyzer only, as a worker needs); never raises
         for a missing model: voice is then unavailable and faces go on."""
         if not settings.voice.enabled:
-            return cls(unavailable="voice is off (voice.enabled=false)")
+            return cls(unavailable="voice is off (voice.enabled=false)", config=settings.voice)
         try:
             analyzer = VoiceAnalyzer.from_settings(settings)
             detector = create_vad(settings.voice, settings.model_root) if vad else None
         except (LookupError, ValueError, OSError, ImportError) as exc:
             log.warning("voice unavailable: %s", exc)
-            return cls(unavailable=str(exc))
+            return cls(unavailable=str(exc), config=settings.voice)
         log.info(
             "voice: %s on %s%s",
             analyzer.model,
             analyzer.provider,
             f", VAD {detector.name}" if detector is not None else "",
         )
-        return cls(analyzer, detector)
+        return cls(analyzer=analyzer, vad=detector, config=settings.voice)
+
+    @property
+    def serving(self) -> VoiceAnalyzer | None:
+        """The analyzer serving now: the slot's (a promotion swaps it), else the loaded one."""
+        if self.slot is not None:
+            served: VoiceAnalyzer = self.slot.analyzer
+            return served
+        return self.analyzer
+
+    def windower(self) -> Windower:
+        """A new track's windows: the VAD, and the window and hop of the version serving
+        at that moment (raises ``LookupError`` when voice is unavailable)."""
+        from emostream.stream.windows import Windower
+
+        analyzer = self.serving
+        if analyzer is None or self.vad is None:
+            raise LookupError(f"voice is unavailable: {self.unavailable}")
+        return Windower.for_model(self.vad, analyzer.spec, self.config)
 
     def status(self) -> dict[str, object]:
         """For /readyz: what serves voice, or why nothing does."""
-        if self.analyzer is None:
+        analyzer = self.serving
+        if analyzer is None:
             return {"available": False, "reason": self.unavailable}
         return {
             "available": True,
-            "model": self.analyzer.model,
+            "model": analyzer.model,
             "vad": None if self.vad is None else self.vad.name,
         }

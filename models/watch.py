@@ -22,16 +22,16 @@ import os
 from typing import Any, Protocol
 
 from emostream import metrics
+from emostream.modalities import spec
+from emostream.modalities.base import ServedModelConfig
 from emostream.models.card import ModelCard
 from emostream.models.check import ModelRefused, load_checked
 from emostream.models.drift import DriftConfig
-from emostream.models.face import FaceModelConfig
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
 from emostream.models.serving import ModelSlot, Refusal
 from emostream.models.shadow import Shadow
 from emostream.models.tally import ModelTally
-from emostream.models.voice import VoiceModelConfig
 from emostream.pipeline.analyzer import Analyzer
 from emostream.supervise import Supervised, supervise
 
@@ -57,7 +57,7 @@ class ModelWatcher:
         self,
         slot: ModelSlot[Any],
         repo: ModelRepository,
-        model: FaceModelConfig | VoiceModelConfig,
+        model: ServedModelConfig,
         runner: RunnerConfig | None = None,
         drift: DriftConfig | None = None,
         *,
@@ -71,7 +71,7 @@ class ModelWatcher:
         self.runner = runner
         self.drift = drift
         self.modality = slot.analyzer.modality
-        self.follows_shadow = shadow and self.modality == "face"
+        self.follows_shadow = shadow and spec(self.modality).shadows
         self._seen: Signature | bool = False  # never equal to a signature: first poll acts
         self._loop: Supervised | None = None
 

@@ -20,32 +20,30 @@ from prometheus_client import start_http_server
 
 from emostream import metrics
 from emostream.broker.factory import make_worker_broker
+from emostream.modalities import registered, spec
 from emostream.models.batching import BatchWorker
-from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
-from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.models.watch import ModelWatcher
+from emostream.pipeline.analyzer import Analyzer
 from emostream.settings import Settings
 
 log = logging.getLogger("emostream.worker")
 
-Served = FaceAnalyzer | VoiceAnalyzer
+
+def load_analyzers(settings: Settings) -> list[Analyzer]:
+    """The analyzers this worker serves, one per registered modality: a required one
+    (faces) raises when its model is missing; an optional one (voice) is left out with a
+    warning naming the command that makes it."""
+    served: list[Analyzer] = []
+    for modality in registered():
+        analyzer = modality.load(settings, ingest=False).analyzer
+        if analyzer is not None:
+            served.append(analyzer)
+    return served
 
 
-def load_analyzers(settings: Settings) -> list[Served]:
-    """The analyzers this worker serves: faces (required), and voice where a voice model
-    exists (else a warning naming the command that trains it)."""
-    voice = VoiceService.load(settings, vad=False).analyzer
-    face: list[Served] = [FaceAnalyzer.from_settings(settings)]
-    return face + ([voice] if voice is not None else [])
-
-
-def _described(a: Served) -> str:
-    return f"detector {a.detector.ref}" if isinstance(a, FaceAnalyzer) else "voice windows"
-
-
-async def run_worker(settings: Settings, analyzers: list[Served]) -> None:
+async def run_worker(settings: Settings, analyzers: list[Analyzer]) -> None:
     broker = make_worker_broker(settings)
     name = getattr(broker, "consumer", "worker")
     config = settings.worker
@@ -56,7 +54,7 @@ async def run_worker(settings: Settings, analyzers: list[Served]) -> None:
         ModelWatcher(
             slot,
             repo,
-            settings.face if slot.analyzer.modality == "face" else settings.voice,
+            spec(slot.analyzer.modality).model_config(settings),
             settings.runner,
             settings.drift,
             shadow=True,
@@ -73,7 +71,7 @@ async def run_worker(settings: Settings, analyzers: list[Served]) -> None:
             name,
             a.model,
             a.provider,
-            _described(a),
+            spec(a.modality).describe(a),
             w.max_batch,
             config.max_wait_ms,
             settings.broker.redacted_url,

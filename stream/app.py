@@ -1,10 +1,11 @@
 """The HTTP API of ``emostream serve`` (FastAPI): signalling, predict, health, metrics.
 
-WebRTC signalling (``/whip``, ``/v1/offer``, SSE events) comes from ``signalling``; the
-demo page from ``static/``. ``/v1/predict`` takes the same inference path as the real-time
-worker (``run_batch``), so it scores and counts a frame exactly as a session would. CPU
-work (decode, detect, classify) runs in worker threads behind a capacity limiter, so the
-event loop keeps answering health checks and other sessions while a big image is processed.
+Sessions' own routes (SSE events, status, end) come from ``session_routes``, WebRTC
+signalling (``/whip``, ``/v1/offer``) from ``transports/webrtc/signalling``; the demo page
+from ``static/``. ``/v1/predict`` takes the same inference path as the real-time worker
+(``run_batch``), so it scores and counts a frame exactly as a session would. CPU work
+(decode, detect, classify) runs in worker threads behind a capacity limiter, so the event
+loop keeps answering health checks and other sessions while a big image is processed.
 
 Who may call what is ``stream.auth`` (docs/SECURITY.md): with API tokens set, ``/v1/predict``
 and the OpenAPI schema need one and the interactive docs (``/docs``, ``/redoc``) are off, since
@@ -21,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
@@ -35,11 +37,11 @@ from emostream import __version__, metrics
 from emostream.broker.base import IngestBroker
 from emostream.broker.factory import make_ingest
 from emostream.broker.memory import MemoryBroker
+from emostream.modalities import Service, registered
 from emostream.models.batching import BatchWorker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.serving import ModelSlot
-from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.models.watch import ModelWatcher
 from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
@@ -47,7 +49,7 @@ from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
-from emostream.stream import logs, signalling
+from emostream.stream import logs, session_routes
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
 from emostream.stream.errors import (
@@ -58,124 +60,124 @@ from emostream.stream.errors import (
     validation_handler,
 )
 from emostream.stream.media import MediaError, decode_image
-from emostream.stream.sessions import SessionManager
-from emostream.stream.voice_track import VoiceSupport
-from emostream.stream.windows import Windower
+from emostream.stream.session_manager import SessionManager
+from emostream.stream.transports.webrtc import signalling
 from emostream.supervise import readiness
 
 log = logging.getLogger(__name__)
 
 
 class AppState:
+    """What the app serves: a ``Service`` per registered modality (its analyzer and the
+    slot a promotion swaps, or why it has none), the broker, the in-process workers and
+    the model watchers, and the sessions."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.slot: ModelSlot[FaceAnalyzer] | None = None
-        self.face_error: str | None = None
+        self.services: dict[str, Service] = {}
+        self.load_error: str | None = None  # why a required modality (faces) is missing
         self.limiter = anyio.CapacityLimiter(settings.limits.predict_concurrency)
         self.seq = 0
         self.broker: IngestBroker | None = None
-        self.worker: BatchWorker | None = None
-        self.watcher: ModelWatcher | None = None
+        self.workers: list[BatchWorker] = []
+        self.watchers: list[ModelWatcher] = []
         self.sessions: SessionManager | None = None
-        #: voice: its analyzer's slot (None while unavailable: ``voice.unavailable`` says
-        #: why), its in-process worker and watcher
-        self.voice = VoiceService(unavailable="models are loading")
-        self.voice_slot: ModelSlot[VoiceAnalyzer] | None = None
-        self.voice_worker: BatchWorker | None = None
-        self.voice_watcher: ModelWatcher | None = None
 
     @property
     def face(self) -> FaceAnalyzer | None:
-        """The analyzer serving now (read once per request: a swap takes the next one)."""
-        return None if self.slot is None else self.slot.analyzer
+        """The face analyzer serving now, for ``/v1/predict`` (read once per request: a
+        swap takes the next one)."""
+        service = self.services.get("face")
+        if service is None:
+            return None
+        analyzer = service.analyzer if service.slot is None else service.slot.analyzer
+        return analyzer if isinstance(analyzer, FaceAnalyzer) else None
 
     @face.setter
     def face(self, analyzer: FaceAnalyzer | None) -> None:
-        self.slot = None if analyzer is None else ModelSlot(analyzer)
+        self.services["face"] = Service(analyzer)
+
+    @property
+    def ready_to_serve(self) -> bool:
+        """Every required modality has its analyzer."""
+        return all(
+            (svc := self.services.get(m.name)) is not None and svc.analyzer is not None
+            for m in registered()
+            if m.required
+        )
 
     async def start_realtime(self) -> None:
-        """The broker, the session manager, the model watcher and, with ``memory``, the
-        in-process worker.
+        """The broker, the session manager, a model watcher per served modality and, with
+        ``memory``, a worker per served modality in this process.
 
         With a Redis broker the batching workers are separate processes (``emostream
         worker``); this node only ingests, routes results and answers REST predictions,
         so it follows promotions (for /v1/predict) but runs no shadow.
         """
-        slot = self.slot
-        if slot is None:
+        if not self.ready_to_serve:
             return
         s = self.settings
+        embedded: MemoryBroker | None = None
         if s.broker.is_redis:
             self.broker = make_ingest(s)
-        else:  # one in-process broker plays both roles: sessions submit, our worker takes
+        else:  # one in-process broker plays both roles: sessions submit, our workers take
             self.broker = embedded = MemoryBroker(s.broker)
-            self.worker = BatchWorker(embedded, slot, s.worker)
         await self.broker.start()
-        metrics.initialise("ingest" if s.broker.is_redis else "all-in-one")
-        if self.worker is not None:
-            batch = self.worker.max_batch
-            provider = slot.analyzer.provider
-            metrics.WORKER_INFO.labels("in-process", provider, str(batch)).set(1)
-            self.worker.start()
+        role: Literal["ingest", "all-in-one"] = "ingest" if s.broker.is_redis else "all-in-one"
         repo = ModelRepository(s.model_root)
-        shadow = self.worker is not None
-        self.watcher = ModelWatcher(slot, repo, s.face, s.runner, s.drift, shadow=shadow)
-        self.watcher.start()
-        self._start_voice(repo)
-        self.sessions = SessionManager(self.broker, s.session, self._voice_support())
+        for modality in registered():
+            service = self.services.get(modality.name)
+            if service is None or service.analyzer is None:
+                continue
+            service.slot = slot = ModelSlot(service.analyzer)
+            metrics.initialise(role, modality.name)
+            if embedded is not None:
+                worker = BatchWorker(embedded, slot, s.worker)
+                info = ("in-process", slot.analyzer.provider, str(worker.max_batch))
+                metrics.WORKER_INFO.labels(*info).set(1)
+                self.workers.append(worker)
+                worker.start()
+            config = modality.model_config(s)
+            watcher = ModelWatcher(slot, repo, config, s.runner, s.drift, shadow=bool(embedded))
+            self.watchers.append(watcher)
+            watcher.start()
+        self.sessions = SessionManager(self.broker, s.session, self.services)
         self.sessions.start()
 
-    def _start_voice(self, repo: ModelRepository) -> None:
-        """Beside the face path, the same for voice: a worker (memory broker) and a watcher."""
-        analyzer, s = self.voice.analyzer, self.settings
-        if analyzer is None:
-            return
-        self.voice_slot = slot = ModelSlot(analyzer)
-        metrics.initialise("ingest" if s.broker.is_redis else "all-in-one", "voice")
-        if isinstance(self.broker, MemoryBroker):
-            self.voice_worker = BatchWorker(self.broker, slot, s.worker)
-            self.voice_worker.start()
-        self.voice_watcher = ModelWatcher(slot, repo, s.voice, s.runner, s.drift)
-        self.voice_watcher.start()
-
-    def _voice_support(self) -> VoiceSupport:
-        """What sessions do with audio: a windower per new track (the shared VAD, the
-        window and hop of the voice model serving at that moment), or why they cannot."""
-        vad, slot, config = self.voice.vad, self.voice_slot, self.settings.voice
-        if vad is None or slot is None:
-            return VoiceSupport(problem=f"voice is unavailable: {self.voice.unavailable}")
-        return VoiceSupport(lambda: Windower.for_model(vad, slot.analyzer.spec, config))
-
     async def stop_realtime(self) -> None:
-        if self.voice_watcher is not None:
-            await self.voice_watcher.stop()
-        if self.watcher is not None:
-            await self.watcher.stop()
+        for watcher in self.watchers:
+            await watcher.stop()
         if self.sessions is not None:
             await self.sessions.close()
-        if self.worker is not None:
-            await self.worker.stop()
-        if self.voice_worker is not None:
-            await self.voice_worker.stop()
+        for worker in self.workers:
+            await worker.stop()
         if self.broker is not None:
             await self.broker.close()
 
-    def voice_status(self) -> dict[str, object]:
-        """/readyz: the voice model serving now (and its VAD), or why voice is unavailable."""
-        status = self.voice.status()
-        if self.voice_slot is not None:
-            status.update(self.voice_slot.status())
-        return status
-
     def load(self) -> None:
+        """Every modality's service; a missing optional model leaves the others serving."""
         s = self.settings
-        try:
-            self.face = FaceAnalyzer.from_settings(s)
-            log.info("serving %s on %s", self.face.model, self.face.provider)
-        except (LookupError, ValueError, OSError) as exc:
-            self.face, self.face_error = None, str(exc)
-            log.error("face model not loaded: %s", exc)
-        self.voice = VoiceService.load(s)  # a missing voice model leaves faces serving
+        for modality in registered():
+            try:
+                service = modality.load(s, ingest=True)
+            except (LookupError, ValueError, OSError) as exc:
+                service = Service(unavailable=str(exc))
+                if modality.required:
+                    self.load_error = str(exc)
+                log.error("%s model not loaded: %s", modality.name, exc)
+            else:
+                if service.analyzer is not None:
+                    analyzer = service.analyzer
+                    log.info("serving %s on %s", analyzer.model, analyzer.provider)
+            self.services[modality.name] = service
+
+    def models_status(self) -> dict[str, object]:
+        """``/readyz``'s ``models``: each modality's own entries."""
+        out: dict[str, object] = {}
+        for modality in registered():
+            service = self.services.get(modality.name) or Service(unavailable="not loaded")
+            out.update(modality.ready(service))
+        return out
 
 
 def create_app(settings: Settings | None = None, state: AppState | None = None) -> FastAPI:
@@ -198,7 +200,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         if server.metrics_port:  # Prometheus' own server; /metrics is then not on our port
             listener, _ = start_http_server(server.metrics_port, addr=server.metrics_host)
         try:
-            if state.face is None and state.face_error is None:
+            if not state.services and state.load_error is None:
                 await anyio.to_thread.run_sync(state.load)
             await state.start_realtime()
             try:
@@ -233,6 +235,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             allow_headers=["*"],
             expose_headers=["Location", SESSION_TOKEN_HEADER],
         )
+    app.include_router(session_routes.router(settings, lambda: state.sessions))
     app.include_router(signalling.router(settings, lambda: state.sessions))
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
@@ -249,23 +252,14 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        slot = state.slot
-        if slot is None:
+        if not state.ready_to_serve:
             return JSONResponse(
-                {"ready": False, "reason": state.face_error or "models are loading"}, 503
+                {"ready": False, "reason": state.load_error or "models are loading"}, 503
             )
-        face = slot.analyzer
         broker = state.broker
         if broker is not None and not await broker.healthy():
             return JSONResponse({"ready": False, "reason": broker.problem or "broker down"}, 503)
-        owners = (
-            broker,
-            state.worker,
-            state.watcher,
-            state.sessions,
-            state.voice_worker,
-            state.voice_watcher,
-        )
+        owners = [broker, state.sessions, *state.workers, *state.watchers]
         problem, tasks = readiness(t for o in owners if o is not None for t in o.tasks)
         if problem is not None:
             return JSONResponse({"ready": False, "reason": problem, "tasks": tasks}, 503)
@@ -273,11 +267,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             {
                 "ready": True,
                 "broker": state.settings.broker.redacted_url,
-                "models": {
-                    "face": slot.status(),
-                    "detector": face.detector.ref,
-                    "voice": state.voice_status(),
-                },
+                "models": state.models_status(),
                 "tasks": tasks,
             }
         )
@@ -317,7 +307,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         t0 = time.monotonic()
         face = state.face
         if face is None:
-            raise ApiError(503, "model_unavailable", state.face_error or "models are loading")
+            raise ApiError(503, "model_unavailable", state.load_error or "models are loading")
         data = await image_bytes(request, state.settings.limits.max_body_bytes)
         metrics.FRAMES_IN.labels("face").inc()
         try:

@@ -44,13 +44,15 @@ def resample(frames: Iterable[AudioFrame], rate: int = SAMPLE_RATE) -> Iterator[
     yield r(None)
 
 
-def is_audio_only(path: Path) -> bool:
-    """Whether FFmpeg opens ``path`` as a container of audio streams and nothing else."""
+def media_streams(path: Path) -> set[str]:
+    """The kinds of stream FFmpeg finds in ``path`` (``audio``, ``video``); none for a file
+    it cannot open. The one probe for "is this audio only" and "has this video sound"."""
     try:
         with av.open(str(path)) as container:
-            return bool(container.streams.audio) and not container.streams.video
+            kinds = {"audio"} if container.streams.audio else set()
+            return kinds | ({"video"} if container.streams.video else set())
     except (av.FFmpegError, UnicodeDecodeError, ValueError):
-        return False
+        return set()
 
 
 def read_audio(path: Path, rate: int = SAMPLE_RATE, max_seconds: float = 3600.0) -> np.ndarray:

@@ -26,7 +26,7 @@ from emostream.stream.errors import ApiError
 from emostream.stream.server_config import ServerConfig
 
 if TYPE_CHECKING:
-    from emostream.stream.sessions import Session
+    from emostream.stream.session import Session
 
 QUERY = "token"
 SESSION_TOKEN_HEADER = "X-Session-Token"

@@ -161,13 +161,13 @@ def kind_of(path: Path) -> str:
     video's audio is analysed too, so a suffix both could be (.webm) is a video. A file
     with another suffix is probed: audio streams and no video stream make it 'audio' (not
     more: FFmpeg reads almost anything as some video, a text file as ANSI art)."""
-    from emostream.stream.audio import AUDIO_SUFFIXES, is_audio_only  # it imports this module
+    from emostream.stream.audio import AUDIO_SUFFIXES, media_streams  # it imports this module
 
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
-    if suffix in AUDIO_SUFFIXES or (path.is_file() and is_audio_only(path)):
+    if suffix in AUDIO_SUFFIXES or (path.is_file() and media_streams(path) == {"audio"}):
         return "audio"
     raise MediaError("unsupported_file", f"{path}: unknown file type {suffix or '(none)'!r}", 415)

@@ -1,5 +1,6 @@
-"""The HTTP server's settings (``EMOSTREAM_SERVER__*``) and the limits it puts on requests
-(``EMOSTREAM_LIMITS__*``), so that a bad client is refused before it costs anything."""
+"""The HTTP server's settings (``EMOSTREAM_SERVER__*``), the limits it puts on requests
+(``EMOSTREAM_LIMITS__*``), so that a bad client is refused before it costs anything, and
+how sessions are admitted, read and ended (``EMOSTREAM_SESSION__*``)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,27 @@ class LimitsConfig(BaseModel):
     predict_concurrency: int = Field(default=2, ge=1, description="images decoded at once")
     max_upload_bytes_in_flight: int = Field(
         default=64 * 1024 * 1024, gt=0, description="all request bodies being read; more get 503"
+    )
+
+
+class SessionConfig(BaseModel):
+    """``EMOSTREAM_SESSION__*``: how sessions are admitted, read and ended."""
+
+    max_sessions: int = Field(default=32, ge=1, description="sessions open at once")
+    idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
+    max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
+    max_video_kbps: int = Field(
+        default=600,
+        ge=100,
+        description="the REMB each video receiver announces: senders stay under it "
+        "(ample for a face at 640 px) and still back off on loss "
+        "(stream/transports/webrtc/remb.py)",
+    )
+    convert_threads: int = Field(
+        default=2, ge=1, description="threads converting frames, shared by all sessions"
+    )
+    smoothing: float = Field(default=1.0, gt=0, le=1, description="EMA weight; 1 = raw")
+    max_subscribers: int = Field(default=8, ge=1, description="SSE streams open per session")
+    ice_servers: CommaList = Field(
+        default_factory=list, description="STUN/TURN URLs; none by default (local only)"
     )

@@ -1,4 +1,4 @@
-"""One remote audio track of a session: frames in, 16 kHz voice windows out.
+"""One audio track of a session, whatever its transport: frames in, 16 kHz windows out.
 
 Opus (48 kHz) and G.711 (8 kHz) frames arrive every 20 ms on the event loop. Resampling
 and windowing (voice activity detection included) are CPU work, so they run in a thread;
@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from aiortc import MediaStreamTrack
-from aiortc.mediastreams import MediaStreamError
 from av.audio.frame import AudioFrame
 
 from emostream import metrics
@@ -109,15 +108,15 @@ class Due:
 
 
 async def read_windows(
-    track: MediaStreamTrack,
+    frames: AsyncIterator[Any],
     windows: AudioWindows,
     on_windows: Callable[[list[TimedWindow]], Awaitable[None]],
     on_frame: Callable[[], None],
     clock: Callable[[], float],
 ) -> None:
-    """Receive ``track`` until it ends; hand each chunk's windows to ``on_windows`` as soon
-    as its thread is done (the receiving goes on meanwhile), and at the end the last
-    window over the tail. A machine too slow to window
+    """Receive a track's ``frames`` until they end; hand each chunk's windows to
+    ``on_windows`` as soon as its thread is done (the receiving goes on meanwhile), and at
+    the end the last window over the tail. A machine too slow to window
     in real time loses its oldest waiting chunk, never memory: the windows restart after
     the gap, as after lost packets."""
     chunks: asyncio.Queue[tuple[list[tuple[AudioFrame, float]], float] | None] = asyncio.Queue()
@@ -127,11 +126,7 @@ async def read_windows(
         chunk: list[tuple[AudioFrame, float]] = []
         seconds = 0.0
         try:
-            while True:
-                try:
-                    frame = await track.recv()
-                except MediaStreamError:
-                    return
+            async for frame in frames:
                 on_frame()
                 if not isinstance(frame, AudioFrame):
                     continue
@@ -156,13 +151,3 @@ async def read_windows(
     async with asyncio.TaskGroup() as group:
         group.create_task(receive())
         group.create_task(process())
-
-
-@dataclass(frozen=True)
-class VoiceSupport:
-    """Whether this server turns audio into voice messages: a windower for each new track,
-    or why it cannot (said to each session with audio once, as an ``error`` message with
-    code ``voice_unavailable``; its faces carry on)."""
-
-    windower: Callable[[], Windower] | None = None
-    problem: str = "this server has no voice model: audio is received but not analysed"

@@ -28,11 +28,6 @@ from emostream.models.vad.base import Vad, VadStream
 if TYPE_CHECKING:
     from emostream.models.voice import VoiceModelConfig
 
-#: The default window and hop: the voice-emotion card's (a card with other values wins).
-DEFAULT_WINDOW_S = 1.5
-DEFAULT_HOP_S = 0.5
-
-
 @dataclass(frozen=True)
 class Window:
     """``samples`` (window length, float32 at 16 kHz) spanning media ``[start, end)`` s."""
@@ -72,7 +67,7 @@ class Windower:
     def for_model(cls, vad: Vad, spec: AudioInput | None, config: VoiceModelConfig) -> Windower:
         """Windows of the voice card's size and hop (the defaults when no model is loaded)."""
         if spec is None:
-            spec = AudioInput(name="", window_seconds=DEFAULT_WINDOW_S, hop_seconds=DEFAULT_HOP_S)
+            spec = AudioInput(name="")  # the card's defaults
         return cls(
             vad,
             spec.window_samples,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from emostream.stream.sdp import SdpError, check_offer
+from emostream.stream.transports.webrtc.sdp import SdpError, check_offer
 
 from fuzz_inputs import mutated_sdp
 from sdp_offers import BAD_OFFERS, CHROMIUM_OFFER, OFFER

@@ -264,7 +264,7 @@ def test_partial_uploads_beyond_the_budget_get_503_and_the_budget_comes_back(
 
 def test_connections_beyond_the_cap_get_json_503(tmp_path: Path) -> None:
     state = AppState(_settings(tmp_path, keep_alive_s=30, max_connections=2))
-    state.face_error = "not loaded in this test"
+    state.load_error = "not loaded in this test"
     with serving(state.settings, state) as running:
         idle = [running.connect() for _ in range(2)]
         with running.client() as c:
@@ -299,7 +299,7 @@ def test_https_with_the_tls_settings(tmp_path: Path) -> None:
     )
     settings = _settings(tmp_path, ssl_certfile=str(cert), ssl_keyfile=str(key))
     state = AppState(settings)
-    state.face_error = "not loaded in this test"
+    state.load_error = "not loaded in this test"
     with serving(settings, state) as running:
         url = f"https://127.0.0.1:{running.port}/healthz"
         with httpx.Client(verify=str(cert), trust_env=False, timeout=GUARD_S) as c:

@@ -48,7 +48,7 @@ from emostream.pipeline.outcomes import FaceScores, Failed, Scored, SessionEvent
 from emostream.settings import Settings
 from emostream.stream.app import AppState, create_app
 from emostream.stream.media import read_image
-from emostream.stream.sessions import SessionManager
+from emostream.stream.session_manager import SessionManager
 from emostream.supervise import supervise
 
 from redis_server import RedisServer

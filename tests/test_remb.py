@@ -6,7 +6,7 @@ import asyncio
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from emostream.stream import remb
+from emostream.stream.transports.webrtc import remb
 
 
 def test_the_cap_is_announced_once_a_second_for_every_ssrc() -> None:

@@ -1,4 +1,4 @@
-"""The SDP offer validator (stream/sdp.py), on mutations of real offers.
+"""The SDP offer validator (stream/transports/webrtc/sdp.py), on mutations of real offers.
 
 The offers are real (``sdp_offers``): one aiortc made and one Chromium sent, both in the
 test namespace. Each malformed form from issue 12 gets a 400 ``bad_sdp`` naming the
@@ -14,7 +14,7 @@ import re
 import pytest
 from aiortc.sdp import SessionDescription
 
-from emostream.stream.sdp import SdpError, check_offer
+from emostream.stream.transports.webrtc.sdp import SdpError, check_offer
 
 from sdp_offers import BAD_OFFERS, CHROMIUM_OFFER, OFFER, mutated_offers, sub
 

@@ -50,7 +50,7 @@ async def test_the_in_process_voice_worker_scores_a_window(
     await state.start_realtime()
     try:
         broker = state.broker
-        assert isinstance(broker, MemoryBroker) and state.voice_worker is not None
+        assert isinstance(broker, MemoryBroker) and len(state.workers) == 2  # face, voice
         await broker.open_session("s")
         middle = len(clip) // 2
         window = clip[middle - 12000 : middle + 12000].copy()
@@ -68,4 +68,4 @@ async def test_the_in_process_voice_worker_scores_a_window(
         await state.stop_realtime()
     assert isinstance(event, Scored) and isinstance(event.result, VoiceScores)
     assert event.job.window == VoiceInfo("mic", 1.0, 2.5)
-    assert event.model == state.voice.analyzer.model  # type: ignore[union-attr]
+    assert event.model == state.services["voice"].analyzer.model  # type: ignore[union-attr]

@@ -18,15 +18,12 @@ from emostream.models.logmel import LogMelSpec, log_mel
 from emostream.training.voice_data import CLASSES, Clip, load_waves, speech_span
 
 INPUT, OUTPUT = "logmel", "probabilities"
-WINDOW_SECONDS, HOP_SECONDS = 1.5, 0.5
 SPEC = LogMelSpec()
 
 
 def audio_input() -> AudioInput:
     """The card's input: what a serving process must feed the graph."""
-    return AudioInput(
-        name=INPUT, window_seconds=WINDOW_SECONDS, hop_seconds=HOP_SECONDS, features=SPEC
-    )
+    return AudioInput(name=INPUT, features=SPEC)  # window and hop: the card's defaults
 
 
 WINDOW = audio_input().window_samples

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
 from emostream.broker.broker_config import BrokerConfig
+from emostream.modalities import spec
 from emostream.pipeline.jobs import Job, Modality
 from emostream.pipeline.outcomes import Outcome, SessionEvent
 from emostream.supervise import Supervised
@@ -95,5 +96,5 @@ def stamp(job: Job, config: BrokerConfig) -> Job:
     """Give a job its deadline (unless it has one) and its time of queueing."""
     job.enqueued = time.monotonic()
     if math.isinf(job.deadline):
-        job.deadline = job.created + config.deadline_for(job.modality)
+        job.deadline = job.created + spec(job.modality).deadline_s(config)
     return job

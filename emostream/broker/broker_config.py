@@ -8,8 +8,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from emostream.pipeline.jobs import Modality
-
 Codec = Literal["jpeg", "raw"]
 AudioCodec = Literal["f32", "s16"]
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -60,15 +58,6 @@ class BrokerConfig(BaseModel):
     @property
     def deadline_s(self) -> float:
         return self.deadline_ms / 1000.0
-
-    def in_flight(self, modality: Modality) -> int:
-        """Queued jobs per session and modality before the oldest is superseded."""
-        return self.voice_max_in_flight if modality == "voice" else self.max_in_flight
-
-    def deadline_for(self, modality: Modality) -> float:
-        """Seconds from a job's ``created`` to its deadline: a frame is worthless once a
-        newer one exists, a voice window only once its result would come far too late."""
-        return (self.voice_deadline_ms if modality == "voice" else self.deadline_ms) / 1000.0
 
     @property
     def redacted_url(self) -> str:

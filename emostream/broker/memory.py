@@ -16,26 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import AsyncIterator
 
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker, stamp
 from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.session_queues import SessionQueues
-from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
+from emostream.modalities import spec
+from emostream.pipeline.jobs import DropReason, Job, Modality
 from emostream.pipeline.outcomes import Outcome, SessionEvent, drop
 
 
 class MemoryBroker(IngestBroker, WorkerBroker):
     def __init__(self, config: BrokerConfig | None = None) -> None:
         self.config = config or BrokerConfig()
-        self._pending: dict[Modality, OrderedDict[str, deque[Job]]] = {
-            m: OrderedDict() for m in MODALITIES
-        }
+        self._pending: defaultdict[Modality, OrderedDict[str, deque[Job]]] = defaultdict(
+            OrderedDict
+        )
         self._results = SessionQueues()
         self._wake: dict[Modality, asyncio.Event] = {}
-        self._senders: dict[Modality, set[str]] = {m: set() for m in MODALITIES}
+        self._senders: defaultdict[Modality, set[str]] = defaultdict(set)
 
     def _event(self, modality: Modality) -> asyncio.Event:
         ev = self._wake.get(modality)
@@ -68,7 +69,7 @@ class MemoryBroker(IngestBroker, WorkerBroker):
         metrics.FRAMES_IN.labels(job.modality).inc()
         self._senders[job.modality].add(job.session)
         queue = self._pending[job.modality].setdefault(job.session, deque())
-        while len(queue) >= self.config.in_flight(job.modality):
+        while len(queue) >= spec(job.modality).in_flight(self.config):
             self._results.put(job.session, drop(queue.popleft(), DropReason.superseded))
         queue.append(stamp(job, self.config))
         metrics.QUEUE_DEPTH.labels(job.modality).set(self._depth(job.modality))

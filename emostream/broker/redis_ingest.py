@@ -29,7 +29,8 @@ from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_link import FAILURES, Backoff, RedisLink
 from emostream.broker.session_queues import SessionQueues
 from emostream.broker.wire import Fields, WireError, decode_outcome, encode_job
-from emostream.pipeline.jobs import MODALITIES, DropReason, Job, Modality
+from emostream.modalities import names, spec
+from emostream.pipeline.jobs import DropReason, Job, Modality
 from emostream.pipeline.outcomes import BrokerNotice, SessionEvent, drop, fail
 from emostream.supervise import Supervised, supervise
 
@@ -94,7 +95,7 @@ class RedisIngest(IngestBroker):
             self._reader = supervise("redis-results", self._read_results)
 
     async def close_session(self, session: str) -> None:
-        for modality in MODALITIES:
+        for modality in names():
             ids = self._waiting.pop((session, modality), [])
             if not ids or self.link.problem is not None:
                 continue
@@ -137,7 +138,7 @@ class RedisIngest(IngestBroker):
             return
         key = (job.session, job.modality)
         waiting = self._waiting.get(key, [])
-        args: list[Any] = [self.config.group, self.config.in_flight(job.modality)]
+        args: list[Any] = [self.config.group, spec(job.modality).in_flight(self.config)]
         args += [self.config.stream_max_len, len(waiting), *waiting]
         for k, v in fields.items():
             args += [k, v]

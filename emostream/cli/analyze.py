@@ -86,7 +86,6 @@ def analyze(
     """One face message per image or video frame, one voice message per audio window (a
     video with sound gives both; DESIGN.md schema)."""
     from emostream.analyze import AnalyzeOptions, Message, analyze_paths
-    from emostream.analyze_voice import VoiceTools
     from emostream.models.voice import VoiceService
     from emostream.schema import VoiceMessage
     from emostream.stream.media import MediaError, kind_of
@@ -99,11 +98,11 @@ def analyze(
         except MediaError:
             kinds.add("unknown")  # reported with its reason when its turn comes
     analyzer = load_face_analyzer(settings) if kinds != {"audio"} else None
-    voice: VoiceTools | str | None = None
+    voice: VoiceService | str | None = None
     if kinds & {"audio", "video"}:
         service = VoiceService.load(settings)
         if service.analyzer is not None and service.vad is not None:
-            voice = VoiceTools(service.analyzer, service.vad, settings.voice)
+            voice = service
         else:
             voice = service.unavailable
             if kinds == {"audio"}:  # nothing else could be analysed: a missing model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from emostream.cli.common import EXIT_USAGE, fail, load_face_analyzer
+from emostream.cli.common import EXIT_MODEL_MISSING, EXIT_USAGE, fail
 from emostream.cli.options import setting, with_settings
 from emostream.settings import Settings
 
@@ -24,13 +24,17 @@ def worker(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from emostream.models.voice import VoiceService
-    from emostream.models.worker_node import run_worker
+    from emostream.models.repository import ModelMissingError
+    from emostream.models.worker_node import load_analyzers, run_worker
 
-    face = load_face_analyzer(settings)
-    voice = VoiceService.load(settings, vad=False).analyzer  # missing: a warning, faces go on
+    try:  # a missing optional model (voice) is a warning; a missing face model exits 3
+        analyzers = load_analyzers(settings)
+    except ModelMissingError as exc:
+        raise fail(str(exc), EXIT_MODEL_MISSING) from None
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     try:
-        asyncio.run(run_worker(settings, [face] + ([voice] if voice is not None else [])))
+        asyncio.run(run_worker(settings, analyzers))
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:  # e.g. the metrics port is taken

@@ -7,13 +7,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 
-Modality = Literal["face", "voice"]
+Modality = str  # a registered modality's name (``emostream.modalities``)
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels
-MODALITIES: tuple[Modality, ...] = ("face", "voice")
 NO_PAYLOAD = np.empty((0,), np.uint8)
 
 

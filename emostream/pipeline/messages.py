@@ -14,7 +14,7 @@ import numpy as np
 
 from emostream.models.face_tracking.ids import IouTracker
 from emostream.pipeline.jobs import Box, VoiceInfo
-from emostream.pipeline.outcomes import FaceScores, Scored, VoiceScores
+from emostream.pipeline.outcomes import FaceScores, Scored, Scores, VoiceScores
 from emostream.schema import Face, FaceMessage, VoiceMessage
 
 
@@ -50,7 +50,7 @@ def faces(
 
 
 def face_message(
-    scored: Scored[FaceScores] | Scored[VoiceScores],
+    scored: Scored[Scores],
     *,
     latency_s: float,
     tracker: IouTracker | None = None,
@@ -80,7 +80,7 @@ def face_message(
 
 
 def voice_message(
-    scored: Scored[FaceScores] | Scored[VoiceScores],
+    scored: Scored[Scores],
     *,
     latency_s: float,
     session: str | None = None,

@@ -74,7 +74,7 @@ class BrokerNotice:
     code: str = "broker_unavailable"
 
 
-Outcome = Scored[FaceScores] | Scored[VoiceScores] | Dropped | Failed
+Outcome = Scored[Scores] | Dropped | Failed
 SessionEvent = Outcome | BrokerNotice
 
 

@@ -30,7 +30,9 @@ from emostream.broker.memory import MemoryBroker
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.settings import Settings
 from emostream.stream.client import EmotionClient, Source
-from emostream.stream.sessions import OfferRejectedError, SessionConfig, SessionManager
+from emostream.stream.server_config import SessionConfig
+from emostream.stream.session_manager import SessionManager
+from emostream.stream.transports.webrtc.peer import OfferRejectedError, open_peer
 
 from sdp_offers import BAD_OFFERS, CHROMIUM_OFFER, OFFER, mutated_offers, sub
 
@@ -147,7 +149,7 @@ async def test_a_failed_offer_with_a_data_channel_is_cleaned_up_without_raising(
     before = _sockets()
     try:
         with pytest.raises(OfferRejectedError, match="could not be applied"):
-            await manager.create(HALF_APPLIED)
+            await open_peer(manager, HALF_APPLIED)
         (sid,) = opened
         assert manager.sessions == {} and manager.get(sid) is None
         job = Job(sid, 1, 0.0, np.zeros((8, 8, 3), np.uint8), FrameInfo(8, 8, 1.0))
@@ -161,9 +163,9 @@ async def test_a_failed_offer_with_a_data_channel_is_cleaned_up_without_raising(
         assert left == [], left
         assert _sockets() <= before
         # and the manager still takes a good offer afterwards
-        session = await manager.create(OFFER)
-        assert "a=fingerprint:" in session.pc.localDescription.sdp
-        await manager.end(session.id)
+        peer = await open_peer(manager, OFFER)
+        assert "a=fingerprint:" in peer.pc.localDescription.sdp
+        await manager.end(peer.session.id)
     finally:
         await manager.close()
         await broker.close()
@@ -180,7 +182,7 @@ async def test_aiortc_errors_on_each_reproduction_are_offer_rejected(name: str) 
     manager = SessionManager(broker, SessionConfig())
     try:
         with pytest.raises(OfferRejectedError, match=r"the offer could not be applied: \S"):
-            await manager.create(BAD_OFFERS[name][0])
+            await open_peer(manager, BAD_OFFERS[name][0])
         assert manager.sessions == {}
     finally:
         await manager.close()
@@ -202,13 +204,13 @@ async def test_a_close_that_raises_half_way_still_releases_every_socket(
     manager = SessionManager(broker, SessionConfig())
     before = _sockets()
     try:
-        session = await manager.create(OFFER)
+        peer = await open_peer(manager, OFFER)
         assert _sockets() > before  # ICE gathered: UDP sockets are open
-        sctp = session.pc.sctp
+        sctp = peer.pc.sctp
         assert sctp is not None
         sctp._RTCSctpTransport__transport = None  # type: ignore[attr-defined]
-        with caplog.at_level(logging.WARNING, "emostream.stream.sessions"):
-            assert await manager.end(session.id)  # does not raise
+        with caplog.at_level(logging.WARNING, "emostream.stream.transports.webrtc.peer"):
+            assert await manager.end(peer.session.id)  # does not raise
         assert "closing its peer connection failed" in caplog.text
         for _ in range(100):  # failure guard: sockets close on the next loop turns
             if _sockets() <= before:

@@ -1,0 +1,182 @@
+"""A session: tracks in, messages out, whatever transport feeds it.
+
+A session owns its tracks (``MediaTrack``: a name, audio or video, a role, decoded frames)
+and everything between them and the client: each track is read by the modality that
+reads its kind (``emostream/modalities``: video frames become face jobs, audio windows
+voice jobs or silent-window messages), jobs go to the broker, outcomes come back through
+``IngestBroker.results(session)`` and become messages (``SessionView``), and messages go
+to every output the transport added (a WebRTC data channel) and to every SSE subscriber.
+
+A transport (``stream/transports/``: WebRTC, or the in-process one tests use) creates the
+session through the ``SessionManager``, adds tracks and outputs, and registers what must
+happen when the session ends (close its peer connection). A session ends on DELETE, when
+its transport says so, or after ``idle_timeout_s`` without media; ending it cancels its
+readers, drops its queued jobs and runs the transport's clean-up, so a vanished client
+leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from emostream.broker.base import IngestBroker, UnknownSessionError
+from emostream.modalities import MediaTrack, Service, registered
+from emostream.modalities.base import Message
+from emostream.pipeline.jobs import Job
+from emostream.schema import ErrorMessage
+from emostream.stream.fanout import Fanout, Queue
+from emostream.stream.server_config import SessionConfig
+from emostream.stream.session_view import SessionView
+
+log = logging.getLogger(__name__)
+
+
+Output = Callable[[str], None]
+Closer = Callable[[], Awaitable[None]]
+
+
+class Session:
+    """One client's session: implements ``TrackSink`` for the modalities' track readers."""
+
+    def __init__(
+        self,
+        broker: IngestBroker,
+        config: SessionConfig,
+        convert_pool: ThreadPoolExecutor,
+        services: Mapping[str, Service] | None = None,
+        owner: bytes | None = None,
+        transport: str = "local",
+    ) -> None:
+        self.id = secrets.token_urlsafe(12)
+        self.owner = owner  # who created it (stream.auth); None on an open server
+        self.secret = secrets.token_urlsafe(24)  # its session_token: read, follow, end it
+        self.transport = transport
+        self.broker = broker
+        self.config = config
+        self._pool = convert_pool
+        self._services = services or {}
+        self.view = SessionView(self.id, smoothing=config.smoothing)
+        self.subscribers = Fanout(config.max_subscribers)
+        self.started = self.last_activity = time.monotonic()
+        self.frames_in = 0
+        self.messages_out = 0
+        self.closed = asyncio.Event()
+        self.tracks: list[MediaTrack] = []
+        self.notices: list[ErrorMessage] = []  # said once each; a late output gets them too
+        self.describe: Callable[[], dict[str, object]] = lambda: {}  # the transport's state
+        self._outputs: list[Output] = []
+        self._closers: list[Closer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._seqs: Counter[str] = Counter()
+
+    # -- what a transport does ------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the session's result stream and start sending its results."""
+        await self.broker.open_session(self.id)
+        self.spawn(self._send_results(), f"{self.id}-results")
+
+    def add_track(self, track: MediaTrack) -> None:
+        """Read ``track`` with every modality that reads its kind (none: just drain it)."""
+        self.tracks.append(track)
+        readers = [m for m in registered() if m.track_kind == track.kind]
+        for modality in readers:
+            self.spawn(modality.read(self, track), f"{self.id}-{modality.name}-{track.name}")
+        if not readers:
+            self.spawn(self._drain(track), f"{self.id}-{track.kind}-{track.name}")
+
+    def add_output(self, output: Output) -> None:
+        """Another place every message goes (a data channel), besides SSE."""
+        self._outputs.append(output)
+
+    def on_close(self, closer: Closer) -> None:
+        """Run when the session ends, after its readers are cancelled."""
+        self._closers.append(closer)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A task that lives as long as the session (cancelled when it ends)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- TrackSink: what the modalities' readers do ----------------------------------------
+    @property
+    def max_side(self) -> int:
+        return self.config.max_side
+
+    @property
+    def convert_pool(self) -> ThreadPoolExecutor:
+        return self._pool
+
+    def service(self, modality: str) -> Service | None:
+        return self._services.get(modality)
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def next_seq(self, modality: str) -> int:
+        self._seqs[modality] += 1
+        return self._seqs[modality]
+
+    def count_in(self) -> None:
+        self.frames_in += 1
+
+    async def submit(self, job: Job) -> None:
+        with contextlib.suppress(UnknownSessionError):  # ended between check and submit
+            await self.broker.submit(job)
+
+    def send(self, message: Message | ErrorMessage) -> None:
+        self._send(message.to_json())
+
+    def notice(self, code: str, detail: str) -> None:
+        if any(n.code == code for n in self.notices):
+            return
+        notice = ErrorMessage(session=self.id, code=code, detail=detail)
+        self.notices.append(notice)
+        self.send(notice)
+
+    # -- results ------------------------------------------------------------------------
+    async def _send_results(self) -> None:
+        async for event in self.broker.results(self.id):
+            msg = self.view.message(event)
+            if msg is not None:
+                self._send(msg.to_json())
+
+    def _send(self, text: str) -> None:
+        """To every output and every SSE subscriber."""
+        for output in self._outputs:
+            output(text)
+        self.subscribers.publish(text)  # a slow reader loses the oldest, not the newest
+        self.messages_out += 1
+
+    def subscribe(self) -> Queue:
+        """A queue of this session's messages for one SSE stream (``SubscriberLimitError``
+        beyond ``max_subscribers``)."""
+        return self.subscribers.subscribe()
+
+    async def _drain(self, track: MediaTrack) -> None:
+        async for _ in track.frames:
+            self.touch()
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.subscribers.close()  # first: the end marker must not wait on what may fail below
+        await self.broker.close_session(self.id)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        for closer in self._closers:
+            try:
+                await closer()
+            except Exception as exc:  # one clean-up failing must not skip the others
+                log.warning("session %s: closing its transport failed (%r)", self.id, exc)

@@ -1,0 +1,10 @@
+"""Ways media reaches a session: one module (or package) per protocol.
+
+Each transport opens sessions through the ``SessionManager``, adds their tracks
+(``MediaTrack``: a name, a kind, a role, decoded frames) and outputs, and says what to do
+when a session ends; windows, VAD, the broker, results, SSE, limits, the idle timeout and
+metrics belong to the session and know nothing of the transport.
+
+- ``webrtc/``: aiortc peer connections behind WHIP and ``/v1/offer`` (the only aiortc user).
+- ``local.py``: frames and PCM handed over in-process (tests, embedding).
+"""
