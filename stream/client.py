@@ -4,9 +4,9 @@ This is what call-centre software embeds::
 
     async with EmotionClient("http://127.0.0.1:8000", source=Source.file("call.mp4")) as c:
         async for message in c.messages():
-            if message.type == "face":
+            if isinstance(message, FaceMessage):
                 print([f.label for f in message.faces])
-            elif message.type == "voice" and message.speech:
+            elif isinstance(message, VoiceMessage) and message.speech:
                 print(message.track, message.start, message.label)
 
 ``Source.files(["agent.wav", "customer.wav"])`` publishes two recordings as two audio

@@ -87,20 +87,11 @@ def voice_message(
     source: str | None = None,
 ) -> VoiceMessage:
     """The message for one scored speech window (silent windows: ``silence_message``)."""
-    job, result = scored.job, scored.result
-    info = job.window
+    result = scored.result
     assert isinstance(result, VoiceScores)
-    return VoiceMessage(
-        session=session,
-        source=source,
-        track=info.track,
-        start=round(info.start, 3),
-        end=round(info.end, 3),
-        speech=True,
-        **top(result.scores.reshape(-1), result.classes),
-        latency_ms=round(latency_s * 1000, 3),
-        model=scored.model or None,
-    )
+    msg = silence_message(scored.job.window, latency_s=latency_s, session=session, source=source)
+    top_row = top(result.scores.reshape(-1), result.classes)
+    return msg.model_copy(update={"speech": True, "model": scored.model or None, **top_row})
 
 
 def silence_message(
@@ -110,7 +101,8 @@ def silence_message(
     session: str | None = None,
     source: str | None = None,
 ) -> VoiceMessage:
-    """A window voice activity detection found no speech in: said, never classified."""
+    """A window voice activity detection found no speech in: said, never classified (and
+    the frame of every voice message: ``voice_message`` adds the scores)."""
     return VoiceMessage(
         session=session,
         source=source,
