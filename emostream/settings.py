@@ -24,7 +24,7 @@ from pydantic_settings import (
 )
 
 from emostream.broker.config import BrokerConfig
-from emostream.models.detectors import BACKENDS, DetectorConfig, default_detector
+from emostream.models.detectors import BACKENDS, UNAVAILABLE, DetectorConfig, default_detector
 from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
 from emostream.models.drift import DriftConfig
 from emostream.models.face import FaceModelConfig
@@ -205,7 +205,9 @@ class Leaf:
     @property
     def description(self) -> str:
         if self.path == ("detector", "type"):
-            return f"the face detector backend: {', '.join(BACKENDS)}"
+            text = f"the face detector backend: {', '.join(BACKENDS)}"
+            missing = "; ".join(f"{k} ({why})" for k, why in UNAVAILABLE.items())
+            return text + (f"; unavailable here: {missing}" if missing else "")
         return self.field.description or ""
 
     @property
@@ -226,20 +228,22 @@ def leaves() -> list[Leaf]:
     """Every setting in the tree, in declaration order; a detector field once per backend
     that has it (``detector.type`` once)."""
     out: list[Leaf] = []
+    # detector.type from the default backend's config, or the first available one's
+    type_from = DEFAULT_DETECTOR if DEFAULT_DETECTOR in BACKENDS else next(iter(BACKENDS), None)
     for key, field in Settings.model_fields.items():
-        branch = field.default_factory() if field.default_factory else None  # type: ignore[call-arg]
-        if not isinstance(branch, BaseModel):
-            out.append(Leaf((key,), field))
-            continue
-        models: dict[str | None, type[BaseModel]] = (
-            {name: b.config_class for name, b in BACKENDS.items()}
-            if key == "detector"
-            else {None: type(branch)}
-        )
+        models: dict[str | None, type[BaseModel]]
+        if key == "detector":  # every available backend's (the default's may be missing)
+            models = {name: b.config_class for name, b in BACKENDS.items()}
+        else:
+            branch = field.default_factory() if field.default_factory else None  # type: ignore[call-arg]
+            if not isinstance(branch, BaseModel):
+                out.append(Leaf((key,), field))
+                continue
+            models = {None: type(branch)}
         for backend, model in models.items():
             for name, info in model.model_fields.items():
                 if backend is not None and name == "type":
-                    if backend == DEFAULT_DETECTOR:
+                    if backend == type_from:
                         out.append(Leaf((key, name), info))
                     continue
                 out.append(Leaf((key, name), info, backend))

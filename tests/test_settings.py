@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from emostream.cli import app
-from emostream.models.detectors.haar import HaarConfig
+from emostream.models.detectors.plugins.haar import HaarConfig
 from emostream.settings import LEGACY, Leaf, Settings, describe, env_names, leaf, leaves
 from emostream.settings import reference_markdown as reference
 
