@@ -215,7 +215,7 @@ class Leaf:
         """The default as one would write it in the environment ("" for an empty list);
         None when unset."""
         if self.field.default_factory is model_root:
-            return "<package>/models"
+            return "<package>/models/artefacts"
         value = self.field.get_default(call_default_factory=True)
         if value is None:
             return None
