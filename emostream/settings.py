@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @field_validator("model_root", mode="before")
+    @classmethod
+    def _empty_root_is_the_default(cls, value: object) -> object:
+        """``EMOSTREAM_MODEL_ROOT=`` (empty) is the default repository, as in
+        ``paths.model_root``, not the current directory."""
+        return model_root() if value in ("", None) else value
 
     @model_validator(mode="before")
     @classmethod
