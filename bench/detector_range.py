@@ -25,8 +25,8 @@ import numpy as np
 
 from emostream.bench.measure import VIDEO, median, video_frames
 from emostream.models.detectors.base import FaceDetector
-from emostream.models.detectors.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
-from emostream.models.detectors.haar import HaarConfig, HaarDetector
+from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
+from emostream.models.detectors.plugins.haar import HaarConfig, HaarDetector
 from emostream.paths import data_root, model_root
 from emostream.stream.media import read_image
 

@@ -125,7 +125,7 @@ class Subject:
 
     def with_haar(self) -> Subject:
         """The same classifier behind OpenCV's Haar cascade, for comparison."""
-        from emostream.models.detectors.haar import HaarDetector
+        from emostream.models.detectors.plugins.haar import HaarDetector
 
         return Subject(self.classifier, _analyzer(self.classifier, HaarDetector), "haar")
 

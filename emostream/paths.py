@@ -12,18 +12,28 @@ from pathlib import Path
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def model_root() -> Path:
-    """The model repository: ``EMOSTREAM_MODEL_ROOT`` or the ``models/`` package folder.
+#: The model repository's folder in the ``emostream.models`` package: data, not code.
+ARTEFACTS = "artefacts"
 
-    In a checkout that is ``<repo>/models``, so ``make demo`` writes
-    ``models/face-emotion/<version>/`` as DESIGN.md describes.
+
+def bundled_root() -> Path:
+    """``<emostream.models>/artefacts``: where the versions this project made ship with the
+    package (``models/artefacts/`` in a checkout), and the default repository."""
+    import emostream.models as pkg
+
+    return Path(pkg.__file__).resolve().parent / ARTEFACTS
+
+
+def model_root() -> Path:
+    """The model repository: ``EMOSTREAM_MODEL_ROOT``, else ``bundled_root()``.
+
+    In a checkout that is ``<repo>/models/artefacts``, so ``make demo`` writes
+    ``models/artefacts/face-emotion/<version>/`` beside the committed versions.
     """
     env = os.environ.get("EMOSTREAM_MODEL_ROOT")
     if env:
         return Path(env).expanduser().resolve()
-    import emostream.models as pkg
-
-    return Path(pkg.__file__).resolve().parent
+    return bundled_root()
 
 
 def cache_dir() -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -25,7 +25,7 @@ from pydantic_settings import (
 
 from emostream.broker.broker_config import BrokerConfig
 from emostream.models.batching import WorkerConfig
-from emostream.models.detectors import BACKENDS, DetectorConfig, default_detector
+from emostream.models.detectors import BACKENDS, UNAVAILABLE, DetectorConfig, default_detector
 from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
 from emostream.models.drift import DriftConfig
 from emostream.models.face import FaceModelConfig
@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
 
+    @field_validator("model_root", mode="before")
+    @classmethod
+    def _empty_root_is_the_default(cls, value: object) -> object:
+        """``EMOSTREAM_MODEL_ROOT=`` (empty) is the default repository, as in
+        ``paths.model_root``, not the current directory."""
+        return model_root() if value in ("", None) else value
+
     @model_validator(mode="before")
     @classmethod
     def _legacy_keywords(cls, data: object) -> object:
@@ -204,7 +211,9 @@ class Leaf:
     @property
     def description(self) -> str:
         if self.path == ("detector", "type"):
-            return f"the face detector backend: {', '.join(BACKENDS)}"
+            text = f"the face detector backend: {', '.join(BACKENDS)}"
+            missing = "; ".join(f"{k} ({why})" for k, why in UNAVAILABLE.items())
+            return text + (f"; unavailable here: {missing}" if missing else "")
         return self.field.description or ""
 
     @property
@@ -212,7 +221,7 @@ class Leaf:
         """The default as one would write it in the environment ("" for an empty list);
         None when unset."""
         if self.field.default_factory is model_root:
-            return "<package>/models"
+            return "<package>/models/artefacts"
         value = self.field.get_default(call_default_factory=True)
         if value is None:
             return None
@@ -225,20 +234,22 @@ def leaves() -> list[Leaf]:
     """Every setting in the tree, in declaration order; a detector field once per backend
     that has it (``detector.type`` once)."""
     out: list[Leaf] = []
+    # detector.type from the default backend's config, or the first available one's
+    type_from = DEFAULT_DETECTOR if DEFAULT_DETECTOR in BACKENDS else next(iter(BACKENDS), None)
     for key, field in Settings.model_fields.items():
-        branch = field.default_factory() if field.default_factory else None  # type: ignore[call-arg]
-        if not isinstance(branch, BaseModel):
-            out.append(Leaf((key,), field))
-            continue
-        models: dict[str | None, type[BaseModel]] = (
-            {name: b.config_class for name, b in BACKENDS.items()}
-            if key == "detector"
-            else {None: type(branch)}
-        )
+        models: dict[str | None, type[BaseModel]]
+        if key == "detector":  # every available backend's (the default's may be missing)
+            models = {name: b.config_class for name, b in BACKENDS.items()}
+        else:
+            branch = field.default_factory() if field.default_factory else None  # type: ignore[call-arg]
+            if not isinstance(branch, BaseModel):
+                out.append(Leaf((key,), field))
+                continue
+            models = {None: type(branch)}
         for backend, model in models.items():
             for name, info in model.model_fields.items():
                 if backend is not None and name == "type":
-                    if backend == DEFAULT_DETECTOR:
+                    if backend == type_from:
                         out.append(Leaf((key, name), info))
                     continue
                 out.append(Leaf((key, name), info, backend))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emostream.models.card import ModelCard
+from emostream.paths import ARTEFACTS
 
 PRODUCTION = "production"
 SHADOW = "shadow"
@@ -29,7 +30,7 @@ SHADOW_FRACTION = "shadow_fraction"
 #: face-emotion/3 is the int8 quantization of face-emotion/2 (``emostream train
 #: face-quantize``: about 3x faster on a CPU, 0.06 points lower on FER2013 val) and
 #: face-emotion/2 the float network this project trained; both ship inside the package
-#: (``models/face-emotion/<N>/``, docs/TRAINING.md), so /2 is there to roll back to.
+#: (``models/artefacts/face-emotion/<N>/``, docs/TRAINING.md), so /2 is there to roll back to.
 #: face-emotion/1 is the imported mini-Xception that ``models pull`` converts, kept for
 #: comparison and rollback.
 #: voice-emotion/1 was trained by this project on RAVDESS (``emostream train voice``) and
@@ -38,8 +39,9 @@ DEFAULT_VERSIONS: dict[str, tuple[str, ...]] = {
     "face-emotion": ("3", "2", "1"),
     "voice-emotion": ("1",),
 }
-#: The package folder, where the versions this project trained ship (``install_bundled``).
-BUNDLED_ROOT = Path(__file__).resolve().parent
+#: The package's artefacts folder, where the versions this project trained ship
+#: (``install_bundled``).
+BUNDLED_ROOT = Path(__file__).resolve().parent / ARTEFACTS
 #: Prefix of the folder a version is written into before it is renamed into place.
 INCOMING = ".incoming-"
 

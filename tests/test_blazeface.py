@@ -11,9 +11,9 @@ import tflite
 from tflite.BuiltinOperator import BuiltinOperator
 
 from emostream.models.detectors.base import Detection
-from emostream.models.detectors.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
 from emostream.models.detectors.blazeface_model import BlazeFaceModel
 from emostream.models.detectors.letterbox import letterbox, letterbox_into
+from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
 from emostream.models.detectors.ssd import FULL_RANGE, SHORT_RANGE, generate_anchors, nms
 from emostream.models.repository import ModelMissingError, ModelRepository
 from emostream.models.runner import RunnerConfig

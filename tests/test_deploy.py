@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -538,8 +539,23 @@ def test_the_build_time_checks_name_real_code(kind: str) -> None:
 
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = dockerignore()
-    for pattern in (".venv", ".git", "models/*/[0-9]*", "models/*/aliases.json"):
+    for pattern in (
+        ".venv",
+        ".git",
+        "models/artefacts/*/[0-9]*",
+        "models/artefacts/*/aliases.json",
+        "models/artefacts/mlflow",
+    ):
         assert pattern in ignored, f".dockerignore must exclude {pattern}"
+    # the versions that ship in the package go into the image's wheel (package-data)
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["emostream.models"]
+    assert shipped, "no model version ships in the package"
+    for files in shipped:
+        folder = files.removesuffix("/*")
+        assert (ROOT / "models" / folder / "model.json").is_file(), folder
+        assert f"!models/{folder}" in ignored, f".dockerignore must let models/{folder} in"
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))

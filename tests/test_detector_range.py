@@ -21,8 +21,8 @@ from emostream.cli.analyze import DetectorRange, with_range
 from emostream.cli.common import EXIT_USAGE
 from emostream.models.detectors import tiles
 from emostream.models.detectors.base import Detection
-from emostream.models.detectors.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
-from emostream.models.detectors.haar import HaarConfig
+from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
+from emostream.models.detectors.plugins.haar import HaarConfig
 from emostream.paths import model_root
 from emostream.settings import Settings
 from emostream.stream.media import read_image

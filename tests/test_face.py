@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emostream.models.detectors.haar import HaarConfig, HaarDetector
+from emostream.models.detectors.plugins.haar import HaarConfig, HaarDetector
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig, choose_providers

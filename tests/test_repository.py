@@ -212,3 +212,31 @@ def test_production_starts_at_the_trained_default_and_set_up_never_moves_it(
     target.set_alias("face-emotion", "1")  # someone chose 1: set-up keeps it
     assert target.ensure_production("face-emotion") == "1"
     assert ModelRepository(BUNDLED_ROOT).install_bundled("face-emotion") == []
+
+
+def test_the_default_repository_is_a_data_folder_apart_from_the_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """models/artefacts/ holds the repository (no Python there), the package's code is
+    beside it, and EMOSTREAM_MODEL_ROOT still moves it."""
+    import tomllib
+
+    import emostream.models as pkg
+    from emostream.models.repository import BUNDLED_ROOT
+    from emostream.paths import bundled_root, model_root
+
+    code = Path(pkg.__file__).resolve().parent
+    assert BUNDLED_ROOT == bundled_root() == code / "artefacts"
+    monkeypatch.delenv("EMOSTREAM_MODEL_ROOT", raising=False)
+    assert model_root() == BUNDLED_ROOT
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path / "repo"))
+    assert model_root() == tmp_path / "repo"
+
+    assert not list(BUNDLED_ROOT.rglob("*.py"))
+    # the committed versions are the ones the package ships (pyproject package-data)
+    pyproject = tomllib.loads((code.parent / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["emostream.models"]
+    shipped_repo = ModelRepository(BUNDLED_ROOT)
+    for files in shipped:
+        _, name, version = files.removesuffix("/*").split("/")
+        assert shipped_repo.card(name, version).source.kind == "training", files

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from emostream.cli import app
-from emostream.models.detectors.haar import HaarConfig
+from emostream.models.detectors.plugins.haar import HaarConfig
 from emostream.settings import LEGACY, Leaf, Settings, describe, env_names, leaf, leaves
 from emostream.settings import reference_markdown as reference
 
@@ -177,3 +177,13 @@ def test_the_reference_is_current_and_printed_by_the_cli() -> None:
         assert f"`{x.env}`" in row and x.description in row.replace("\\|", "|")
         assert (f"`{x.flat}`" in row) if x.flat else " |  | " in row
     assert "| `server.port` | `EMOSTREAM_SERVER__PORT` | `EMOSTREAM_PORT` | `8000` |" in text
+
+
+def test_an_empty_model_root_is_the_default_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``EMOSTREAM_MODEL_ROOT=`` means unset (as paths.model_root reads it), never the
+    current directory: a pull must not write a repository wherever it was run."""
+    from emostream.paths import bundled_root
+
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", "")
+    assert Settings().model_root == bundled_root()
+    assert Settings(model_root="").model_root == bundled_root()

@@ -177,7 +177,7 @@ def build_card(variant: str, onnx_bytes: bytes) -> ModelCard:
             f"Input letterboxed to {s.input_size}x{s.input_size} RGB (aspect kept, black "
             "borders), pixels scaled to [-1, 1].",
             f"Decoding spec (SSD anchors, scales, min score {s.min_score}) is stored in the "
-            f"ONNX metadata under {METADATA_KEY!r}; see models/detectors/blazeface.py.",
+            f"ONNX metadata under {METADATA_KEY!r}; see models/detectors/plugins/blazeface.py.",
         ],
     }
     return ModelCard.model_validate(data)

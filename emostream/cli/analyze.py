@@ -36,7 +36,7 @@ ANALYZE_RANGE = DetectorRange.far
 def with_range(settings: Settings, chosen: DetectorRange | None) -> Settings:
     """The settings with the detector range analyze uses: ``--range`` if given, else
     ``EMOSTREAM_DETECTOR__RANGE`` if set, else far. Other backends have no range."""
-    from emostream.models.detectors.blazeface import BlazeFaceConfig
+    from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig
 
     detector = settings.detector
     if not isinstance(detector, BlazeFaceConfig):

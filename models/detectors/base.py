@@ -1,9 +1,9 @@
 """The face detector interface: every backend turns a BGR frame into boxes.
 
-A backend is one file in this package holding its pydantic config (a ``type`` literal
-naming it) and a ``FaceDetector`` subclass that names that config in ``config_class``.
-``emostream.models.detectors`` finds every such file on import, the way Frigate's
-``detector_types.py`` does, so adding a detector is adding one file.
+A backend is one file in ``plugins/`` holding its pydantic config (a ``type`` literal
+naming it, the file's name) and a ``FaceDetector`` subclass that names that config in
+``config_class``. ``emostream.models.detectors`` finds every such file on import, the way
+Frigate's ``detector_types.py`` does, so adding a detector is adding one file.
 """
 
 from __future__ import annotations
