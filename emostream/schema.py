@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 SCHEMA_VERSION = 1
 
 
-class _Message(BaseModel):
+class BaseMessage(BaseModel):
+    """What every message shares: its ``schema`` version and its JSON form."""
+
     model_config = ConfigDict(populate_by_name=True)
 
     schema_: int = Field(default=SCHEMA_VERSION, alias="schema")
@@ -36,7 +38,7 @@ class Face(BaseModel):
     confidence: float
 
 
-class FaceMessage(_Message):
+class FaceMessage(BaseMessage):
     type: Literal["face"] = "face"
     session: str | None = None
     source: str | None = None  # file name, for offline analysis and /v1/predict
@@ -49,7 +51,7 @@ class FaceMessage(_Message):
     faces: list[Face]
 
 
-class VoiceMessage(_Message):
+class VoiceMessage(BaseMessage):
     """One audio window: ``speech`` False (silence, not classified) carries no scores."""
 
     type: Literal["voice"] = "voice"
@@ -66,7 +68,7 @@ class VoiceMessage(_Message):
     model: str | None = None
 
 
-class ErrorMessage(_Message):
+class ErrorMessage(BaseMessage):
     """On the data channel and SSE: the session lives on, but something is wrong.
 
     ``code`` ``broker_unavailable``: the server cannot reach its job broker (Redis); frames

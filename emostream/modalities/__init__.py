@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from functools import cache
 
 from emostream.modalities.base import MediaTrack, ModalitySpec, ModalityView, Service, TrackSink
 
@@ -21,16 +20,29 @@ __all__ = [
     "Service",
     "TrackSink",
     "names",
+    "register",
     "registered",
     "spec",
+    "unregister",
 ]
 
 log = logging.getLogger(__name__)
 
 
-@cache
+_REGISTRY: dict[str, ModalitySpec] = {}
+_DISCOVERED: list[bool] = []
+
+
 def _specs() -> dict[str, ModalitySpec]:
-    found: dict[str, ModalitySpec] = {}
+    if not _DISCOVERED:
+        _DISCOVERED.append(True)
+        for found in _discover():
+            _REGISTRY.setdefault(found.name, found)
+    return _REGISTRY
+
+
+def _discover() -> list[ModalitySpec]:
+    found: list[ModalitySpec] = []
     for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         if module == "base":
             continue
@@ -46,8 +58,17 @@ def _specs() -> dict[str, ModalitySpec]:
                 and value is not ModalitySpec
                 and value.__module__ == loaded.__name__
             ):
-                found[value.name] = value()
+                found.append(value())
     return found
+
+
+def register(modality: ModalitySpec) -> None:
+    """Add a modality defined outside this package (a plugin, a test)."""
+    _specs()[modality.name] = modality
+
+
+def unregister(name: str) -> None:
+    _specs().pop(name, None)
 
 
 def registered() -> list[ModalitySpec]:

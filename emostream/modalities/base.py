@@ -25,7 +25,7 @@ from emostream.broker.codecs import Fields
 from emostream.pipeline.analyzer import Analyzer
 from emostream.pipeline.jobs import Job
 from emostream.pipeline.outcomes import Scored, Scores
-from emostream.schema import FaceMessage, VoiceMessage
+from emostream.schema import BaseMessage
 
 if TYPE_CHECKING:
     from emostream.models.serving import ModelSlot
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 TrackKind = Literal["audio", "video"]
 Role = Literal["customer", "agent", "unknown"]
 ROLES: tuple[Role, ...] = ("customer", "agent", "unknown")
-Message = FaceMessage | VoiceMessage
+Message = BaseMessage  # a modality's own message type (schema.py): face, voice, ...
 
 
 class ServedModelConfig(Protocol):
