@@ -16,7 +16,7 @@ def model_root() -> Path:
     """The model repository: ``EMOSTREAM_MODEL_ROOT`` or the ``models/`` package folder.
 
     In a checkout that is ``<repo>/models``, so ``make demo`` writes
-    ``models/face-emotion/<version>/`` as DESIGN.md describes.
+    ``models/face-emotion/<version>/`` (docs/ARCHITECTURE.md, "Model repository").
     """
     env = os.environ.get("EMOSTREAM_MODEL_ROOT")
     if env:
