@@ -77,7 +77,7 @@ def analyze(
         None,
         "--range",
         help="face detector: far (default here) also tiles the frame for small, distant "
-        "faces; near runs only the short-range model (webcam faces; the live default); auto "
+        "faces; near runs only the short-range model (webcam faces, the live default); auto "
         "runs both models on the whole frame. Default: EMOSTREAM_DETECTOR__RANGE, else far",
         show_default=False,
     ),
