@@ -1,8 +1,16 @@
-"""What the benchmarks measure, built in one place: the face model, its detector, the worker.
+"""The face model as the face benchmarks time it: the classifier, its detector, the worker.
 
-The benchmarks reach the core (``Classifier``, ``FaceAnalyzer``, ``run_batch``,
-``Settings``) only through :class:`Subject`, so a change of the core is adapted here and the
-measurements and reports stay as they are.
+``bench face`` (``model_alone``), ``bench worker`` (``worker_analyzer``, ``from_analyzer``)
+and the shared timing helpers in ``measure.py`` build what they time here, as a
+:class:`Subject`, and call the face path only through its methods (detect, classify,
+analyze, prepare, model, predict), so those two benches and their reports do not follow
+every change of ``Classifier``, ``FaceAnalyzer`` or ``run_batch``.
+
+It is not the only place the benchmarks touch the core: the detector, voice, stream,
+soak and version benches (``detector_range.py``, ``voice.py``, ``voice_vad.py``,
+``stream*.py``, ``soak*.py``, ``face_versions.py``, ``fer_compare.py``) import the core
+modules they measure directly, and even ``face.py`` and ``worker.py`` import the model
+repository, the data paths and ``FaceAnalyzer`` (for its type) themselves.
 """
 
 from __future__ import annotations

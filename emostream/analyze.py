@@ -64,7 +64,7 @@ def _analyze(
     tracker: IouTracker | None,
     t0: float,
 ) -> FaceMessage:
-    """One image or frame through the inference path, as a DESIGN.md message.
+    """One image or frame through the inference path, as a message (docs/ARCHITECTURE.md).
 
     A video's frames share a session (its path), so the analyzer follows faces between
     detector runs as it does for a live stream; a photo has none and is always detected.

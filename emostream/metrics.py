@@ -1,4 +1,4 @@
-"""Prometheus metrics (names are part of DESIGN.md's contract; see docs/METRICS.md).
+"""Prometheus metrics (names are part of the contract in docs/ARCHITECTURE.md; see docs/METRICS.md).
 
 No per-session labels: label values are bounded (stage, modality, model, version, class,
 reason), so cardinality stays flat however many sessions run.

@@ -1,4 +1,4 @@
-"""The public message schema (DESIGN.md "Signalling and results").
+"""The public message schema (docs/ARCHITECTURE.md, "Messages").
 
 One JSON object per message with a ``schema`` version. The same models serve the data
 channel, SSE, ``/v1/predict`` and ``emostream analyze --format jsonl``.

@@ -12,7 +12,7 @@ This is what call-centre software embeds::
 ``Source.files(["agent.wav", "customer.wav"])`` publishes two recordings as two audio
 tracks; voice messages name theirs by SDP ``mid`` (``EmotionClient.mid(track)``).
 
-``messages()`` yields the DESIGN.md messages as their typed models (``FaceMessage``,
+``messages()`` yields the messages of docs/ARCHITECTURE.md as their typed models (``FaceMessage``,
 ``VoiceMessage``, ``ErrorMessage`` from ``emostream.schema``); ``message.to_json()`` is the
 exact JSON the server sent.
 

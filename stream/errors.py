@@ -1,4 +1,4 @@
-"""HTTP errors with a JSON body ``{"error": code, "detail": sentence}`` (DESIGN.md).
+"""HTTP errors with a JSON body ``{"error": code, "detail": sentence}`` (docs/ARCHITECTURE.md).
 
 Ours (``ApiError``), FastAPI's request validation, and Starlette's own ``HTTPException``
 (404 for an unknown path, 405 for a wrong method, ...) all leave through here, and so does

@@ -1,7 +1,7 @@
 """The HTTP API of ``emostream serve`` in-process: results, health, metrics and bad input.
 
 Every refusal is a 4xx (or 503) with the JSON body ``{"error": code, "detail": sentence}``
-(DESIGN.md "Signalling and results"), and never takes the process down.
+(docs/ARCHITECTURE.md, "Signalling and results"), and never takes the process down.
 """
 
 from __future__ import annotations

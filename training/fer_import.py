@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shlex
 import zipfile
 from datetime import UTC, datetime
@@ -96,6 +97,23 @@ def build_card(onnx_bytes: bytes) -> ModelCard:
     )
 
 
+def skipped_evaluation_note(root: Path | None) -> str:
+    """One line for the person running ``models pull``: why face-emotion/1 was registered
+    without an evaluation, and the command that evaluates it later."""
+    env = os.environ.get("EMOSTREAM_DATA")
+    if root is not None:
+        why = f"no FER2013 val split in {root / 'fer2013' / 'val'}"
+    elif env:
+        why = f"EMOSTREAM_DATA={env} is not a folder"
+    else:
+        why = "EMOSTREAM_DATA is not set (and no shared/data folder was found)"
+    return (
+        f"note: {NAME}/{VERSION} registered without its FER2013 evaluation (accuracy, "
+        f"drift reference): {why}; to evaluate it later, set EMOSTREAM_DATA to the folder "
+        "holding fer2013/val and run: emostream models pull face-emotion --force"
+    )
+
+
 def import_fer(
     repo: ModelRepository, *, force: bool = False, evaluate: bool = True, progress: bool = True
 ) -> Path:
@@ -130,6 +148,8 @@ def import_fer(
             f"{shlex.quote('emostream models pull face-emotion --force')}); no reference "
             "distribution, so drift cannot be measured for this copy."
         )
+        if evaluate:
+            log.warning("%s", skipped_evaluation_note(root))
     repo.register(card, onnx_bytes, extra, replace=True)  # --force or a damaged copy
     repo.ensure_production(NAME)
     return vdir

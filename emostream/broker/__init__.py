@@ -1,4 +1,4 @@
-"""The Broker between ingest and inference (DESIGN.md "Data flow").
+"""The Broker between ingest and inference (docs/ARCHITECTURE.md, "Data flow").
 
 Two roles (``base.IngestBroker``: open, close, submit, results; ``base.WorkerBroker``:
 take, publish, depth) and two implementations: ``memory`` (asyncio, the worker in the same

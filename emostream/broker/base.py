@@ -1,4 +1,4 @@
-"""The broker's two roles: what ingest needs and what a worker needs (DESIGN.md "Data flow").
+"""The broker's two roles: what ingest needs and what a worker needs (docs/ARCHITECTURE.md).
 
 Real time beats completeness: a session keeps at most ``max_in_flight`` frames queued, a
 newer one replaces the oldest one that has not started (``superseded``), and a job

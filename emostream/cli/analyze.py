@@ -77,14 +77,16 @@ def analyze(
         None,
         "--range",
         help="face detector: far (default here) also tiles the frame for small, distant "
-        "faces; auto runs both models on the whole frame (the live default); near only the "
-        "short-range model (webcam faces). Default: EMOSTREAM_DETECTOR__RANGE, else far",
+        "faces; near runs only the short-range model (webcam faces, the live default); auto "
+        "runs both models on the whole frame. Default: EMOSTREAM_DETECTOR__RANGE, else far",
         show_default=False,
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
-    """One face message per image or video frame, one voice message per audio window (a
-    video with sound gives both; DESIGN.md schema)."""
+    """One face message per image or video frame, one voice message per audio window.
+
+    A video with sound gives both; the messages are docs/ARCHITECTURE.md's ("Messages").
+    """
     from emostream.analyze import AnalyzeOptions, Message, analyze_paths
     from emostream.models.voice import VoiceService
     from emostream.schema import VoiceMessage

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import typer
 
@@ -24,18 +24,50 @@ from emostream.cli.common import (
 from emostream.extras import require
 
 if TYPE_CHECKING:
+    from emostream.models.card import Evaluation
     from emostream.models.repository import ModelRepository
 
 app = typer.Typer(no_args_is_help=True, help="The model repository and its aliases.")
 
 
+class Figure(TypedDict):
+    """One evaluation of a card as ``models list`` shows it, with what it was measured on."""
+
+    dataset: str
+    split: str
+    samples: int
+    accuracy: float
+
+
+class Row(TypedDict):
+    name: str
+    version: str
+    aliases: list[str]
+    task: str
+    accuracy: float | None  # the first evaluation's; ``evaluations`` says on what
+    evaluations: list[Figure]
+    source: str
+
+
+def figure(e: Evaluation) -> Figure:
+    return Figure(dataset=e.dataset, split=e.split, samples=e.samples, accuracy=e.accuracy)
+
+
+def labelled(f: Figure) -> str:
+    """A figure that says what it is. A card's figures are not all "val accuracy": the
+    voice model's are on held-out speakers, clean and through a telephone line, per clip
+    and per window."""
+    return f"accuracy {f['accuracy']:.4f} on {f['dataset']} {f['split']}, n={f['samples']}"
+
+
 @app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Models, versions, and which version each alias names."""
+    """Models, versions, which version each alias names, and each version's evaluations
+    (every figure says what it was measured on)."""
     from emostream.models.repository import ModelRepository
 
     repo = ModelRepository(load_settings().model_root)
-    rows = []
+    rows: list[Row] = []
     for name in repo.names():
         aliases = repo.aliases(name)
         for v in repo.versions(name):
@@ -43,14 +75,15 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
             acc = card.evaluation[0].accuracy if card.evaluation else None
             tags = [a for a, t in aliases.items() if t == v and a != "history"]
             rows.append(
-                {
-                    "name": name,
-                    "version": v,
-                    "aliases": tags,
-                    "task": card.task,
-                    "accuracy": acc,
-                    "source": card.source.kind,
-                }
+                Row(
+                    name=name,
+                    version=v,
+                    aliases=tags,
+                    task=card.task,
+                    accuracy=acc,
+                    evaluations=[figure(e) for e in card.evaluation],
+                    source=card.source.kind,
+                )
             )
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -58,9 +91,12 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if not rows:
         typer.echo(f"no models in {repo.root}; run `emostream models pull face-emotion`")
     for r in rows:
-        score = f"val acc {r['accuracy']:.4f}" if r["accuracy"] is not None else "not evaluated"
-        shown = ",".join(r["aliases"]) or "-"  # type: ignore[arg-type]
-        typer.echo(f"{r['name']}/{r['version']}  {shown}  {r['task']}  {score}  ({r['source']})")
+        figures = [labelled(f) for f in r["evaluations"]]
+        shown = ",".join(r["aliases"]) or "-"
+        head = figures[0] if figures else "not evaluated"
+        typer.echo(f"{r['name']}/{r['version']}  {shown}  {r['task']}  {head}  ({r['source']})")
+        for more in figures[1:]:
+            typer.echo(f"    {more}")
 
 
 @app.command("pull")
@@ -122,23 +158,46 @@ def _check(repo: ModelRepository, name: str, version: str) -> None:
         raise fail(f"{exc}; {name} stays as it was", EXIT_FAILED_FILES) from None
 
 
-def _promote(name: str, version: str, alias: str) -> None:
-    """The repository's alias and the MLflow registry's, together (training/registry.py)."""
+def _existing(repo: ModelRepository, name: str, version: str) -> None:
+    """Refuse a version the repository does not have, naming the ones it has (no command
+    can make an arbitrary version number; a model with none keeps the pull hint)."""
+    versions = repo.versions(name)
+    if versions and version not in versions:
+        raise fail(
+            f"{name} has no version {version!r}; its versions: {', '.join(versions)}",
+            EXIT_MODEL_MISSING,
+        )
+
+
+#: Printed when an alias moved in the repository only (training/registry.py: tracking_for).
+NO_MLFLOW = (
+    "warning: MLflow is not installed (the `train` extra: pip install 'emostream[train]'), "
+    "so only the model repository's {alias!r} alias moved; no MLflow registry was updated"
+)
+
+
+def _promote(name: str, version: str, alias: str) -> bool:
+    """The repository's alias and the MLflow registry's, together (training/registry.py);
+    False when there was no registry to move (MLflow not installed, none configured)."""
     from emostream.models.repository import ModelRepository
     from emostream.training.registry import move_alias, tracking_for
 
     repo = ModelRepository(load_settings().model_root)
+    _existing(repo, name, version)
     _check(repo, name, version)
-    move_alias(repo, tracking_for(repo), name, version, alias)
+    tracking = tracking_for(repo)
+    move_alias(repo, tracking, name, version, alias)
+    return tracking is not None
 
 
-def _rollback(name: str, alias: str) -> str:
+def _rollback(name: str, alias: str) -> tuple[str, bool]:
     from emostream.models.repository import ModelRepository
     from emostream.training import registry
 
     repo = ModelRepository(load_settings().model_root)
     _check(repo, name, repo.rollback_target(name, alias))
-    return registry.rollback(repo, registry.tracking_for(repo), name, alias)
+    tracking = registry.tracking_for(repo)
+    return registry.rollback(repo, tracking, name, alias), tracking is not None
 
 
 def _shadow(name: str, version: str | None, fraction: float) -> None:
@@ -149,6 +208,7 @@ def _shadow(name: str, version: str | None, fraction: float) -> None:
     if version is None:
         repo.clear_shadow(name)
     else:
+        _existing(repo, name, version)
         repo.set_shadow(name, version, fraction)
 
 
@@ -162,9 +222,11 @@ def models_promote(
     from emostream.models.repository import ModelMissingError
 
     try:
-        _promote(name, version, alias)
+        registry = _promote(name, version, alias)
     except ModelMissingError as exc:
         raise fail(str(exc), EXIT_MODEL_MISSING) from None
+    if not registry:
+        typer.echo(NO_MLFLOW.format(alias=alias), err=True)
     typer.echo(f"{name}: {alias} -> {version}")
 
 
@@ -174,9 +236,11 @@ def models_rollback(name: str, alias: str = typer.Option("production", "--alias"
     from emostream.models.repository import ModelMissingError
 
     try:
-        version = _rollback(name, alias)
+        version, registry = _rollback(name, alias)
     except ModelMissingError as exc:
         raise fail(str(exc), EXIT_MODEL_MISSING) from None
+    if not registry:
+        typer.echo(NO_MLFLOW.format(alias=alias), err=True)
     typer.echo(f"{name}: {alias} -> {version}")
 
 

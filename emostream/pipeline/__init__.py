@@ -4,5 +4,5 @@ A ``Job`` goes from ingest to an analyzer (through a broker, or directly for ``/
 and ``emostream analyze``); what comes back is one ``Outcome``: ``Scored``, ``Dropped`` or
 ``Failed``. A session's result stream may also carry a ``BrokerNotice``. ``run_batch`` is
 the one inference path, and ``face_message`` the one way a scored frame becomes the
-DESIGN.md message.
+face message of docs/ARCHITECTURE.md.
 """

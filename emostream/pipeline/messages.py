@@ -1,4 +1,4 @@
-"""A scored outcome as the DESIGN.md message: the one place a face or voice message is made.
+"""A scored outcome as its message (docs/ARCHITECTURE.md): the one place one is made.
 
 Sessions, ``/v1/predict`` and ``emostream analyze`` all call ``face_message``; they differ
 only in what they pass: a session its id and its tracker (stable ``track_id``s, optional
