@@ -215,7 +215,8 @@ def test_models_list_labels_each_figure_by_what_it_measured(
     clean and through a telephone line, per clip and per window."""
     from emostream.models.card import ModelCard
 
-    shipped = Path(__file__).resolve().parents[1] / "models" / "voice-emotion" / "1" / "model.json"
+    root = Path(__file__).resolve().parents[1] / "models" / "artefacts"
+    shipped = root / "voice-emotion" / "1" / "model.json"
     figures = ModelCard.model_validate_json(shipped.read_text()).evaluation
     assert len(figures) > 1 and all("held-out speakers" in f.split for f in figures)
     card = tmp_repo.card("face-emotion", "1").model_copy(
@@ -271,7 +272,7 @@ def test_models_shadow_sets_and_clears_the_candidate(
 
 def test_analyze_range_help_names_the_live_default_of_the_settings() -> None:
     """``--range`` says which range live sessions use: the detector setting's default."""
-    from emostream.models.detectors.blazeface import BlazeFaceConfig
+    from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig
 
     command = typer.main.get_command(app).commands["analyze"]  # type: ignore[attr-defined]
     option = next(p for p in command.params if "--range" in p.opts)
