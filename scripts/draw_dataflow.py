@@ -138,12 +138,13 @@ def draw(out: Path) -> Path:
         4.4,
         3.2,
         "Ingest node  (stream/)",
-        "signalling: POST /whip, /v1/offer (SDP checked)\n"
-        "video: decode → BGR, downscaled once\n"
+        "transport → Session (tracks, roles): WebRTC\n"
+        "   (POST /whip, /v1/offer; SDP checked), local\n"
+        "video (modalities/face): → BGR, downscaled once\n"
         "   → Job(FrameInfo: size, scale)\n"
-        "audio: 16 kHz mono → VAD → 1.5 s windows\n"
-        "   every 0.5 s → Job(VoiceInfo)  (silence:\n"
-        "   speech=false, no model)\n"
+        "audio (modalities/voice): 16 kHz → VAD → 1.5 s\n"
+        "   windows every 0.5 s → Job(VoiceInfo)\n"
+        "   (silence: speech=false, no model)\n"
         "IngestBroker.submit: newest frame wins,\n"
         "   deadline 250 ms (voice 2 s)",
         INGEST,
@@ -167,7 +168,7 @@ def draw(out: Path) -> Path:
         0.9,
         4.3,
         2.7,
-        "Worker  (models/worker.py; any number)",
+        "Worker  (models/batching.py; N of them)",
         "WorkerBroker.take(modality, B, T)\n"
         "run_batch(analyzer, jobs): drop late jobs\n"
         "FaceAnalyzer: detect (1 frame in 5) or follow\n"
@@ -183,10 +184,11 @@ def draw(out: Path) -> Path:
         4.4,
         2.5,
         "Ingest: each session's results",
-        "SessionView: track ids, smoothing\n"
+        "SessionView → each modality's view\n"
+        "   (face: track ids, smoothing)\n"
         "face_message / voice_message\n"
         "   (emostream/schema.py, schema 1)\n"
-        '→ data channel "emotions"\n'
+        '→ transport outputs (data channel)\n'
         "→ SSE /v1/sessions/{id}/events",
         INGEST,
     )
@@ -196,7 +198,7 @@ def draw(out: Path) -> Path:
         1.75,
         2.7,
         "Models",
-        "models/<name>/\n  <version>/\n  model.onnx\n  model.json\n"
+        "models/\n artefacts/\n <name>/\n  <version>/\n  model.onnx\n  model.json\n"
         "aliases.json:\n  production,\n  shadow",
         OUTSIDE,
     )
