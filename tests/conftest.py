@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from brokers import broker_config
 
+from emostream.broker.redis_ingest import RedisIngest
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier
@@ -97,3 +99,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
+    """The ingest side of the Redis broker on the test's redis-server (``broker_config``).
+
+    No ``lost`` verdicts: on a loaded machine a reclaim may come later than the default
+    3 s past a deadline, and the tests that use this are about what the workers do, not
+    about time.
+    """
+    broker = RedisIngest(broker_config(redis_server.url, lost_after_s=600.0))
+    await broker.start()
+    yield broker
+    await broker.close()
