@@ -27,7 +27,7 @@ from emostream.broker.redis_worker import RedisWorker
 from emostream.models.face import FaceAnalyzer
 from emostream.models.worker import BatchWorker, WorkerConfig
 from emostream.pipeline.analyzer import run_batch
-from emostream.pipeline.jobs import DropReason, FrameInfo, Job, VoiceInfo
+from emostream.pipeline.jobs import DropReason, FrameInfo, Job, Modality, VoiceInfo
 from emostream.pipeline.outcomes import (
     BrokerNotice,
     Dropped,
@@ -252,15 +252,37 @@ async def test_memory_batches_round_robin_across_sessions() -> None:
     assert {j.seq for j in second} == {2}
 
 
+HOUR = 3600.0  # a max_wait no test waits out: a take that returns did not wait for it
+
+
+async def _take_without_waiting(broker: MemoryBroker, modality: Modality) -> list[Job]:
+    """``take(modality, 8, HOUR)``, which must finish within a few turns of the event loop:
+    on nothing but what is already queued, never on a timer. Counted in loop turns, not
+    seconds, so a slow machine cannot fail it."""
+    task = asyncio.create_task(broker.take(modality, 8, HOUR))
+    try:
+        assert await _finishes(task), f"take({modality!r}) is waiting for more jobs"
+        return task.result()
+    finally:
+        task.cancel()
+
+
+async def _finishes(task: asyncio.Task[list[Job]], turns: int = 20) -> bool:
+    """Whether ``task`` is done after at most ``turns`` passes of the event loop."""
+    for _ in range(turns):
+        if task.done():
+            return True
+        await asyncio.sleep(0)
+    return task.done()
+
+
 async def test_memory_take_returns_at_once_when_the_only_session_is_served() -> None:
     """One live session: nothing else can join its batch before its next frame, so no wait."""
     broker = MemoryBroker(CONFIG)
     await broker.open_session("solo")
     await broker.submit(face_job("solo", 1))
-    t0 = time.monotonic()
-    taken = await broker.take("face", 8, 2.0)
+    taken = await _take_without_waiting(broker, "face")  # the old rule waited the full max_wait
     assert [j.seq for j in taken] == [1]
-    assert time.monotonic() - t0 < 1.0  # the old rule waited the full 2 s
 
 
 async def test_memory_take_waits_for_every_sending_session_then_no_longer() -> None:
@@ -273,20 +295,18 @@ async def test_memory_take_waits_for_every_sending_session_then_no_longer() -> N
     t0 = time.monotonic()
     taken = await broker.take("face", 8, 0.2)  # "b" may still send: wait, bounded
     waited = time.monotonic() - t0
-    assert [j.session for j in taken] == ["a"]
-    assert 0.2 <= waited < 1.5
-
-    async def b_sends() -> None:
-        await asyncio.sleep(0.05)
-        await broker.submit(face_job("b", 2))
+    assert [j.session for j in taken] == ["a"]  # returned without "b": the wait is bounded
+    assert waited >= 0.2
 
     await broker.submit(face_job("a", 3))
-    task = asyncio.create_task(b_sends())
-    t0 = time.monotonic()
-    taken = await broker.take("face", 8, 2.0)  # ends when "b"'s job arrives, not at 2 s
-    await task
-    assert sorted(j.session for j in taken) == ["a", "b"]
-    assert time.monotonic() - t0 < 1.0
+    task = asyncio.create_task(broker.take("face", 8, HOUR))
+    try:
+        assert not await _finishes(task)  # "b" may still send: waiting for it
+        await broker.submit(face_job("b", 2))
+        assert await _finishes(task)  # ends when "b"'s job arrives, not at max_wait
+        assert sorted(j.session for j in task.result()) == ["a", "b"]
+    finally:
+        task.cancel()
 
 
 async def test_memory_take_ignores_closed_sessions_and_other_modalities() -> None:
@@ -299,10 +319,9 @@ async def test_memory_take_ignores_closed_sessions_and_other_modalities() -> Non
     await broker.close_session("gone")
     await broker.submit(voice_job("voice", 1))
     await broker.submit(face_job("face-only", 2))
-    t0 = time.monotonic()
-    assert [j.session for j in await broker.take("face", 8, 2.0)] == ["face-only"]
-    assert [j.session for j in await broker.take("voice", 8, 2.0)] == ["voice"]
-    assert time.monotonic() - t0 < 1.0
+    # neither take waits: "gone" is closed, and "voice" sends no faces ("face-only" no voice)
+    assert [j.session for j in await _take_without_waiting(broker, "face")] == ["face-only"]
+    assert [j.session for j in await _take_without_waiting(broker, "voice")] == ["voice"]
 
 
 # -- the batching worker ------------------------------------------------------------------
