@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -48,10 +49,30 @@ def media(data_root: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_model_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the model repository (``EMOSTREAM_MODEL_ROOT``, else the checkout's
+    ``models/``) in a temporary folder, and ``EMOSTREAM_MODEL_ROOT`` pointing at it for the
+    whole run (this process and every one it starts): no test writes into the checkout.
+
+    Only the models are copied (every ``<name>/`` with a version), not the Python package
+    that shares the folder.
+    """
+    source = ModelRepository(model_root())
+    root = tmp_path_factory.mktemp("model-root")
+    for name in source.names():
+        shutil.copytree(source.root / name, root / name, symlinks=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOSTREAM_MODEL_ROOT", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
-def repo() -> ModelRepository:
-    """The real repository with both default models pulled (idempotent; `make test` did it)."""
-    r = ModelRepository(model_root())
+def repo(private_model_root: Path) -> ModelRepository:
+    """The suite's repository with both default models pulled: a private copy of the real
+    one (``private_model_root``), so pulling here (a no-op once `make test` pulled them into
+    the real one) never writes into the checkout."""
+    r = ModelRepository(private_model_root)
     import_fer(r, progress=False)
     import_blazeface(r)
     return r
