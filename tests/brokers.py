@@ -86,7 +86,7 @@ def broker_config(url: str = "memory", **kw: Any) -> BrokerConfig:
 def dropped(reason: str, modality: str = "face") -> float:
     """``emostream_frames_dropped_total{modality, reason}`` in this process."""
     child = metrics.FRAMES_DROPPED.labels(modality, reason)
-    return float(child._value.get())  # type: ignore[attr-defined]
+    return float(child._value.get())
 
 
 async def next_event(

@@ -31,6 +31,19 @@ os.environ.setdefault(
     "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(__file__).parent.parent / "test-output" / "hypothesis")
 )
 NO_DATA = "shared data not found: set EMOSTREAM_DATA to the folder holding fer2013/ and media/"
+#: The fixtures that make a test need something beyond Python, and the marker (pyproject.toml)
+#: that says so; `make check` leaves such tests out. A test that starts one by itself is
+#: marked where it is written.
+NEEDS = {"data_root": "data", "redis_server": "redis"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for fixture, marker in NEEDS.items():
+            if fixture in names:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

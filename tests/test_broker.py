@@ -49,7 +49,7 @@ class Pair:
     worker: WorkerBroker
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
     """Each implementation; the Redis one against its own real redis-server."""
     server: RedisServer | None = None

@@ -25,6 +25,7 @@ from emostream.stream.app import create_app
 
 from redis_server import RedisServer, make_tls
 
+pytestmark = pytest.mark.redis
 PASSWORD = "p@ss:w/rd-s3cret"  # characters a URL must quote
 
 
