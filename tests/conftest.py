@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from brokers import broker_config
 
+from emostream.broker.redis_ingest import RedisIngest
 from emostream.models.face import FaceAnalyzer
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier
@@ -28,6 +31,19 @@ os.environ.setdefault(
     "HYPOTHESIS_STORAGE_DIRECTORY", str(Path(__file__).parent.parent / "test-output" / "hypothesis")
 )
 NO_DATA = "shared data not found: set EMOSTREAM_DATA to the folder holding fer2013/ and media/"
+#: The fixtures that make a test need something beyond Python, and the marker (pyproject.toml)
+#: that says so; `make check` leaves such tests out. A test that starts one by itself is
+#: marked where it is written.
+NEEDS = {"data_root": "data", "redis_server": "redis"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for fixture, marker in NEEDS.items():
+            if fixture in names:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +62,28 @@ def media(data_root: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_model_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the model repository (``EMOSTREAM_MODEL_ROOT``, else the checkout's
+    ``models/artefacts/``) in a temporary folder, and ``EMOSTREAM_MODEL_ROOT`` pointing at
+    it for the whole run (this process and every one it starts): no test writes into the
+    checkout. Only the models are copied (every ``<name>/`` with a version).
+    """
+    source = ModelRepository(model_root())
+    root = tmp_path_factory.mktemp("model-root")
+    for name in source.names():
+        shutil.copytree(source.root / name, root / name, symlinks=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOSTREAM_MODEL_ROOT", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
-def repo() -> ModelRepository:
-    """The real repository with both default models pulled (idempotent; `make test` did it)."""
-    r = ModelRepository(model_root())
+def repo(private_model_root: Path) -> ModelRepository:
+    """The suite's repository with both default models pulled: a private copy of the real
+    one (``private_model_root``), so pulling here (a no-op once `make test` pulled them into
+    the real one) never writes into the checkout."""
+    r = ModelRepository(private_model_root)
     import_fer(r, progress=False)
     import_blazeface(r)
     return r
@@ -97,3 +131,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
+    """The ingest side of the Redis broker on the test's redis-server (``broker_config``).
+
+    No ``lost`` verdicts: on a loaded machine a reclaim may come later than the default
+    3 s past a deadline, and the tests that use this are about what the workers do, not
+    about time.
+    """
+    broker = RedisIngest(broker_config(redis_server.url, lost_after_s=600.0))
+    await broker.start()
+    yield broker
+    await broker.close()

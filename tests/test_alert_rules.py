@@ -39,6 +39,7 @@ def _rules() -> dict[str, dict[str, Any]]:
     return out
 
 
+@pytest.mark.prometheus
 def test_promtool_check_rules() -> None:
     files = sorted(str(p) for p in RULES_DIR.glob("*.yml"))
     assert files, "no rule files"
@@ -48,6 +49,7 @@ def test_promtool_check_rules() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.prometheus
 def test_promtool_unit_tests_of_every_alert() -> None:
     tests = sorted(RULE_TESTS.glob("*.test.yml"))
     proc = subprocess.run(

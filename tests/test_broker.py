@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from brokers import dropped, face_job, voice_job
 
-from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker
 from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.memory import MemoryBroker
@@ -27,7 +27,7 @@ from emostream.broker.redis_worker import RedisWorker
 from emostream.models.batching import BatchWorker, WorkerConfig
 from emostream.models.face import FaceAnalyzer
 from emostream.pipeline.analyzer import run_batch
-from emostream.pipeline.jobs import DropReason, FrameInfo, Job, VoiceInfo
+from emostream.pipeline.jobs import DropReason, FrameInfo, Job, Modality, VoiceInfo
 from emostream.pipeline.outcomes import (
     BrokerNotice,
     Dropped,
@@ -49,7 +49,7 @@ class Pair:
     worker: WorkerBroker
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
     """Each implementation; the Redis one against its own real redis-server."""
     server: RedisServer | None = None
@@ -70,18 +70,6 @@ async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         server.stop()
 
 
-def _job(session: str, seq: int, frame: np.ndarray | None = None, **kw: object) -> Job:
-    payload = frame if frame is not None else np.zeros((8, 8, 3), np.uint8)
-    scale = float(kw.pop("scale", 1.0))  # type: ignore[arg-type]
-    info = FrameInfo(round(payload.shape[1] / scale), round(payload.shape[0] / scale), scale)
-    return Job(session, seq, seq / 15, payload, info, **kw)  # type: ignore[arg-type]
-
-
-def _voice_job(session: str, seq: int) -> Job:
-    info = VoiceInfo(track="0", start=seq * 0.5, end=seq * 0.5 + 1.5)
-    return Job(session, seq, info.start, np.zeros(24000, np.float32), info)
-
-
 def _scored(job: Job) -> Scored[FaceScores]:
     return Scored(job.header(), "m/1", FaceScores([], np.zeros((0, 2), np.float32), ("a", "b")))
 
@@ -100,18 +88,14 @@ def _seq(event: SessionEvent) -> int:
     return event.job.seq
 
 
-def _dropped(reason: str) -> float:
-    return metrics.FRAMES_DROPPED.labels("face", reason)._value.get()  # type: ignore[attr-defined]
-
-
 # -- both roles together: routing -------------------------------------------------------
 
 
 async def test_round_trip_routes_results_to_their_session(pair: Pair) -> None:
     await pair.ingest.open_session("a")
     await pair.ingest.open_session("b")
-    await pair.ingest.submit(_job("a", 1))
-    await pair.ingest.submit(_job("b", 1))
+    await pair.ingest.submit(face_job("a", 1))
+    await pair.ingest.submit(face_job("b", 1))
     jobs = await pair.worker.take("face", 8, 0.0)
     assert sorted(j.session for j in jobs) == ["a", "b"]
     await pair.worker.publish([_scored(j) for j in jobs])
@@ -126,7 +110,7 @@ async def test_outcomes_keep_their_kind_and_frame_facts(pair: Pair) -> None:
     """Dropped and failed outcomes come back as such, with the frame's typed fields."""
     await pair.ingest.open_session("s")
     for seq in (1, 2):
-        await pair.ingest.submit(_job("s", seq, np.zeros((24, 32, 3), np.uint8), scale=0.5))
+        await pair.ingest.submit(face_job("s", seq, np.zeros((24, 32, 3), np.uint8), scale=0.5))
     first, second = await pair.worker.take("face", 8, 0.0)
     await pair.worker.publish([Failed(first.header(), "bad"), Dropped(second, DropReason.error)])
     got = await _drain(pair.ingest, "s", 2)
@@ -146,7 +130,7 @@ async def test_voice_windows_queue_up_instead_of_superseding_each_other(pair: Pa
         info = VoiceInfo(track="0", start=seq * 0.5, end=seq * 0.5 + 1.5)
         await pair.ingest.submit(Job("s", seq, info.start, np.zeros(24000, np.float32), info))
     for seq in range(1, 5):  # frames of the same session: the newest two stay
-        await pair.ingest.submit(_job("s", seq))
+        await pair.ingest.submit(face_job("s", seq))
     assert await pair.worker.depth("voice") == 8
     voice = await pair.worker.take("voice", 16, 0.0)
     assert sorted(j.seq for j in voice) == list(range(1, 9))
@@ -158,22 +142,22 @@ async def test_voice_windows_queue_up_instead_of_superseding_each_other(pair: Pa
 
 async def test_newest_frame_wins_and_superseded_frames_are_counted(pair: Pair) -> None:
     await pair.ingest.open_session("s")
-    before = _dropped("superseded")
+    before = dropped("superseded")
     for seq in range(5):
-        await pair.ingest.submit(_job("s", seq))
+        await pair.ingest.submit(face_job("s", seq))
     assert await pair.worker.depth("face") == 2
     taken = await pair.worker.take("face", 8, 0.0)
     assert [j.seq for j in taken] == [3, 4]
     drops = await _drain(pair.ingest, "s", 3)
     assert all(isinstance(d, Dropped) and d.reason is DropReason.superseded for d in drops)
     assert [_seq(d) for d in drops] == [0, 1, 2]
-    assert _dropped("superseded") - before == 3
+    assert dropped("superseded") - before == 3
 
 
 async def test_closing_a_session_drops_its_queue_and_ends_its_results(pair: Pair) -> None:
     await pair.ingest.open_session("s")
-    await pair.ingest.submit(_job("s", 1))
-    before = _dropped("session_closed")
+    await pair.ingest.submit(face_job("s", 1))
+    before = dropped("session_closed")
 
     async def read_all() -> list[SessionEvent]:
         return [r async for r in pair.ingest.results("s")]
@@ -183,14 +167,14 @@ async def test_closing_a_session_drops_its_queue_and_ends_its_results(pair: Pair
     await pair.ingest.close_session("s")
     assert await asyncio.wait_for(reader, 10) == []  # the stream ended, nothing delivered
     assert await pair.worker.depth("face") == 0
-    assert _dropped("session_closed") - before == 1
+    assert dropped("session_closed") - before == 1
     with pytest.raises(UnknownSessionError):
-        await pair.ingest.submit(_job("s", 2))
+        await pair.ingest.submit(face_job("s", 2))
 
 
 async def test_submit_to_an_unknown_session_is_refused(pair: Pair) -> None:
     with pytest.raises(UnknownSessionError):
-        await pair.ingest.submit(_job("nobody", 1))
+        await pair.ingest.submit(face_job("nobody", 1))
     with pytest.raises(UnknownSessionError):
         await anext(aiter(pair.ingest.results("nobody")))
 
@@ -200,15 +184,15 @@ async def test_submit_to_an_unknown_session_is_refused(pair: Pair) -> None:
 
 async def test_jobs_past_their_deadline_are_dropped_not_taken(pair: Pair) -> None:
     await pair.ingest.open_session("s")
-    before = _dropped("deadline")
-    await pair.ingest.submit(_job("s", 1, deadline=time.monotonic() - 1))
-    await pair.ingest.submit(_job("s", 2))
+    before = dropped("deadline")
+    await pair.ingest.submit(face_job("s", 1, deadline_s=-1))
+    await pair.ingest.submit(face_job("s", 2))
     taken = await pair.worker.take("face", 8, 0.0)
     assert [j.seq for j in taken] == [2]
     (drop,) = await _drain(pair.ingest, "s", 1)
     assert isinstance(drop, Dropped) and drop.job.seq == 1
     assert drop.reason is DropReason.deadline
-    assert _dropped("deadline") - before == 1
+    assert dropped("deadline") - before == 1
 
 
 async def test_a_busy_session_cannot_crowd_out_the_others(pair: Pair) -> None:
@@ -216,8 +200,8 @@ async def test_a_busy_session_cannot_crowd_out_the_others(pair: Pair) -> None:
     for s in ("busy", "quiet"):
         await pair.ingest.open_session(s)
     for seq in range(10):
-        await pair.ingest.submit(_job("busy", seq))
-    await pair.ingest.submit(_job("quiet", 1))
+        await pair.ingest.submit(face_job("busy", seq))
+    await pair.ingest.submit(face_job("quiet", 1))
     taken = await pair.worker.take("face", 8, 0.0)
     sessions = [j.session for j in taken]
     assert sessions.count("quiet") == 1
@@ -229,7 +213,7 @@ async def test_take_waits_for_the_first_job_then_at_most_max_wait(pair: Pair) ->
 
     async def later() -> None:
         await asyncio.sleep(0.05)
-        await pair.ingest.submit(_job("s", 7))
+        await pair.ingest.submit(face_job("s", 7))
 
     task = asyncio.create_task(later())
     jobs: list[Job] = []
@@ -243,7 +227,7 @@ async def test_take_waits_for_the_first_job_then_at_most_max_wait(pair: Pair) ->
 
 async def test_publishing_to_an_ended_session_is_ignored(pair: Pair) -> None:
     await pair.ingest.open_session("s")
-    await pair.ingest.submit(_job("s", 1))
+    await pair.ingest.submit(face_job("s", 1))
     (job,) = await pair.worker.take("face", 8, 0.0)
     await pair.ingest.close_session("s")
     await pair.worker.publish([_scored(job)])  # no error, nobody to tell
@@ -259,8 +243,8 @@ async def test_memory_batches_round_robin_across_sessions() -> None:
     broker = MemoryBroker(CONFIG)
     for s in ("a", "b", "c"):
         await broker.open_session(s)
-        await broker.submit(_job(s, 1))
-        await broker.submit(_job(s, 2))
+        await broker.submit(face_job(s, 1))
+        await broker.submit(face_job(s, 2))
     first = await broker.take("face", 3, 0.0)
     assert sorted(j.session for j in first) == ["a", "b", "c"]
     second = await broker.take("face", 3, 0.0)
@@ -268,57 +252,76 @@ async def test_memory_batches_round_robin_across_sessions() -> None:
     assert {j.seq for j in second} == {2}
 
 
+HOUR = 3600.0  # a max_wait no test waits out: a take that returns did not wait for it
+
+
+async def _take_without_waiting(broker: MemoryBroker, modality: Modality) -> list[Job]:
+    """``take(modality, 8, HOUR)``, which must finish within a few turns of the event loop:
+    on nothing but what is already queued, never on a timer. Counted in loop turns, not
+    seconds, so a slow machine cannot fail it."""
+    task = asyncio.create_task(broker.take(modality, 8, HOUR))
+    try:
+        assert await _finishes(task), f"take({modality!r}) is waiting for more jobs"
+        return task.result()
+    finally:
+        task.cancel()
+
+
+async def _finishes(task: asyncio.Task[list[Job]], turns: int = 20) -> bool:
+    """Whether ``task`` is done after at most ``turns`` passes of the event loop."""
+    for _ in range(turns):
+        if task.done():
+            return True
+        await asyncio.sleep(0)
+    return task.done()
+
+
 async def test_memory_take_returns_at_once_when_the_only_session_is_served() -> None:
     """One live session: nothing else can join its batch before its next frame, so no wait."""
     broker = MemoryBroker(CONFIG)
     await broker.open_session("solo")
-    await broker.submit(_job("solo", 1))
-    t0 = time.monotonic()
-    taken = await broker.take("face", 8, 2.0)
+    await broker.submit(face_job("solo", 1))
+    taken = await _take_without_waiting(broker, "face")  # the old rule waited the full max_wait
     assert [j.seq for j in taken] == [1]
-    assert time.monotonic() - t0 < 1.0  # the old rule waited the full 2 s
 
 
 async def test_memory_take_waits_for_every_sending_session_then_no_longer() -> None:
     broker = MemoryBroker(CONFIG)
     for s in ("a", "b"):
         await broker.open_session(s)
-        await broker.submit(_job(s, 1))
+        await broker.submit(face_job(s, 1))
     await broker.take("face", 8, 0.0)  # both now send faces
-    await broker.submit(_job("a", 2))
+    await broker.submit(face_job("a", 2))
     t0 = time.monotonic()
     taken = await broker.take("face", 8, 0.2)  # "b" may still send: wait, bounded
     waited = time.monotonic() - t0
-    assert [j.session for j in taken] == ["a"]
-    assert 0.2 <= waited < 1.5
+    assert [j.session for j in taken] == ["a"]  # returned without "b": the wait is bounded
+    assert waited >= 0.2
 
-    async def b_sends() -> None:
-        await asyncio.sleep(0.05)
-        await broker.submit(_job("b", 2))
-
-    await broker.submit(_job("a", 3))
-    task = asyncio.create_task(b_sends())
-    t0 = time.monotonic()
-    taken = await broker.take("face", 8, 2.0)  # ends when "b"'s job arrives, not at 2 s
-    await task
-    assert sorted(j.session for j in taken) == ["a", "b"]
-    assert time.monotonic() - t0 < 1.0
+    await broker.submit(face_job("a", 3))
+    task = asyncio.create_task(broker.take("face", 8, HOUR))
+    try:
+        assert not await _finishes(task)  # "b" may still send: waiting for it
+        await broker.submit(face_job("b", 2))
+        assert await _finishes(task)  # ends when "b"'s job arrives, not at max_wait
+        assert sorted(j.session for j in task.result()) == ["a", "b"]
+    finally:
+        task.cancel()
 
 
 async def test_memory_take_ignores_closed_sessions_and_other_modalities() -> None:
     broker = MemoryBroker(CONFIG)
     for s in ("face-only", "gone", "voice"):
         await broker.open_session(s)
-    await broker.submit(_job("face-only", 1))
-    await broker.submit(_job("gone", 1))
+    await broker.submit(face_job("face-only", 1))
+    await broker.submit(face_job("gone", 1))
     await broker.take("face", 8, 0.0)
     await broker.close_session("gone")
-    await broker.submit(_voice_job("voice", 1))
-    await broker.submit(_job("face-only", 2))
-    t0 = time.monotonic()
-    assert [j.session for j in await broker.take("face", 8, 2.0)] == ["face-only"]
-    assert [j.session for j in await broker.take("voice", 8, 2.0)] == ["voice"]
-    assert time.monotonic() - t0 < 1.0
+    await broker.submit(voice_job("voice", 1))
+    await broker.submit(face_job("face-only", 2))
+    # neither take waits: "gone" is closed, and "voice" sends no faces ("face-only" no voice)
+    assert [j.session for j in await _take_without_waiting(broker, "face")] == ["face-only"]
+    assert [j.session for j in await _take_without_waiting(broker, "voice")] == ["voice"]
 
 
 # -- the batching worker ------------------------------------------------------------------
@@ -343,7 +346,7 @@ async def test_worker_serves_two_sessions_their_own_faces(
         for name, image in (("two", two), ("one", one)):
             await pair.ingest.open_session(name)
             frame, scale = _downscaled(image)
-            await pair.ingest.submit(_job(name, 1, frame, scale=scale))
+            await pair.ingest.submit(face_job(name, 1, frame, scale=scale))
         (r_two,) = await asyncio.wait_for(_drain(pair.ingest, "two", 1), 60)
         (r_one,) = await asyncio.wait_for(_drain(pair.ingest, "one", 1), 60)
     finally:
@@ -367,7 +370,7 @@ async def test_a_bad_job_fails_alone_and_the_worker_goes_on(
         await pair.ingest.open_session("good")
         for seq, frame in enumerate(bad_frames, 1):  # Redis: they fail already on the wire
             await pair.ingest.submit(Job("bad", seq, 0.0, frame, FrameInfo(10, 10)))
-        await pair.ingest.submit(_job("good", 1, np.full((120, 160, 3), 90, np.uint8)))
+        await pair.ingest.submit(face_job("good", 1, np.full((120, 160, 3), 90, np.uint8)))
         bad = await asyncio.wait_for(_drain(pair.ingest, "bad", 2), 60)
         (good,) = await asyncio.wait_for(_drain(pair.ingest, "good", 1), 60)
     finally:
@@ -388,7 +391,7 @@ def test_one_batch_is_one_classifier_call_off_the_event_loop_thread(
 
     monkeypatch.setattr(analyzer, "classify", spy)
     frame, scale = _downscaled(read_image(media / "two_people.jpg"))
-    jobs = [_job(f"s{i}", 1, frame, scale=scale) for i in range(3)]
+    jobs = [face_job(f"s{i}", 1, frame, scale=scale) for i in range(3)]
 
     async def main() -> list[object]:
         w = BatchWorker(MemoryBroker(), analyzer)

@@ -821,6 +821,7 @@ def test_prometheus_config() -> None:
         assert host == "localhost" or host in services(), f"{target}: no such compose service"
 
 
+@pytest.mark.prometheus
 def test_promtool_check_config(tmp_path: Path) -> None:
     """Prometheus' own check; the rules glob points at the repository so rules get checked too."""
     promtool = shutil.which("promtool")

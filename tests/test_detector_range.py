@@ -78,6 +78,7 @@ def crowd() -> np.ndarray:
 
 
 # -- real photos ----------------------------------------------------------------------------
+@pytest.mark.data
 @pytest.mark.parametrize("name", ["six_people_table.jpg", "six_people_stairs.jpg"])
 def test_far_finds_all_six(detectors: dict[str, BlazeFaceDetector], name: str) -> None:
     image = read_image(media_file(name))
@@ -86,6 +87,7 @@ def test_far_finds_all_six(detectors: dict[str, BlazeFaceDetector], name: str) -
     assert _worst_overlaps(found)[1] < tiles.CONTAIN
 
 
+@pytest.mark.data
 @pytest.mark.parametrize(
     ("name", "want"), [("six_people_table.jpg", 5), ("six_people_stairs.jpg", 6)]
 )
@@ -99,6 +101,7 @@ def test_auto_and_near_on_six_people(
     assert detectors["near"].detect(image) == []
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("range_", RANGES)
 @pytest.mark.parametrize(("name", "want"), [("two_people.jpg", 2), ("no-faces.jpg", 0)])
 def test_every_range_on_two_and_no_faces(
@@ -112,6 +115,7 @@ def test_every_range_on_two_and_no_faces(
     assert np.all(b[:, :2] >= 0) and np.all(b[:, 2] <= w) and np.all(b[:, 3] <= h)
 
 
+@pytest.mark.data
 def test_far_finds_most_of_a_crowd_without_duplicates(
     detectors: dict[str, BlazeFaceDetector],
 ) -> None:
@@ -125,6 +129,7 @@ def test_far_finds_most_of_a_crowd_without_duplicates(
     assert detectors["auto"].detect(image) == []  # 24 px faces are too small whole-frame
 
 
+@pytest.mark.data
 def test_detect_batch_is_detect_of_each(detectors: dict[str, BlazeFaceDetector]) -> None:
     """Frames of several sizes, tiles of all of them in one model call per model."""
     names = ("six_people_table.jpg", "two_people.jpg", "no-faces.jpg", "six_people_stairs.jpg")
@@ -137,6 +142,7 @@ def test_detect_batch_is_detect_of_each(detectors: dict[str, BlazeFaceDetector])
             np.testing.assert_allclose(_xyxy(got), _xyxy(want), atol=1)
 
 
+@pytest.mark.data
 def test_a_model_with_a_fixed_batch_of_one_runs_image_by_image(
     detectors: dict[str, BlazeFaceDetector],
 ) -> None:

@@ -35,6 +35,7 @@ def _old(frame: VideoFrame, max_side: int) -> np.ndarray:
     return image
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("max_side", [320, 200])
 def test_downscaled_in_one_call_matches_convert_then_resize(
     frames: list[VideoFrame], max_side: int
@@ -49,6 +50,7 @@ def test_downscaled_in_one_call_matches_convert_then_resize(
         assert diff.mean() < 2.0, diff.mean()  # measured about 1.1 grey levels
 
 
+@pytest.mark.data
 def test_a_frame_within_max_side_is_only_converted(frames: list[VideoFrame]) -> None:
     image, scale = to_bgr(frames[0], 640)
     assert scale == 1.0
@@ -61,6 +63,7 @@ def test_sizes_round_and_never_upscale() -> None:
     assert scaled_size(640, 480, 640) == (640, 480, 1.0)
 
 
+@pytest.mark.data
 async def test_convert_runs_on_the_frame_convert_threads(frames: list[VideoFrame]) -> None:
     pool = converter(2)
     try:

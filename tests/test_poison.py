@@ -14,7 +14,7 @@ import math
 import random
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from brokers import broker_config, dropped, face_job, next_event
 from fastapi.testclient import TestClient
 
 from emostream import metrics
@@ -58,12 +59,6 @@ GROUP = "emostream-workers"
 DEEP_META = '{"m":' * 1000 + "{}" + "}" * 1000  # JSON nested 1,000 deep (RecursionError)
 
 
-def _job(session: str, seq: int, frame: np.ndarray | None = None) -> Job:
-    frame = np.full((48, 64, 3), 80, np.uint8) if frame is None else frame
-    h, w = frame.shape[:2]
-    return Job(session, seq, seq / 15, frame, FrameInfo(w, h), deadline=time.monotonic() + 30)
-
-
 def _bomb() -> bytes:
     """A 631-byte 8x8 JPEG whose frame header (SOF0) claims 30000x30000."""
     _, buf = cv2.imencode(".jpg", np.full((8, 8, 3), 100, np.uint8))
@@ -73,7 +68,7 @@ def _bomb() -> bytes:
 
 
 def _good_fields(reply_to: str = "") -> dict[bytes, bytes]:
-    fields = encode_job(_job("garbage", 1))
+    fields = encode_job(face_job("garbage", 1))
     fields[b"reply_to"] = reply_to.encode()
     return fields
 
@@ -109,7 +104,7 @@ def poisoned_jobs(reply_to: str) -> dict[str, dict[bytes, bytes]]:
 
 
 def poisoned_outcomes() -> dict[str, dict[bytes, bytes]]:
-    base = encode_outcome(_scored(_job("x", 1)))
+    base = encode_outcome(_scored(face_job("x", 1)))
     return {
         "v1_meta_seq_inf": {b"v": b"1", b"modality": b"face", b"meta": b"{}", b"seq": b"inf"},
         "deep_meta": {**base, b"meta": DEEP_META.encode()},
@@ -128,25 +123,8 @@ def _scored(job: Job) -> Scored[FaceScores]:
     return Scored(job.header(), "m/1", FaceScores([(1, 2, 3, 4)], scores, ("x",)))
 
 
-def _dropped(reason: str) -> float:
-    return metrics.FRAMES_DROPPED.labels("face", reason)._value.get()  # type: ignore[attr-defined]
-
-
 def _restarts(task: str) -> float:
     return metrics.TASK_RESTARTS.labels(task)._value.get()  # type: ignore[attr-defined]
-
-
-def _config(url: str) -> BrokerConfig:
-    return BrokerConfig(url=url, claim_idle_ms=200, claim_interval_ms=100, deadline_ms=30_000)
-
-
-async def _first(ingest: RedisIngest, session: str) -> SessionEvent:
-    async def first() -> SessionEvent:
-        async for event in ingest.results(session):
-            return event
-        raise AssertionError("result stream ended")
-
-    return await asyncio.wait_for(first(), 60)
 
 
 def _wait(predicate: Any, timeout: float = 60.0) -> None:
@@ -184,7 +162,7 @@ def test_random_mutations_of_entries_raise_only_wire_errors() -> None:
     values = [b"", b"inf", b"-inf", b"nan", b"1e309", b"-1", b"0", b"2", b"9" * 70, b"\xff"]
     values += [b"1.5", b"face", b"voice", b"jpeg", b"raw", b"8,8,3", b"0,0", DEEP_META.encode()]
     job = _good_fields("emostream:results:n")
-    entries = [job, encode_outcome(_scored(_job("x", 1)))]
+    entries = [job, encode_outcome(_scored(face_job("x", 1)))]
     verdicts = {"read": 0, "refused": 0}
     for _ in range(2000):
         fields = dict(rng.choice(entries))
@@ -230,7 +208,7 @@ def test_a_small_jpeg_claiming_30000x30000_is_refused_before_any_allocation() ->
 
 
 def test_a_payload_that_disagrees_with_its_job_is_refused() -> None:
-    fields = encode_job(_job("s", 1, np.full((48, 64, 3), 9, np.uint8)))
+    fields = encode_job(face_job("s", 1, np.full((48, 64, 3), 9, np.uint8)))
     header = job_header(fields, "1-0")
     assert decode_frame(fields, (64, 48)).shape == (48, 64, 3)
     assert decode_frame(fields, (66, 46)).shape == (48, 64, 3)  # rounding slack
@@ -289,8 +267,8 @@ def test_a_real_worker_process_acks_counts_and_survives_every_poisoned_entry(
             ingest = RedisIngest(BrokerConfig(url=redis_server.url, deadline_ms=30_000))
             try:
                 await ingest.open_session("s")
-                await ingest.submit(_job("s", 1, read_image(media / "justin.jpg")))
-                return await _first(ingest, "s")
+                await ingest.submit(face_job("s", 1, read_image(media / "justin.jpg")))
+                return await next_event(ingest, "s")
             finally:
                 await ingest.close()
 
@@ -310,29 +288,21 @@ def test_a_real_worker_process_acks_counts_and_survives_every_poisoned_entry(
     assert "malformed job" in worker.log()
 
 
-@pytest.fixture()
-async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
-    b = RedisIngest(_config(redis_server.url))
-    await b.start()
-    yield b
-    await b.close()
-
-
 async def test_voice_on_the_face_stream_is_acked_once_there_and_never_rerun(
     redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
-    worker = RedisWorker(_config(redis_server.url), consumer="w")
+    worker = RedisWorker(broker_config(redis_server.url), consumer="w")
     r = aioredis.Redis.from_url(redis_server.url)
     try:
         await worker.take("face", 8, 0.0)  # joins the group
         fields = {**_good_fields(ingest.results_key), b"modality": b"voice"}
         await r.xadd(STREAM, fields)  # type: ignore[arg-type]
-        before = _dropped("malformed")
+        before = dropped("malformed")
         voice_before = metrics.FRAMES_DROPPED.labels("voice", "malformed")._value.get()  # type: ignore[attr-defined]
         for _ in range(6):  # well past claim_idle_ms (200): a pending entry would come back
             assert await worker.take("face", 8, 0.0) == []
             await asyncio.sleep(0.1)
-        assert _dropped("malformed") - before == 1  # counted once, on the face stream
+        assert dropped("malformed") - before == 1  # counted once, on the face stream
         assert metrics.FRAMES_DROPPED.labels("voice", "malformed")._value.get() == voice_before  # type: ignore[attr-defined]
         assert (await r.xpending(STREAM, GROUP))["pending"] == 0
         assert not await r.exists("emostream:jobs:voice")
@@ -347,31 +317,31 @@ async def test_a_job_that_every_worker_died_on_is_acked_as_malformed_not_rerun(
     """A readable job that still kills its workers (a crash no check catches, simulated
     by workers that read it and vanish): after ``max_deliveries`` it is not run again."""
     r = aioredis.Redis.from_url(redis_server.url)
-    survivor = RedisWorker(_config(redis_server.url), consumer="survivor")
+    survivor = RedisWorker(broker_config(redis_server.url), consumer="survivor")
     try:
         await ingest.open_session("s")
-        await ingest.submit(_job("s", 1))
-        dead = RedisWorker(_config(redis_server.url), consumer="dead")
+        await ingest.submit(face_job("s", 1))
+        dead = RedisWorker(broker_config(redis_server.url), consumer="dead")
         assert [j.seq for j in await dead.take("face", 8, 0.0)] == [1]  # delivery 1
         await dead.close()
         ((entry, _),) = await r.xrange(STREAM)
         for _ in range(3):  # deliveries 2-4: three more workers read it and died
             await r.xclaim(STREAM, GROUP, "dead", 0, [entry])
         await asyncio.sleep(0.3)  # idle > claim_idle_ms (200)
-        before = _dropped("malformed")
+        before = dropped("malformed")
         # the 5th delivery (max_deliveries): still run
         assert [j.seq for j in await survivor.take("face", 8, 0.0)] == [1]
         ((_, pending),) = [
             (p["message_id"], p["times_delivered"])
             for p in await r.xpending_range(STREAM, GROUP, "-", "+", 10)
         ]
-        assert pending == 5 and _dropped("malformed") == before
+        assert pending == 5 and dropped("malformed") == before
         await asyncio.sleep(0.3)  # the survivor "died" on it too: the 6th is refused
         for _ in range(20):
             assert await survivor.take("face", 8, 0.0) == []
-            if _dropped("malformed") - before == 1:
+            if dropped("malformed") - before == 1:
                 break
-        assert _dropped("malformed") - before == 1
+        assert dropped("malformed") - before == 1
         assert (await r.xpending(STREAM, GROUP))["pending"] == 0
     finally:
         await survivor.close()
@@ -381,7 +351,7 @@ async def test_a_job_that_every_worker_died_on_is_acked_as_malformed_not_rerun(
 async def test_an_in_process_worker_survives_every_poisoned_entry_and_serves_a_session(
     redis_server: RedisServer, ingest: RedisIngest, analyzer: FaceAnalyzer, media: Path
 ) -> None:
-    broker = RedisWorker(_config(redis_server.url), consumer="w")
+    broker = RedisWorker(broker_config(redis_server.url), consumer="w")
     worker = BatchWorker(broker, analyzer, WorkerConfig(max_batch=8, max_wait_ms=2))
     r = aioredis.Redis.from_url(redis_server.url)
     restarts = _restarts("face-worker")
@@ -390,19 +360,19 @@ async def test_an_in_process_worker_survives_every_poisoned_entry_and_serves_a_s
         worker.start()
         await ingest.open_session("poison")
         malformed = poisoned_jobs(ingest.results_key)
-        before, errors = _dropped("malformed"), _dropped("error")
+        before, errors = dropped("malformed"), dropped("error")
         for fields in malformed.values():
             await r.xadd(STREAM, fields)  # type: ignore[arg-type]
         await ingest.open_session("good")
-        await ingest.submit(_job("good", 1, read_image(media / "justin.jpg")))
-        good = await _first(ingest, "good")
+        await ingest.submit(face_job("good", 1, read_image(media / "justin.jpg")))
+        good = await next_event(ingest, "good")
         assert isinstance(good, Scored) and len(good.result.boxes) == 1
         for _ in range(100):
-            if _dropped("malformed") - before == len(malformed):
+            if dropped("malformed") - before == len(malformed):
                 break
             await asyncio.sleep(0.1)
-        assert _dropped("malformed") - before == len(malformed)
-        assert _dropped("error") == errors
+        assert dropped("malformed") - before == len(malformed)
+        assert dropped("error") == errors
         assert (await r.xpending(STREAM, GROUP))["pending"] == 0
         assert worker.tasks[0].running and _restarts("face-worker") == restarts
     finally:
@@ -414,12 +384,12 @@ async def test_an_in_process_worker_survives_every_poisoned_entry_and_serves_a_s
 async def test_a_30000x30000_jpeg_job_fails_alone_without_a_big_allocation(
     redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
-    worker = RedisWorker(_config(redis_server.url), consumer="w")
+    worker = RedisWorker(broker_config(redis_server.url), consumer="w")
     r = aioredis.Redis.from_url(redis_server.url)
     try:
         await worker.take("face", 1, 0.0)
         await ingest.open_session("s")
-        await ingest.submit(_job("s", 1))  # a real job: its header is readable
+        await ingest.submit(face_job("s", 1))  # a real job: its header is readable
         ((entry, fields),) = await r.xrange(STREAM)
         await r.xdel(STREAM, entry)
         fields.update({b"data": _bomb(), b"width": b"30000", b"height": b"30000"})
@@ -446,24 +416,24 @@ async def test_a_30000x30000_jpeg_job_fails_alone_without_a_big_allocation(
 async def test_poisoned_outcomes_are_skipped_and_counted_and_routing_goes_on(
     redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
-    worker = RedisWorker(_config(redis_server.url), consumer="w")
+    worker = RedisWorker(broker_config(redis_server.url), consumer="w")
     r = aioredis.Redis.from_url(redis_server.url)
     restarts = _restarts("redis-results")
     try:
         await ingest.open_session("s")
-        await ingest.submit(_job("s", 1))
+        await ingest.submit(face_job("s", 1))
         (job,) = await worker.take("face", 8, 0.0)
         await worker.publish([_scored(job)])
-        first = await _first(ingest, "s")  # the reader is running and reading
+        first = await next_event(ingest, "s")  # the reader is running and reading
         assert isinstance(first, Scored)
         before = metrics.RESULTS_MALFORMED._value.get()  # type: ignore[attr-defined]
         bad = poisoned_outcomes()
         for fields in bad.values():
             await r.xadd(ingest.results_key, fields)  # type: ignore[arg-type]
-        await ingest.submit(_job("s", 2))
+        await ingest.submit(face_job("s", 2))
         (job2,) = await worker.take("face", 8, 0.0)
         await worker.publish([_scored(job2)])
-        second = await _first(ingest, "s")
+        second = await next_event(ingest, "s")
         assert isinstance(second, Scored) and second.job.seq == 2
         assert metrics.RESULTS_MALFORMED._value.get() - before == len(bad)  # type: ignore[attr-defined]
         (reader,) = ingest.tasks
@@ -477,7 +447,7 @@ async def test_poisoned_outcomes_are_skipped_and_counted_and_routing_goes_on(
 async def test_a_results_reader_that_dies_is_restarted_and_goes_on(
     redis_server: RedisServer, ingest: RedisIngest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    worker = RedisWorker(_config(redis_server.url), consumer="w")
+    worker = RedisWorker(broker_config(redis_server.url), consumer="w")
     real = ingest._route
     calls = 0
 
@@ -493,10 +463,10 @@ async def test_a_results_reader_that_dies_is_restarted_and_goes_on(
     try:
         await ingest.open_session("s")
         for seq in (1, 2):
-            await ingest.submit(_job("s", seq))
+            await ingest.submit(face_job("s", seq))
             jobs = await worker.take("face", 8, 0.0)
             await worker.publish([_scored(j) for j in jobs])
-        got = await _first(ingest, "s")  # outcome 1 died with the reader; 2 arrives
+        got = await next_event(ingest, "s")  # outcome 1 died with the reader; 2 arrives
         assert isinstance(got, Scored) and got.job.seq == 2
         (reader,) = ingest.tasks
         assert reader.restarts == 1 and reader.last_error == "RuntimeError: a bug in routing"
@@ -528,7 +498,7 @@ def test_a_batch_with_bad_jobs_scores_the_good_ones(analyzer: FaceAnalyzer, medi
     ]
     with pytest.raises(Exception):  # noqa: B017 - the batch as one call does raise
         analyzer.run(jobs)
-    errors = _dropped("error")
+    errors = dropped("error")
     out = run_batch(analyzer, jobs)
     kinds = {o.job.session: type(o).__name__ for o in out}
     assert kinds == {
@@ -540,7 +510,7 @@ def test_a_batch_with_bad_jobs_scores_the_good_ones(analyzer: FaceAnalyzer, medi
         "c": "Scored",
     }
     assert [len(o.result.boxes) for o in out if isinstance(o, Scored)] == [1, 1, 1]
-    assert _dropped("error") - errors == 3
+    assert dropped("error") - errors == 3
 
 
 # -- supervision ----------------------------------------------------------------------------
@@ -665,7 +635,7 @@ async def test_a_worker_loop_that_dies_is_restarted_and_serves_the_next_job(
     worker.start()
     try:
         await broker.open_session("s")
-        await broker.submit(_job("s", 1))
+        await broker.submit(face_job("s", 1))
 
         async def first() -> SessionEvent:
             async for event in broker.results("s"):

@@ -8,43 +8,25 @@ a TLS-only redis-server with a throw-away CA (tests/redis_server.py ``make_tls``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
+from brokers import broker_config, face_job, next_event
 from fastapi.testclient import TestClient
 
 from emostream.bench.procs import Worker
 from emostream.broker.broker_config import BrokerConfig, redact_url
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
-from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.outcomes import Scored
 from emostream.settings import Settings
 from emostream.stream.app import create_app
 
 from redis_server import RedisServer, make_tls
 
+pytestmark = pytest.mark.redis
 PASSWORD = "p@ss:w/rd-s3cret"  # characters a URL must quote
-
-
-def _config(url: str) -> BrokerConfig:
-    return BrokerConfig(url=url, deadline_ms=60_000)
-
-
-def _job(session: str, seq: int) -> Job:
-    return Job(session, seq, None, np.zeros((48, 64, 3), np.uint8), FrameInfo(64, 48))
-
-
-async def _first(ingest: RedisIngest, session: str) -> object:
-    async def first() -> object:
-        async for event in ingest.results(session):
-            return event
-        raise AssertionError("results ended")
-
-    return await asyncio.wait_for(first(), 60)
 
 
 @pytest.fixture()
@@ -68,12 +50,12 @@ def test_the_url_carries_the_password_and_the_redacted_url_hides_it() -> None:
 
 async def test_both_roles_work_with_the_password(locked: RedisServer) -> None:
     assert PASSWORD not in locked.url  # quoted in the URL, unquoted by redis-py
-    ingest = RedisIngest(_config(locked.url))
-    worker = RedisWorker(_config(locked.url), consumer="pw-worker")
+    ingest = RedisIngest(broker_config(locked.url))
+    worker = RedisWorker(broker_config(locked.url), consumer="pw-worker")
     try:
         assert await ingest.healthy()
         await ingest.open_session("s")
-        await ingest.submit(_job("s", 1))
+        await ingest.submit(face_job("s", 1))
         (job,) = await worker.take("face", 8, 5.0)
         assert job.session == "s" and job.seq == 1
     finally:
@@ -84,8 +66,8 @@ async def test_both_roles_work_with_the_password(locked: RedisServer) -> None:
 @pytest.mark.parametrize("auth", ["", ":wrong@", "default:wrong@"])
 async def test_without_the_right_password_both_roles_say_so(locked: RedisServer, auth: str) -> None:
     url = f"redis://{auth}{locked.host}:{locked.port}/0"
-    ingest = RedisIngest(_config(url))
-    worker = RedisWorker(_config(url), consumer="pw-worker")
+    ingest = RedisIngest(broker_config(url))
+    worker = RedisWorker(broker_config(url), consumer="pw-worker")
     try:
         assert not await ingest.healthy()
         assert ingest.problem is not None and "refused our credentials" in ingest.problem
@@ -114,11 +96,12 @@ async def test_a_worker_process_serves_through_the_password(
 ) -> None:
     """``emostream worker`` with the password in ``EMOSTREAM_BROKER`` (never in argv)."""
     worker = Worker(locked.url, tmp_path, "pw-worker", EMOSTREAM_LOG_LEVEL="info")
-    ingest = RedisIngest(_config(locked.url))
+    # a job lives 60 s (the config's deadline): the worker process loads its models first
+    ingest = RedisIngest(broker_config(locked.url, deadline_ms=60_000))
     try:
         await ingest.open_session("s")
-        await ingest.submit(_job("s", 1))
-        outcome = await _first(ingest, "s")
+        await ingest.submit(face_job("s", 1, deadline_s=None))
+        outcome = await next_event(ingest, "s")
         assert isinstance(outcome, Scored) and outcome.job.seq == 1
     finally:
         await ingest.close()
@@ -139,12 +122,12 @@ async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         raise
     try:
         assert server.url.startswith("rediss://") and "ssl_ca_certs=" in server.url
-        ingest = RedisIngest(_config(server.url))
-        worker = RedisWorker(_config(server.url), consumer="tls-worker")
+        ingest = RedisIngest(broker_config(server.url))
+        worker = RedisWorker(broker_config(server.url), consumer="tls-worker")
         try:
             assert await ingest.healthy()
             await ingest.open_session("s")
-            await ingest.submit(_job("s", 1))
+            await ingest.submit(face_job("s", 1))
             (job,) = await worker.take("face", 8, 5.0)
             assert job.session == "s"
         finally:
@@ -154,7 +137,7 @@ async def test_tls_with_a_private_ca(tmp_path: Path) -> None:
         untrusted = server.url.split("?")[0]
         plain = untrusted.replace("rediss://", "redis://")
         for url, why in ((untrusted, "certificate verify failed"), (plain, "")):
-            other = RedisIngest(_config(url))
+            other = RedisIngest(broker_config(url))
             try:
                 assert not await other.healthy()
                 assert other.problem is not None and why in other.problem.lower()

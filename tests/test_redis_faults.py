@@ -8,79 +8,41 @@ comes back (empty) results resume; entries no worker can read are acked and coun
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import redis.asyncio as aioredis
+from brokers import broker_config, dropped, face_job, next_event
 
 from emostream import metrics
-from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
 from emostream.broker.wire import decode_outcome, encode_job
-from emostream.pipeline.jobs import DropReason, FrameInfo, Job
+from emostream.pipeline.jobs import DropReason, Job
 from emostream.pipeline.outcomes import (
     BrokerNotice,
     Dropped,
     FaceScores,
     Failed,
     Scored,
-    SessionEvent,
 )
 
 from redis_server import RedisServer
 
 
-def _job(session: str, seq: int, deadline_s: float = 30.0) -> Job:
-    frame = np.full((48, 64, 3), 80, np.uint8)
-    return Job(
-        session, seq, seq / 15, frame, FrameInfo(64, 48), deadline=time.monotonic() + deadline_s
-    )
-
-
-def _config(url: str, **kw: object) -> BrokerConfig:
-    return BrokerConfig(url=url, claim_idle_ms=200, max_in_flight=2, deadline_ms=30_000, **kw)  # type: ignore[arg-type]
-
-
 def _worker(url: str, consumer: str) -> RedisWorker:
-    return RedisWorker(_config(url), consumer=consumer)
+    return RedisWorker(broker_config(url), consumer=consumer)
 
 
 def _scored(job: Job) -> Scored[FaceScores]:
     return Scored(job.header(), "m/1", FaceScores([], np.zeros((0, 1), np.float32), ("x",)))
 
 
-def _dropped(reason: str) -> float:
-    return metrics.FRAMES_DROPPED.labels("face", reason)._value.get()  # type: ignore[attr-defined]
-
-
-async def _next(broker: RedisIngest, session: str) -> SessionEvent:
-    async def first() -> SessionEvent:
-        async for r in broker.results(session):
-            return r
-        raise AssertionError("result stream ended")
-
-    return await asyncio.wait_for(first(), 30)
-
-
-@pytest.fixture()
-async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
-    # no `lost` verdicts here: on a loaded machine a reclaim may come later than the default
-    # 3 s past a deadline, and these tests are about what the workers do, not about time
-    b = RedisIngest(_config(redis_server.url, lost_after_s=600.0))
-    await b.start()
-    yield b
-    await b.close()
-
-
 async def test_jobs_of_a_dead_worker_are_claimed_by_another(
     redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
     await ingest.open_session("s")
-    await ingest.submit(_job("s", 1))
+    await ingest.submit(face_job("s", 1))
     dead = _worker(redis_server.url, "dead")
     taken = await dead.take("face", 8, 0.0)
     assert [j.seq for j in taken] == [1]  # read, never answered: the worker "died" here
@@ -94,7 +56,7 @@ async def test_jobs_of_a_dead_worker_are_claimed_by_another(
                 break
         assert [j.seq for j in claimed] == [1]
         await survivor.publish([_scored(j) for j in claimed])
-        r = await _next(ingest, "s")
+        r = await next_event(ingest, "s")
         assert isinstance(r, Scored) and (r.job.seq, r.model) == (1, "m/1")
         assert metrics.JOBS_RECLAIMED.labels("face")._value.get() - before == 1  # type: ignore[attr-defined]
         redis = aioredis.Redis.from_url(redis_server.url)
@@ -110,11 +72,11 @@ async def test_a_dead_workers_stale_jobs_are_dropped_not_run(
     redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
     await ingest.open_session("s")
-    await ingest.submit(_job("s", 1, deadline_s=0.1))
+    await ingest.submit(face_job("s", 1, deadline_s=0.1))
     dead = _worker(redis_server.url, "dead")
     assert len(await dead.take("face", 8, 0.0)) == 1
     survivor = _worker(redis_server.url, "survivor")
-    before = _dropped("deadline")
+    before = dropped("deadline")
     try:
 
         async def work() -> None:
@@ -122,10 +84,10 @@ async def test_a_dead_workers_stale_jobs_are_dropped_not_run(
                 assert await survivor.take("face", 8, 0.0) == []  # nothing runnable
 
         task = asyncio.create_task(work())
-        r = await _next(ingest, "s")  # the survivor claims it, drops it, tells the session
+        r = await next_event(ingest, "s")  # the survivor claims it, drops it, tells the session
         task.cancel()
         assert isinstance(r, Dropped) and (r.job.seq, r.reason) == (1, DropReason.deadline)
-        assert _dropped("deadline") - before == 1
+        assert dropped("deadline") - before == 1
     finally:
         await survivor.close()
         await dead.close()
@@ -137,19 +99,19 @@ async def test_redis_going_away_is_reported_and_results_resume_after_restart(
     await ingest.open_session("s")
     worker = _worker(redis_server.url, "w")
     try:
-        await ingest.submit(_job("s", 1))
+        await ingest.submit(face_job("s", 1))
         (job,) = await worker.take("face", 8, 0.0)
         await worker.publish([_scored(job)])
-        first = await _next(ingest, "s")
+        first = await next_event(ingest, "s")
         assert isinstance(first, Scored) and first.job.seq == 1
 
         redis_server.stop()
-        r = await _next(ingest, "s")  # the reader notices and tells the session once
+        r = await next_event(ingest, "s")  # the reader notices and tells the session once
         assert isinstance(r, BrokerNotice) and "unreachable" in r.detail
         assert not await ingest.healthy() and ingest.problem is not None
-        before = _dropped("unavailable")
-        await ingest.submit(_job("s", 2))  # no exception: dropped and counted
-        assert _dropped("unavailable") - before == 1
+        before = dropped("unavailable")
+        await ingest.submit(face_job("s", 2))  # no exception: dropped and counted
+        assert dropped("unavailable") - before == 1
         assert await worker.take("face", 8, 0.0) == []  # the worker backs off, no crash
 
         redis_server.start()  # same port, empty: no stream, no group
@@ -158,7 +120,7 @@ async def test_redis_going_away_is_reported_and_results_resume_after_restart(
                 break
             await asyncio.sleep(0.1)
         assert ingest.problem is None
-        await ingest.submit(_job("s", 3))
+        await ingest.submit(face_job("s", 3))
         jobs: list[Job] = []
         for _ in range(10):
             jobs = await worker.take("face", 8, 0.0)
@@ -166,9 +128,9 @@ async def test_redis_going_away_is_reported_and_results_resume_after_restart(
                 break
         assert [j.seq for j in jobs] == [3]
         await worker.publish([_scored(j) for j in jobs])
-        r = await _next(ingest, "s")
+        r = await next_event(ingest, "s")
         while isinstance(r, BrokerNotice):  # a second notice if it raced the restart
-            r = await _next(ingest, "s")
+            r = await next_event(ingest, "s")
         assert isinstance(r, Scored) and r.job.seq == 3
     finally:
         await worker.close()
@@ -184,16 +146,16 @@ async def test_entries_no_worker_can_read_are_acked_and_counted(
     try:
         await worker.take("face", 1, 0.0)  # creates the group
         await redis.xadd(stream, {"garbage": "yes"})  # not a job at all
-        good = encode_job(_job("s", 1))
+        good = encode_job(face_job("s", 1))
         good[b"reply_to"] = ingest.results_key.encode()
         bad_payload = {**good, b"seq": b"2", b"data": b"not a jpeg"}  # header fine, pixels not
         await redis.xadd(stream, bad_payload)  # type: ignore[arg-type]
         await redis.xadd(stream, good)  # type: ignore[arg-type]
-        malformed, errors = _dropped("malformed"), _dropped("error")
+        malformed, errors = dropped("malformed"), dropped("error")
         jobs = await worker.take("face", 8, 0.0)
         assert [j.seq for j in jobs] == [1]  # the readable one, and the worker goes on
-        assert _dropped("malformed") - malformed == 1
-        assert _dropped("error") - errors == 1
+        assert dropped("malformed") - malformed == 1
+        assert dropped("error") - errors == 1
         # the bad payload's session is told on its node's stream (this ingest ignores it:
         # it never sent that entry)
         ((_, fields),) = await redis.xrange(ingest.results_key)
@@ -212,15 +174,15 @@ async def test_results_for_a_closed_session_are_ignored(
     worker = _worker(redis_server.url, "w")
     try:
         await ingest.open_session("gone")
-        await ingest.submit(_job("gone", 1))
+        await ingest.submit(face_job("gone", 1))
         (job,) = await worker.take("face", 8, 0.0)
         await ingest.close_session("gone")
         await worker.publish([_scored(job)])  # no error, nobody gets it
         await ingest.open_session("other")
-        await ingest.submit(_job("other", 1))
+        await ingest.submit(face_job("other", 1))
         (job2,) = await worker.take("face", 8, 0.0)
         await worker.publish([_scored(job2)])
-        other = await _next(ingest, "other")
+        other = await next_event(ingest, "other")
         assert isinstance(other, Scored) and other.job.session == "other"
     finally:
         await worker.close()
@@ -229,7 +191,7 @@ async def test_results_for_a_closed_session_are_ignored(
 def test_results_survive_the_wire() -> None:
     from emostream.broker.wire import encode_outcome
 
-    job = _job("s", 7)
+    job = face_job("s", 7)
     scores = np.array([[0.25, 0.75]], np.float32)
     r = Scored(
         job.header(), "face-emotion/1", FaceScores([(1, 2, 30, 40)], scores, ("sad", "happy"))

@@ -53,6 +53,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
+@pytest.mark.data
 def test_flow_follows_a_shifted_face(analyzer: FaceAnalyzer) -> None:
     image = frames()[0]
     box = face_box(analyzer, image)
@@ -63,6 +64,7 @@ def test_flow_follows_a_shifted_face(analyzer: FaceAnalyzer) -> None:
     assert abs(moved.box[2] - box[2]) <= 2
 
 
+@pytest.mark.data
 def test_flow_follows_a_face_that_grows(analyzer: FaceAnalyzer) -> None:
     image = frames()[0]
     box = face_box(analyzer, image)
@@ -73,6 +75,7 @@ def test_flow_follows_a_face_that_grows(analyzer: FaceAnalyzer) -> None:
     assert 1.05 < moved.box[2] / box[2] < 1.15
 
 
+@pytest.mark.data
 def test_flow_loses_a_face_that_is_covered(analyzer: FaceAnalyzer) -> None:
     image = frames()[0]
     box = face_box(analyzer, image)
@@ -91,6 +94,7 @@ def test_flow_of_a_flat_box_has_nothing_to_follow() -> None:
         follow(flat, flat[:60], [(10, 10, 20, 20)])
 
 
+@pytest.mark.data
 def test_flow_follows_the_real_clip_between_detections(analyzer: FaceAnalyzer) -> None:
     clip = frames(count=40)
     box = face_box(analyzer, clip[0])
@@ -108,6 +112,7 @@ def plan_after_detection(tracks: FaceTracks, analyzer: FaceAnalyzer, image: np.n
     return first
 
 
+@pytest.mark.data
 def test_schedule_follows_then_detects_every_n(analyzer: FaceAnalyzer) -> None:
     clip = frames()
     tracks = FaceTracks(TrackingConfig(detect_every=4))
@@ -116,6 +121,7 @@ def test_schedule_follows_then_detects_every_n(analyzer: FaceAnalyzer) -> None:
     assert whys == [None, None, None, Why.schedule]  # one detector run per 4 frames
 
 
+@pytest.mark.data
 def test_gaps_and_order_and_size_need_the_detector(analyzer: FaceAnalyzer) -> None:
     clip = frames()
     tracks = FaceTracks(TrackingConfig(max_gap=3))  # not the default: the test names it
@@ -127,6 +133,7 @@ def test_gaps_and_order_and_size_need_the_detector(analyzer: FaceAnalyzer) -> No
     assert tracks.plan(job(clip[1], 2)).boxes is not None
 
 
+@pytest.mark.data
 def test_jobs_without_a_session_and_detect_every_one_are_stateless(
     analyzer: FaceAnalyzer,
 ) -> None:
@@ -138,6 +145,7 @@ def test_jobs_without_a_session_and_detect_every_one_are_stateless(
     assert len(tracks) == 0
 
 
+@pytest.mark.data
 def test_a_change_outside_the_boxes_looks_for_a_new_face(analyzer: FaceAnalyzer) -> None:
     clip = frames()
     tracks = FaceTracks()
@@ -147,6 +155,7 @@ def test_a_change_outside_the_boxes_looks_for_a_new_face(analyzer: FaceAnalyzer)
     assert tracks.plan(job(entered, 2)).why is Why.scene
 
 
+@pytest.mark.data
 def test_a_covered_face_is_uncertain(analyzer: FaceAnalyzer) -> None:
     clip = frames()
     tracks = FaceTracks(TrackingConfig(scene_change=0))
@@ -157,6 +166,7 @@ def test_a_covered_face_is_uncertain(analyzer: FaceAnalyzer) -> None:
     assert tracks.plan(job(covered, 2)).why is Why.uncertain
 
 
+@pytest.mark.data
 def test_state_is_bounded_and_expires(
     analyzer: FaceAnalyzer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,6 +222,7 @@ def labelled(analyzer: FaceAnalyzer, clip: tuple[np.ndarray, ...]) -> Iterator[l
 AGREEMENT = {"woman2.mp4": 0.95, "test.mp4": 0.85}
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("name", sorted(AGREEMENT))
 def test_scheduled_detection_gives_the_labels_of_detecting_every_frame(
     repo: ModelRepository, name: str

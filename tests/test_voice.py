@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from brokers import dropped, voice_job
 
 from emostream import metrics
 from emostream.models.check import ModelRefused, load_checked
@@ -15,7 +16,6 @@ from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier
 from emostream.models.voice import VoiceAnalyzer, VoiceService
 from emostream.pipeline.analyzer import run_batch
-from emostream.pipeline.jobs import Job, VoiceInfo
 from emostream.pipeline.outcomes import Failed, Scored, VoiceScores
 from emostream.settings import Settings
 
@@ -30,14 +30,6 @@ def voice(has_voice_model: ModelRepository) -> VoiceAnalyzer:  # noqa: F811
 def _windows(clip: np.ndarray, n: int, size: int) -> list[np.ndarray]:  # noqa: F811
     x = np.tile(clip, 3)
     return [x[i * 8000 : i * 8000 + size].copy() for i in range(n)]
-
-
-def _job(seq: int, payload: np.ndarray, rate: int = 16000) -> Job:
-    return Job("s", seq, seq * 0.5, payload, VoiceInfo("a", seq * 0.5, seq * 0.5 + 1.5, rate))
-
-
-def _errors() -> float:
-    return metrics.FRAMES_DROPPED.labels("voice", "error")._value.get()  # type: ignore[attr-defined]
 
 
 def test_voice_without_a_model_is_unavailable_with_the_train_command(tmp_path: Path) -> None:
@@ -73,7 +65,7 @@ def test_the_serving_check_passes_the_voice_model(has_voice_model: ModelReposito
 
 def test_real_windows_are_scored_in_one_batch(voice: VoiceAnalyzer, clip: np.ndarray) -> None:  # noqa: F811
     waves = _windows(clip, 5, voice.spec.window_samples)
-    jobs = [_job(i, w) for i, w in enumerate(waves)]
+    jobs = [voice_job("s", i, w) for i, w in enumerate(waves)]
     outcomes = run_batch(voice, jobs)
     assert all(isinstance(o, Scored) for o in outcomes)
     rows = []
@@ -95,19 +87,19 @@ def test_bad_windows_fail_alone(voice: VoiceAnalyzer, clip: np.ndarray) -> None:
     nan = good[0].copy()
     nan[100] = np.nan
     jobs = [
-        _job(0, good[0]),
-        _job(1, (good[0] * 32767).astype(np.int16)),  # PCM, not float32
-        _job(2, good[0][: n // 2]),  # too short
-        _job(3, nan),
-        _job(4, np.stack([good[0], good[1]])),  # 2-D
-        _job(5, good[1], rate=8000),  # not the model's rate
-        _job(6, good[1]),
+        voice_job("s", 0, good[0]),
+        voice_job("s", 1, (good[0] * 32767).astype(np.int16)),  # PCM, not float32
+        voice_job("s", 2, good[0][: n // 2]),  # too short
+        voice_job("s", 3, nan),
+        voice_job("s", 4, np.stack([good[0], good[1]])),  # 2-D
+        voice_job("s", 5, good[1], rate=8000),  # not the model's rate
+        voice_job("s", 6, good[1]),
     ]
-    before = _errors()
+    before = dropped("error", "voice")
     outcomes = run_batch(voice, jobs)
     kinds = [type(o).__name__ for o in outcomes]
     assert kinds == ["Scored", "Failed", "Failed", "Failed", "Failed", "Failed", "Scored"]
-    assert _errors() - before == 5
+    assert dropped("error", "voice") - before == 5
     reasons = [o.error for o in outcomes if isinstance(o, Failed)]
     assert "float32" in reasons[0] and "samples" in reasons[1] and "NaN" in reasons[2]
     assert "8000 Hz" in reasons[4]
@@ -127,7 +119,7 @@ def test_voice_predictions_are_counted_for_the_voice_model(
 
     before = total()
     waves = _windows(clip, 3, voice.spec.window_samples)
-    run_batch(voice, [_job(i, w) for i, w in enumerate(waves)])
+    run_batch(voice, [voice_job("s", i, w) for i, w in enumerate(waves)])
     assert total() - before == 3
 
 
@@ -143,7 +135,7 @@ def test_drift_of_the_voice_model_is_measured_against_its_card(
     labels = {"model": card.name, "version": card.version, "modality": "voice"}
     before = REGISTRY.get_sample_value("emostream_drift_window_samples", labels) or 0.0
     waves = _windows(clip, 4, voice.spec.window_samples)
-    run_batch(voice, [_job(i, w) for i, w in enumerate(waves)])
+    run_batch(voice, [voice_job("s", i, w) for i, w in enumerate(waves)])
     after = REGISTRY.get_sample_value("emostream_drift_window_samples", labels)
     assert after == before + 4
     assert REGISTRY.get_sample_value("emostream_drift_reference_missing", labels) == 0

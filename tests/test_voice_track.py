@@ -60,6 +60,7 @@ def _windows(frames: list[AudioFrame], rate: int) -> list[TimedWindow]:
     return out
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("rate", [48000, 8000], ids=["opus-48k", "g711-8k"])
 def test_speech_is_found_in_the_clip_and_not_in_the_silence_around_it(rate: int) -> None:
     samples, clip_s = _padded(rate)
@@ -94,6 +95,7 @@ def test_a_window_ended_when_its_last_sample_arrived() -> None:
     assert all(t.ended <= 500.0 for t in got)
 
 
+@pytest.mark.data
 def test_the_end_of_a_track_gets_a_last_window_over_its_tail() -> None:
     """2.3 s of speech: hops end windows at 1.5 and 2.0 s; the end adds one ending at 2.3 s,
     so the last 0.3 s of a call is scored too (with its resampler's held-back samples)."""

@@ -4,17 +4,14 @@ a worker scores a window)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 import pytest
+from brokers import broker_config, next_event, voice_job
 
 from emostream import metrics
-from emostream.broker.broker_config import BrokerConfig
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.broker.redis_worker import RedisWorker
 from emostream.broker.wire import (
@@ -29,12 +26,11 @@ from emostream.broker.wire import (
 from emostream.models.batching import BatchWorker
 from emostream.models.repository import ModelRepository
 from emostream.models.voice import VoiceAnalyzer
-from emostream.pipeline.jobs import FrameInfo, Job, VoiceInfo
+from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.outcomes import (
     Dropped,
     Failed,
     Scored,
-    SessionEvent,
     VoiceScores,
 )
 from emostream.settings import Settings
@@ -44,18 +40,13 @@ from voice_models import clip, config, has_voice_model, ravdess, voice_repo  # n
 
 CLASSES = ("angry", "calm", "disgust", "fearful", "happy", "neutral", "sad", "surprised")
 WIN = 24000
+REPLY_TO = "emostream:results:n1"
 
 
-def _job(seq: int = 0, samples: np.ndarray | None = None, deadline_s: float = 30.0) -> Job:
-    x = np.linspace(-0.5, 0.5, WIN, dtype=np.float32) if samples is None else samples
-    return Job(
-        "s1",
-        seq,
-        2.0,
-        x,
-        VoiceInfo("agent", 2.0, 3.5),
-        deadline=time.monotonic() + deadline_s,
-        reply_to="emostream:results:n1",
+def _window(seq: int = 0, samples: np.ndarray | None = None) -> Job:
+    """The agent's window at 2.0-3.5 s that these tests send, answered to node n1."""
+    return voice_job(
+        "s1", seq, samples, track="agent", start=2.0, deadline_s=30.0, reply_to=REPLY_TO
     )
 
 
@@ -66,7 +57,7 @@ def _scored(job: Job) -> Scored[VoiceScores]:
 
 @pytest.mark.parametrize("codec", ["f32", "s16"])
 def test_a_voice_job_round_trips(codec: Any) -> None:
-    job = _job()
+    job = _window()
     fields = encode_job(job, audio=codec)
     back = job_header(fields, "7-0")
     assert back.info == job.info and back.modality == "voice"
@@ -85,7 +76,7 @@ def test_a_voice_job_round_trips(codec: Any) -> None:
 
 
 def test_voice_outcomes_round_trip() -> None:
-    job = _job()
+    job = _window()
     scored = decode_outcome(encode_outcome(_scored(job)))
     assert isinstance(scored, Scored) and isinstance(scored.result, VoiceScores)
     assert scored.job.info == job.info and scored.model == "voice-emotion/1"
@@ -96,7 +87,7 @@ def test_voice_outcomes_round_trip() -> None:
 
 
 def _good() -> Fields:
-    return encode_job(_job())
+    return encode_job(_window())
 
 
 BAD_JOBS: dict[str, Fields] = {
@@ -150,7 +141,7 @@ def test_each_bad_window_is_a_wire_error(name: str) -> None:
 
 
 def _outcome() -> Fields:
-    return encode_outcome(_scored(_job()))
+    return encode_outcome(_scored(_window()))
 
 
 @pytest.mark.parametrize(
@@ -172,27 +163,6 @@ def test_each_bad_voice_outcome_is_a_wire_error(fields: Fields) -> None:
 # -- on a real redis-server -----------------------------------------------------------
 
 
-def _config(url: str, **kw: Any) -> BrokerConfig:
-    return BrokerConfig(url=url, claim_idle_ms=200, claim_interval_ms=100, deadline_ms=30_000, **kw)
-
-
-@pytest.fixture()
-async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
-    b = RedisIngest(_config(redis_server.url, lost_after_s=600.0))
-    await b.start()
-    yield b
-    await b.close()
-
-
-async def _next(broker: RedisIngest, session: str) -> SessionEvent:
-    async def first() -> SessionEvent:
-        async for r in broker.results(session):
-            return r
-        raise AssertionError("result stream ended")
-
-    return await asyncio.wait_for(first(), 60)
-
-
 async def test_a_window_the_worker_cannot_read_fails_alone(
     redis_server: RedisServer, ingest: RedisIngest
 ) -> None:
@@ -200,12 +170,12 @@ async def test_a_window_the_worker_cannot_read_fails_alone(
     failure, the worker goes on, the entry is acked."""
     import redis.asyncio as aioredis
 
-    worker = RedisWorker(_config(redis_server.url), consumer="w")
+    worker = RedisWorker(broker_config(redis_server.url), consumer="w")
     r = aioredis.Redis.from_url(redis_server.url)
     try:
         await ingest.open_session("s1")
         await worker.take("voice", 8, 0.0)  # joins the group
-        job = _job()
+        job = _window()
         job.reply_to = ingest.results_key
         fields = {**encode_job(job), b"data": b"\x01" * 7}
         await r.xadd("emostream:jobs:voice", fields)  # type: ignore[arg-type]
@@ -228,7 +198,7 @@ async def test_a_redis_worker_scores_a_real_voice_window(
     clip: np.ndarray,  # noqa: F811
 ) -> None:
     analyzer = VoiceAnalyzer.from_settings(Settings(model_root=has_voice_model.root))
-    broker = RedisWorker(_config(redis_server.url), consumer="w")
+    broker = RedisWorker(broker_config(redis_server.url), consumer="w")
     worker = BatchWorker(broker, analyzer)
     before = metrics.FRAMES_PROCESSED.labels("voice")._value.get()  # type: ignore[attr-defined]
     await ingest.open_session("s1")
@@ -236,10 +206,10 @@ async def test_a_redis_worker_scores_a_real_voice_window(
     try:
         middle = len(clip) // 2
         window = clip[middle - WIN // 2 : middle + WIN // 2].copy()
-        await ingest.submit(_job(1, window))
-        bad = _job(2, np.full(WIN, np.nan, np.float32))  # f32 NaNs travel; the analyzer refuses
+        await ingest.submit(_window(1, window))
+        bad = _window(2, np.full(WIN, np.nan, np.float32))  # f32 NaNs travel; the analyzer refuses
         await ingest.submit(bad)
-        got = [await _next(ingest, "s1"), await _next(ingest, "s1")]
+        got = [await next_event(ingest, "s1"), await next_event(ingest, "s1")]
     finally:
         await worker.stop()
         await broker.close()

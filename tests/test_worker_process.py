@@ -122,6 +122,7 @@ def test_sigterm_leaves_the_group_and_exits_zero(
     assert "stopped" in worker.log()
 
 
+@pytest.mark.redis
 def test_a_worker_started_before_redis_waits_and_joins(
     tmp_path: Path, repo: ModelRepository, output_dir: Path
 ) -> None:

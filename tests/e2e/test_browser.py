@@ -85,6 +85,7 @@ def _tail(path: Path, n: int = 40) -> str:
 
 @pytest.mark.slow
 @pytest.mark.data
+@pytest.mark.chromium
 def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")

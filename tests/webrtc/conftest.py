@@ -1,12 +1,16 @@
 """tests/webrtc: real aiortc peers, only ever inside a private network namespace.
 
-The main test run does not collect this folder: ``tests/test_netns_webrtc.py`` runs it as
+The main test run never imports these files: it collects each as a ``WebRTCFile``
+(``tests/netns_run.py``) whose items are the tests that a child
 
-    python -m pytest tests/webrtc -p tests.netns_plugin
+    python -m pytest tests/webrtc -p netns_plugin ...
 
-in a subprocess whose plugin first moves that process into its own network namespace
-(10.213.0.1 on a veth pair, no route out). Inside that run every test here is collected;
-each one is skipped, with the reason, unless the process really is in such a namespace.
+collected inside a namespace of its own, and whose first item to run starts the one run of
+the selected tests in such a child (10.213.0.1 on a veth pair, no route out); each item
+then reports its own test's result. So ``pytest tests/webrtc/test_ingest.py -k whip`` in
+the main run runs just those, in a namespace. Inside the child every test here is
+collected, and each one is skipped, with the reason, unless the process really is in such
+a namespace.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,11 +30,10 @@ from emostream.bench import netns
 if TYPE_CHECKING:
     from aiortc import RTCConfiguration
 
-HERE = Path(__file__).resolve().parent
 TASK_STOP_S = 10.0
 NOT_INSIDE = (
-    "tests/webrtc runs only inside a private network namespace: run the main suite "
-    "(tests/test_netns_webrtc.py starts it) or "
+    "tests/webrtc runs only inside a private network namespace: run it from the main "
+    "suite (`pytest tests/webrtc`: tests/netns_run.py starts the namespaced run) or "
     "`python -m pytest tests/webrtc -p tests.netns_plugin`"
 )
 
@@ -40,13 +43,37 @@ def _namespaced_run() -> bool:
     return netns.ENV_NETNS in os.environ or netns.ENV_UNAVAILABLE in os.environ
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> Any:
+    """The main run: a file of tests that a namespaced child runs, never imported here."""
     if _namespaced_run():
         return None
-    path = collection_path.resolve()
-    if path != HERE and HERE in path.parents:
-        return True  # the main run: tests/test_netns_webrtc.py runs these in a namespace
-    return None
+    from netns_run import WebRTCFile
+
+    return WebRTCFile.from_parent(parent, path=module_path)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """The main run: each item's report reads as its test's in the child."""
+    report = yield
+    if _namespaced_run():
+        return report
+    from netns_run import WebRTCTest
+
+    if isinstance(item, WebRTCTest):
+        item.adjust(report, call)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if _namespaced_run():
+        return
+    from netns_run import finished
+
+    results = finished(config)
+    if results is not None:
+        terminalreporter.write_line(results.summary())
 
 
 @pytest.fixture(scope="session", autouse=True)
