@@ -37,7 +37,7 @@ from PIL import Image
 from bench.procs import free_port
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
-from emostream.stream import signalling
+from emostream.stream import session_routes
 from emostream.stream.app import AppState, create_app
 from emostream.stream.client import Source
 from emostream.stream.errors import ApiError, api_error_handler
@@ -383,7 +383,7 @@ def test_events_route_caps_subscribers_with_429_and_ends_closed_streams() -> Non
     app = FastAPI()
     app.add_exception_handler(ApiError, api_error_handler)
     manager = _Manager(_Session(fanout))
-    app.include_router(signalling.router(Settings(), lambda: manager))  # type: ignore[arg-type,return-value]
+    app.include_router(session_routes.router(Settings(), lambda: manager))  # type: ignore[arg-type,return-value]
     with TestClient(app) as c:
         r = c.get("/v1/sessions/s1/events")
         assert r.status_code == 429 and r.json()["error"] == "too_many_subscribers", r.text
