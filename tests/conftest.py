@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from brokers import broker_config
 
 from emostream.broker.redis_ingest import RedisIngest
 from emostream.models.face import FaceAnalyzer
@@ -21,6 +20,7 @@ from emostream.settings import Settings
 from emostream.training.blazeface_import import import_blazeface
 from emostream.training.fer_import import NAME, import_fer
 
+from brokers import broker_config
 from model_versions import model_root_copy
 from redis_server import RedisServer
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from brokers import dropped, face_job, voice_job
 
 from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker
 from emostream.broker.broker_config import BrokerConfig
@@ -38,6 +37,7 @@ from emostream.pipeline.outcomes import (
 )
 from emostream.stream.media import read_image
 
+from brokers import dropped, face_job, voice_job
 from redis_server import RedisServer
 
 CONFIG = BrokerConfig(max_in_flight=2, deadline_ms=30_000)

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
-from brokers import broker_config, dropped, face_job, next_event
 from fastapi.testclient import TestClient
 
 from emostream import metrics
@@ -52,6 +51,7 @@ from emostream.stream.media import read_image
 from emostream.stream.session_manager import SessionManager
 from emostream.supervise import supervise
 
+from brokers import broker_config, dropped, face_job, next_event
 from redis_server import RedisServer
 
 STREAM = "emostream:jobs:face"

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from brokers import broker_config, face_job, next_event
 from fastapi.testclient import TestClient
 
 from emostream.bench.procs import Worker
@@ -23,6 +22,7 @@ from emostream.pipeline.outcomes import Scored
 from emostream.settings import Settings
 from emostream.stream.app import create_app
 
+from brokers import broker_config, face_job, next_event
 from redis_server import RedisServer, make_tls
 
 pytestmark = pytest.mark.redis

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import redis.asyncio as aioredis
-from brokers import broker_config, dropped, face_job, next_event
 
 from emostream import metrics
 from emostream.broker.redis_ingest import RedisIngest
@@ -27,6 +26,7 @@ from emostream.pipeline.outcomes import (
     Scored,
 )
 
+from brokers import broker_config, dropped, face_job, next_event
 from redis_server import RedisServer
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from brokers import dropped, voice_job
 
 from emostream import metrics
 from emostream.models.check import ModelRefused, load_checked
@@ -19,6 +18,7 @@ from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.outcomes import Failed, Scored, VoiceScores
 from emostream.settings import Settings
 
+from brokers import dropped, voice_job
 from voice_models import VOICE, clip, has_voice_model, ravdess, voice_repo  # noqa: F401
 
 

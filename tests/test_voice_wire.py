@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from brokers import broker_config, next_event, voice_job
 
 from emostream import metrics
 from emostream.broker.redis_ingest import RedisIngest
@@ -35,6 +34,7 @@ from emostream.pipeline.outcomes import (
 )
 from emostream.settings import Settings
 
+from brokers import broker_config, next_event, voice_job
 from redis_server import RedisServer
 from voice_models import clip, config, has_voice_model, ravdess, voice_repo  # noqa: F401
 
