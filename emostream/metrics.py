@@ -68,6 +68,23 @@ VOICE_WINDOWS = Counter(
     "Audio windows cut from live tracks; speech ones go to the voice model, silent ones not",
     ["speech"],
 )
+SESSIONS_OPENED = Counter(
+    "emostream_sessions_opened_total",
+    "Sessions opened, by the transport that feeds them (webrtc, audiohook, twilio, local)",
+    ["transport"],
+)
+PROTOCOL_ERRORS = Counter(
+    "emostream_protocol_errors_total",
+    "Messages or connections a transport refused (bad JSON, wrong sequence, bad signature, "
+    "...), by transport and reason",
+    ["transport", "reason"],
+)
+WEBHOOK_DELIVERIES = Counter(
+    "emostream_webhook_deliveries_total",
+    "Call summaries POSTed to calls.webhook_url: delivered, or an attempt that failed "
+    "(retried with backoff), or given up",
+    ["outcome"],
+)
 PREDICTIONS = Counter(
     "emostream_predictions_total",
     "Predicted top class per face or voice window",

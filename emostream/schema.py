@@ -57,7 +57,8 @@ class VoiceMessage(BaseMessage):
     type: Literal["voice"] = "voice"
     session: str | None = None
     source: str | None = None
-    track: str | None = None  # which audio track of the session (agent, customer, ...)
+    track: str | None = None  # which audio track of the session (its name: a mid, a channel)
+    role: str | None = None  # the speaker's role on that track: customer, agent or unknown
     start: float
     end: float
     speech: bool

@@ -33,6 +33,7 @@ from emostream.models.face_tracking.schedule import TrackingConfig
 from emostream.models.runner import RunnerConfig
 from emostream.models.voice import VoiceModelConfig
 from emostream.paths import model_root
+from emostream.stream.calls_config import CallsConfig
 from emostream.stream.server_config import LimitsConfig, ServerConfig, SessionConfig
 
 PREFIX = "EMOSTREAM_"
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    calls: CallsConfig = Field(default_factory=CallsConfig)
 
     @field_validator("model_root", mode="before")
     @classmethod

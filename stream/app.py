@@ -117,6 +117,12 @@ class AppState:
         if not self.ready_to_serve:
             return
         s = self.settings
+        if s.calls.analysed("agent"):
+            log.warning(
+                "calls.analyse_roles includes 'agent': emotion recognition of workers is "
+                "prohibited in the EU (AI Act, Regulation 2024/1689, Art. 5(1)(f)) but for "
+                "medical or safety reasons; docs/RESPONSIBLE-USE.md"
+            )
         embedded: MemoryBroker | None = None
         if s.broker.is_redis:
             self.broker = make_ingest(s)
@@ -141,7 +147,7 @@ class AppState:
             watcher = ModelWatcher(slot, repo, config, s.runner, s.drift, shadow=bool(embedded))
             self.watchers.append(watcher)
             watcher.start()
-        self.sessions = SessionManager(self.broker, s.session, self.services)
+        self.sessions = SessionManager(self.broker, s.session, self.services, s.calls)
         self.sessions.start()
 
     async def stop_realtime(self) -> None:
@@ -268,6 +274,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
                 "ready": True,
                 "broker": state.settings.broker.redacted_url,
                 "models": state.models_status(),
+                "calls": state.settings.calls.policy,
                 "tasks": tasks,
             }
         )

@@ -18,15 +18,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from fastapi import Request
 
 from emostream.stream.errors import ApiError
 from emostream.stream.server_config import ServerConfig
 
-if TYPE_CHECKING:
-    from emostream.stream.session import Session
+
+class Owned(Protocol):
+    """What access to a session (live, or an ended call's summary) is checked against."""
+
+    @property
+    def owner(self) -> bytes | None: ...
+
+    @property
+    def secret(self) -> str: ...
+
+
+S = TypeVar("S", bound=Owned)
 
 QUERY = "token"
 SESSION_TOKEN_HEADER = "X-Session-Token"
@@ -117,8 +127,8 @@ class Guard:
         return owner
 
     def session(
-        self, request: Request, session: Session | None, session_id: str, *, query: bool = False
-    ) -> Session:
+        self, request: Request, session: S | None, session_id: str, *, query: bool = False
+    ) -> S:
         """For reading, following or ending a session: its creator's API token or its own
         session token. Someone else's session is a 404, the same as an unknown one."""
         gone = ApiError(404, "unknown_session", f"no session {session_id!r} on this server")

@@ -31,7 +31,9 @@ from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.modalities import MediaTrack, Service, registered
 from emostream.modalities.base import Message
 from emostream.pipeline.jobs import Job
-from emostream.schema import ErrorMessage
+from emostream.schema import ErrorMessage, VoiceMessage
+from emostream.stream.call_summary import CallRecord
+from emostream.stream.calls_config import CallsConfig
 from emostream.stream.fanout import Fanout, Queue
 from emostream.stream.server_config import SessionConfig
 from emostream.stream.session_view import SessionView
@@ -54,8 +56,10 @@ class Session:
         services: Mapping[str, Service] | None = None,
         owner: bytes | None = None,
         transport: str = "local",
+        session_id: str | None = None,
+        calls: CallsConfig | None = None,
     ) -> None:
-        self.id = secrets.token_urlsafe(12)
+        self.id = session_id or secrets.token_urlsafe(12)
         self.owner = owner  # who created it (stream.auth); None on an open server
         self.secret = secrets.token_urlsafe(24)  # its session_token: read, follow, end it
         self.transport = transport
@@ -76,6 +80,9 @@ class Session:
         self._closers: list[Closer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._seqs: Counter[str] = Counter()
+        self.calls = calls or CallsConfig()
+        #: the call as a whole, per role (``GET /v1/sessions/{id}/summary``, the webhook)
+        self.call = CallRecord(self.id, transport, frozenset(self.calls.analyse_roles))
 
     # -- what a transport does ------------------------------------------------------------
     async def start(self) -> None:
@@ -83,9 +90,18 @@ class Session:
         await self.broker.open_session(self.id)
         self.spawn(self._send_results(), f"{self.id}-results")
 
+    def analyses(self, role: str) -> bool:
+        """Whether a track of ``role`` is analysed (``calls.analyse_roles``): a transport
+        need not even decode the audio of one that is not."""
+        return self.calls.analysed(role)
+
     def add_track(self, track: MediaTrack) -> None:
-        """Read ``track`` with every modality that reads its kind (none: just drain it)."""
+        """Read ``track`` with every modality that reads its kind (none, or a role that is
+        not analysed: just drain it, counting its seconds)."""
         self.tracks.append(track)
+        if track.kind == "audio" and not self.analyses(track.role):
+            self.spawn(self._unanalysed(track), f"{self.id}-unanalysed-{track.name}")
+            return
         readers = [m for m in registered() if m.track_kind == track.kind]
         for modality in readers:
             self.spawn(modality.read(self, track), f"{self.id}-{modality.name}-{track.name}")
@@ -133,7 +149,17 @@ class Session:
             await self.broker.submit(job)
 
     def send(self, message: Message | ErrorMessage) -> None:
+        self._record(message)
         self._send(message.to_json())
+
+    def unanalysed_audio(self, role: str, track: str, seconds: float) -> None:
+        """Seconds of audio of a role that is not analysed (for the call's summary)."""
+        self.touch()
+        self.call.unanalysed_audio(role, track, seconds)
+
+    def _record(self, message: Message | ErrorMessage) -> None:
+        if isinstance(message, VoiceMessage):
+            self.call.add(message)
 
     def notice(self, code: str, detail: str) -> None:
         if any(n.code == code for n in self.notices):
@@ -147,6 +173,7 @@ class Session:
         async for event in self.broker.results(self.id):
             msg = self.view.message(event)
             if msg is not None:
+                self._record(msg)
                 self._send(msg.to_json())
 
     def _send(self, text: str) -> None:
@@ -165,10 +192,17 @@ class Session:
         async for _ in track.frames:
             self.touch()
 
+    async def _unanalysed(self, track: MediaTrack) -> None:
+        async for frame in track.frames:
+            rate = getattr(frame, "sample_rate", 0) or 0
+            samples = getattr(frame, "samples", 0) or 0
+            self.unanalysed_audio(track.role, track.name, samples / rate if rate else 0.0)
+
     async def close(self) -> None:
         if self.closed.is_set():
             return
         self.closed.set()
+        self.call.ended = time.time()
         self.subscribers.close()  # first: the end marker must not wait on what may fail below
         await self.broker.close_session(self.id)
         current = asyncio.current_task()

@@ -1,4 +1,5 @@
-"""All sessions of this ingest node: admission (``max_sessions``), lookup, the idle reaper.
+"""All sessions of this ingest node: admission (``max_sessions``), lookup, the idle reaper,
+and the calls that ended: their summaries, kept ``calls.keep_s`` and sent to the webhook.
 
 Transports open sessions here and the HTTP routes find them here by id, whatever fed them.
 """
@@ -9,13 +10,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from emostream import metrics
 from emostream.broker.base import IngestBroker
 from emostream.modalities import Service
+from emostream.stream.call_summary import CallSummary
+from emostream.stream.calls_config import CallsConfig
 from emostream.stream.frames import converter
 from emostream.stream.server_config import SessionConfig
 from emostream.stream.session import Session
+from emostream.stream.webhook import deliver
 from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger(__name__)
@@ -27,15 +32,34 @@ class SessionLimitError(RuntimeError):
     pass
 
 
+class SessionExistsError(ValueError):
+    """A transport asked for a session id (a platform's) that is open already."""
+
+
+@dataclass(frozen=True)
+class EndedCall:
+    """What is kept of a session after it ends: who may read it, and its summary."""
+
+    id: str
+    owner: bytes | None
+    secret: str
+    summary: CallSummary
+    expires: float
+
+
 class SessionManager:
     def __init__(
         self,
         broker: IngestBroker,
         config: SessionConfig,
         services: Mapping[str, Service] | None = None,
+        calls: CallsConfig | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
+        self.calls = calls or CallsConfig()
+        self.ended: dict[str, EndedCall] = {}
+        self._deliveries: set[asyncio.Task[bool]] = set()
         self.services: Mapping[str, Service] = services or {}
         self.max_sessions = config.max_sessions
         self.sessions: dict[str, Session] = {}
@@ -50,14 +74,33 @@ class SessionManager:
     def tasks(self) -> list[Supervised]:
         return [] if self._reaper is None else [self._reaper]
 
-    async def open(self, owner: bytes | None = None, transport: str = "local") -> Session:
-        """A new, started session (``SessionLimitError`` beyond ``max_sessions``)."""
+    async def open(
+        self,
+        owner: bytes | None = None,
+        transport: str = "local",
+        session_id: str | None = None,
+    ) -> Session:
+        """A new, started session (``SessionLimitError`` beyond ``max_sessions``;
+        ``SessionExistsError`` for a ``session_id`` that is open already)."""
         if len(self.sessions) >= self.max_sessions:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
-        session = Session(self.broker, self.config, self._frames, self.services, owner, transport)
+        if session_id is not None and session_id in self.sessions:
+            raise SessionExistsError(f"session {session_id!r} is open already")
+        session = Session(
+            self.broker,
+            self.config,
+            self._frames,
+            self.services,
+            owner,
+            transport,
+            session_id=session_id,
+            calls=self.calls,
+        )
         self.sessions[session.id] = session
+        self.ended.pop(session.id, None)
+        metrics.SESSIONS_OPENED.labels(transport).inc()
         ACTIVE.set(len(self.sessions))
         try:
             await session.start()
@@ -75,6 +118,7 @@ class SessionManager:
         if session is None:
             return False
         await session.close()
+        self._keep(session)
         summary = session.view.summary()
         log.info(
             "session %s (%s) ended after %.0f s: %d frames in, %d messages out, dropped %s, "
@@ -90,10 +134,39 @@ class SessionManager:
         )
         return True
 
+    def _keep(self, session: Session) -> None:
+        """Keep the ended call's summary, and send it to the webhook (in its own task)."""
+        call = session.call.summary()
+        if self.calls.keep_s > 0:
+            expires = time.monotonic() + self.calls.keep_s
+            self.ended[session.id] = EndedCall(
+                session.id, session.owner, session.secret, call, expires
+            )
+        if self.calls.webhook_url:
+            body = call.to_json().encode()
+            task = asyncio.get_running_loop().create_task(
+                deliver(body, self.calls, session.id), name=f"{session.id}-webhook"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    def summary(self, session_id: str) -> CallSummary | None:
+        """A live call's summary so far, or an ended one's while it is kept."""
+        live = self.sessions.get(session_id)
+        if live is not None:
+            return live.call.summary()
+        ended = self.ended.get(session_id)
+        return None if ended is None else ended.summary
+
+    def _forget_ended(self, now: float) -> None:
+        for sid in [sid for sid, e in self.ended.items() if e.expires <= now]:
+            del self.ended[sid]
+
     async def _reap(self) -> None:
         while True:
             await asyncio.sleep(min(1.0, self.config.idle_timeout_s / 4))
             now = time.monotonic()
+            self._forget_ended(now)
             for sid, s in list(self.sessions.items()):
                 idle = now - s.last_activity > self.config.idle_timeout_s
                 if s.closed.is_set() or idle:
@@ -104,4 +177,8 @@ class SessionManager:
             await self._reaper.stop()
         for sid in list(self.sessions):
             await self.end(sid)
+        if self._deliveries:  # a summary on its way gets a moment; then the process goes
+            await asyncio.wait(self._deliveries, timeout=self.calls.webhook_timeout_s)
+            for task in self._deliveries:
+                task.cancel()
         self._frames.shutdown(wait=False, cancel_futures=True)  # a conversion is < 1 ms

@@ -2,6 +2,8 @@
 
 - ``GET /v1/sessions/{id}/events``: Server-Sent Events, one message per ``data:``.
 - ``GET /v1/sessions/{id}``: status (the transport's state, counts, the session summary).
+- ``GET /v1/sessions/{id}/summary``: the call's summary (``stream/call_summary.py``), live
+  and for ``calls.keep_s`` after it ended.
 - ``DELETE /v1/sessions/{id}``: end it.
 
 Who may call what is ``stream.auth``: API tokens (``EMOSTREAM_API_TOKENS``) guard all of
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from emostream.settings import Settings
 from emostream.stream.auth import Guard
+from emostream.stream.call_summary import CallSummary
 from emostream.stream.errors import ApiError
 from emostream.stream.fanout import SubscriberLimitError, event_stream
 from emostream.stream.session import Session
@@ -62,6 +65,22 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             "messages_out": s.messages_out,
             **s.view.summary(),  # latency_ms (p50/p95/p99/max), classes, voice, dropped
         }
+
+    @r.get(
+        "/v1/sessions/{session_id}/summary",
+        response_model=CallSummary,
+        response_model_exclude_none=True,
+        responses={401: {}, 404: {}},
+    )
+    async def summary(session_id: str, request: Request) -> CallSummary:
+        """The call so far (per role: audio, speech, classes, timeline, longest runs), or
+        the ended call's, for ``calls.keep_s`` after it ended."""
+        m = manager()
+        live = m.get(session_id) if m is not None else None
+        if live is not None:
+            return guard.session(request, live, session_id).call.summary()
+        ended = m.ended.get(session_id) if m is not None else None
+        return guard.session(request, ended, session_id).summary
 
     @r.get(
         "/v1/sessions/{session_id}/events",

@@ -37,6 +37,8 @@ SPECIAL: dict[str, tuple[str, object]] = {
     "detector.range": ("far", "far"),
     "server.ssl_certfile": ("/srv/tls/cert.pem", "/srv/tls/cert.pem"),
     "server.ssl_keyfile": ("/srv/tls/key.pem", "/srv/tls/key.pem"),
+    "calls.analyse_roles": ("customer", ["customer"]),
+    "calls.webhook_url": ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/hook"),
 }
 
 

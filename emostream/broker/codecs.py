@@ -29,7 +29,7 @@ MAX_WINDOW_SAMPLES = 16000 * 30  # a voice window on the stream: at most 30 s at
 MAX_RATE = 192_000
 _MAX_NUMBER = 64  # bytes of one numeric field: a number, not a 10 MB string of digits
 MAX_TEXT = {b"session": 128, b"reply_to": 256, b"token": 64, b"model": 256, b"classes": 4096}
-MAX_TEXT |= {b"track": 128}
+MAX_TEXT |= {b"track": 128, b"role": 16}
 _PCM = {b"f32": "<f4", b"s16": "<i2"}
 
 P = ParamSpec("P")

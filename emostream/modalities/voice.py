@@ -33,6 +33,7 @@ from emostream.broker.codecs import (
     field_text,
 )
 from emostream.modalities.base import (
+    ROLES,
     MediaTrack,
     ModalitySpec,
     ModalityView,
@@ -81,7 +82,7 @@ class VoiceSpec(ModalitySpec):
     required = False
     shadows = False
     summary_key = "voice"
-    info_fields = frozenset({b"track", b"start", b"end", b"rate"})
+    info_fields = frozenset({b"track", b"start", b"end", b"rate", b"role"})
     supersedes = False
 
     def model_config(self, settings: Settings) -> ServedModelConfig:
@@ -109,17 +110,22 @@ class VoiceSpec(ModalitySpec):
             b"start": repr(info.start).encode(),
             b"end": repr(info.end).encode(),
             b"rate": str(info.sample_rate).encode(),
+            b"role": info.role.encode(),
         }
 
     def decode_info(self, fields: Fields) -> VoiceInfo:
         start, end = field_num(fields, b"start"), field_num(fields, b"end")
         if not end > start:
             raise WireError(f"fields 'start' {start} and 'end' {end} are not a time span")
+        role = field_text(fields, b"role", "unknown")  # an older ingest node sends none
+        if role not in ROLES:
+            raise WireError(f"field 'role' is {role[:20]!r}, not one of {', '.join(ROLES)}")
         return VoiceInfo(
             track=field_text(fields, b"track"),
             start=start,
             end=end,
             sample_rate=field_int(fields, b"rate", 1, MAX_RATE),
+            role=role,
         )
 
     def encode_payload(self, job: Job, config: BrokerConfig) -> Fields:
@@ -173,7 +179,7 @@ class VoiceSpec(ModalitySpec):
     async def _window(self, sink: TrackSink, track: MediaTrack, timed: TimedWindow) -> None:
         """A speech window becomes a voice job; a silent one its message, at once."""
         w = timed.window
-        info = VoiceInfo(track=track.name, start=w.start, end=w.end)
+        info = VoiceInfo(track=track.name, start=w.start, end=w.end, role=track.role)
         if sink.closed.is_set():
             return
         metrics.VOICE_WINDOWS.labels("true" if w.speech else "false").inc()

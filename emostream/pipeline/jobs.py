@@ -67,6 +67,7 @@ class VoiceInfo:
     start: float
     end: float
     sample_rate: int = 16000
+    role: str = "unknown"  # the speaker's role on this track: customer, agent, unknown
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.start) and math.isfinite(self.end) and self.end > self.start):

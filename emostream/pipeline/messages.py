@@ -107,6 +107,7 @@ def silence_message(
         session=session,
         source=source,
         track=info.track,
+        role=info.role,
         start=round(info.start, 3),
         end=round(info.end, 3),
         speech=False,

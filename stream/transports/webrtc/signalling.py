@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from emostream import safejson
+from emostream.modalities.base import ROLES, Role
 from emostream.settings import Settings
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import read_limited
@@ -36,6 +37,28 @@ from emostream.stream.transports.webrtc.sdp import SdpError, check_offer
 class Offer(BaseModel):
     sdp: str
     type: Literal["offer"]
+    roles: dict[str, Role] = Field(
+        default_factory=dict,
+        description="the speaker's role per audio track, by SDP mid: customer, agent or "
+        "unknown (the default); calls.analyse_roles says which are analysed",
+    )
+
+
+def whip_roles(text: str | None) -> dict[str, Role]:
+    """``?roles=0:agent,1:customer`` as {mid: role}; a 400 ``bad_roles`` naming the part."""
+    roles: dict[str, Role] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        mid, _, role = part.partition(":")
+        if not mid.strip() or role.strip() not in ROLES:
+            raise ApiError(
+                400,
+                "bad_roles",
+                f"roles: {part.strip()[:40]!r} is not mid:role with a role of {', '.join(ROLES)}",
+            )
+        roles[mid.strip()] = role.strip()  # type: ignore[assignment]
+    return roles
 
 
 class Answer(BaseModel):
@@ -57,10 +80,10 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
         found = m.get(session_id) if m is not None else None
         guard.session(request, found, session_id)
 
-    async def start(offer_sdp: str, owner: bytes | None) -> Peer:
+    async def start(offer_sdp: str, owner: bytes | None, roles: dict[str, Role]) -> Peer:
         try:
             check_offer(offer_sdp, settings.limits.max_sdp_bytes)
-            return await open_peer(manager_or_503(manager), offer_sdp, owner)
+            return await open_peer(manager_or_503(manager), offer_sdp, owner, roles)
         except SdpError as exc:
             raise ApiError(exc.status, exc.code, exc.detail) from None
         except SessionLimitError as exc:
@@ -80,7 +103,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             raise ApiError(
                 400, "bad_offer", f'send {{"sdp": ..., "type": "offer"}}: {exc}'.splitlines()[0]
             ) from None
-        peer = await start(data.sdp, owner)
+        peer = await start(data.sdp, owner, data.roles)
         s = peer.session
         return Answer(sdp=peer.answer, session_id=s.id, session_token=s.secret)
 
@@ -99,8 +122,9 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
                 "unsupported_media_type",
                 f"WHIP needs Content-Type application/sdp, got {ctype or '(none)'!r}",
             )
+        roles = whip_roles(request.query_params.get("roles"))
         body = await read_limited(request, settings.limits.max_sdp_bytes)
-        peer = await start(body.decode("utf-8", errors="replace"), owner)
+        peer = await start(body.decode("utf-8", errors="replace"), owner, roles)
         s = peer.session
         return Response(
             peer.answer,
