@@ -33,6 +33,7 @@ from emostream.models.face_tracking.schedule import TrackingConfig
 from emostream.models.runner import RunnerConfig
 from emostream.models.voice import VoiceModelConfig
 from emostream.paths import model_root
+from emostream.stream.audiohook_config import AudioHookConfig
 from emostream.stream.calls_config import CallsConfig
 from emostream.stream.server_config import LimitsConfig, ServerConfig, SessionConfig
 
@@ -161,6 +162,7 @@ class Settings(BaseSettings):
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
+    audiohook: AudioHookConfig = Field(default_factory=AudioHookConfig)
 
     @field_validator("model_root", mode="before")
     @classmethod

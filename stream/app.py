@@ -61,6 +61,7 @@ from emostream.stream.errors import (
 )
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.session_manager import SessionManager
+from emostream.stream.transports.audiohook import route as audiohook
 from emostream.stream.transports.webrtc import signalling
 from emostream.supervise import readiness
 
@@ -243,6 +244,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         )
     app.include_router(session_routes.router(settings, lambda: state.sessions))
     app.include_router(signalling.router(settings, lambda: state.sessions))
+    app.include_router(audiohook.router(settings, lambda: state.sessions))  # GET /v1/audiohook
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
 

@@ -40,6 +40,9 @@ from emostream.stream.errors import ApiError
 from emostream.stream.server_config import ServerConfig
 
 RETRY_AFTER_S = 1
+#: The largest WebSocket message uvicorn reads; a transport refuses far smaller ones itself
+#: (audiohook.max_frame_bytes), this only bounds what is buffered before it can.
+WS_MAX_BYTES = 1024 * 1024
 ENDPOINT = "server"  # the metrics label of replies written here, not by a route
 
 
@@ -244,7 +247,8 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         host=s.host,
         port=s.port,
         http=protocol_class(s),
-        ws="none",
+        ws="websockets-sansio",  # AudioHook (transports/audiohook): RFC 6455, sans-I/O
+        ws_max_size=WS_MAX_BYTES,
         h11_max_incomplete_event_size=s.max_header_bytes,
         ssl_certfile=s.ssl_certfile,
         ssl_keyfile=s.ssl_keyfile,
