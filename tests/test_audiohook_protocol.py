@@ -359,3 +359,21 @@ async def test_a_client_that_vanishes_mid_call_leaves_nothing(
     await eventually(lambda: refusals("client_gone") == before + 1, "counted")
     await eventually(lambda: live.sessions() == 1, "its session ended")
     await eventually(lambda: live.tasks() <= tasks, f"no task left behind ({tasks} before)")
+
+
+async def test_a_bug_of_ours_ends_the_call_not_the_server(
+    live: Running, bystander: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emostream.stream.transports.audiohook import audio
+
+    def broken(self: object, seconds: float) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(audio.CallAudio, "gap", broken)
+    before = refusals("internal_error")
+    async with session(live.port, PLAIN) as c:
+        await c.open()
+        await c.send("discarded", {"start": "PT0S", "discarded": "PT0.2S"})
+        assert "failed" in await c.refused()
+    assert refusals("internal_error") == before + 1
+    await eventually(lambda: live.sessions() == 1, "its session ended; the bystander's did not")

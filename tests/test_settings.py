@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from typer.testing import CliRunner
 
 from emostream.cli import app
@@ -39,6 +39,10 @@ SPECIAL: dict[str, tuple[str, object]] = {
     "server.ssl_keyfile": ("/srv/tls/key.pem", "/srv/tls/key.pem"),
     "calls.analyse_roles": ("customer", ["customer"]),
     "calls.webhook_url": ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/hook"),
+    "audiohook.api_keys": (
+        '{"genesys": "c2VjcmV0", "plain": ""}',
+        {"genesys": SecretStr("c2VjcmV0"), "plain": SecretStr("")},
+    ),
 }
 
 

@@ -151,7 +151,7 @@ class ClientMessage(_Lenient):
     version: Literal["2"]
     id: str
     type: str
-    seq: Seq = Field(ge=1)
+    seq: Annotated[int, Field(ge=1, strict=True)]
     serverseq: Seq
     position: Duration
     parameters: dict[str, Any]

@@ -62,7 +62,7 @@ TRANSPORT = "audiohook"
 CHANNELS = ("external", "internal")
 QUIET_S = 0.5  # after the tracks ended, a pause this long in the results: all are in
 CLOSED_WAIT_S = 2.0  # after ``closed``, how long the client gets to close the socket
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG = 1000, 1008, 1009
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL = 1000, 1008, 1009, 1011
 
 
 class Phase(enum.Enum):
@@ -130,7 +130,13 @@ class Connection:
 
     async def run(self) -> None:
         try:
-            await self._loop()
+            try:
+                await self._loop()
+            except Exception:  # a bug of ours: the client hears of it, the server goes on
+                log.exception("audiohook %s: the connection failed", self.id)
+                self.close_code = CLOSE_INTERNAL
+                await self.fail("internal_error", "the server failed; the call was ended")
+                await self._loop()  # for the client's close
         finally:
             await self._end_session(drain=False)
             await self._close_socket()
