@@ -35,7 +35,10 @@ class AudioHookConfig(BaseModel):
         description="largest text or audio message; larger ends the call",
     )
     idle_timeout_s: float = Field(
-        default=15.0, gt=0, description="disconnect a socket that sends nothing this long"
+        default=15.0,
+        gt=0,
+        description="disconnect a socket that sends nothing this long (until then its session "
+        "is kept: session.idle_timeout_s does not end a quiet, paused call)",
     )
     close_drain_s: float = Field(
         default=3.0,

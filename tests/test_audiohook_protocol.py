@@ -51,6 +51,7 @@ def live(voice_repo: ModelRepository) -> Iterator[Running]:  # noqa: F811
         model_root=voice_repo.root,
         log_level="warning",
         server={"port": free_port()},
+        session={"idle_timeout_s": 1.0},  # the connection's own idle clock must decide
         audiohook={
             "api_keys": {KEY: base64.b64encode(SECRET).decode(), PLAIN: ""},
             "idle_timeout_s": IDLE_S,
@@ -377,3 +378,18 @@ async def test_a_bug_of_ours_ends_the_call_not_the_server(
         assert "failed" in await c.refused()
     assert refusals("internal_error") == before + 1
     await eventually(lambda: live.sessions() == 1, "its session ended; the bystander's did not")
+
+
+async def test_a_quiet_paused_call_outlives_the_session_reaper(live: Running) -> None:
+    """``session.idle_timeout_s`` is 1 s here, the connection's idle timeout 2 s: a paused
+    call that says nothing for 1.5 s is still open (its socket is alive)."""
+    async with session(live.port, PLAIN) as c:
+        await c.open()
+        await c.send("paused", {})
+        await asyncio.sleep(1.5)
+        await c.send("ping", {})
+        await c.expect("pong")
+        assert live.state.sessions is not None and live.state.sessions.get(c.id)
+        await c.send("resumed", {"start": "PT0S", "discarded": "PT1.5S"})
+        await c.audio(b"\xff" * 1600)
+        await c.close()

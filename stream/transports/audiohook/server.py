@@ -51,6 +51,7 @@ from emostream.stream.transports.audiohook.messages import (
     Parsed,
     ProtocolError,
     ServerType,
+    UpdateParameters,
     duration,
     parse,
     server_message,
@@ -62,6 +63,7 @@ TRANSPORT = "audiohook"
 CHANNELS = ("external", "internal")
 QUIET_S = 0.5  # after the tracks ended, a pause this long in the results: all are in
 CLOSED_WAIT_S = 2.0  # after ``closed``, how long the client gets to close the socket
+TICK_S = 1.0  # the receive loop wakes at least this often: the idle clocks
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL = 1000, 1008, 1009, 1011
 
 
@@ -144,33 +146,39 @@ class Connection:
     # -- receiving ----------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        last = time.monotonic()  # when the client last sent anything
         while True:
             wait = CLOSED_WAIT_S if self.phase is Phase.CLOSED else self.config.idle_timeout_s
+            left = last + wait - time.monotonic()
             try:
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(min(max(left, 0.0), TICK_S)):
                     msg = await self.ws.receive()
             except TimeoutError:
+                if self.session is not None:  # this connection's own idle clock decides,
+                    self.session.touch()  # not the reaper's: a paused call may be quiet
+                if left > TICK_S:
+                    continue
                 if self.phase in (Phase.DISCONNECTING, Phase.CLOSED):
                     return  # told, and no close came (or closed, and the socket stays)
                 await self.fail("idle", f"nothing was received for {wait:g} s")
+                last = time.monotonic()
                 continue
+            last = time.monotonic()
             if msg["type"] == "websocket.disconnect":
                 if self.phase in (Phase.CONNECTED, Phase.OPEN, Phase.PAUSED):
                     self._count("client_gone", "the socket closed without a close transaction")
                 return
-            if self.session is not None:
-                self.session.touch()  # a paused call still pings: it is not idle
             if msg.get("text") is not None:
                 await self._text(msg["text"])
             elif msg.get("bytes") is not None:
                 await self._binary(msg["bytes"])
 
     async def _text(self, text: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
         if len(text) > self.config.max_frame_bytes:
             self.close_code = CLOSE_TOO_BIG
             await self.fail("too_large", f"a text message over {self.config.max_frame_bytes} bytes")
-            return
-        if self.phase is Phase.CLOSED:
             return
         try:
             parsed = parse(text)
@@ -212,6 +220,9 @@ class Connection:
         elif kind == "ping":
             await self._send("pong", {})
         elif kind == "update":
+            assert isinstance(params, UpdateParameters)
+            if self.session is not None and params.language:
+                self.session.call.ids["language"] = params.language
             await self._send("updated", {})
         elif kind == "error":
             log.warning("audiohook %s: the client reports an error: %.200s", self.id, params)
@@ -226,11 +237,11 @@ class Connection:
                 self.phase = Phase.OPEN
 
     async def _binary(self, data: bytes) -> None:
+        if self.phase in (Phase.DISCONNECTING, Phase.CLOSED):
+            return  # in flight when we said disconnect
         if len(data) > self.config.max_frame_bytes:
             self.close_code = CLOSE_TOO_BIG
             await self.fail("too_large", f"an audio frame over {self.config.max_frame_bytes} bytes")
-        elif self.phase in (Phase.DISCONNECTING, Phase.CLOSED):
-            return  # in flight when we said disconnect
         elif self.phase is Phase.CONNECTED or self.audio is None:
             await self.fail("audio_before_open", "audio before the session was opened")
         elif self.phase is Phase.PAUSED:
