@@ -63,7 +63,7 @@ TRANSPORT = "audiohook"
 CHANNELS = ("external", "internal")
 QUIET_S = 0.5  # after the tracks ended, a pause this long in the results: all are in
 CLOSED_WAIT_S = 2.0  # after ``closed``, how long the client gets to close the socket
-TICK_S = 1.0  # the receive loop wakes at least this often: the idle clocks
+TICK_S = 1.0  # the receive loop wakes at least this often (see ``_tick``)
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL = 1000, 1008, 1009, 1011
 
 
@@ -150,13 +150,14 @@ class Connection:
         while True:
             wait = CLOSED_WAIT_S if self.phase is Phase.CLOSED else self.config.idle_timeout_s
             left = last + wait - time.monotonic()
+            tick = self._tick()
             try:
-                async with asyncio.timeout(min(max(left, 0.0), TICK_S)):
+                async with asyncio.timeout(min(max(left, 0.0), tick)):
                     msg = await self.ws.receive()
             except TimeoutError:
                 if self.session is not None:  # this connection's own idle clock decides,
                     self.session.touch()  # not the reaper's: a paused call may be quiet
-                if left > TICK_S:
+                if left > tick:
                     continue
                 if self.phase in (Phase.DISCONNECTING, Phase.CLOSED):
                     return  # told, and no close came (or closed, and the socket stays)
@@ -172,6 +173,12 @@ class Connection:
                 await self._text(msg["text"])
             elif msg.get("bytes") is not None:
                 await self._binary(msg["bytes"])
+
+    def _tick(self) -> float:
+        """How often the loop wakes: well within the session reaper's idle timeout."""
+        if self.session is None:
+            return TICK_S
+        return min(TICK_S, self.session.config.idle_timeout_s / 4)
 
     async def _text(self, text: str) -> None:
         if self.phase is Phase.CLOSED:
