@@ -217,3 +217,15 @@ def test_a_voice_jobs_role_crosses_the_redis_wire_and_a_bad_one_is_refused() -> 
     assert job_header(older, "1-0").window.role == "unknown"
     with pytest.raises(WireError, match="role"):
         job_header({**fields, b"role": b"boss"}, "1-0")
+
+
+def test_the_summary_schema_in_the_docs_is_the_codes() -> None:
+    from pathlib import Path
+
+    from emostream.stream.call_summary import CallSummary
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "call-summary.schema.json"
+    generated = json.dumps(CallSummary.model_json_schema(by_alias=True), indent=2, sort_keys=True)
+    assert json.loads(path.read_text()) == json.loads(generated), (
+        "regenerate docs/call-summary.schema.json from CallSummary.model_json_schema()"
+    )
