@@ -52,6 +52,7 @@ from emostream.settings import Settings
 from emostream.stream import logs, session_routes
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
+from emostream.stream.calls_config import ROLES
 from emostream.stream.errors import (
     ApiError,
     api_error_handler,
@@ -117,6 +118,8 @@ class AppState:
         if not self.ready_to_serve:
             return
         s = self.settings
+        for speaker in ROLES:
+            metrics.ROLE_ANALYSED.labels(speaker).set(1 if s.calls.analysed(speaker) else 0)
         if s.calls.analysed("agent"):
             log.warning(
                 "calls.analyse_roles includes 'agent': emotion recognition of workers is "

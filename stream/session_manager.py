@@ -135,8 +135,16 @@ class SessionManager:
         return True
 
     def _keep(self, session: Session) -> None:
-        """Keep the ended call's summary, and send it to the webhook (in its own task)."""
+        """Keep the ended call's summary, count it, and send it to the webhook (in its own
+        task)."""
         call = session.call.summary()
+        metrics.CALLS_ENDED.labels(session.transport).inc()
+        for role, figures in call.roles.items():
+            if figures.classes is None or figures.mean_scores is None:
+                continue
+            for label in figures.mean_scores:
+                share = figures.classes.get(label, 0.0)
+                metrics.CALL_CLASS_SHARE.labels(role, label).observe(share)
         if self.calls.keep_s > 0:
             expires = time.monotonic() + self.calls.keep_s
             self.ended[session.id] = EndedCall(
