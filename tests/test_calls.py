@@ -22,6 +22,7 @@ from emostream.stream.transports.local import LocalTrack, add_track, open_local
 from emostream.stream.transports.webrtc.signalling import whip_roles
 from emostream.stream.webhook import SIGNATURE_HEADER, verify
 
+from redis_server import RedisServer
 from voice_models import clip, has_voice_model, ravdess, voice_repo  # noqa: F401
 
 PATIENT = {"deadline_ms": 600_000, "voice_deadline_ms": 600_000}
@@ -229,3 +230,36 @@ def test_the_summary_schema_in_the_docs_is_the_codes() -> None:
     assert json.loads(path.read_text()) == json.loads(generated), (
         "regenerate docs/call-summary.schema.json from CallSummary.model_json_schema()"
     )
+
+
+@pytest.mark.redis
+async def test_with_redis_any_ingest_node_answers_for_an_ended_call(
+    redis_server: RedisServer,
+) -> None:
+    """Node A ends a call; node B (another manager on the same Redis) serves its summary,
+    with the same owner and session token, until ``calls.keep_s`` runs out."""
+    from emostream.broker.redis_ingest import RedisIngest
+    from emostream.stream.calls_config import CallsConfig
+    from emostream.stream.server_config import SessionConfig
+    from emostream.stream.session_manager import SessionManager
+
+    from brokers import broker_config
+
+    nodes = [RedisIngest(broker_config(redis_server.url)) for _ in range(2)]
+    for node in nodes:
+        await node.start()
+    a, b = (SessionManager(n, SessionConfig(), calls=CallsConfig(keep_s=60)) for n in nodes)
+    try:
+        session = await a.open(owner=b"tenant-1", transport="twilio", session_id="MZ123")
+        session.call.ids["callSid"] = "CA9"
+        await a.end("MZ123")
+        assert b.get("MZ123") is None and "MZ123" not in b.ended
+        kept = await b.ended_call("MZ123")
+        assert kept is not None and kept.owner == b"tenant-1" and kept.secret == session.secret
+        assert kept.summary.ids == {"callSid": "CA9"} and kept.summary.transport == "twilio"
+        assert await b.ended_call("nobody") is None
+    finally:
+        for m in (a, b):
+            await m.close()
+        for node in nodes:
+            await node.close()
