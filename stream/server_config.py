@@ -69,6 +69,12 @@ class SessionConfig(BaseModel):
     """``EMOSTREAM_SESSION__*``: how sessions are admitted, read and ended."""
 
     max_sessions: int = Field(default=32, ge=1, description="sessions open at once")
+    max_sessions_per_owner: int = Field(
+        default=0,
+        ge=0,
+        description="sessions one API token (or AudioHook key, Twilio account) may hold open "
+        "at once, so one client cannot lock the others out; 0 = no quota beyond max_sessions",
+    )
     idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
     max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
     max_video_kbps: int = Field(

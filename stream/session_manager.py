@@ -106,6 +106,14 @@ class SessionManager:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
+        quota = self.config.max_sessions_per_owner
+        if owner is not None and quota:
+            held = sum(1 for s in self.sessions.values() if s.owner == owner)
+            if held >= quota:
+                raise SessionLimitError(
+                    f"this credential holds {held} sessions; each may hold {quota} "
+                    "(session.max_sessions_per_owner)"
+                )
         if session_id is not None and session_id in self.sessions:
             raise SessionExistsError(f"session {session_id!r} is open already")
         session = Session(

@@ -263,3 +263,24 @@ async def test_with_redis_any_ingest_node_answers_for_an_ended_call(
             await m.close()
         for node in nodes:
             await node.close()
+
+
+async def test_one_credential_cannot_take_every_session() -> None:
+    from emostream.broker.memory import MemoryBroker
+    from emostream.stream.server_config import SessionConfig
+    from emostream.stream.session_manager import SessionLimitError, SessionManager
+
+    broker = MemoryBroker()
+    await broker.start()
+    manager = SessionManager(broker, SessionConfig(max_sessions=4, max_sessions_per_owner=2))
+    try:
+        for _ in range(2):
+            await manager.open(owner=b"greedy")
+        with pytest.raises(SessionLimitError, match="max_sessions_per_owner"):
+            await manager.open(owner=b"greedy")
+        await manager.open(owner=b"polite")  # the others still get in
+        await manager.open(owner=None)  # an open server has no owners to count
+        assert len(manager.sessions) == 4
+    finally:
+        await manager.close()
+        await broker.close()
