@@ -70,8 +70,9 @@ def open_media(source: Path | bytes, name: str = "") -> InputContainer:
         target = io.BytesIO(source) if isinstance(source, bytes) else str(source)
         return av.open(target, "r", metadata_errors="replace")
     except DECODE_ERRORS as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
         raise MediaError(
-            "unsupported_format", f"{what}: not an audio or video format we read ({exc})", 415
+            "unsupported_format", f"{what}: not an audio or video format we read ({why})", 415
         ) from None
 
 

@@ -38,7 +38,13 @@ from emostream.models.face import FaceAnalyzer
 from emostream.models.voice import VoiceService
 from emostream.schema import BaseMessage, FaceMessage, VoiceMessage
 from emostream.settings import Settings
-from emostream.stream.audio import Channel, ChannelReader, channel_tracks, open_media
+from emostream.stream.audio import (
+    Channel,
+    ChannelReader,
+    channel_tracks,
+    header_seconds,
+    open_media,
+)
 from emostream.stream.auth import Guard
 from emostream.stream.body import read_limited
 from emostream.stream.call_summary import CallRecord, CallSummary
@@ -180,6 +186,14 @@ def analyse_upload(
         has_audio = bool(container.streams.audio)
         if not has_audio and not container.streams.video:
             raise MediaError("no_audio", f"{source}: the file has no audio or video stream")
+        claimed = header_seconds(container)
+        if claimed is not None and claimed > limits.max_recording_s:
+            raise MediaError(
+                "too_long",
+                f"{source}: longer than the limit of {limits.max_recording_s:g} s of media "
+                f"(its header says {claimed:.1f} s)",
+                413,
+            )
         if container.streams.video:
             if face is None:
                 raise ApiError(503, "model_unavailable", "the face model is not loaded")
