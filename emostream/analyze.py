@@ -230,9 +230,10 @@ def _analyze_path(
                 f"track {track.name} ({track.role}) is not analysed (calls.analyse_roles): "
                 "only its seconds are counted",
             )
-    record = CallRecord(str(path), "file", frozenset(opts.analyse_roles))
+    # the summary keeps every speech window's scores: only when asked for
+    record = CallRecord(str(path), "file", frozenset(opts.analyse_roles)) if opts.summary else None
     for vmsg in analyze_audio(voice, path, opts.max_audio_s, opts.tracks, record):
         emit(vmsg)
-    record.ended = time.time()
-    if opts.summary and summarize is not None:
+    if record is not None and summarize is not None:
+        record.ended = time.time()
         summarize(path, record.summary())
