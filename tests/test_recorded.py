@@ -184,7 +184,7 @@ def test_bad_input_is_a_4xx_with_a_reason(
     _error(client.post("/v1/analyze", content=body, headers={"content-type": ctype}), status, code)
 
 
-def test_a_picture_wrong_channels_and_a_truncated_file_are_4xx(
+def test_a_picture_and_wrong_channels_are_4xx_and_a_cut_file_goes_as_far_as_it_can(
     client: TestClient,
     call: tuple[bytes, float, float],
     media: Path,
@@ -215,6 +215,7 @@ def test_agents_are_analysed_when_the_policy_says_so_and_never_decoded_otherwise
     voice_repo: ModelRepository,  # noqa: F811
     call: tuple[bytes, float, float],
     has_voice_model: ModelRepository,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data, seconds, _ = call
     calls = CallsConfig(analyse_roles=["agent", "customer"])
@@ -223,8 +224,17 @@ def test_agents_are_analysed_when_the_policy_says_so_and_never_decoded_otherwise
     roles = {m["role"] for m in body["voice"] if m["speech"]}
     assert roles == {"agent", "customer"}
     assert body["summary"]["roles"]["agent"]["analysed"] is True
+    resampled: list[int] = []
+    inner = audio.Resampler.__call__
+
+    def counting(self: audio.Resampler, frame: av.AudioFrame | None) -> np.ndarray:
+        resampled.append(1)
+        return inner(self, frame)
+
+    monkeypatch.setattr(audio.Resampler, "__call__", counting)
     with _client(voice_repo.root) as c:  # both channels agents: nothing is decoded at all
         r = c.post("/v1/analyze?channels=agent,agent", content=data, headers=WAV)
+    assert resampled == [], "only the packets' durations were read"
     assert r.status_code == 200 and r.json()["voice"] == []
     agent = r.json()["summary"]["roles"]["agent"]
     assert agent["analysed"] is False and agent["tracks"] == ["0", "1"]
