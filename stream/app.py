@@ -49,7 +49,7 @@ from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
-from emostream.stream import logs, session_routes
+from emostream.stream import logs, recorded, session_routes
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
 from emostream.stream.calls_config import ROLES
@@ -246,6 +246,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         )
     app.include_router(session_routes.router(settings, lambda: state.sessions))
     app.include_router(signalling.router(settings, lambda: state.sessions))
+    app.include_router(recorded.router(state))  # POST /v1/analyze
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
 

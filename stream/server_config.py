@@ -63,6 +63,18 @@ class LimitsConfig(BaseModel):
     max_upload_bytes_in_flight: int = Field(
         default=64 * 1024 * 1024, gt=0, description="all request bodies being read; more get 503"
     )
+    max_recording_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        description="a recording sent to /v1/analyze (held in memory, never on disk); keep it "
+        "under max_upload_bytes_in_flight",
+    )
+    max_recording_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds of media /v1/analyze and emostream analyze take from one file "
+        "(from its header when it says, else while decoding)",
+    )
 
 
 class SessionConfig(BaseModel):
