@@ -62,6 +62,7 @@ from emostream.stream.errors import (
 )
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.session_manager import SessionManager
+from emostream.stream.transports.twilio import stream as twilio_stream
 from emostream.stream.transports.webrtc import signalling
 from emostream.supervise import readiness
 
@@ -247,6 +248,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
     app.include_router(session_routes.router(settings, lambda: state.sessions))
     app.include_router(signalling.router(settings, lambda: state.sessions))
     app.include_router(recorded.router(state))  # POST /v1/analyze
+    app.include_router(twilio_stream.router(settings, lambda: state.sessions))  # /v1/twilio
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
 

@@ -244,7 +244,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         host=s.host,
         port=s.port,
         http=protocol_class(s),
-        ws="none",
+        ws="websockets-sansio",  # WebSocket transports (/v1/twilio); uvicorn[standard] has it
         h11_max_incomplete_event_size=s.max_header_bytes,
         ssl_certfile=s.ssl_certfile,
         ssl_keyfile=s.ssl_keyfile,
