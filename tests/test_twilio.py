@@ -183,7 +183,7 @@ async def test_a_call_gives_the_customer_voice_messages_and_not_the_agent(
     assert not voices(got, "agent"), "agents are not analysed under the default policy"
     check_summary(summary, audio, agent_analysed=False)
     assert default_policy.sessions.get(STREAM) is None
-    assert not default_policy.tasks_of(STREAM)
+    assert await default_policy.no_tasks_left(STREAM)
 
 
 async def test_with_agents_in_the_policy_the_agent_gets_voice_messages(
@@ -325,14 +325,12 @@ async def test_one_token_cannot_take_more_than_its_quota(tokens: Served) -> None
     async with twilio(tokens, alice) as first:
         await first.start(tracks=("inbound",))
         await wait_for_session(tokens, STREAM)
-        async with twilio(tokens, alice) as second:
-            second.stream = "MZsecond"
+        async with twilio(tokens, alice, "MZsecond") as second:
             await second.start(tracks=("inbound",))
             code, reason = await second.closed()
         assert code == 1008 and reason and "limit" in reason
         assert protocol_errors("quota") == before + 1
-        async with twilio(tokens, {"Authorization": "Bearer bob-token"}) as other:
-            other.stream = "MZbob"
+        async with twilio(tokens, {"Authorization": "Bearer bob-token"}, "MZbob") as other:
             await other.start(tracks=("inbound",))
             await wait_for_session(tokens, "MZbob")  # another token has its own quota
             await other.stop()

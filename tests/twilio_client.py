@@ -66,13 +66,29 @@ class Served:
             base_url=self.http, trust_env=False, timeout=GUARD_S, headers=headers
         )
 
-    def tasks_of(self, session_id: str) -> list[str]:
-        """The server loop's live tasks named after ``session_id`` (a leak if any remain)."""
+    async def tasks_of(self, session_id: str) -> list[str]:
+        """The server loop's live tasks named after ``session_id``."""
 
         async def names() -> list[str]:
             return [t.get_name() for t in asyncio.all_tasks() if session_id in t.get_name()]
 
-        return asyncio.run_coroutine_threadsafe(names(), self.loop).result(GUARD_S)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(names(), self.loop))
+
+    def task_count(self) -> int:
+        """The server loop's live tasks, all of them (from outside any event loop)."""
+
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+
+        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(GUARD_S)
+
+    async def no_tasks_left(self, session_id: str) -> bool:
+        """Whether every task of the session is gone (they are cancelled when it ends and
+        finish a moment later; one that never does is a leak)."""
+        async with asyncio.timeout(GUARD_S):
+            while await self.tasks_of(session_id):
+                await asyncio.sleep(0.05)
+        return True
 
 
 @contextlib.contextmanager
@@ -116,14 +132,13 @@ def mulaw(samples: np.ndarray) -> bytes:
 
 @contextlib.asynccontextmanager
 async def twilio(
-    served: Served, headers: Mapping[str, str] | None = None, path: str = ""
+    served: Served, headers: Mapping[str, str] | None = None, stream: str = STREAM
 ) -> AsyncIterator[Twilio]:
     """A Media Stream to ``served`` (loopback only, no proxy)."""
-    url = served.ws + path
     async with connect(
-        url, additional_headers=dict(headers or {}), proxy=None, open_timeout=GUARD_S
+        served.ws, additional_headers=dict(headers or {}), proxy=None, open_timeout=GUARD_S
     ) as ws:
-        yield Twilio(ws)
+        yield Twilio(ws, stream)
 
 
 class Twilio:
