@@ -39,6 +39,7 @@ SPECIAL: dict[str, tuple[str, object]] = {
     "server.ssl_keyfile": ("/srv/tls/key.pem", "/srv/tls/key.pem"),
     "calls.analyse_roles": ("customer", ["customer"]),
     "calls.webhook_url": ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/hook"),
+    "twilio.public_url": ("wss://calls.example.com/", "wss://calls.example.com"),
 }
 
 
