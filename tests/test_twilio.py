@@ -100,17 +100,21 @@ def audio(ravdess: Path) -> Audio:  # noqa: F811
 async def call(served: Served, audio: Audio) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One whole call: its SSE messages and its summary after it ended."""
     ready = asyncio.Event()
+    got: list[dict[str, Any]] = []
     async with twilio(served) as t:
         await t.connected()
         await t.start(custom=CUSTOM)
         await wait_for_session(served, STREAM)
-        reading = asyncio.create_task(events(served, STREAM, ready))
+        reading = asyncio.create_task(events(served, STREAM, ready, got))
         async with asyncio.timeout(60):
             await ready.wait()
         await send_audio(t, audio)
+        async with asyncio.timeout(120):  # the windows after the hole came: stop
+            while not any(m.get("start", 0) >= audio.hole[1] - 0.01 for m in got):
+                await asyncio.sleep(0.05)
         await t.stop()
         assert await t.closed() == (1000, "stream stopped")
-    got = await asyncio.wait_for(reading, 120)
+    await asyncio.wait_for(reading, 120)
     async with served.client() as client:
         reply = await client.get(f"/v1/sessions/{STREAM}/summary")
     assert reply.status_code == 200, reply.text
@@ -289,6 +293,26 @@ async def test_without_public_url_the_signed_url_is_the_one_requested(
         await _accepted(served, {"X-Twilio-Signature": good})
         wrong = signature(AUTH_TOKEN, PUBLIC + "/v1/twilio")
         await _refused(served, {"X-Twilio-Signature": wrong}, "bad_signature")
+
+
+async def test_signed_streams_belong_to_the_owner_token(
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    server = {"api_tokens": ["supervisor-token", "other-token"]}
+    config = {"auth_token": AUTH_TOKEN, "owner_token": "supervisor-token"}
+    with serving(settings(has_voice_model.root, server=server, twilio=config)) as served:
+        good = {"X-Twilio-Signature": signature(AUTH_TOKEN, served.ws)}
+        await _refused(served, {"Authorization": "Bearer supervisor-token"}, "no_signature")
+        async with twilio(served, good) as t:
+            await t.start(tracks=("inbound",))
+            await wait_for_session(served, STREAM)
+            async with served.client("supervisor-token") as owner:
+                assert (await owner.get(f"/v1/sessions/{STREAM}/summary")).status_code == 200
+            async with served.client("other-token") as other:
+                assert (await other.get(f"/v1/sessions/{STREAM}/summary")).status_code == 404
+            await t.stop()
+            assert (await t.closed())[0] == 1000
+        await wait_until_ended(served, STREAM)
 
 
 @pytest.fixture(scope="module")

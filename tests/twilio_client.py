@@ -210,9 +210,11 @@ async def wait_until_ended(served: Served, session_id: str) -> None:
             await asyncio.sleep(0.02)
 
 
-async def events(served: Served, session_id: str, ready: asyncio.Event) -> list[dict[str, Any]]:
-    """The session's SSE messages until its end marker; ``ready`` once subscribed."""
-    got: list[dict[str, Any]] = []
+async def events(
+    served: Served, session_id: str, ready: asyncio.Event, got: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The session's SSE messages, into ``got`` as they come, until its end marker;
+    ``ready`` once subscribed."""
     async with (
         served.client() as client,
         client.stream("GET", f"/v1/sessions/{session_id}/events") as reply,
