@@ -8,7 +8,8 @@ messages: speech windows over the clip, silent ones over the silence, none acros
 hole; the agent's audio is counted, never decoded. With ``agent`` in the policy the agent
 gets them too. The summary carries the call's ids and custom parameters. Then who may open
 a stream: X-Twilio-Signature (good, bad, missing, behind a proxy) or an API token, and a
-per-credential quota. The bad inputs are ``test_twilio_protocol.py``.
+per-credential quota (session.max_sessions_per_owner). The bad inputs are
+``test_twilio_protocol.py``.
 """
 
 from __future__ import annotations
@@ -318,8 +319,8 @@ async def test_signed_streams_belong_to_the_owner_token(
 @pytest.fixture(scope="module")
 def tokens(has_voice_model: ModelRepository) -> Iterator[Served]:  # noqa: F811
     server = {"api_tokens": ["alice-token", "bob-token"]}
-    limits = {"max_sessions_per_token": 1}
-    with serving(settings(has_voice_model.root, server=server, twilio=limits)) as served:
+    quota = {"max_sessions_per_owner": 1}
+    with serving(settings(has_voice_model.root, server=server, session=quota)) as served:
         yield served
 
 
@@ -352,7 +353,7 @@ async def test_one_token_cannot_take_more_than_its_quota(tokens: Served) -> None
         async with twilio(tokens, alice, "MZsecond") as second:
             await second.start(tracks=("inbound",))
             code, reason = await second.closed()
-        assert code == 1008 and reason and "limit" in reason
+        assert code == 1008 and reason and "each may hold 1" in reason
         assert protocol_errors("quota") == before + 1
         async with twilio(tokens, {"Authorization": "Bearer bob-token"}, "MZbob") as other:
             await other.start(tracks=("inbound",))

@@ -26,7 +26,7 @@ from emostream.stream.transports.twilio.messages import (
     parse,
     payload_bytes,
 )
-from emostream.stream.transports.twilio.stream import FrameQueue, Quota, short
+from emostream.stream.transports.twilio.stream import FrameQueue, short
 
 SID = "MZ" + "a" * 32
 FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
@@ -248,15 +248,3 @@ async def test_a_frame_queue_drops_its_oldest_when_its_reader_lags() -> None:
     got = [frame.pts async for frame in queue]
     assert len(got) == 500 and got[0] == 100 * 160  # the first 100 went
     assert queue.empty
-
-
-def test_the_quota_counts_per_credential() -> None:
-    quota = Quota(1)
-    quota.take("token:a", "s1")
-    quota.take("token:b", "s2")
-    with pytest.raises(ProtocolError) as caught:
-        quota.take("token:a", "s3")
-    assert caught.value.reason == "quota" and caught.value.code == POLICY
-    quota.give("token:a", "s1")
-    quota.take("token:a", "s3")
-    assert Quota(0).limit == 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
+import logging
 from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Request, WebSocket
@@ -27,6 +27,8 @@ from emostream.stream.auth import Guard
 from emostream.stream.errors import ApiError
 from emostream.stream.server_config import ServerConfig
 from emostream.stream.transports.twilio.config import TwilioConfig
+
+log = logging.getLogger(__name__)
 
 SIGNATURE = "x-twilio-signature"
 DEFAULT_PORTS = {"wss": 443, "https": 443, "ws": 80, "http": 80}
@@ -39,15 +41,6 @@ class Refused(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who opened a stream: the owner of its session, and the key its quota counts by
-    (a Twilio-signed stream's key is completed with its accountSid at ``start``)."""
-
-    owner: bytes | None
-    key: str
 
 
 def signature(auth_token: str, url: str) -> str:
@@ -99,9 +92,15 @@ class Admission:
             if config.owner_token not in server.api_tokens:
                 raise ValueError("twilio.owner_token must be one of server.api_tokens")
             self.owner = hashlib.sha256(config.owner_token.encode()).digest()  # as Guard
+        elif config.auth_token and server.api_tokens:
+            log.warning(
+                "twilio.auth_token and server.api_tokens are set but twilio.owner_token is "
+                "not: no API token can read the sessions of Twilio streams"
+            )
 
-    def check(self, ws: WebSocket) -> Caller:
-        """The caller, or ``Refused``."""
+    def check(self, ws: WebSocket) -> bytes | None:
+        """Who opens the stream (the owner of its session: an API token's identity, or
+        ``owner_token``'s for a signed stream, None on an open server), or ``Refused``."""
         if self.config.auth_token:
             given = ws.headers.get(SIGNATURE)
             if not given:
@@ -115,11 +114,11 @@ class Admission:
             ]
             if not any(ok):
                 raise Refused("bad_signature", "X-Twilio-Signature does not match this URL")
-            return Caller(self.owner, "account:")
+            return self.owner
         try:
             # Guard reads headers and the query alone; Request takes an http scope only
             owner = self.guard.caller(Request({**ws.scope, "type": "http"}))
         except ApiError as exc:
             bare = "authorization" not in ws.headers and "token" not in ws.query_params
             raise Refused("no_token" if bare else exc.code, exc.detail) from None
-        return Caller(owner, "token:" + ("" if owner is None else owner.hex()))
+        return owner

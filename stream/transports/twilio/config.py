@@ -37,12 +37,6 @@ class TwilioConfig(BaseModel):
     idle_timeout_s: float = Field(
         default=10.0, gt=0, description="close a stream that sends nothing for this long"
     )
-    max_sessions_per_token: int = Field(
-        default=0,
-        ge=0,
-        description="streams open at once per credential (an API token, or a Twilio "
-        "account); 0 = no bound but session.max_sessions",
-    )
     drain_s: float = Field(
         default=3.0,
         ge=0,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +34,7 @@ from emostream.schema import ErrorBody
 from emostream.settings import Settings
 from emostream.stream.session import Session
 from emostream.stream.session_manager import SessionExistsError, SessionLimitError, SessionManager
-from emostream.stream.transports.twilio.auth import Admission, Caller, Refused
+from emostream.stream.transports.twilio.auth import Admission, Refused
 from emostream.stream.transports.twilio.config import TwilioConfig
 from emostream.stream.transports.twilio.messages import (
     INTERNAL,
@@ -106,26 +106,6 @@ class FrameQueue:
             self._queue.put_nowait(_END)
 
 
-class Quota:
-    """Streams open per credential (``twilio.max_sessions_per_token``; 0: unbounded)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open: defaultdict[str, set[str]] = defaultdict(set)
-
-    def take(self, key: str, stream: str) -> None:
-        if self.limit and len(self.open[key]) >= self.limit:
-            raise ProtocolError(
-                "quota", f"this credential has {self.limit} streams open: its limit", POLICY
-            )
-        self.open[key].add(stream)
-
-    def give(self, key: str, stream: str) -> None:
-        self.open[key].discard(stream)
-        if not self.open[key]:
-            del self.open[key]
-
-
 class TwilioStream:
     """One accepted WebSocket: its messages in order, its session and tracks."""
 
@@ -134,17 +114,14 @@ class TwilioStream:
         ws: WebSocket,
         manager: SessionManager,
         config: TwilioConfig,
-        caller: Caller,
-        quota: Quota,
+        owner: bytes | None,
     ) -> None:
         self.ws = ws
         self.manager = manager
         self.config = config
-        self.caller = caller
-        self.quota = quota
+        self.owner = owner
         self.order = Sequence()
         self.session: Session | None = None
-        self.key = ""
         self.tracks: dict[str, FrameQueue] = {}
         self.counts: Counter[str] = Counter()
         self.ended_elsewhere = False
@@ -205,20 +182,18 @@ class TwilioStream:
             self.session.touch()  # dtmf, mark, stop: the call is alive (digits not kept)
 
     async def _start(self, start: Start) -> None:
-        key = self.caller.key + (start.account_sid if self.caller.key == "account:" else "")
-        self.quota.take(key, start.stream_sid)
+        m = self.manager
         try:
-            session = await self.manager.open(
-                self.caller.owner, transport=TRANSPORT, session_id=start.stream_sid
-            )
-        except SessionLimitError as exc:
-            self.quota.give(key, start.stream_sid)
-            raise ProtocolError("too_many_sessions", short(str(exc), 100), TRY_LATER) from None
+            session = await m.open(self.owner, transport=TRANSPORT, session_id=start.stream_sid)
+        except SessionLimitError as exc:  # the server is full, or this credential's quota
+            detail = short(str(exc), 100)
+            if len(m.sessions) < m.max_sessions:  # session.max_sessions_per_owner
+                raise ProtocolError("quota", detail, POLICY) from None
+            raise ProtocolError("too_many_sessions", detail, TRY_LATER) from None
         except SessionExistsError:
-            self.quota.give(key, start.stream_sid)
             detail = "this streamSid is open already"
             raise ProtocolError("session_exists", detail, POLICY) from None
-        self.session, self.key = session, key
+        self.session = session
         ids = session.call.ids
         ids.update(streamSid=start.stream_sid, callSid=start.call_sid)
         ids["accountSid"] = start.account_sid
@@ -278,7 +253,6 @@ class TwilioStream:
         finally:
             self.ended_elsewhere = True  # our own end: not a peer's fault
             await self.manager.end(session.id)
-            self.quota.give(self.key, session.id)
 
     async def _drain(self, session: Session) -> None:
         """Wait for the last windows' results: until nothing was sent for ``QUIET_S``
@@ -310,13 +284,12 @@ async def refuse(ws: WebSocket, status: int, reason: str, detail: str) -> None:
 def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> APIRouter:
     r = APIRouter()
     admission = Admission(settings.server, settings.twilio)
-    quota = Quota(settings.twilio.max_sessions_per_token)
 
     @r.websocket(PATH)
     async def twilio_media_stream(websocket: WebSocket) -> None:
         """A Twilio Media Stream (TwiML ``<Stream url="wss://…/v1/twilio">``)."""
         try:
-            caller = admission.check(websocket)
+            owner = admission.check(websocket)
         except Refused as exc:
             await refuse(websocket, 403, exc.reason, exc.detail)
             return
@@ -325,6 +298,6 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
             await refuse(websocket, 503, "unavailable", "models are not loaded; see /readyz")
             return
         await websocket.accept()
-        await TwilioStream(websocket, m, settings.twilio, caller, quota).run()
+        await TwilioStream(websocket, m, settings.twilio, owner).run()
 
     return r
