@@ -113,6 +113,23 @@ def bench_stream(
     typer.echo(scaleout.run(counts, _numbers("--workers", workers), broker, seconds, out))
 
 
+@app.command("calls")
+def bench_calls(
+    transport: str = typer.Option("twilio", help="twilio or webrtc"),
+    calls: str = typer.Option("1,25,50,100", help="concurrent call counts, comma-separated"),
+    seconds: float = typer.Option(20.0, min=1.0, help="measuring window per count"),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+) -> None:
+    """N concurrent two-role calls (stereo 8 kHz RAVDESS speech, both roles analysed) over
+    one call transport, in a private namespace: p50/p99 from window end to voice message,
+    windows dropped, CPU per call."""
+    from emostream.bench import calls as bench
+
+    if transport not in bench.TRANSPORTS:
+        raise fail(f"--transport is one of {', '.join(bench.TRANSPORTS)}", EXIT_USAGE)
+    typer.echo(bench.run(transport, _numbers("--calls", calls), seconds=seconds, out=out))
+
+
 @app.command("soak")
 def bench_soak(
     minutes: float = typer.Option(30.0, min=0.1, help="length of the loop, per broker"),

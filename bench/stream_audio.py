@@ -150,7 +150,16 @@ def one_run(
         server.stop(20)
 
 
-def render(results: Sequence[RunResult], section: Section) -> Section:
+SETUP = (
+    "- Each call publishes one audio track, no video: a loop of seven RAVDESS clips "
+    f"(actors 1-7, {PAUSE_S:g} s pauses), Opus at 48 kHz encoded by the client; all "
+    "calls from one client process beside the server, inside a private network "
+    "namespace. Server: `emostream serve`, embedded broker, default settings (windows "
+    "1.5 s every 0.5 s, the default VAD, voice batch as the worker's)."
+)
+
+
+def render(results: Sequence[RunResult], section: Section, setup: str = SETUP) -> Section:
     header = ["calls", "speech windows/s", "p50 ms", "p95 ms", "p99 ms", "drops"]
     header += ["drop reasons", "silent windows p99 ms", "server CPU % total", "clients' CPU %"]
     header += ["other processes' CPU %"]
@@ -172,11 +181,7 @@ def render(results: Sequence[RunResult], section: Section) -> Section:
             ]
         )
     section.measured().machine(
-        "- Each call publishes one audio track, no video: a loop of seven RAVDESS clips "
-        f"(actors 1-7, {PAUSE_S:g} s pauses), Opus at 48 kHz encoded by the client; all "
-        "calls from one client process beside the server, inside a private network "
-        "namespace. Server: `emostream serve`, embedded broker, default settings (windows "
-        "1.5 s every 0.5 s, the default VAD, voice batch as the worker's).",
+        setup,
         "- Latency: the server-side `latency_ms` of each speech window's voice message (from "
         "the arrival of the window's last sample to the send) received in the measuring "
         'window. Drops: `emostream_frames_dropped_total{modality="voice"}` over '

@@ -4,16 +4,19 @@ voice window out.
 Used by ``emostream analyze``. Each image or frame is a job run through ``run_batch``, the
 same path the real-time worker takes, so offline and live results are scored and counted
 alike; audio (an audio file, or a video's audio after its frames) goes through
-``analyze_voice``. A file that cannot be read is reported and skipped; the other files are
-still analysed, and the exit code says something failed.
+``analyze_voice`` (decoded as a stream; with ``channels``, one track per channel and
+speaker role, and with ``summary`` the call's summary per file). A file that cannot be read
+is reported and skipped, whatever went wrong with it; the other files are still analysed,
+and the exit code says something failed.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -30,8 +33,18 @@ from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage, VoiceMessage
-from emostream.stream.audio import media_streams
-from emostream.stream.media import MediaError, iter_video, kind_of, open_video, read_image
+from emostream.stream.audio import Channel, channel_tracks, media_streams
+from emostream.stream.call_summary import CallRecord, CallSummary
+from emostream.stream.media import (
+    MediaError,
+    VideoFrame,
+    iter_video,
+    kind_of,
+    open_video,
+    read_image,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +56,13 @@ class AnalyzeOptions:
     progress: bool = True
     max_pixels: int = 40_000_000
     max_audio_s: float = 3600.0
+    channels: list[str] | None = None  # a role per channel; None: one mixed track
+    analyse_roles: tuple[str, ...] = ("customer", "unknown")  # calls.analyse_roles
+    summary: bool = False  # the call's summary after each file's voice messages
+    tracks: list[Channel] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracks = channel_tracks(self.channels, self.analyse_roles)
 
 
 def annotated_path(src: Path, target: Path, single: bool, kind: str) -> Path:
@@ -57,27 +77,44 @@ def annotated_path(src: Path, target: Path, single: bool, kind: str) -> Path:
 def _analyze(
     analyzer: FaceAnalyzer,
     image: np.ndarray,
-    source: str,
+    source: str | None,
     seq: int,
     pts: float | None,
     opts: AnalyzeOptions,
     tracker: IouTracker | None,
     t0: float,
+    session: str | None = None,
 ) -> FaceMessage:
     """One image or frame through the inference path, as a message (docs/ARCHITECTURE.md).
 
-    A video's frames share a session (its path), so the analyzer follows faces between
-    detector runs as it does for a live stream; a photo has none and is always detected.
+    A video's frames share a session (``session``, else its path), so the analyzer follows
+    faces between detector runs as it does for a live stream; a photo has none and is
+    always detected.
     """
     h, w = image.shape[:2]
-    session = source if pts is not None else ""
+    session = (session or source or "") if pts is not None else ""
     job = Job(session, seq, pts, image, FrameInfo(w, h, detect=opts.detect), created=t0)
     (outcome,) = run_batch(analyzer, [job])
     if not isinstance(outcome, Scored):
         why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
-        raise MediaError("analysis_failed", f"{source}: {why}")
+        raise MediaError("analysis_failed", f"{source or 'the frame'}: {why}")
     latency = time.monotonic() - t0
     return face_message(outcome, latency_s=latency, tracker=tracker, source=source)
+
+
+def analyze_frames(
+    analyzer: FaceAnalyzer,
+    frames: Iterable[VideoFrame],
+    source: str | None,
+    session: str,
+    opts: AnalyzeOptions,
+) -> Iterator[FaceMessage]:
+    """A video's frames (decoded by anyone: an upload in memory) as face messages, its
+    faces followed between frames under ``session``."""
+    tracker = IouTracker(alpha=opts.smooth)
+    for seq, frame in enumerate(frames):
+        t0 = time.monotonic()
+        yield _analyze(analyzer, frame.image, source, seq, frame.pts, opts, tracker, t0, session)
 
 
 def analyze_image(
@@ -135,39 +172,68 @@ def analyze_paths(
     emit: Callable[[Message], None],
     report: Callable[[Path, str], None],
     voice: VoiceService | str | None = None,
+    summarize: Callable[[Path, CallSummary], None] | None = None,
 ) -> int:
     """Analyse every path; returns the number of files that failed.
 
     ``analyzer`` may be None when every path is audio; ``voice`` is the voice analyzer
     with its VAD, or why voice is unavailable (audio files then fail with that reason; a
-    video's frames are still analysed, its audio is not).
+    video's frames are still analysed, its audio is not). With ``opts.summary`` each file
+    with audio gets its call summary (``summarize``) after its messages. Any failure of one
+    file, expected or not (a bug, a library's odd exception), is that file's alone.
     """
     failed = 0
     for path in paths:
         try:
-            if not path.is_file():
-                raise MediaError("not_found", f"{path}: no such file")
-            kind = kind_of(path)
-            audio = kind == "audio" or (kind == "video" and "audio" in media_streams(path))
-            if audio and not isinstance(voice, VoiceService):
-                why = voice or "voice is not loaded"
-                if kind == "audio":
-                    raise MediaError("voice_unavailable", f"{path}: {why}")
-                report(path, f"voice_unavailable: its audio is not analysed ({why})")
-            if kind != "audio":
-                assert analyzer is not None, "a face analyzer is needed for images and videos"
-                out = (
-                    annotated_path(path, opts.annotate, len(paths) == 1, kind)
-                    if opts.annotate
-                    else None
-                )
-                run = analyze_image if kind == "image" else analyze_video
-                for msg in run(analyzer, path, opts, out):
-                    emit(msg)
-            if audio and isinstance(voice, VoiceService):
-                for vmsg in analyze_audio(voice, path, opts.max_audio_s):
-                    emit(vmsg)
+            _analyze_path(analyzer, path, len(paths) == 1, opts, emit, report, voice, summarize)
         except MediaError as exc:
             failed += 1
             report(path, f"{exc.code}: {exc.detail}")
+        except Exception as exc:  # one file's surprise (a bug, a library) must not end the run
+            log.debug("analysing %s failed", path, exc_info=True)
+            failed += 1
+            report(path, f"analysis_failed: {path}: {exc!r}")
     return failed
+
+
+def _analyze_path(
+    analyzer: FaceAnalyzer | None,
+    path: Path,
+    single: bool,
+    opts: AnalyzeOptions,
+    emit: Callable[[Message], None],
+    report: Callable[[Path, str], None],
+    voice: VoiceService | str | None,
+    summarize: Callable[[Path, CallSummary], None] | None,
+) -> None:
+    if not path.is_file():
+        raise MediaError("not_found", f"{path}: no such file")
+    kind = kind_of(path)
+    audio = kind == "audio" or (kind == "video" and "audio" in media_streams(path))
+    if audio and not isinstance(voice, VoiceService):
+        why = voice or "voice is not loaded"
+        if kind == "audio":
+            raise MediaError("voice_unavailable", f"{path}: {why}")
+        report(path, f"voice_unavailable: its audio is not analysed ({why})")
+    if kind != "audio":
+        assert analyzer is not None, "a face analyzer is needed for images and videos"
+        out = annotated_path(path, opts.annotate, single, kind) if opts.annotate else None
+        run = analyze_image if kind == "image" else analyze_video
+        for msg in run(analyzer, path, opts, out):
+            emit(msg)
+    if not (audio and isinstance(voice, VoiceService)):
+        return
+    for track in opts.tracks:
+        if not track.analysed:
+            report(
+                path,
+                f"track {track.name} ({track.role}) is not analysed (calls.analyse_roles): "
+                "only its seconds are counted",
+            )
+    # the summary keeps every speech window's scores: only when asked for
+    record = CallRecord(str(path), "file", frozenset(opts.analyse_roles)) if opts.summary else None
+    for vmsg in analyze_audio(voice, path, opts.max_audio_s, opts.tracks, record):
+        emit(vmsg)
+    if record is not None and summarize is not None:
+        record.ended = time.time()
+        summarize(path, record.summary())

@@ -79,6 +79,25 @@ PROTOCOL_ERRORS = Counter(
     "...), by transport and reason",
     ["transport", "reason"],
 )
+CALLS_ENDED = Counter(
+    "emostream_calls_ended_total",
+    "Sessions ended (calls), by transport: the denominator of the call-level figures",
+    ["transport"],
+)
+CALL_CLASS_SHARE = Histogram(
+    "emostream_call_class_share",
+    "Per ended call and analysed role with speech: the share of its speech windows in each "
+    "voice class (one observation per class, 0 included), so the share of calls whose "
+    "customer was angry for more than 30 % of their speech is 1 - bucket(le=0.3) / count",
+    ["role", "label"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+)
+ROLE_ANALYSED = Gauge(
+    "emostream_role_analysed",
+    "1 for each speaker role this server analyses (calls.analyse_roles), 0 for the others: "
+    "the EU workplace policy in force",
+    ["role"],
+)
 WEBHOOK_DELIVERIES = Counter(
     "emostream_webhook_deliveries_total",
     "Call summaries POSTed to calls.webhook_url: delivered, or an attempt that failed "

@@ -36,6 +36,7 @@ from emostream.paths import model_root
 from emostream.stream.audiohook_config import AudioHookConfig
 from emostream.stream.calls_config import CallsConfig
 from emostream.stream.server_config import LimitsConfig, ServerConfig, SessionConfig
+from emostream.stream.transports.twilio.config import TwilioConfig
 
 PREFIX = "EMOSTREAM_"
 
@@ -162,6 +163,7 @@ class Settings(BaseSettings):
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)  # Twilio Media Streams
     audiohook: AudioHookConfig = Field(default_factory=AudioHookConfig)
 
     @field_validator("model_root", mode="before")

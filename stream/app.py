@@ -49,9 +49,10 @@ from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
 from emostream.schema import FaceMessage
 from emostream.settings import Settings
-from emostream.stream import logs, session_routes
+from emostream.stream import logs, recorded, session_routes
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
+from emostream.stream.calls_config import ROLES
 from emostream.stream.errors import (
     ApiError,
     api_error_handler,
@@ -62,6 +63,7 @@ from emostream.stream.errors import (
 from emostream.stream.media import MediaError, decode_image
 from emostream.stream.session_manager import SessionManager
 from emostream.stream.transports.audiohook import route as audiohook
+from emostream.stream.transports.twilio import stream as twilio_stream
 from emostream.stream.transports.webrtc import signalling
 from emostream.supervise import readiness
 
@@ -118,6 +120,8 @@ class AppState:
         if not self.ready_to_serve:
             return
         s = self.settings
+        for speaker in ROLES:
+            metrics.ROLE_ANALYSED.labels(speaker).set(1 if s.calls.analysed(speaker) else 0)
         if s.calls.analysed("agent"):
             log.warning(
                 "calls.analyse_roles includes 'agent': emotion recognition of workers is "
@@ -244,6 +248,8 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         )
     app.include_router(session_routes.router(settings, lambda: state.sessions))
     app.include_router(signalling.router(settings, lambda: state.sessions))
+    app.include_router(recorded.router(state))  # POST /v1/analyze
+    app.include_router(twilio_stream.router(settings, lambda: state.sessions))  # /v1/twilio
     app.include_router(audiohook.router(settings, lambda: state.sessions))  # GET /v1/audiohook
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")

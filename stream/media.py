@@ -5,7 +5,8 @@ pixel is decoded (a small file can claim a huge canvas), and truncated files fai
 of decoding half a picture. A JPEG or PNG whose byte count is below what any real file of
 its claimed canvas needs is refused before decoding too (``plausible``): libjpeg would
 otherwise fill the missing part in silently, at the full canvas's cost in memory and time.
-Videos go through OpenCV's bundled FFmpeg.
+Video files go through OpenCV's bundled FFmpeg; a video in memory (an upload) through
+PyAV (``container_frames``), which reads from bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
+from av.container import InputContainer
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -131,12 +134,30 @@ def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
     return cap, info
 
 
+class FpsFilter:
+    """Which frames ``--fps N`` keeps: the frame whose time first reaches each 1/N s step
+    (all of them without ``fps``), so the kept frames keep their real media times."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.step = 1.0 / fps if fps else 0.0
+        self.next_t = 0.0
+
+    def keep(self, pts: float) -> bool:
+        if not self.step:
+            return True
+        if pts + 1e-6 < self.next_t:
+            return False
+        self.next_t += self.step
+        while self.next_t <= pts:
+            self.next_t += self.step
+        return True
+
+
 def iter_video(path: Path, fps: float | None = None) -> Iterator[VideoFrame]:
     """Frames with their media time; with ``fps``, only frames at about that rate."""
     cap, info = open_video(path)
     try:
-        step = 1.0 / fps if fps else 0.0
-        next_t = 0.0
+        keep = FpsFilter(fps)
         index = 0
         while True:
             ok, frame = cap.read()
@@ -144,11 +165,8 @@ def iter_video(path: Path, fps: float | None = None) -> Iterator[VideoFrame]:
                 break
             msec = cap.get(cv2.CAP_PROP_POS_MSEC)
             pts = msec / 1000.0 if msec > 0 or index == 0 else index / info.fps
-            if not step or pts + 1e-6 >= next_t:
+            if keep.keep(pts):
                 yield VideoFrame(index, round(pts, 6), frame)
-                next_t = (next_t + step) if step else 0.0
-                while step and next_t <= pts:
-                    next_t += step
             index += 1
         if index == 0:
             raise MediaError("corrupt_video", f"{path}: no decodable frames")
@@ -156,18 +174,60 @@ def iter_video(path: Path, fps: float | None = None) -> Iterator[VideoFrame]:
         cap.release()
 
 
+def container_frames(
+    container: InputContainer,
+    fps: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str = "the video",
+) -> Iterator[VideoFrame]:
+    """The first video stream of an open FFmpeg container (a file in memory: the
+    ``/v1/analyze`` body) as BGR frames with their media time, from 0 at its first frame;
+    with ``fps``, only frames at about that rate. The frame size is checked against
+    ``max_pixels`` from the stream's header, before a frame is decoded."""
+    stream = container.streams.video[0]
+    w, h = stream.codec_context.width, stream.codec_context.height
+    if w * h > max_pixels:
+        raise MediaError(
+            "too_many_pixels", f"{source}: frames are {w}x{h}; the limit is {max_pixels}", 413
+        )
+    keep = FpsFilter(fps)
+    rate = float(stream.average_rate or 25)
+    first: float | None = None
+    index = -1
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            t = frame.time if frame.time is not None else index / rate
+            first = t if first is None else first
+            if frame.width * frame.height > max_pixels:
+                raise MediaError(
+                    "too_many_pixels",
+                    f"{source}: a frame is {frame.width}x{frame.height}; the limit is {max_pixels}",
+                    413,
+                )
+            if keep.keep(t - first):
+                yield VideoFrame(index, round(t - first, 6), frame.to_ndarray(format="bgr24"))
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
+        raise MediaError("corrupt_video", f"{source}: cannot decode its video ({exc})") from None
+    if index < 0:
+        raise MediaError("corrupt_video", f"{source}: no decodable frames")
+
+
 def kind_of(path: Path) -> str:
-    """'image', 'video' or 'audio' by suffix (the decoders still verify the content); a
-    video's audio is analysed too, so a suffix both could be (.webm) is a video. A file
-    with another suffix is probed: audio streams and no video stream make it 'audio' (not
-    more: FFmpeg reads almost anything as some video, a text file as ANSI art)."""
+    """'image', 'video' or 'audio' by suffix (the decoders still verify the content). A
+    video container holding audio only (a browser's MediaRecorder .webm with Opus, an .mp4
+    with AAC) is 'audio': OpenCV would call it a corrupt video. A file with another suffix
+    is probed: audio streams and no video stream make it 'audio' (not more: FFmpeg reads
+    almost anything as some video, a text file as ANSI art)."""
     from emostream.stream.audio import AUDIO_SUFFIXES, media_streams  # it imports this module
 
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in VIDEO_SUFFIXES:
-        return "video"
+        audio_only = path.is_file() and media_streams(path) == {"audio"}
+        return "audio" if audio_only else "video"
     if suffix in AUDIO_SUFFIXES or (path.is_file() and media_streams(path) == {"audio"}):
         return "audio"
     raise MediaError("unsupported_file", f"{path}: unknown file type {suffix or '(none)'!r}", 415)

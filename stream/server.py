@@ -41,7 +41,7 @@ from emostream.stream.server_config import ServerConfig
 
 RETRY_AFTER_S = 1
 #: The largest WebSocket message uvicorn reads; a transport refuses far smaller ones itself
-#: (audiohook.max_frame_bytes), this only bounds what is buffered before it can.
+#: (audiohook.max_frame_bytes, twilio.max_message_bytes); this bounds what is buffered first.
 WS_MAX_BYTES = 1024 * 1024
 ENDPOINT = "server"  # the metrics label of replies written here, not by a route
 
@@ -247,7 +247,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         host=s.host,
         port=s.port,
         http=protocol_class(s),
-        ws="websockets-sansio",  # AudioHook (transports/audiohook): RFC 6455, sans-I/O
+        ws="websockets-sansio",  # the WebSocket transports: /v1/twilio, /v1/audiohook
         ws_max_size=WS_MAX_BYTES,
         h11_max_incomplete_event_size=s.max_header_bytes,
         ssl_certfile=s.ssl_certfile,

@@ -63,12 +63,30 @@ class LimitsConfig(BaseModel):
     max_upload_bytes_in_flight: int = Field(
         default=64 * 1024 * 1024, gt=0, description="all request bodies being read; more get 503"
     )
+    max_recording_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        description="a recording sent to /v1/analyze (held in memory, never on disk); keep it "
+        "under max_upload_bytes_in_flight",
+    )
+    max_recording_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="seconds of media /v1/analyze and emostream analyze take from one file "
+        "(from its header when it says, else while decoding)",
+    )
 
 
 class SessionConfig(BaseModel):
     """``EMOSTREAM_SESSION__*``: how sessions are admitted, read and ended."""
 
     max_sessions: int = Field(default=32, ge=1, description="sessions open at once")
+    max_sessions_per_owner: int = Field(
+        default=0,
+        ge=0,
+        description="sessions one API token (or AudioHook key, Twilio account) may hold open "
+        "at once, so one client cannot lock the others out; 0 = no quota beyond max_sessions",
+    )
     idle_timeout_s: float = Field(default=10.0, gt=0, description="end a silent session")
     max_side: int = Field(default=640, ge=64, description="frames downscaled once on arrival")
     max_video_kbps: int = Field(

@@ -7,7 +7,9 @@ Transports open sessions here and the HTTP routes find them here by id, whatever
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +47,24 @@ class EndedCall:
     secret: str
     summary: CallSummary
     expires: float
+
+    def record(self) -> bytes:
+        """As kept in the broker (Redis), for the other ingest nodes."""
+        owner = None if self.owner is None else self.owner.hex()
+        return json.dumps(
+            {"owner": owner, "secret": self.secret, "summary": self.summary.to_dict()}
+        ).encode()
+
+    @classmethod
+    def from_record(cls, session: str, data: bytes) -> EndedCall | None:
+        try:
+            raw = json.loads(data)
+            owner = None if raw["owner"] is None else bytes.fromhex(raw["owner"])
+            summary = CallSummary.model_validate(raw["summary"])
+            return cls(session, owner, str(raw["secret"]), summary, math.inf)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("kept summary of %s unreadable (%r)", session, exc)
+            return None
 
 
 class SessionManager:
@@ -86,6 +106,14 @@ class SessionManager:
             raise SessionLimitError(
                 f"{len(self.sessions)} sessions open; this server allows {self.max_sessions}"
             )
+        quota = self.config.max_sessions_per_owner
+        if owner is not None and quota:
+            held = sum(1 for s in self.sessions.values() if s.owner == owner)
+            if held >= quota:
+                raise SessionLimitError(
+                    f"this credential holds {held} sessions; each may hold {quota} "
+                    "(session.max_sessions_per_owner)"
+                )
         if session_id is not None and session_id in self.sessions:
             raise SessionExistsError(f"session {session_id!r} is open already")
         session = Session(
@@ -118,7 +146,7 @@ class SessionManager:
         if session is None:
             return False
         await session.close()
-        self._keep(session)
+        await self._keep(session)
         summary = session.view.summary()
         log.info(
             "session %s (%s) ended after %.0f s: %d frames in, %d messages out, dropped %s, "
@@ -134,14 +162,22 @@ class SessionManager:
         )
         return True
 
-    def _keep(self, session: Session) -> None:
-        """Keep the ended call's summary, and send it to the webhook (in its own task)."""
+    async def _keep(self, session: Session) -> None:
+        """Keep the ended call's summary, count it, and send it to the webhook (in its own
+        task)."""
         call = session.call.summary()
+        metrics.CALLS_ENDED.labels(session.transport).inc()
+        for role, figures in call.roles.items():
+            if figures.classes is None or figures.mean_scores is None:
+                continue
+            for label in figures.mean_scores:
+                share = figures.classes.get(label, 0.0)
+                metrics.CALL_CLASS_SHARE.labels(role, label).observe(share)
         if self.calls.keep_s > 0:
             expires = time.monotonic() + self.calls.keep_s
-            self.ended[session.id] = EndedCall(
-                session.id, session.owner, session.secret, call, expires
-            )
+            ended = EndedCall(session.id, session.owner, session.secret, call, expires)
+            self.ended[session.id] = ended
+            await self.broker.keep_record(session.id, ended.record(), self.calls.keep_s)
         if self.calls.webhook_url:
             body = call.to_json().encode()
             task = asyncio.get_running_loop().create_task(
@@ -151,12 +187,20 @@ class SessionManager:
             task.add_done_callback(self._deliveries.discard)
 
     def summary(self, session_id: str) -> CallSummary | None:
-        """A live call's summary so far, or an ended one's while it is kept."""
+        """A live call's summary so far, or an ended one's kept on this node."""
         live = self.sessions.get(session_id)
         if live is not None:
             return live.call.summary()
         ended = self.ended.get(session_id)
         return None if ended is None else ended.summary
+
+    async def ended_call(self, session_id: str) -> EndedCall | None:
+        """An ended call kept here or, with Redis, by any ingest node."""
+        found = self.ended.get(session_id)
+        if found is not None:
+            return found
+        data = await self.broker.recall_record(session_id)
+        return None if data is None else EndedCall.from_record(session_id, data)
 
     def _forget_ended(self, now: float) -> None:
         for sid in [sid for sid, e in self.ended.items() if e.expires <= now]:

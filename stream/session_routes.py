@@ -79,7 +79,7 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
         live = m.get(session_id) if m is not None else None
         if live is not None:
             return guard.session(request, live, session_id).call.summary()
-        ended = m.ended.get(session_id) if m is not None else None
+        ended = await m.ended_call(session_id) if m is not None else None
         return guard.session(request, ended, session_id).summary
 
     @r.get(

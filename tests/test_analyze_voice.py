@@ -1,5 +1,6 @@
-"""`emostream analyze` on audio: flac, 48 kHz wav, mp3, ogg (made from a RAVDESS clip with
-PyAV), the audio of a video, bad files, and no voice model."""
+"""`emostream analyze` on audio: flac, 48 kHz wav, mp3, ogg, audio-only webm, m4a and mp4
+(made from a RAVDESS clip with PyAV), the audio of a video, tags that are not UTF-8, bad
+files, and no voice model."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from typer.testing import CliRunner
 
 from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, app
 from emostream.models.repository import ModelRepository
+from emostream.stream.media import kind_of
 
 from voice_models import clip, has_voice_model, padded, ravdess, voice_repo  # noqa: F401
 
 
-def _write_audio(path: Path, samples: np.ndarray, codec: str, rate: int) -> Path:
-    """16 kHz float samples as ``codec`` at ``rate`` (PyAV resamples), stereo for mp3/ogg."""
+def _write_audio(
+    path: Path, samples: np.ndarray, codec: str, rate: int, title: str | None = None
+) -> Path:
+    """16 kHz float samples as ``codec`` at ``rate`` (PyAV resamples), stereo for mp3/ogg;
+    the container by ``path``'s suffix; ``title``: a Latin-1 title tag (not UTF-8)."""
     layout = "mono" if codec in ("flac", "pcm_s16le") else "stereo"
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", metadata_encoding="latin-1") as out:
+        if title is not None:
+            out.metadata["title"] = title
         stream = out.add_stream(codec, rate=rate)
         stream.layout = layout  # type: ignore[union-attr]
         resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=rate)  # type: ignore[union-attr]
@@ -145,7 +152,7 @@ def test_bad_audio_files_fail_with_a_reason(
     assert r.exit_code == EXIT_FAILED_FILES
     assert {Path(m["source"]).name for m in _messages(r.stdout)} == {"clip.flac"}
     assert "fake.wav" in r.stderr and "empty.flac" in r.stderr
-    assert "undecodable" in r.stderr or "no_audio" in r.stderr
+    assert "unsupported_format: " in r.stderr and "no_audio" in r.stderr
 
 
 def test_audio_without_a_voice_model_exits_with_the_train_command(
@@ -186,3 +193,78 @@ def test_the_text_format_names_each_window(
     lines = r.stdout.splitlines()
     assert lines[0].endswith("@0.00-1.50s: voice no speech")
     assert any(": voice " in line and "no speech" not in line for line in lines)
+
+
+#: a browser's MediaRecorder (WebM with Opus) and phones' recorders (AAC in MP4/M4A)
+AUDIO_IN_VIDEO_CONTAINERS = {
+    "recorder.webm": ("libopus", 48000),
+    "memo.m4a": ("aac", 44100),
+    "memo.mp4": ("aac", 44100),
+}
+
+
+def test_audio_only_video_containers_are_audio(
+    cli: CliRunner,
+    tmp_path: Path,
+    clip: np.ndarray,  # noqa: F811
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    x = padded(clip, 1.0)
+    paths = [
+        _write_audio(tmp_path / name, x, codec, rate)
+        for name, (codec, rate) in AUDIO_IN_VIDEO_CONTAINERS.items()
+    ]
+    assert [kind_of(p) for p in paths] == ["audio"] * 3
+    r = cli.invoke(app, ["analyze", "--format", "jsonl", *map(str, paths)])
+    assert r.exit_code == 0, r.stderr
+    assert "corrupt_video" not in r.stderr
+    msgs = _messages(r.stdout)
+    assert {Path(m["source"]).name for m in msgs if m["speech"]} == set(AUDIO_IN_VIDEO_CONTAINERS)
+
+
+def test_a_tag_that_is_not_utf8_is_read_and_later_files_still_run(
+    cli: CliRunner,
+    files: dict[str, Path],
+    tmp_path: Path,
+    clip: np.ndarray,  # noqa: F811
+    has_voice_model: ModelRepository,  # noqa: F811
+) -> None:
+    x = padded(clip, 1.0)
+    tagged = [
+        _write_audio(
+            tmp_path / "caf\u00e9.wav", x, "pcm_s16le", 16000, title="Caf\u00e9 M\u00fcller"
+        ),
+        _write_audio(tmp_path / "tagged.mp3", x, "mp3", 44100, title="r\u00e9ception"),
+    ]
+    with pytest.raises(UnicodeDecodeError):  # what made `analyze` end with a traceback
+        av.open(str(tagged[0])).close()
+    r = cli.invoke(
+        app, ["analyze", "--format", "jsonl", *map(str, tagged), str(files["clip.flac"])]
+    )
+    assert r.exit_code == 0, r.stderr
+    sources = {Path(m["source"]).name for m in _messages(r.stdout) if m["speech"]}
+    assert sources == {"caf\u00e9.wav", "tagged.mp3", "clip.flac"}
+
+
+def test_one_files_unexpected_failure_does_not_end_the_run(
+    cli: CliRunner,
+    files: dict[str, Path],
+    has_voice_model: ModelRepository,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import emostream.analyze as analyze
+
+    real = analyze.analyze_audio
+
+    def flaky(tools, path, *args, **kw):  # type: ignore[no-untyped-def]
+        if path.suffix == ".mp3":
+            raise RuntimeError("a bug in a library")
+        return real(tools, path, *args, **kw)
+
+    monkeypatch.setattr(analyze, "analyze_audio", flaky)
+    r = cli.invoke(
+        app, ["analyze", "--format", "jsonl", str(files["clip.mp3"]), str(files["clip.flac"])]
+    )
+    assert r.exit_code == EXIT_FAILED_FILES
+    assert "analysis_failed" in r.stderr and "a bug in a library" in r.stderr
+    assert {Path(m["source"]).name for m in _messages(r.stdout)} == {"clip.flac"}

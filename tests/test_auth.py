@@ -47,6 +47,7 @@ GUARDED = [
     ("DELETE", "/v1/sessions/nope"),
     ("GET", "/v1/sessions/nope/events"),
     ("POST", "/v1/predict"),
+    ("POST", "/v1/analyze"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
 ]

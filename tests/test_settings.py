@@ -43,6 +43,7 @@ SPECIAL: dict[str, tuple[str, object]] = {
         '{"genesys": "c2VjcmV0", "plain": ""}',
         {"genesys": SecretStr("c2VjcmV0"), "plain": SecretStr("")},
     ),
+    "twilio.public_url": ("wss://calls.example.com/", "wss://calls.example.com"),
 }
 
 

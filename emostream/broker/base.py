@@ -75,6 +75,14 @@ class IngestBroker(_Lifecycle):
     def results(self, session: str) -> AsyncIterator[SessionEvent]:
         """The session's outcomes (and broker notices), until the session is closed."""
 
+    async def keep_record(self, session: str, record: bytes, ttl_s: float) -> None:
+        """Share a small record of an ended session (its call summary) with every ingest
+        node for ``ttl_s``; in-process there is only this node, which keeps its own."""
+
+    async def recall_record(self, session: str) -> bytes | None:
+        """The record another node kept for ``session``, if any."""
+        return None
+
 
 class WorkerBroker(_Lifecycle):
     """The workers' side: take batches, publish their outcomes, see the backlog."""

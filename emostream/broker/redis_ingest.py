@@ -161,6 +161,23 @@ class RedisIngest(IngestBroker):
             if old is not None:
                 self._results.put(job.session, drop(old, DropReason.superseded))
 
+    async def keep_record(self, session: str, record: bytes, ttl_s: float) -> None:
+        """``SET prefix:ended:<session> record EX ttl``: any ingest node answers for it."""
+        if ttl_s <= 0:
+            return
+        try:
+            await self.link.redis.set(self.link.record(session), record, ex=max(1, int(ttl_s)))
+        except FAILURES as exc:  # the summary stays on this node; the call is over anyway
+            log.warning("summary of %s not kept in Redis (%r)", session, exc)
+
+    async def recall_record(self, session: str) -> bytes | None:
+        try:
+            found = await self.link.redis.get(self.link.record(session))
+        except FAILURES as exc:
+            log.warning("summary of %s not read from Redis (%r)", session, exc)
+            return None
+        return found if isinstance(found, bytes) else None
+
     def results(self, session: str) -> AsyncIterator[SessionEvent]:
         return self._results.read(session)
 

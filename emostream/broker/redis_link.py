@@ -77,6 +77,9 @@ class RedisLink:
     def stream(self, modality: Modality) -> str:
         return f"{self.config.prefix}:jobs:{modality}"
 
+    def record(self, session: str) -> str:
+        return f"{self.config.prefix}:ended:{session}"
+
     def results_stream(self, node: str) -> str:
         return f"{self.config.prefix}:results:{node}"
 

@@ -1,11 +1,13 @@
 """``emostream analyze``: offline images, videos and audio files, one message per image,
-frame or voice window."""
+frame or voice window; for a call recording (``--channels``, ``--summary``) the call's
+summary after its messages."""
 
 from __future__ import annotations
 
 import sys
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,6 +21,9 @@ from emostream.cli.common import (
     load_settings,
 )
 from emostream.settings import Settings
+
+if TYPE_CHECKING:
+    from emostream.stream.call_summary import CallSummary
 
 
 class DetectorRange(StrEnum):
@@ -49,9 +54,46 @@ def with_range(settings: Settings, chosen: DetectorRange | None) -> Settings:
     return settings.model_copy(update={"detector": detector.model_copy(update={"range": picked})})
 
 
+def parse_channels(text: str | None) -> list[str] | None:
+    """``agent,customer`` as one role per channel, in order (a usage error otherwise)."""
+    from emostream.modalities.base import ROLES
+
+    if text is None:
+        return None
+    roles = [part.strip() for part in text.split(",")]
+    bad = [r for r in roles if r not in ROLES]
+    if not roles or bad:
+        raise fail(
+            f"--channels: {bad or text!r}: give a role per channel, of {', '.join(ROLES)}",
+            EXIT_USAGE,
+        )
+    return roles
+
+
+def summary_text(path: Path, summary: CallSummary) -> str:
+    """The call's summary as a block for a person: per role, audio, speech and classes."""
+    lines = [f"{path}: call summary ({', '.join(summary.models) or 'no model used'})"]
+    for name, role in summary.roles.items():
+        where = f"track {', '.join(role.tracks)}" if role.tracks else "no track"
+        if not role.analysed:
+            lines.append(f"  {name}: not analysed, {role.audio_s:.1f} s of audio ({where})")
+            continue
+        line = f"  {name}: {role.audio_s:.1f} s of audio, {role.speech_s or 0:.1f} s of speech"
+        line += f" in {role.windows or 0} windows ({where})"
+        if role.dominant and role.classes:
+            shares = ", ".join(
+                f"{k} {v:.0%}" for k, v in sorted(role.classes.items(), key=lambda kv: -kv[1])
+            )
+            line += f"; mostly {role.dominant}: {shares}"
+        for label, span in (role.longest or {}).items():
+            line += f"; longest {label} {span.start:.1f}-{span.end:.1f} s"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def analyze(
     paths: list[Path] = typer.Argument(
-        ..., help="images, videos and/or audio files (wav, flac, mp3, ogg, any rate)"
+        ..., help="images, videos and/or audio files (wav, flac, mp3, ogg, webm, m4a, any rate)"
     ),
     fmt: Format = typer.Option(Format.text, "--format", envvar="EMOSTREAM_FORMAT"),
     no_detect: bool = typer.Option(
@@ -81,17 +123,31 @@ def analyze(
         "runs both models on the whole frame. Default: EMOSTREAM_DETECTOR__RANGE, else far",
         show_default=False,
     ),
+    channels: str | None = typer.Option(
+        None,
+        "--channels",
+        help="a call recording's speaker role per channel, in order: agent,customer makes "
+        "each channel a track of that role (calls.analyse_roles says which are analysed); "
+        "implies --summary. Default: the channels mixed, one track of role unknown",
+        show_default=False,
+    ),
+    summary: bool = typer.Option(
+        False, "--summary", help="after each file's voice messages, the call's summary"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
     """One face message per image or video frame, one voice message per audio window.
 
     A video with sound gives both; the messages are docs/ARCHITECTURE.md's ("Messages").
+    With --channels or --summary each recording's call summary follows its messages (the
+    last JSON line with --format jsonl).
     """
     from emostream.analyze import AnalyzeOptions, Message, analyze_paths
     from emostream.models.voice import VoiceService
     from emostream.schema import VoiceMessage
     from emostream.stream.media import MediaError, kind_of
 
+    roles = parse_channels(channels)
     settings = with_range(load_settings(), detector_range)
     kinds = set()
     for p in paths:
@@ -116,6 +172,10 @@ def analyze(
         smooth=smooth,
         progress=not quiet,
         max_pixels=settings.limits.max_pixels,
+        max_audio_s=settings.limits.max_recording_s,
+        channels=roles,
+        analyse_roles=tuple(settings.calls.analyse_roles),
+        summary=summary or roles is not None,
     )
 
     def emit(msg: Message) -> None:
@@ -135,6 +195,9 @@ def analyze(
         )
         sys.stdout.write(f"{where}: {faces}\n")
 
+    def summarize(path: Path, call: CallSummary) -> None:
+        sys.stdout.write(call.to_json() + "\n" if fmt is Format.jsonl else summary_text(path, call))
+
     failed = analyze_paths(
         analyzer,
         paths,
@@ -142,6 +205,7 @@ def analyze(
         emit,
         lambda p, why: typer.echo(f"emostream: {why}", err=True),
         voice,
+        summarize,
     )
     if failed:
         raise typer.Exit(EXIT_FAILED_FILES)

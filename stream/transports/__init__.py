@@ -8,4 +8,5 @@ metrics belong to the session and know nothing of the transport.
 - ``webrtc/``: aiortc peer connections behind WHIP and ``/v1/offer`` (the only aiortc user).
 - ``audiohook/``: Genesys Cloud AudioHook calls over a WebSocket, ``/v1/audiohook``.
 - ``local.py``: frames and PCM handed over in-process (tests, embedding).
+- ``twilio/``: Twilio Media Streams, μ-law over a WebSocket (``GET /v1/twilio``).
 """

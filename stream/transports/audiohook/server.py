@@ -302,8 +302,9 @@ class Connection:
         except SessionExistsError:
             await self.fail("duplicate_session", f"session {self.id} is open already")
             return False
-        except SessionLimitError as exc:
-            await self.fail("server_full", str(exc))
+        except SessionLimitError as exc:  # the server is full, or the owner's quota
+            full = len(manager.sessions) >= manager.max_sessions  # (session.max_sessions_per_owner)
+            await self.fail("server_full" if full else "quota", str(exc))
             return False
         self.session = session
         session.call.ids.update(_ids(params, self.peer))
