@@ -36,7 +36,7 @@ from emostream.paths import model_root
 from emostream.stream.audiohook_config import AudioHookConfig
 from emostream.stream.calls_config import CallsConfig
 from emostream.stream.server_config import LimitsConfig, ServerConfig, SessionConfig
-from emostream.stream.transports.twilio.config import TwilioConfig
+from emostream.stream.twilio_config import TwilioConfig
 
 PREFIX = "EMOSTREAM_"
 

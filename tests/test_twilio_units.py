@@ -14,7 +14,6 @@ import pytest
 
 from emostream.settings import Settings
 from emostream.stream.transports.twilio.auth import port_variants, signature
-from emostream.stream.transports.twilio.config import TwilioConfig
 from emostream.stream.transports.twilio.messages import (
     POLICY,
     TOO_BIG,
@@ -27,6 +26,7 @@ from emostream.stream.transports.twilio.messages import (
     payload_bytes,
 )
 from emostream.stream.transports.twilio.stream import FrameQueue, short
+from emostream.stream.twilio_config import TwilioConfig
 
 SID = "MZ" + "a" * 32
 FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}

@@ -26,7 +26,7 @@ from fastapi import Request, WebSocket
 from emostream.stream.auth import Guard
 from emostream.stream.errors import ApiError
 from emostream.stream.server_config import ServerConfig
-from emostream.stream.transports.twilio.config import TwilioConfig
+from emostream.stream.twilio_config import TwilioConfig
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ from emostream.settings import Settings
 from emostream.stream.session import Session
 from emostream.stream.session_manager import SessionExistsError, SessionLimitError, SessionManager
 from emostream.stream.transports.twilio.auth import Admission, Refused
-from emostream.stream.transports.twilio.config import TwilioConfig
 from emostream.stream.transports.twilio.messages import (
     INTERNAL,
     NORMAL,
@@ -53,6 +52,7 @@ from emostream.stream.transports.twilio.messages import (
     parse,
     payload_bytes,
 )
+from emostream.stream.twilio_config import TwilioConfig
 
 log = logging.getLogger(__name__)
 
