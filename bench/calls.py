@@ -6,6 +6,7 @@ roles talk and pause. Both roles are analysed for the benchmark
 (``calls.analyse_roles=customer,agent``: a load figure, not a deployment). A client plays
 every call in real time, in the transport's own framing:
 
+- ``audiohook``: Genesys AudioHook v2, 100 ms stereo PCMU frames (external = customer);
 - ``twilio``: Media Streams JSON messages, 20 ms of μ-law per track and message;
 - ``webrtc``: one peer connection with two audio tracks (Opus), through ``EmotionClient``.
 
@@ -24,6 +25,7 @@ import json
 import sys
 import tempfile
 import time
+import uuid
 import wave
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -36,31 +38,24 @@ from emostream.bench import procs
 from emostream.bench.report import Section
 from emostream.bench.stream import attempt, bench_env, counts, inside_ip, rerun_in_netns
 from emostream.bench.stream_audio import WARMUP_S, AudioResult, render, the_loop
+from emostream.stream.transports.audiohook.codec import encode_ulaw
 
 SECTION = "Calls (emostream bench calls)"
 SETUP = (
     "- Each call: two roles, both analysed for the benchmark (`calls.analyse_roles="
     "customer,agent,unknown`), the customer speaking the RAVDESS loop of `bench stream "
     "--audio` at 8 kHz and the agent the same loop from its middle; transport `{transport}` "
-    "(twilio: Media Streams JSON, 20 ms of mu-law per track and message; webrtc: two Opus "
+    "(audiohook: 100 ms stereo PCMU frames; twilio: Media Streams JSON, 20 ms of mu-law "
+    "per track and message; webrtc: two Opus "
     "tracks), played in real time by one client process beside the server, inside a "
     "private network namespace. Server: `emostream serve`, embedded broker, default "
     "settings otherwise."
 )
-TRANSPORTS = ("twilio", "webrtc")
+TRANSPORTS = ("audiohook", "twilio", "webrtc")
+BENCH_KEY = "bench-key"  # the AudioHook API key of the bench's server (no secret)
+ORG = "00000000-0000-4000-8000-00000000be4c"
 RATE = 8000
 CHUNK = 160  # 20 ms at 8 kHz, as Twilio sends
-
-
-def mulaw(pcm: np.ndarray) -> bytes:
-    """16-bit PCM to G.711 μ-law (the encoder side of the transports' table)."""
-    x = np.clip(pcm.astype(np.int32), -32635, 32635)
-    sign = np.where(x < 0, 0x80, 0)
-    x = np.abs(x) + 0x84
-    exponent = np.floor(np.log2(x)).astype(np.int32) - 7
-    mantissa = (x >> (exponent + 3)) & 0x0F
-    coded = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
-    return bytes(coded.tobytes())
 
 
 def call_audio() -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +71,7 @@ async def _twilio_call(
 ) -> None:
     from websockets.asyncio.client import connect
 
-    customer, agent = (mulaw(a) for a in audio)
+    customer, agent = (encode_ulaw(a) for a in audio)
     async with connect(ws_url, max_size=None) as ws:
         seq = 1
 
@@ -108,6 +103,74 @@ async def _twilio_call(
             chunk += 1
             await asyncio.sleep(max(0.0, t0 + chunk * 0.02 - time.monotonic()))
         await send({"event": "stop", "streamSid": sid, "stop": {"callSid": "CA" + sid[2:]}})
+
+
+async def _audiohook_call(
+    ws_url: str, sid: str, audio: tuple[np.ndarray, np.ndarray], stop: asyncio.Event
+) -> None:
+    """One Genesys AudioHook v2 call: open (PCMU, external and internal), 100 ms stereo
+    frames in real time, close."""
+    import uuid
+
+    from websockets.asyncio.client import connect
+
+    headers = {
+        "Audiohook-Organization-Id": ORG,
+        "Audiohook-Session-Id": sid,
+        "Audiohook-Correlation-Id": str(uuid.uuid4()),
+        "X-API-KEY": BENCH_KEY,
+    }
+    stereo = np.stack(audio, axis=1)  # (samples, 2): external = customer, internal = agent
+    frame = RATE // 10
+    async with connect(ws_url, additional_headers=headers, max_size=None) as ws:
+        seq, samples, serverseq = 0, 0, 0
+
+        async def send(kind: str, parameters: dict[str, object]) -> None:
+            nonlocal seq
+            seq += 1
+            await ws.send(
+                json.dumps(
+                    {
+                        "version": "2",
+                        "id": sid,
+                        "type": kind,
+                        "seq": seq,
+                        "serverseq": serverseq,
+                        "position": f"PT{samples / RATE:.3f}S",
+                        "parameters": parameters,
+                    }
+                )
+            )
+
+        async def receive() -> None:
+            nonlocal serverseq
+            async for text in ws:
+                if isinstance(text, str):
+                    serverseq = int(json.loads(text)["seq"])
+
+        media = {"type": "audio", "format": "PCMU", "channels": ["external", "internal"]}
+        participant = {"id": str(uuid.uuid4()), "ani": "+15550100", "dnis": "+15550199"}
+        await send(
+            "open",
+            {
+                "organizationId": ORG,
+                "conversationId": str(uuid.uuid4()),
+                "participant": participant,
+                "media": [{**media, "rate": RATE}],
+                "language": "en-US",
+            },
+        )
+        reader = asyncio.create_task(receive())
+        t0, n = time.monotonic(), 0
+        while not stop.is_set():
+            at = (n * frame) % (len(stereo) - frame)
+            await ws.send(encode_ulaw(stereo[at : at + frame]))
+            samples += frame
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n * 0.1 - time.monotonic()))
+        await send("close", {"reason": "end"})
+        await asyncio.sleep(0.5)
+        reader.cancel()
 
 
 async def _sse(http: httpx.AsyncClient, url: str, sid: str, on: Callable[[dict], None]) -> None:
@@ -146,10 +209,11 @@ async def _measure(
         tasks: list[asyncio.Task[None]] = []
         closers: list[Callable[[], Awaitable[object]]] = []
         for i in range(n):
-            if transport == "twilio":
-                sid = f"MZ{i:032x}"
-                ws = url.replace("http://", "ws://") + "/v1/twilio"
-                tasks.append(asyncio.create_task(_twilio_call(ws, sid, audio, stop)))
+            if transport in ("twilio", "audiohook"):
+                sid = f"MZ{i:032x}" if transport == "twilio" else str(uuid.UUID(int=i + 1))
+                ws = url.replace("http://", "ws://") + f"/v1/{transport}"
+                call = _twilio_call if transport == "twilio" else _audiohook_call
+                tasks.append(asyncio.create_task(call(ws, sid, audio, stop)))
                 tasks.append(asyncio.create_task(_sse(http, url, sid, on)))
             else:
                 tasks.append(asyncio.create_task(_webrtc_call(url, on, stop, closers)))
@@ -202,6 +266,8 @@ def one_run(
     extra = {
         "EMOSTREAM_SESSION__MAX_SESSIONS": str(max(32, n)),
         "EMOSTREAM_CALLS__ANALYSE_ROLES": "customer,agent,unknown",
+        "EMOSTREAM_AUDIOHOOK__API_KEYS": json.dumps({BENCH_KEY: ""}),
+        "EMOSTREAM_AUDIOHOOK__MAX_SESSIONS_PER_KEY": str(max(32, n)),
         **(env or {}),
     }
     server = procs.Server(inside_ip(), logs, environ=bench_env(), **extra)

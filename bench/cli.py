@@ -115,7 +115,7 @@ def bench_stream(
 
 @app.command("calls")
 def bench_calls(
-    transport: str = typer.Option("twilio", help="twilio or webrtc"),
+    transport: str = typer.Option("audiohook", help="audiohook, twilio or webrtc"),
     calls: str = typer.Option("1,25,50,100", help="concurrent call counts, comma-separated"),
     seconds: float = typer.Option(20.0, min=1.0, help="measuring window per count"),
     out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),

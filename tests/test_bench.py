@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from emostream.bench import netns, procs
@@ -429,3 +430,25 @@ def test_bench_detectors_prints_the_candidates_table(repo: object, media: Path) 
     far = next(v for k, v in rows.items() if k.startswith("blazeface far"))
     assert far.split(" | ")[1:5] == ["6", "6", "2", "0"]
     assert any(k.startswith("haar") for k in rows) and "blazeface near" in rows
+
+
+def test_bench_calls_refuses_an_unknown_transport_or_count(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from emostream.cli import EXIT_USAGE, app
+
+    out = ["--out", str(tmp_path / "B.md")]
+    r = CliRunner().invoke(app, ["bench", "calls", "--transport", "sip", *out])
+    assert r.exit_code == EXIT_USAGE and "audiohook, twilio, webrtc" in r.stderr, r.output
+    r = CliRunner().invoke(app, ["bench", "calls", "--calls", "0", *out])
+    assert r.exit_code == EXIT_USAGE, r.output
+    assert not (tmp_path / "B.md").exists()
+
+
+def test_bench_calls_audio_is_two_roles_of_real_speech(data_root: Path) -> None:
+    from emostream.bench.calls import call_audio
+
+    customer, agent = call_audio()
+    assert customer.dtype == np.int16 and len(customer) == len(agent) > 8000 * 10
+    assert not np.array_equal(customer, agent)  # the agent speaks while the customer pauses
+    assert np.abs(customer).max() > 1000
