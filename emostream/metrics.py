@@ -68,6 +68,8 @@ VOICE_WINDOWS = Counter(
     "Audio windows cut from live tracks; speech ones go to the voice model, silent ones not",
     ["speech"],
 )
+#: the transports that feed sessions (``stream/transports/``; ``file``: ``POST /v1/analyze``)
+TRANSPORTS = ("webrtc", "audiohook", "twilio", "local")
 SESSIONS_OPENED = Counter(
     "emostream_sessions_opened_total",
     "Sessions opened, by the transport that feeds them (webrtc, audiohook, twilio, local)",
@@ -238,6 +240,12 @@ def initialise(role: Literal["ingest", "worker", "all-in-one"], modality: str = 
         BATCH_SIZE.labels(modality)
         JOBS_RECLAIMED.labels(modality)
     QUEUE_DEPTH.labels(modality)
+    if role != "worker":
+        for transport in TRANSPORTS:
+            CALLS_ENDED.labels(transport)
+            SESSIONS_OPENED.labels(transport)
+        for outcome in ("delivered", "failed", "given_up"):
+            WEBHOOK_DELIVERIES.labels(outcome)
 
 
 def exported_names() -> set[str]:

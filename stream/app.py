@@ -122,6 +122,10 @@ class AppState:
         s = self.settings
         for speaker in ROLES:
             metrics.ROLE_ANALYSED.labels(speaker).set(1 if s.calls.analysed(speaker) else 0)
+        voice = self.services.get("voice")
+        for label in getattr(voice.analyzer if voice else None, "classes", ()):
+            for speaker in s.calls.analyse_roles:  # each call's class shares start at zero
+                metrics.CALL_CLASS_SHARE.labels(speaker, label)
         if s.calls.analysed("agent"):
             log.warning(
                 "calls.analyse_roles includes 'agent': emotion recognition of workers is "

@@ -166,6 +166,7 @@ async def test_every_panel_query_returns_data_and_every_rule_evaluates(
     _wait(prom, "sum(emostream_requests_rejected_total) > 0", "the rejected request")
     _wait(prom, "sum(emostream_frames_processed_total) >= 300", "the processed frames")
     _wait(prom, 'sum(emostream_voice_windows_total{speech="true"}) > 0', "the speech windows")
+    _wait(prom, "sum(emostream_calls_ended_total) > 0", "the call's end (the Calls row)")
     time.sleep(3)  # a few more scrapes after the stream, so every rate has two points
     end = time.time()
 
