@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from emostream.settings import Settings
+from emostream.stream.transports.frame_queue import FrameQueue
 from emostream.stream.transports.twilio.auth import port_variants, signature
 from emostream.stream.transports.twilio.messages import (
     POLICY,
@@ -25,7 +26,7 @@ from emostream.stream.transports.twilio.messages import (
     parse,
     payload_bytes,
 )
-from emostream.stream.transports.twilio.stream import FrameQueue, short
+from emostream.stream.transports.twilio.stream import short
 from emostream.stream.twilio_config import TwilioConfig
 
 SID = "MZ" + "a" * 32
@@ -241,7 +242,7 @@ def test_a_close_reason_fits_a_close_frame() -> None:
 
 
 async def test_a_frame_queue_drops_its_oldest_when_its_reader_lags() -> None:
-    queue = FrameQueue()
+    queue = FrameQueue("inbound", limit=500)
     for i in range(600):
         queue.push(audio_frame(b"\xff" * 160, i * 20))
     queue.end()

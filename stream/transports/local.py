@@ -10,59 +10,36 @@ emostream can use it to feed media it already has.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
-from av import AudioFrame, VideoFrame
+from av import VideoFrame
 
 from emostream.modalities import MediaTrack
 from emostream.modalities.base import Role, TrackKind
 from emostream.stream.session import Session
 from emostream.stream.session_manager import SessionManager
+from emostream.stream.transports.frame_queue import FrameQueue, pcm_frame
 
-_END = object()
 
-
-@dataclass
-class LocalTrack:
+class LocalTrack(FrameQueue):
     """A track fed by ``push_*``; ``end()`` ends it as a hang-up would."""
 
-    name: str
-    kind: TrackKind
-    role: Role = "unknown"
-    _queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    _samples: int = 0
-
-    def __aiter__(self) -> LocalTrack:
-        return self
-
-    async def __anext__(self) -> Any:
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # a second reader ends too
-            raise StopAsyncIteration
-        return item
+    def __init__(self, name: str, kind: TrackKind, role: Role = "unknown") -> None:
+        super().__init__(name)
+        self.kind, self.role = kind, role
+        self._samples = 0
 
     def push_image(self, bgr: np.ndarray, pts: float) -> None:
         """One video frame (``uint8`` BGR) at media time ``pts`` seconds."""
         frame = VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
         frame.pts, frame.time_base = round(pts * 90000), Fraction(1, 90000)
-        self._queue.put_nowait(frame)
+        self.push(frame)
 
     def push_pcm(self, samples: np.ndarray, rate: int) -> None:
         """Mono ``int16`` PCM at ``rate`` Hz, following the previous chunk in media time."""
-        pcm = np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1)
-        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = rate
-        frame.pts, frame.time_base = self._samples, Fraction(1, rate)
-        self._samples += pcm.shape[1]
-        self._queue.put_nowait(frame)
-
-    def end(self) -> None:
-        self._queue.put_nowait(_END)
+        self.push(pcm_frame(samples, rate, self._samples))
+        self._samples += np.asarray(samples).size
 
 
 async def open_local(manager: SessionManager, owner: bytes | None = None) -> Session:

@@ -15,47 +15,14 @@ windower starts afresh there.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from fractions import Fraction
-
-from av import AudioFrame
 
 from emostream.modalities import MediaTrack
 from emostream.modalities.base import Role
 from emostream.stream.session import Session
 from emostream.stream.transports.audiohook import codec
+from emostream.stream.transports.frame_queue import FrameQueue, pcm_frame
 
 ROLES: dict[str, Role] = {"external": "customer", "internal": "agent"}
-_END = None
-
-
-@dataclass
-class ChannelTrack:
-    """One channel's frames, queued for the session's reader; ``end()`` ends the track."""
-
-    name: str
-    _queue: asyncio.Queue[AudioFrame | None] = field(default_factory=asyncio.Queue)
-    done: asyncio.Event = field(default_factory=asyncio.Event)  # the reader saw the end
-
-    def __aiter__(self) -> ChannelTrack:
-        return self
-
-    async def __anext__(self) -> AudioFrame:
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # a second reader ends too
-            self.done.set()
-            raise StopAsyncIteration
-        return item
-
-    def push(self, pcm: object, pts: int) -> None:
-        frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")  # type: ignore[arg-type]
-        frame.sample_rate = codec.RATE
-        frame.pts, frame.time_base = pts, Fraction(1, codec.RATE)
-        self._queue.put_nowait(frame)
-
-    def end(self) -> None:
-        self._queue.put_nowait(_END)
 
 
 class CallAudio:
@@ -66,13 +33,13 @@ class CallAudio:
         self.format = fmt
         self.channels = channels
         self.position = 0  # samples per channel, gaps included
-        self.tracks: dict[int, ChannelTrack] = {}  # channel index -> its analysed track
+        self.tracks: dict[int, FrameQueue] = {}  # channel index -> its analysed track
         if session is None:
             return
         for index, name in enumerate(channels):
             role = ROLES[name]
             if session.analyses(role):
-                track = self.tracks[index] = ChannelTrack(name)
+                track = self.tracks[index] = FrameQueue(name)
                 session.add_track(MediaTrack(name, "audio", track, role))
 
     @property
@@ -86,7 +53,7 @@ class CallAudio:
             if self.tracks:
                 pcm = codec.decode(data, self.format, len(self.channels))
                 for index, track in self.tracks.items():
-                    track.push(pcm[:, index].reshape(1, -1).copy(), self.position)
+                    track.push(pcm_frame(pcm[:, index], codec.RATE, self.position))
             for index, name in enumerate(self.channels):
                 if index not in self.tracks:
                     self.session.unanalysed_audio(ROLES[name], name, n / codec.RATE)

@@ -18,7 +18,6 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from av import AudioFrame
 
 from emostream import safejson
 from emostream.modalities.base import Role
+from emostream.stream.transports.frame_queue import pcm_frame
 
 #: WebSocket close codes (RFC 6455 7.4.1)
 NORMAL, POLICY, UNSUPPORTED, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1008, 1003, 1009, 1011, 1013
@@ -255,8 +255,5 @@ def payload_bytes(payload: str) -> bytes:
 
 def audio_frame(ulaw: bytes, timestamp_ms: int) -> AudioFrame:
     """16-bit mono PCM at 8 kHz, its pts the stream time of its first sample."""
-    pcm = ULAW[np.frombuffer(ulaw, np.uint8)].reshape(1, -1)
-    frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-    frame.sample_rate = RATE
-    frame.pts, frame.time_base = timestamp_ms * (RATE // 1000), Fraction(1, RATE)
-    return frame
+    pcm = ULAW[np.frombuffer(ulaw, np.uint8)]
+    return pcm_frame(pcm, RATE, timestamp_ms * (RATE // 1000))

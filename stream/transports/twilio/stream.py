@@ -21,9 +21,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
-from av import AudioFrame
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -34,6 +32,7 @@ from emostream.schema import ErrorBody
 from emostream.settings import Settings
 from emostream.stream.session import Session
 from emostream.stream.session_manager import SessionExistsError, SessionLimitError, SessionManager
+from emostream.stream.transports.frame_queue import FrameQueue
 from emostream.stream.transports.twilio.auth import Admission, Refused
 from emostream.stream.transports.twilio.messages import (
     INTERNAL,
@@ -60,7 +59,6 @@ TRANSPORT = "twilio"
 PATH = "/v1/twilio"
 QUEUE_FRAMES = 500  # 10 s of 20 ms frames waiting for the track's reader
 QUIET_S = 1.0  # after stop: no message for this long, all audio read = nothing in flight
-_END: Any = object()
 
 
 def refused(reason: str) -> None:
@@ -70,40 +68,6 @@ def refused(reason: str) -> None:
 def short(text: str, limit: int = 120) -> str:
     """A close reason fits in 123 bytes of UTF-8 (RFC 6455 5.5)."""
     return text.encode()[:limit].decode("utf-8", errors="ignore")
-
-
-class FrameQueue:
-    """One track's frames between the socket and the session's reader. Bounded: a reader
-    10 s behind loses the oldest frames, which is a gap where its windows restart."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[AudioFrame] = asyncio.Queue()
-        self._ended = False
-
-    def __aiter__(self) -> FrameQueue:
-        return self
-
-    async def __anext__(self) -> AudioFrame:
-        item = await self._queue.get()
-        if item is _END:
-            self._queue.put_nowait(_END)  # a second reader ends too
-            raise StopAsyncIteration
-        return item
-
-    @property
-    def empty(self) -> bool:
-        """Every frame read (the end marker stays queued once a reader has seen it)."""
-        return self._queue.qsize() <= int(self._ended)
-
-    def push(self, frame: AudioFrame) -> None:
-        if self._queue.qsize() >= QUEUE_FRAMES:
-            self._queue.get_nowait()
-        self._queue.put_nowait(frame)
-
-    def end(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._queue.put_nowait(_END)
 
 
 class TwilioStream:
@@ -203,7 +167,7 @@ class TwilioStream:
         for name in start.tracks:
             role = ROLES[name]
             if session.analyses(role):
-                self.tracks[name] = queue = FrameQueue()
+                self.tracks[name] = queue = FrameQueue(name, limit=QUEUE_FRAMES)
                 session.add_track(MediaTrack(name, "audio", queue, role))
         log.info("twilio stream %s: call %s, tracks %s", session.id, start.call_sid, start.tracks)
 
