@@ -36,8 +36,14 @@ import numpy as np
 
 from emostream.bench import procs
 from emostream.bench.report import Section
-from emostream.bench.stream import attempt, bench_env, counts, inside_ip, rerun_in_netns
-from emostream.bench.stream_audio import WARMUP_S, AudioResult, render, the_loop
+from emostream.bench.stream import attempt, bench_env, inside_ip, rerun_in_netns
+from emostream.bench.stream_audio import (
+    WARMUP_S,
+    AudioResult,
+    measure_window,
+    render,
+    the_loop,
+)
 from emostream.stream.transports.audiohook.codec import encode_ulaw
 
 SECTION = "Calls (emostream bench calls)"
@@ -220,20 +226,7 @@ async def _measure(
             await asyncio.sleep(0.5 / n)  # spread over one hop
         result.connected = n
         await asyncio.sleep(WARMUP_S)
-        metrics_url = f"{url}/metrics"
-        in0, drop0 = counts((await http.get(metrics_url)).text, "voice")
-        cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
-        busy0 = procs.machine_busy_seconds()
-        measuring.set()
-        await asyncio.sleep(seconds)
-        measuring.clear()
-        result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
-        result.client_cpu_s = time.process_time() - ccpu0
-        busy = procs.machine_busy_seconds() - busy0
-        result.other_cpu_s = max(0.0, busy - result.server_cpu_s - result.client_cpu_s)
-        in1, drop1 = counts((await http.get(metrics_url)).text, "voice")
-        result.frames_in = in1 - in0
-        result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
+        await measure_window(server, http, result, measuring)
         stop.set()
         await asyncio.gather(*(c() for c in closers), return_exceptions=True)
         await asyncio.wait(tasks, timeout=10)

@@ -119,23 +119,33 @@ async def _measure(server: procs.Server, n: int, loop: Path, seconds: float) -> 
 
         readers = [asyncio.create_task(consume(c)) for c in clients]
         await asyncio.sleep(WARMUP_S)
-        in0, drop0 = counts((await http.get(f"{url}/metrics")).text, "voice")
-        cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
-        busy0 = procs.machine_busy_seconds()
-        measuring.set()
-        await asyncio.sleep(seconds)
-        measuring.clear()
-        result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
-        result.client_cpu_s = time.process_time() - ccpu0
-        busy = procs.machine_busy_seconds() - busy0
-        result.other_cpu_s = max(0.0, busy - result.server_cpu_s - result.client_cpu_s)
-        in1, drop1 = counts((await http.get(f"{url}/metrics")).text, "voice")
-        result.frames_in = in1 - in0
-        result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
+        await measure_window(server, http, result, measuring)
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         for r in readers:
             r.cancel()
     return result
+
+
+async def measure_window(
+    server: procs.Server, http: httpx.AsyncClient, result: AudioResult, measuring: asyncio.Event
+) -> None:
+    """The measuring window: ``measuring`` set for ``result.seconds``; the voice windows
+    submitted and dropped (from ``/metrics``) and the CPU of the server, this client
+    process and the rest of the machine meanwhile, into ``result``."""
+    url = f"{server.url}/metrics"
+    in0, drop0 = counts((await http.get(url)).text, "voice")
+    cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
+    busy0 = procs.machine_busy_seconds()
+    measuring.set()
+    await asyncio.sleep(result.seconds)
+    measuring.clear()
+    result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
+    result.client_cpu_s = time.process_time() - ccpu0
+    busy = procs.machine_busy_seconds() - busy0
+    result.other_cpu_s = max(0.0, busy - result.server_cpu_s - result.client_cpu_s)
+    in1, drop1 = counts((await http.get(url)).text, "voice")
+    result.frames_in = in1 - in0
+    result.dropped = {k: d for k, v in drop1.items() if (d := v - drop0.get(k, 0.0))}
 
 
 def one_run(
