@@ -109,7 +109,8 @@ def encode_job(
     fields[b"deadline"] = repr(to_wall(job.deadline)).encode()
     fields[b"enqueued"] = repr(to_wall(job.enqueued)).encode()
     fields[b"reply_to"] = job.reply_to.encode()
-    config = BrokerConfig(codec=codec, jpeg_quality=quality, audio_codec=audio)
+    # per job on the ingest's hot path: the values are already the settings' (no validation)
+    config = BrokerConfig.model_construct(codec=codec, jpeg_quality=quality, audio_codec=audio)
     fields.update(spec(job.modality).encode_payload(job, config))
     return fields
 
