@@ -211,7 +211,9 @@ async def _measure(
             else:
                 result.silence_ms.append(float(msg["latency_ms"]))
 
-    async with httpx.AsyncClient(trust_env=False, timeout=None) as http:
+    # one connection per call's SSE stream, and one more for /metrics: no pool limit
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(trust_env=False, timeout=None, limits=limits) as http:
         tasks: list[asyncio.Task[None]] = []
         closers: list[Callable[[], Awaitable[object]]] = []
         for i in range(n):

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, Field
+from threadpoolctl import threadpool_limits
 
 
 class LogMelSpec(BaseModel):
@@ -65,6 +66,14 @@ def _window(n_fft: int, win_length: int) -> np.ndarray:
     start = (n_fft - win_length) // 2
     win[start : start + win_length] = np.hanning(win_length + 1)[:-1]
     return win
+
+
+def one_blas_thread() -> None:
+    """Keep numpy's BLAS (the filterbank product below, its one user) on one thread for
+    the rest of the process. Serving calls it with a few windows at a time: OpenBLAS's
+    extra threads gain nothing there, yet busy-wait after every call, which cost the
+    server a third of a core at 40 calls (docs/BENCHMARKS.md, "Calls")."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def log_mel(waves: np.ndarray, spec: LogMelSpec) -> np.ndarray:

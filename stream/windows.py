@@ -78,12 +78,13 @@ class Windower:
         )
 
     def _reset(self, start: float | None) -> None:
-        self._stream: VadStream = self.vad.stream()
+        self.stream: VadStream = self.vad.stream()  # this run's VAD state
         self._t0 = start  # media time of sample 0 of this run
         self._total = 0  # samples pushed in this run
         self._buf = np.zeros(0, np.float32)  # the last <= window samples
         self._pending = np.zeros(0, np.float32)  # < one VAD frame not yet run
-        self._flags: deque[bool] = deque(maxlen=self.window // self._frame + 3)
+        self._fed = np.zeros(0, np.float32)  # samples fed, not yet taken into windows
+        self._flags: deque[bool] = deque()  # VAD flags from the oldest a window still needs
         self._vad_frames = 0  # VAD frames run in this run
         self._next_end = self.window  # sample count at which the next window ends
         self._emitted = 0
@@ -95,19 +96,42 @@ class Windower:
 
     def push(self, samples: np.ndarray, time: float | None = None) -> list[Window]:
         """Add a chunk (float32 mono at 16 kHz; ``time``: media seconds of its first sample)."""
+        return self.take(self.stream(self.feed(samples, time)))
+
+    def feed(self, samples: np.ndarray, time: float | None = None) -> np.ndarray:
+        """The first half of ``push``: hold a chunk and answer the whole VAD frames it
+        completes, (k, frame_samples), to be run on ``stream`` (after this call: a gap
+        starts a new one) and handed to ``take``. Split so that one thread can run the
+        VAD of many tracks' chunks as one batch (``models/vad/base.py``)."""
         x = np.asarray(samples, np.float32).reshape(-1)
         if self._t0 is None:
             self._t0 = 0.0 if time is None else float(time)
         elif time is not None and abs(time - self._now()) > self.max_gap_s:
             self._reset(float(time))
+        self._fed = x
+        run = np.concatenate([self._pending, x])
+        whole = len(run) // self._frame * self._frame
+        self._pending = run[whole:].copy()
+        return run[:whole].reshape(-1, self._frame)
+
+    def take(self, probs: np.ndarray) -> list[Window]:
+        """The second half of ``push``: the VAD's answer for ``feed``'s frames in, the
+        windows the fed chunk completes out."""
+        self._flags.extend(bool(p >= self.vad.threshold) for p in probs)
+        self._vad_frames += len(probs)
+        x, self._fed = self._fed, np.zeros(0, np.float32)
         out: list[Window] = []
-        while len(x):  # feed up to the next window end, so each window sees its own flags
+        while len(x):  # up to the next window end at a time: a window sees its own samples
             take = min(len(x), self._next_end - self._total)
-            self._feed(x[:take])
+            self._total += take
+            self._buf = np.concatenate([self._buf, x[:take]])[-self.window :]
             x = x[take:]
             if self._total == self._next_end:
                 out.append(self._emit(self._total - self.window, self._total))
                 self._next_end += self.hop
+        first = max(0, self._total - self.window) // self._frame  # flush's window, the earliest
+        while self._vad_frames - len(self._flags) < first and self._flags:
+            self._flags.popleft()
         return out
 
     def flush(self) -> list[Window]:
@@ -120,35 +144,24 @@ class Windower:
         last_end = self._next_end - self.hop
         if self._total == 0 or (self._emitted and self._total <= last_end):
             return []
-        if self._pending.size:  # the VAD's partial last frame, zero-padded
+        partial = self._pending.size > 0
+        if partial:  # the VAD's partial last frame, zero-padded
             pad = np.zeros(self._frame - len(self._pending), np.float32)
-            self._run_vad(np.concatenate([self._pending, pad]))
+            probs = self.stream(np.concatenate([self._pending, pad])[None, :])
+            self._flags.extend(bool(p >= self.vad.threshold) for p in probs)
+            self._vad_frames += len(probs)
             self._pending = np.zeros(0, np.float32)
-        return [self._emit(max(0, self._total - self.window), self._total)]
+        return [self._emit(max(0, self._total - self.window), self._total, partial)]
 
     # -- inside --------------------------------------------------------------------------
     def _now(self) -> float:
-        return (self._t0 or 0.0) + self._total / self.rate
+        return (self._t0 or 0.0) + (self._total + len(self._fed)) / self.rate
 
-    def _feed(self, x: np.ndarray) -> None:
-        self._total += len(x)
-        self._buf = np.concatenate([self._buf, x])[-self.window :]
-        run = np.concatenate([self._pending, x])
-        whole = len(run) // self._frame * self._frame
-        if whole:
-            self._run_vad(run[:whole])
-        self._pending = run[whole:].copy()
-
-    def _run_vad(self, frames: np.ndarray) -> None:
-        probs = self._stream(frames.reshape(-1, self._frame))
-        self._flags.extend(bool(p >= self.vad.threshold) for p in probs)
-        self._vad_frames += len(probs)
-
-    def _emit(self, first: int, last: int) -> Window:
-        """The window of samples [first, last) of this run."""
-        # the VAD frames that overlap the window (of those run so far)
+    def _emit(self, first: int, last: int, partial: bool = False) -> Window:
+        """The window of samples [first, last) of this run: voiced by the VAD frames inside
+        it (``partial``: and the zero-padded frame over its end, at the track's end)."""
         lo = first // self._frame
-        hi = min(self._vad_frames, -(-last // self._frame))
+        hi = min(self._vad_frames, -(-last // self._frame) if partial else last // self._frame)
         base = self._vad_frames - len(self._flags)  # index of the oldest flag kept
         have = list(self._flags)[max(0, lo - base) : max(0, hi - base)]
         voiced = sum(have) / len(have) if have else 0.0

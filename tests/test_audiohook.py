@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.procs import free_port
+from emostream.bench.procs import free_port
 from emostream.broker.redis_worker import RedisWorker
 from emostream.models.batching import BatchWorker
 from emostream.models.repository import ModelRepository

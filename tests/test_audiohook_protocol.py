@@ -21,7 +21,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from bench.procs import free_port
+from emostream.bench.procs import free_port
 from emostream import metrics
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings

@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from bench.procs import free_port
+from emostream.bench.procs import free_port
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
 from emostream.stream import session_routes

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from bench.procs import free_port
+from emostream.bench.procs import free_port
 from emostream.broker.redis_worker import RedisWorker
 from emostream.models.batching import BatchWorker
 from emostream.models.repository import ModelRepository

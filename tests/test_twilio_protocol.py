@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.procs import free_port
+from emostream.bench.procs import free_port
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
 from emostream.stream.transports.twilio import stream as twilio_stream

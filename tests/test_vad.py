@@ -81,3 +81,24 @@ def test_silero_not_pulled_names_the_command(tmp_path: object) -> None:
     assert isinstance(tmp_path, Path)
     with pytest.raises(ModelMissingError, match="emostream models pull voice-activity"):
         create_vad(config(vad="silero"), tmp_path)
+
+
+def test_many_streams_at_once_give_what_each_gives_alone(
+    vad: Vad,
+    clip: np.ndarray,  # noqa: F811
+) -> None:
+    """``run`` (Silero: one batch per frame step across the streams) keeps each stream's
+    state its own: uneven frame counts, an empty one, and a second call that goes on."""
+    f = vad.frame_samples
+    rng = np.random.default_rng(3)
+    tracks = [padded(clip, 0.5, noise=3e-4, seed=i)[i * 997 :] for i in range(4)]
+    tracks.append(rng.normal(0, 0.1, 40 * f).astype(np.float32))  # loud noise
+    frames = [t[: len(t) // f * f].reshape(-1, f) for t in tracks]
+    alone = [vad.stream()(x) for x in frames]
+    streams = [vad.stream() for _ in frames]
+    cuts = [0, 1, 0, 7, len(frames[4])]  # the first call: uneven counts, one empty
+    first = vad.run([(s, x[:c]) for s, x, c in zip(streams, frames, cuts, strict=True)])
+    rest = vad.run([(s, x[c:]) for s, x, c in zip(streams, frames, cuts, strict=True)])
+    for a, b, c, expected in zip(first, rest, cuts, alone, strict=True):
+        assert len(a) == c
+        np.testing.assert_allclose(np.concatenate([a, b]), expected, atol=1e-6)

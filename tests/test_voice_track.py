@@ -15,7 +15,7 @@ from shared_media import ravdess_file
 from emostream.models.vad import create_vad
 from emostream.models.voice import VoiceModelConfig
 from emostream.stream.audio import Resampler, read_audio
-from emostream.stream.voice_track import CHUNK_S, AudioWindows, Due, TimedWindow
+from emostream.stream.voice_track import CHUNK_S, AudioWindows, Due, TimedWindow, window_chunks
 from emostream.stream.windows import Windower
 
 PAD_S = 1.0  # silence before the clip
@@ -145,3 +145,59 @@ def test_the_resampler_takes_opus_stereo_and_g711_alike() -> None:
     n48 = sum(len(r48(stereo)) for _ in range(10)) + len(r48(None))
     n8 = sum(len(r8(mono8k)) for _ in range(10)) + len(r8(None))
     assert n48 == pytest.approx(3200, abs=64) and n8 == pytest.approx(3200, abs=64)
+
+
+def _chunked(frames: list[AudioFrame], windower: Windower) -> list[list[tuple[AudioFrame, float]]]:
+    due = Due(windower)
+    timed = [(f, due.frame(f)[0]) for f in frames]
+    n = round(CHUNK_S * 50)
+    return [timed[i : i + n] for i in range(0, len(timed), n)]
+
+
+@pytest.mark.data
+def test_tracks_windowed_together_get_the_windows_each_gets_alone() -> None:
+    """``window_chunks`` (the thread hop every track of a process shares) gives each track
+    what its own ``process`` gives: 48 and 8 kHz, offset starts, uneven chunk counts."""
+    sources = []
+    for k, rate in enumerate([48000, 8000, 8000, 48000]):
+        samples, _ = _padded(rate)
+        sources.append(_frames(samples[k * rate // 3 :][: rate * (4 + k)], rate))
+    alone = []
+    for frames in sources:
+        windower = _windower()
+        aw = AudioWindows(windower)
+        alone.append([t for chunk in _chunked(frames, windower) for t in aw.process(chunk, 0.0)])
+    tracks = [AudioWindows(_windower()) for _ in sources]
+    chunked = [_chunked(frames, t.windower) for frames, t in zip(sources, tracks, strict=True)]
+    together: list[list[TimedWindow]] = [[] for _ in sources]
+    for step in range(max(len(c) for c in chunked)):
+        now = [(i, tracks[i], c[step]) for i, c in enumerate(chunked) if step < len(c)]
+        results = window_chunks(tracks[0].windower.vad, [(t, c, 0.0) for _, t, c in now])
+        for (i, _, _), result in zip(now, results, strict=True):
+            assert not isinstance(result, Exception)
+            together[i] += result
+    assert any(w.window.speech for ws in together for w in ws)
+    for a, b in zip(alone, together, strict=True):
+        assert [(w.window.start, w.window.speech, w.ended) for w in a] == [
+            (w.window.start, w.window.speech, w.ended) for w in b
+        ]
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x.window.samples, y.window.samples)
+
+
+def test_a_track_whose_audio_fails_fails_alone_in_its_batch() -> None:
+    """One track's frame that its resampler refuses (a layout it was not set up for) is
+    that track's exception; the other track of the batch gets its windows and goes on."""
+    good, bad = AudioWindows(_windower()), AudioWindows(_windower())
+    bad.process([(f, i * 0.02) for i, f in enumerate(_frames(np.zeros(960, np.int16), 48000))], 0)
+    stereo = AudioFrame.from_ndarray(np.zeros((1, 1920), np.int16), format="s16", layout="stereo")
+    stereo.sample_rate = 44100
+    first, second = (_frames(np.zeros(48000, np.int16), 48000, pts0=p) for p in (0, 48000))
+    out = window_chunks(
+        good.windower.vad,
+        [(bad, [(stereo, 0.02)], 0.0), (good, [(f, i * 0.02) for i, f in enumerate(first)], 0.0)],
+    )
+    assert isinstance(out[0], Exception)
+    assert out[1] == []  # 1 s: no window has ended yet
+    later = good.process([(f, 1 + i * 0.02) for i, f in enumerate(second)], 0.0)
+    assert [round(t.window.end, 2) for t in later] == [1.5]  # 2.0: a few samples short

@@ -20,6 +20,7 @@ def serve(settings: Settings) -> None:
     """Start the server: WebRTC sessions, /v1/predict, /healthz, /readyz, /metrics."""
     import uvicorn
 
+    from emostream.models.logmel import one_blas_thread
     from emostream.stream.app import create_app
     from emostream.stream.server import uvicorn_config
 
@@ -34,4 +35,5 @@ def serve(settings: Settings) -> None:
         f"(try: curl -F file=@face.jpg {scheme}://{shown}:{server.port}/v1/predict)",
         err=True,
     )
+    one_blas_thread()
     uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()

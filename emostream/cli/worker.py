@@ -24,6 +24,7 @@ def worker(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from emostream.models.logmel import one_blas_thread
     from emostream.models.repository import ModelMissingError
     from emostream.models.worker_node import load_analyzers, run_worker
 
@@ -33,6 +34,7 @@ def worker(settings: Settings) -> None:
         raise fail(str(exc), EXIT_MODEL_MISSING) from None
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    one_blas_thread()
     try:
         asyncio.run(run_worker(settings, analyzers))
     except ValueError as exc:

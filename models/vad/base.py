@@ -5,6 +5,7 @@ Its settings are the ``vad*`` fields of ``VoiceModelConfig`` (``EMOSTREAM_VOICE_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -32,6 +33,11 @@ class Vad(Protocol):
     def threshold(self) -> float: ...
 
     def stream(self) -> VadStream: ...
+
+    def run(self, work: Sequence[tuple[VadStream, np.ndarray]]) -> list[np.ndarray]:
+        """Several of its streams at once, each with its frames, -> each one's
+        probabilities: what one stream's call would give, run together where the
+        detector gains by it (Silero batches across tracks)."""
 
 
 def as_frames(samples: np.ndarray, frame_samples: int) -> np.ndarray:

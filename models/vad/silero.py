@@ -9,6 +9,7 @@ too small to gain from more, and the cores belong to decode and the emotion mode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from emostream.models.repository import ModelRepository
+from emostream.models.vad.base import VadStream
 
 if TYPE_CHECKING:
     from emostream.models.voice import VoiceModelConfig
@@ -23,25 +25,46 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 16000
 FRAME = 512
 CONTEXT = 64
+_SR = np.array(SAMPLE_RATE, np.int64)
 
 
 class SileroStream:
+    """One track's recurrent state and context (its last ``CONTEXT`` samples)."""
+
     def __init__(self, session: ort.InferenceSession) -> None:
         self._session = session
-        self._state = np.zeros((2, 1, 128), np.float32)
-        self._context = np.zeros((1, CONTEXT), np.float32)
-        self._sr = np.array(SAMPLE_RATE, np.int64)
+        self.state = np.zeros((2, 1, 128), np.float32)
+        self.context = np.zeros((1, CONTEXT), np.float32)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        out = np.empty(len(frames), np.float32)
-        for i, frame in enumerate(np.asarray(frames, np.float32)):
-            x = np.concatenate([self._context, frame[None, :]], axis=1)
-            prob, self._state = self._session.run(
-                None, {"input": x, "state": self._state, "sr": self._sr}
-            )
-            self._context = x[:, -CONTEXT:]
-            out[i] = float(prob.reshape(-1)[0])
-        return out
+        return run_streams(self._session, [(self, frames)])[0]
+
+
+def run_streams(
+    session: ort.InferenceSession, work: Sequence[tuple[SileroStream, np.ndarray]]
+) -> list[np.ndarray]:
+    """Each stream's frames, (k, FRAME) in order, -> its (k,) speech probabilities.
+
+    Many tracks at once: step k runs the k-th frame of every stream that has one as one
+    batch (the graph takes (batch, samples) and a (2, batch, 128) state), which costs a
+    third of what one run per track costs at 16 tracks or more (docs/BENCHMARKS.md, "Calls").
+    """
+    out = [np.empty(len(frames), np.float32) for _, frames in work]
+    for k in range(max((len(frames) for _, frames in work), default=0)):
+        active = [i for i, (_, frames) in enumerate(work) if len(frames) > k]
+        x = np.empty((len(active), CONTEXT + FRAME), np.float32)
+        for row, i in enumerate(active):
+            stream, frames = work[i]
+            x[row, :CONTEXT] = stream.context[0]
+            x[row, CONTEXT:] = frames[k]
+        state = np.concatenate([work[i][0].state for i in active], axis=1)
+        prob, state = session.run(None, {"input": x, "state": state, "sr": _SR})
+        for row, i in enumerate(active):
+            stream = work[i][0]
+            stream.state = state[:, row : row + 1]
+            stream.context = x[row : row + 1, -CONTEXT:]
+            out[i][k] = prob[row, 0]
+    return out
 
 
 class SileroVad:
@@ -67,6 +90,13 @@ class SileroVad:
 
     def stream(self) -> SileroStream:
         return SileroStream(self._session)
+
+    def run(self, work: Sequence[tuple[VadStream, np.ndarray]]) -> list[np.ndarray]:
+        """Many tracks' frames as batches (``run_streams``); streams must be this VAD's."""
+        mine = [(s, f) for s, f in work if isinstance(s, SileroStream)]
+        if len(mine) != len(work):
+            raise TypeError("a stream that is not a SileroStream")
+        return run_streams(self._session, mine)
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """Whole-buffer helper (benchmarks): one fresh stream over every full frame."""

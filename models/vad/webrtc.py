@@ -6,11 +6,12 @@ noise, not a probability; docs/BENCHMARKS.md measures it against Silero on RAVDE
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emostream.models.vad.base import as_frames
+from emostream.models.vad.base import VadStream, as_frames
 
 if TYPE_CHECKING:
     from emostream.models.voice import VoiceModelConfig
@@ -52,6 +53,10 @@ class WebRtcVad:
 
     def stream(self) -> _WebRtcStream:
         return _WebRtcStream(self.mode)
+
+    def run(self, work: Sequence[tuple[VadStream, np.ndarray]]) -> list[np.ndarray]:
+        """One stream after another: a C call per frame has nothing to gain from batches."""
+        return [stream(frames) for stream, frames in work]
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """Whole-buffer helper (benchmarks): one fresh stream over every full frame."""
