@@ -44,6 +44,7 @@ def depth(text: str, stop_above: int | None = None) -> int:
 def loads(data: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON; raises ``ValueError`` (``TooDeepError`` when nested too deep)."""
     text = data.decode(json.detect_encoding(data)) if isinstance(data, bytes) else data
-    if depth(text, stop_above=max_depth) > max_depth:
+    openers = text.count("[") + text.count("{")  # C-fast: most messages end the check here
+    if openers > max_depth and depth(text, stop_above=max_depth) > max_depth:
         raise TooDeepError(f"JSON nested more than {max_depth} levels deep")
     return json.loads(text)

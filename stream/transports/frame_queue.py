@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -58,5 +59,10 @@ def pcm_frame(pcm: np.ndarray, rate: int, pts: int) -> AudioFrame:
     samples = np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1)
     frame = AudioFrame.from_ndarray(samples, format="s16", layout="mono")
     frame.sample_rate = rate
-    frame.pts, frame.time_base = pts, Fraction(1, rate)
+    frame.pts, frame.time_base = pts, _time_base(rate)
     return frame
+
+
+@lru_cache(maxsize=8)
+def _time_base(rate: int) -> Fraction:
+    return Fraction(1, rate)
