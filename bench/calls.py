@@ -282,7 +282,8 @@ def run_inside(transport: str, calls: list[int], seconds: float, out: Path, comm
             )
             for n in calls
         ]
-    return render(results, section, SETUP.format(transport=transport)).write()
+    setup = SETUP.format(transport=transport)
+    return render(results, section, setup, "two-role calls").write()
 
 
 def run(

@@ -169,7 +169,12 @@ SETUP = (
 )
 
 
-def render(results: Sequence[RunResult], section: Section, setup: str = SETUP) -> Section:
+def render(
+    results: Sequence[RunResult],
+    section: Section,
+    setup: str = SETUP,
+    kind: str = "audio-only calls",
+) -> Section:
     header = ["calls", "speech windows/s", "p50 ms", "p95 ms", "p99 ms", "drops"]
     header += ["drop reasons", "silent windows p99 ms", "server CPU % total", "clients' CPU %"]
     header += ["other processes' CPU %"]
@@ -199,13 +204,13 @@ def render(results: Sequence[RunResult], section: Section, setup: str = SETUP) -
         '100 % is one core; "other processes" is what the rest of the machine used '
         "meanwhile (on a shared machine, the capacity measured is a lower bound).",
     )
-    return section.table(header, rows).add(reading(results))
+    return section.table(header, rows).add(reading(results, kind))
 
 
-def reading(results: Sequence[RunResult]) -> str:
+def reading(results: Sequence[RunResult], kind: str = "audio-only calls") -> str:
     ok = [r.clients for r in results if not r.error and r.pct(99) < GOAL_MS and r.drop_rate < 0.02]
     text = (
-        f"Largest number of concurrent audio-only calls with p99 < {GOAL_MS:.0f} ms and "
+        f"Largest number of concurrent {kind} with p99 < {GOAL_MS:.0f} ms and "
         f"< 2 % drops: {max(ok) if ok else 'none of those measured'}"
     )
     tried = max(r.clients for r in results)
@@ -218,6 +223,7 @@ def reading(results: Sequence[RunResult]) -> str:
             f"{100 * r.server_cpu_s / r.seconds / r.clients:.1f} % at {r.clients}" for r in runs
         )
         text += f" Server CPU per call (one core = 100 %): {per_call}."
+        text += short_of_media([r for r in runs if isinstance(r, AudioResult)])
     over = [r for r in runs if isinstance(r, AudioResult) and r.pct(99) >= GOAL_MS]
     if over:
         first = min(over, key=lambda x: x.clients)
@@ -237,15 +243,43 @@ def reading(results: Sequence[RunResult]) -> str:
         elif silent >= GOAL_MS:
             text += (
                 f", and silent windows, which never reach the model, were late too (p99 "
-                f"{silent:.0f} ms): the ingest side (the event loop with RTP, SRTP and Opus, "
-                "and the windowing threads, all sharing the GIL) falls behind first, not "
-                "the voice model."
+                f"{silent:.0f} ms): the ingest side (the event loop receiving the media and "
+                "the windowing thread, sharing the GIL) falls behind first, not the voice "
+                "model."
             )
         else:
             text += (
                 f" while silent windows, which never reach the model, stayed at p99 "
                 f"{silent:.0f} ms: the voice worker is what falls behind first."
             )
+    return text
+
+
+def short_of_media(runs: Sequence[AudioResult]) -> str:
+    """A row whose calls gave less speech per call than the fewest calls did: either the
+    client process could not play them in real time (then the row measured the client) or
+    the server's ingest could not take them in."""
+    if len(runs) < 2 or not runs[0].messages:
+        return ""
+    base = min(runs, key=lambda r: r.clients)
+    rate = base.messages / base.seconds / base.clients  # speech windows per call and second
+    text = ""
+    for r in runs:
+        share = r.messages / r.seconds / (rate * r.clients)
+        if share >= 0.9:
+            continue
+        client = r.client_cpu_s / r.seconds
+        text += (
+            f" At {r.clients} calls only {share:.0%} of the speech windows that "
+            f"{r.clients} calls send (by the {base.clients}-call row) became voice messages: "
+        )
+        if client >= 0.8:
+            text += (
+                f"the client process used {client:.0%} of a core and could not play them in "
+                "real time, so that row measured the client, not the server."
+            )
+        else:
+            text += "the server's ingest could not take them in."
     return text
 
 
