@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable
 from uvicorn._types import Scope as UvicornScope
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from emostream import metrics
 from emostream.schema import ErrorBody
@@ -239,6 +240,22 @@ class BodyDeadline:
             await asgi_reply(send, exc.status, exc.code, exc.detail, exc.headers)
 
 
+class RefusingWebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, for which a refused upgrade is a finished one.
+
+    The transports refuse a bad credential with an HTTP answer before the upgrade (ASGI's
+    ``websocket.http.response``: AudioHook's 401, Twilio's 403). uvicorn 0.54 sends it and
+    then logs "ASGI callable returned without completing handshake" as an ERROR for every
+    such refusal, which would bury real errors under a client's wrong key.
+    """
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        denied = message["type"] == "websocket.http.response.body"
+        if denied and not message.get("more_body", False):
+            self.handshake_complete = True  # answered: nothing left to complete
+
+
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """Everything ``emostream serve`` tells uvicorn, from ``settings``."""
     s = settings.server
@@ -247,7 +264,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         host=s.host,
         port=s.port,
         http=protocol_class(s),
-        ws="websockets-sansio",  # the WebSocket transports: /v1/twilio, /v1/audiohook
+        ws=RefusingWebSockets,  # the WebSocket transports: /v1/twilio, /v1/audiohook
         ws_max_size=WS_MAX_BYTES,
         h11_max_incomplete_event_size=s.max_header_bytes,
         ssl_certfile=s.ssl_certfile,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,8 +22,8 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from emostream.bench.procs import free_port
 from emostream import metrics
+from emostream.bench.procs import free_port
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
 
@@ -135,13 +136,30 @@ async def test_a_bad_credential_is_a_401_before_the_upgrade(
     live: Running, key: str, secret: bytes, signature: dict[str, int], reason: str
 ) -> None:
     before = refusals(reason)
-    with pytest.raises(InvalidStatus) as info:
-        async with session(live.port, key, secret, **signature):
-            pass
+    errors = _Records()
+    logging.getLogger("uvicorn.error").addHandler(errors)
+    try:
+        with pytest.raises(InvalidStatus) as info:
+            async with session(live.port, key, secret, **signature):
+                pass
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(errors)
     response = info.value.response
     assert response.status_code == 401
     assert json.loads(response.body)["error"] == reason
     assert refusals(reason) == before + 1
+    assert not errors.records, "a refusal is not a server error"  # uvicorn 0.54 said so
+
+
+class _Records(logging.Handler):
+    """The ERROR records a logger gets meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
 
 
 async def test_a_replayed_signature_is_refused(live: Running) -> None:
