@@ -188,7 +188,7 @@ def draw(out: Path) -> Path:
         "   (face: track ids, smoothing)\n"
         "face_message / voice_message\n"
         "   (emostream/schema.py, schema 1)\n"
-        '→ transport outputs (data channel)\n'
+        "→ transport outputs (data channel)\n"
         "→ SSE /v1/sessions/{id}/events",
         INGEST,
     )

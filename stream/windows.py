@@ -28,6 +28,7 @@ from emostream.models.vad.base import Vad, VadStream
 if TYPE_CHECKING:
     from emostream.models.voice import VoiceModelConfig
 
+
 @dataclass(frozen=True)
 class Window:
     """``samples`` (window length, float32 at 16 kHz) spanning media ``[start, end)`` s."""

@@ -64,7 +64,9 @@ async def _messages(session: Session, timeout: float = 120.0) -> list[dict]:
 
 
 async def test_frames_and_pcm_from_a_local_track_become_face_and_voice_messages(
-    state: AppState, media: Path, clip: np.ndarray  # noqa: F811
+    state: AppState,
+    media: Path,
+    clip: np.ndarray,  # noqa: F811
 ) -> None:
     assert state.sessions is not None
     session = await open_local(state.sessions)
