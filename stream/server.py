@@ -266,6 +266,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         http=protocol_class(s),
         ws=RefusingWebSockets,  # the WebSocket transports: /v1/twilio, /v1/audiohook
         ws_max_size=WS_MAX_BYTES,
+        ws_per_message_deflate=False,  # mu-law, base64 and PCM barely compress: CPU for nothing
         h11_max_incomplete_event_size=s.max_header_bytes,
         ssl_certfile=s.ssl_certfile,
         ssl_keyfile=s.ssl_keyfile,
