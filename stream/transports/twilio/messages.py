@@ -29,6 +29,7 @@ from emostream.stream.transports.frame_queue import pcm_frame
 
 #: WebSocket close codes (RFC 6455 7.4.1)
 NORMAL, POLICY, UNSUPPORTED, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1008, 1003, 1009, 1011, 1013
+NOT_UTF8 = 1007  # invalid frame payload data: the WebSocket layer's answer to such text
 
 RATE = 8000
 FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1}
