@@ -20,7 +20,8 @@ changes nothing) adds:
 ``WebSockets`` (uvicorn's websockets-sansio protocol, for ``/v1/twilio`` and
 ``/v1/audiohook``) logs no error for what a client did wrong: a refused upgrade (a denial
 response: AudioHook's 401, Twilio's 403) and a text message that is not UTF-8 (closed
-with 1007) were each an ERROR, the latter with a traceback, in uvicorn 0.54.
+with 1007) were each an ERROR, the latter with a traceback, in uvicorn 0.54; such text
+followed by the client's close in one read failed the connection's ``data_received``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from uvicorn._types import (
 from uvicorn._types import Scope as UvicornScope
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from emostream import metrics
 from emostream.schema import ErrorBody
@@ -216,7 +218,10 @@ class WebSockets(WebSocketsSansIOProtocol):
 
     def send_receive_event_to_app(self) -> None:
         """Text that is not UTF-8 is closed with 1007, as uvicorn does, but without the
-        traceback uvicorn logs (its ``UnicodeDecodeError``): the client's error, not ours."""
+        traceback uvicorn logs (its ``UnicodeDecodeError``): the client's error, not ours.
+        Where the client's close came in the same read (the connection is closing already)
+        the text is dropped: uvicorn's 1007 then raised ``InvalidState`` out of
+        ``data_received``, and the close that follows ends the connection anyway."""
         if self.curr_msg_data_type == "text" and not self.close_sent:
             data = b"".join(self.frames)
             if not data.isascii():  # ASCII (nearly every message) is UTF-8: no decode here
@@ -224,8 +229,9 @@ class WebSockets(WebSocketsSansIOProtocol):
                     data.decode()
                 except UnicodeDecodeError:
                     self.frames = []
-                    self.conn.send_close(1007, "text that is not UTF-8")
-                    self.handle_parser_exception()  # tells the route (1007) and closes
+                    if self.conn.state is State.OPEN:
+                        self.conn.send_close(1007, "text that is not UTF-8")
+                        self.handle_parser_exception()  # tells the route (1007), closes
                     return
         super().send_receive_event_to_app()
 

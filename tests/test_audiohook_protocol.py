@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
 
 from emostream import metrics
 from emostream.bench.procs import free_port
@@ -411,6 +412,31 @@ async def test_what_the_websocket_layer_refuses_is_counted_as_such(
                 await c.recv()
             assert c.ws.close_code == code
         await eventually(lambda: refusals(reason) == before + 1, f"counted as {reason}")
+        await eventually(lambda: live.sessions() == 1, "its session ended")
+        await eventually(lambda: live.tasks() <= tasks, f"no task left behind ({tasks} before)")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_text_not_utf8_and_a_close_in_one_read(
+    live: Running, bystander: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The close frame parsed from the same read moves the connection to closing before
+    the text is looked at: uvicorn's answer to the text (a 1007 close) then raised
+    InvalidState out of data_received ("Fatal error: protocol.data_received() call
+    failed."). The text is dropped instead; the client's close ends the call. Found by
+    tests/test_fuzz_calls.py."""
+    before = refusals("client_gone")
+    await eventually(lambda: live.sessions() == 1, "only the bystander's session is open")
+    tasks = live.tasks()
+    with caplog.at_level(logging.WARNING):
+        async with session(live.port, PLAIN) as c:
+            await c.open()
+            text = Frame(Opcode.TEXT, b'{"type": "\xff"}').serialize(mask=True, extensions=[])
+            close = Frame(Opcode.CLOSE, Close(1000, "").serialize())
+            c.ws.transport.write(text + close.serialize(mask=True, extensions=[]))
+            with pytest.raises(ConnectionClosed):
+                await c.recv()
+        await eventually(lambda: refusals("client_gone") == before + 1, "counted")
         await eventually(lambda: live.sessions() == 1, "its session ended")
         await eventually(lambda: live.tasks() <= tasks, f"no task left behind ({tasks} before)")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
