@@ -90,6 +90,7 @@ class Served:
             return sorted(
                 f"{t.get_name()} {t.get_coro().__qualname__}"  # type: ignore[union-attr]
                 for t in asyncio.all_tasks()
+                if t is not asyncio.current_task()  # (this one)
             )
 
         return asyncio.run_coroutine_threadsafe(names(), self.loop).result(GUARD_S)
