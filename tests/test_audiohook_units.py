@@ -113,6 +113,9 @@ def test_an_open_message_parses_and_ignores_what_it_does_not_know() -> None:
         ),
         (_message("resumed", {"start": "PT0S", "discarded": f"PT1{'0' * 20}S"}), "bad_parameters"),
         (_message(position=f"PT{'9' * 400}S"), "bad_message"),
+        # found there too: a lone surrogate is no text (the call's summary could not be
+        # written)
+        (_message("update", {"language": "\udcff"}), "bad_json"),
     ],
 )
 def test_each_malformed_message_is_a_protocol_error(text: str, reason: str) -> None:
