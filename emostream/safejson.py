@@ -1,9 +1,15 @@
-"""``json.loads`` for untrusted input: nesting is bounded before the parser sees it.
+"""``json.loads`` for untrusted input: nesting is bounded before the parser sees it, and
+every string it returns is text.
 
 The standard parser recurses once per ``[`` or ``{``: a 2 kB body nested 1,000 deep ends
 in ``RecursionError``, which is no ``ValueError`` and so escapes the usual "bad JSON"
 handling. :func:`loads` counts the depth first (brackets outside strings, one linear scan)
 and refuses anything deeper than ``max_depth`` with a ``ValueError`` that says so.
+
+It also reads ``"\\udcff"``, a lone surrogate, into a str that cannot be encoded again:
+kept (a Twilio custom parameter, an AudioHook participant), it broke every JSON answer
+that named it. :func:`loads` refuses one with a ``ValueError`` too (a pair, as an emoji is
+escaped, is text).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ MAX_DEPTH = 32
 #: A bracket, or a whole string (to its closing quote, or to the end when unterminated, so
 #: the scan never backtracks: ``"\\"\\"\\"...`` is linear, not quadratic).
 _TOKEN = re.compile(r'[\[\]{}]|"(?:[^"\\]|\\.)*"?', re.DOTALL)
+#: An escape of ``U+D800``-``U+DFFF`` (or what looks so after an escaped backslash: the
+#: parsed value is then checked and found clean)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 class TooDeepError(ValueError):
@@ -42,9 +51,16 @@ def depth(text: str, stop_above: int | None = None) -> int:
 
 
 def loads(data: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse JSON; raises ``ValueError`` (``TooDeepError`` when nested too deep)."""
+    """Parse JSON; raises ``ValueError`` (``TooDeepError`` when nested too deep), also
+    for a string holding a lone surrogate."""
     text = data.decode(json.detect_encoding(data)) if isinstance(data, bytes) else data
     openers = text.count("[") + text.count("{")  # C-fast: most messages end the check here
     if openers > max_depth and depth(text, stop_above=max_depth) > max_depth:
         raise TooDeepError(f"JSON nested more than {max_depth} levels deep")
-    return json.loads(text)
+    value = json.loads(text)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # C-fast; a surrogate escape is rare
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("a \\u escape of a lone surrogate is no text") from None
+    return value

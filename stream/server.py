@@ -16,6 +16,12 @@ changes nothing) adds:
   most ``body_timeout_s``, not at whatever pace the client chooses, and is then closed.
 
 ``BodyDeadline`` (ASGI) gives the whole request body ``body_timeout_s``: 408.
+
+``WebSockets`` (uvicorn's websockets-sansio protocol, for ``/v1/twilio`` and
+``/v1/audiohook``) logs no error for what a client did wrong: a refused upgrade (a denial
+response: AudioHook's 401, Twilio's 403) and a text message that is not UTF-8 (closed
+with 1007) were each an ERROR, the latter with a traceback, in uvicorn 0.54; such text
+followed by the client's close in one read failed the connection's ``data_received``.
 """
 
 from __future__ import annotations
@@ -29,10 +35,16 @@ import anyio
 import h11
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable
+from uvicorn._types import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+)
 from uvicorn._types import Scope as UvicornScope
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from emostream import metrics
 from emostream.schema import ErrorBody
@@ -192,6 +204,38 @@ def protocol_class(limits: ServerConfig) -> type[GuardedH11]:
     return type("GuardedH11", (GuardedH11,), {"limits": limits})
 
 
+class WebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol without two errors it logs for a client's
+    mistakes (see the module)."""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        # A denial response sent in full ends the handshake, as in uvicorn's wsproto
+        # protocol; left incomplete, uvicorn logs "ASGI callable returned without completing
+        # handshake." at ERROR once the route returns (Kludex/uvicorn#3138).
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
+
+    def send_receive_event_to_app(self) -> None:
+        """Text that is not UTF-8 is closed with 1007, as uvicorn does, but without the
+        traceback uvicorn logs (its ``UnicodeDecodeError``): the client's error, not ours.
+        Where the client's close came in the same read (the connection is closing already)
+        the text is dropped: uvicorn's 1007 then raised ``InvalidState`` out of
+        ``data_received``, and the close that follows ends the connection anyway."""
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            data = b"".join(self.frames)
+            if not data.isascii():  # ASCII (nearly every message) is UTF-8: no decode here
+                try:
+                    data.decode()
+                except UnicodeDecodeError:
+                    self.frames = []
+                    if self.conn.state is State.OPEN:
+                        self.conn.send_close(1007, "text that is not UTF-8")
+                        self.handle_parser_exception()  # tells the route (1007), closes
+                    return
+        super().send_receive_event_to_app()
+
+
 class BodyDeadline:
     """The whole request body must arrive within ``seconds`` of the request head: 408.
 
@@ -240,22 +284,6 @@ class BodyDeadline:
             await asgi_reply(send, exc.status, exc.code, exc.detail, exc.headers)
 
 
-class RefusingWebSockets(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, for which a refused upgrade is a finished one.
-
-    The transports refuse a bad credential with an HTTP answer before the upgrade (ASGI's
-    ``websocket.http.response``: AudioHook's 401, Twilio's 403). uvicorn 0.54 sends it and
-    then logs "ASGI callable returned without completing handshake" as an ERROR for every
-    such refusal, which would bury real errors under a client's wrong key.
-    """
-
-    async def send(self, message: Any) -> None:
-        await super().send(message)
-        denied = message["type"] == "websocket.http.response.body"
-        if denied and not message.get("more_body", False):
-            self.handshake_complete = True  # answered: nothing left to complete
-
-
 def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     """Everything ``emostream serve`` tells uvicorn, from ``settings``."""
     s = settings.server
@@ -264,7 +292,7 @@ def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
         host=s.host,
         port=s.port,
         http=protocol_class(s),
-        ws=RefusingWebSockets,  # the WebSocket transports: /v1/twilio, /v1/audiohook
+        ws=WebSockets,  # the WebSocket transports: /v1/twilio, /v1/audiohook
         ws_max_size=WS_MAX_BYTES,
         ws_per_message_deflate=False,  # mu-law, base64 and PCM barely compress: CPU for nothing
         h11_max_incomplete_event_size=s.max_header_bytes,

@@ -95,6 +95,24 @@ def upgrade_headers(
     return headers
 
 
+def open_parameters(
+    media: list[dict[str, Any]] | None = None, conversation: str | None = None
+) -> dict[str, Any]:
+    """The parameters of an ``open`` as Genesys sends them (``media``: stereo PCMU)."""
+    return {
+        "organizationId": ORG,
+        "conversationId": conversation or str(uuid.uuid4()),
+        "participant": {
+            "id": str(uuid.uuid4()),
+            "ani": "+15550100",
+            "aniName": "A",
+            "dnis": "+15550199",
+        },
+        "media": [STEREO] if media is None else media,
+        "language": "en-US",
+    }
+
+
 class Client:
     """One AudioHook connection, client side."""
 
@@ -106,8 +124,9 @@ class Client:
         self.samples = 0  # per channel, for ``position``
         self.channels = 2
 
-    async def send(self, type_: str, parameters: dict[str, Any], **override: Any) -> None:
-        """A client message; ``override`` replaces any envelope field (``seq=7``)."""
+    def message(self, type_: str, parameters: Any, **override: Any) -> dict[str, Any]:
+        """The next client message (it takes the next ``seq``); ``override`` replaces any
+        envelope field (``seq=7``)."""
         self.seq += 1
         message = {
             "version": "2",
@@ -119,7 +138,11 @@ class Client:
             "parameters": parameters,
         }
         message.update(override)
-        await self.ws.send(json.dumps(message))
+        return message
+
+    async def send(self, type_: str, parameters: dict[str, Any], **override: Any) -> None:
+        """A client message; ``override`` replaces any envelope field (``seq=7``)."""
+        await self.ws.send(json.dumps(self.message(type_, parameters, **override)))
 
     async def recv(self) -> dict[str, Any]:
         """The next server message (its seq must follow the last one's)."""
@@ -140,22 +163,7 @@ class Client:
     async def open(
         self, media: list[dict[str, Any]] | None = None, conversation: str | None = None
     ) -> dict[str, Any]:
-        media = [STEREO] if media is None else media
-        await self.send(
-            "open",
-            {
-                "organizationId": ORG,
-                "conversationId": conversation or str(uuid.uuid4()),
-                "participant": {
-                    "id": str(uuid.uuid4()),
-                    "ani": "+15550100",
-                    "aniName": "A",
-                    "dnis": "+15550199",
-                },
-                "media": media,
-                "language": "en-US",
-            },
-        )
+        await self.send("open", open_parameters(media, conversation))
         opened = await self.expect("opened")
         if opened["parameters"]["media"]:
             self.channels = len(opened["parameters"]["media"][0]["channels"])
@@ -214,7 +222,7 @@ def _guard() -> Any:
 
 def refusals(reason: str) -> float:
     """How many AudioHook refusals of ``reason`` this process counted."""
-    value: float = metrics.PROTOCOL_ERRORS.labels("audiohook", reason)._value.get()  # type: ignore[attr-defined]
+    value: float = metrics.PROTOCOL_ERRORS.labels("audiohook", reason)._value.get()
     return value
 
 

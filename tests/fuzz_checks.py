@@ -16,6 +16,7 @@ distinct ones apart by their exception types: one per kind).
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -26,6 +27,33 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hypothesis import HealthCheck, Phase, settings
+
+#: ``EMOSTREAM_FUZZ_SCALE`` multiplies every fuzz test's examples (a longer local run).
+SCALE = float(os.environ.get("EMOSTREAM_FUZZ_SCALE", "1"))
+#: Shrinking a failure can take minutes of requests (Hypothesis allows itself 5 per test),
+#: so CI reports the first example of each distinct fault (:class:`Faults`) and fuzzes on;
+#: set this to stop at the first fault and shrink it instead (locally).
+SHRINK = os.environ.get("EMOSTREAM_FUZZ_SHRINK", "") not in ("", "0")
+PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if SHRINK else [])
+
+
+def fuzz_settings(examples: int) -> settings:
+    """``examples`` (times ``SCALE``), a fixed seed, no example database: every run tries
+    the same inputs."""
+    return settings(
+        max_examples=max(1, round(examples * SCALE)),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        phases=PHASES,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
 
 
 class Fault(AssertionError):
@@ -155,7 +183,10 @@ class Reply:
 def send(client: httpx.Client, sent: Sent) -> Reply:
     """Send ``sent``; an event stream is read only up to its first chunk, then closed."""
     request = client.build_request(
-        sent.method, sent.url, headers=list(sent.headers.items()), content=sent.body
+        sent.method,
+        sent.url,
+        headers=[(name.encode(), value) for name, value in sent.headers.items()],
+        content=sent.body,
     )
     response = client.send(request, stream=True)
     try:
@@ -244,7 +275,7 @@ def validate(value: Any, schema: dict, doc: dict, where: str = "$") -> list[str]
     if "enum" in schema and value not in schema["enum"]:
         errors.append(f"{where}: {value!r:.60} not in {schema['enum']}")
     kind = schema.get("type")
-    types = {
+    types: dict[str, type | tuple[type, ...]] = {
         "object": dict,
         "array": list,
         "string": str,

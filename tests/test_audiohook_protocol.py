@@ -20,12 +20,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
 
 from emostream import metrics
 from emostream.bench.procs import free_port
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
+from emostream.stream.server import WS_MAX_BYTES
 
 from audiohook_client import (
     MONO,
@@ -160,6 +162,22 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record.getMessage())
+
+
+async def test_a_refused_upgrade_logs_no_error(
+    live: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uvicorn 0.54 logged "ASGI callable returned without completing handshake." at
+    ERROR after every denial response: each bad credential was an error in our log (found
+    by tests/test_fuzz_calls.py)."""
+    tasks = live.tasks()
+    with caplog.at_level(logging.WARNING):
+        for key, session_id in (("nobody", None), (PLAIN, "not-a-uuid")):
+            with pytest.raises(InvalidStatus):
+                async with session(live.port, key, session_id=session_id):
+                    pass
+        await eventually(lambda: live.tasks() <= tasks, "the refusals were handled")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_replayed_signature_is_refused(live: Running) -> None:
@@ -378,6 +396,67 @@ async def test_a_client_that_vanishes_mid_call_leaves_nothing(
     await eventually(lambda: refusals("client_gone") == before + 1, "counted")
     await eventually(lambda: live.sessions() == 1, "its session ended")
     await eventually(lambda: live.tasks() <= tasks, f"no task left behind ({tasks} before)")
+
+
+@pytest.mark.parametrize(
+    ("send", "code", "reason"),
+    [
+        pytest.param(b'{"type": "\xff"}', 1007, "bad_json", id="text-not-utf8"),
+        pytest.param(b"\xff" * (WS_MAX_BYTES + 1), 1009, "too_large", id="over-1-mib"),
+    ],
+)
+async def test_what_the_websocket_layer_refuses_is_counted_as_such(
+    live: Running,
+    bystander: Client,
+    caplog: pytest.LogCaptureFixture,
+    send: bytes,
+    code: int,
+    reason: str,
+) -> None:
+    """Text that is not UTF-8 and a message over uvicorn's 1 MiB cap are closed by the
+    WebSocket layer (1007, 1009) before the connection reads them, so no ``disconnect``
+    can be said: counted as what they are (text that is not JSON, a message too large),
+    not as a client that hung up, and with no traceback in the log (uvicorn logged its
+    UnicodeDecodeError). Found by tests/test_fuzz_calls.py."""
+    before = refusals(reason)
+    await eventually(lambda: live.sessions() == 1, "only the bystander's session is open")
+    tasks = live.tasks()
+    with caplog.at_level(logging.WARNING):
+        async with session(live.port, PLAIN) as c:
+            await c.open()
+            await c.ws.send(send, text=code == 1007)
+            with pytest.raises(ConnectionClosed):
+                await c.recv()
+            assert c.ws.close_code == code
+        await eventually(lambda: refusals(reason) == before + 1, f"counted as {reason}")
+        await eventually(lambda: live.sessions() == 1, "its session ended")
+        await eventually(lambda: live.tasks() <= tasks, f"no task left behind ({tasks} before)")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_text_not_utf8_and_a_close_in_one_read(
+    live: Running, bystander: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The close frame parsed from the same read moves the connection to closing before
+    the text is looked at: uvicorn's answer to the text (a 1007 close) then raised
+    InvalidState out of data_received ("Fatal error: protocol.data_received() call
+    failed."). The text is dropped instead; the client's close ends the call. Found by
+    tests/test_fuzz_calls.py."""
+    before = refusals("client_gone")
+    await eventually(lambda: live.sessions() == 1, "only the bystander's session is open")
+    tasks = live.tasks()
+    with caplog.at_level(logging.WARNING):
+        async with session(live.port, PLAIN) as c:
+            await c.open()
+            text = Frame(Opcode.TEXT, b'{"type": "\xff"}').serialize(mask=True, extensions=[])
+            close = Frame(Opcode.CLOSE, Close(1000, "").serialize())
+            c.ws.transport.write(text + close.serialize(mask=True, extensions=[]))
+            with pytest.raises(ConnectionClosed):
+                await c.recv()
+        await eventually(lambda: refusals("client_gone") == before + 1, "counted")
+        await eventually(lambda: live.sessions() == 1, "its session ended")
+        await eventually(lambda: live.tasks() <= tasks, f"no task left behind ({tasks} before)")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_bug_of_ours_ends_the_call_not_the_server(

@@ -104,6 +104,18 @@ def test_an_open_message_parses_and_ignores_what_it_does_not_know() -> None:
         (_message("close", {"reason": "bored"}), "bad_parameters"),
         (_message("discarded", {"start": "PT1S"}), "bad_parameters"),
         (_message("ping", {"rtt": "soon"}), "bad_parameters"),
+        # found by tests/test_fuzz_calls.py: a duration past any call's (digits enough to
+        # be infinite, or 1e20 s) moved the stream's position out of range, a fault of ours
+        # (internal_error, 1011) instead of the client's
+        (
+            _message("discarded", {"start": "PT0S", "discarded": f"PT{'9' * 400}S"}),
+            "bad_parameters",
+        ),
+        (_message("resumed", {"start": "PT0S", "discarded": f"PT1{'0' * 20}S"}), "bad_parameters"),
+        (_message(position=f"PT{'9' * 400}S"), "bad_message"),
+        # found there too: a lone surrogate is no text (the call's summary could not be
+        # written)
+        (_message("update", {"language": "\udcff"}), "bad_json"),
     ],
 )
 def test_each_malformed_message_is_a_protocol_error(text: str, reason: str) -> None:

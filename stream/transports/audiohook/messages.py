@@ -61,8 +61,13 @@ def _duration_field(v: object) -> object:
     return seconds(v) if isinstance(v, str) else v
 
 
+#: No call, gap or position lasts longer: a duration past it (1e20 s, or digits enough to
+#: read as infinite) would move the stream's position past what a frame's pts holds
+MAX_DURATION_S = 366 * 86400.0
 #: an ISO 8601 duration, read as seconds
-Duration = Annotated[float, BeforeValidator(_duration_field), Field(ge=0)]
+Duration = Annotated[
+    float, BeforeValidator(_duration_field), Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)
+]
 Seq = Annotated[int, Field(ge=0, strict=True)]
 
 

@@ -65,6 +65,12 @@ QUIET_S = 0.5  # after the tracks ended, a pause this long in the results: all a
 CLOSED_WAIT_S = 2.0  # after ``closed``, how long the client gets to close the socket
 TICK_S = 1.0  # the receive loop wakes at least this often (see ``_tick``)
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL = 1000, 1008, 1009, 1011
+#: Sockets the WebSocket layer closed for what the client sent, before this connection read
+#: it (the disconnect's code): the reason and info counted, not a client that hung up
+LAYER_CLOSED: dict[object, tuple[str, str]] = {
+    CLOSE_TOO_BIG: ("too_large", "a message over the server's WebSocket limit"),
+    1007: ("bad_json", "a text message that is not UTF-8"),
+}
 
 
 class Phase(enum.Enum):
@@ -167,7 +173,8 @@ class Connection:
             last = time.monotonic()
             if msg["type"] == "websocket.disconnect":
                 if self.phase in (Phase.CONNECTED, Phase.OPEN, Phase.PAUSED):
-                    self._count("client_gone", "the socket closed without a close transaction")
+                    gone = ("client_gone", "the socket closed without a close transaction")
+                    self._count(*LAYER_CLOSED.get(msg.get("code"), gone))
                 return
             if msg.get("text") is not None:
                 await self._text(msg["text"])

@@ -29,6 +29,7 @@ from emostream.stream.transports.frame_queue import pcm_frame
 
 #: WebSocket close codes (RFC 6455 7.4.1)
 NORMAL, POLICY, UNSUPPORTED, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1008, 1003, 1009, 1011, 1013
+NOT_UTF8 = 1007  # invalid frame payload data: the WebSocket layer's answer to such text
 
 RATE = 8000
 FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": RATE, "channels": 1}
@@ -134,7 +135,7 @@ def _start(data: dict[str, Any]) -> Start:
     if (
         not isinstance(tracks, list)
         or not tracks
-        or any(t not in ROLES for t in tracks)
+        or any(not isinstance(t, str) or t not in ROLES for t in tracks)  # JSON may be a list
         or len(set(tracks)) != len(tracks)
     ):
         raise _bad("start.tracks must list inbound and/or outbound")
@@ -150,7 +151,7 @@ def _start(data: dict[str, Any]) -> Start:
 def _media(data: dict[str, Any]) -> Media:
     body = _object(data, "media")
     track = body.get("track")
-    if track not in ROLES:
+    if not isinstance(track, str) or track not in ROLES:  # an object or a list: unhashable
         raise _bad("media.track must be inbound or outbound")
     payload = body.get("payload")
     if not isinstance(payload, str):

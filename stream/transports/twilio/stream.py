@@ -37,6 +37,7 @@ from emostream.stream.transports.twilio.auth import Admission, Refused
 from emostream.stream.transports.twilio.messages import (
     INTERNAL,
     NORMAL,
+    NOT_UTF8,
     POLICY,
     RATE,
     ROLES,
@@ -59,6 +60,9 @@ TRANSPORT = "twilio"
 PATH = "/v1/twilio"
 QUEUE_FRAMES = 500  # 10 s of 20 ms frames waiting for the track's reader
 QUIET_S = 1.0  # after stop: no message for this long, all audio read = nothing in flight
+#: Sockets the WebSocket layer closed for what the peer sent, before the stream read it:
+#: a message over its 1 MiB cap, text that is not UTF-8 (so not JSON)
+LAYER_CLOSED: dict[object, str] = {TOO_BIG: "too_big", NOT_UTF8: "not_json"}
 
 
 def refused(reason: str) -> None:
@@ -132,7 +136,7 @@ class TwilioStream:
     def _disconnected(self, code: object) -> None:
         if self.ended_elsewhere or self.order.stopped:
             return
-        reason = "too_big" if code == TOO_BIG else "disconnected"  # the server's own limit
+        reason = LAYER_CLOSED.get(code, "disconnected")  # else the peer hung up
         refused(reason)
         log.info("twilio stream %s: %s before stop", self.session and self.session.id, reason)
 
