@@ -452,3 +452,20 @@ def test_bench_calls_audio_is_two_roles_of_real_speech(data_root: Path) -> None:
     assert customer.dtype == np.int16 and len(customer) == len(agent) > 8000 * 10
     assert not np.array_equal(customer, agent)  # the agent speaks while the customer pauses
     assert np.abs(customer).max() > 1000
+
+
+def test_a_row_whose_calls_were_not_all_played_does_not_count_as_held() -> None:
+    """A client too busy to play its calls in real time sends less speech: its row's
+    latencies are low, but they say nothing of the server, so it is not the figure."""
+    from emostream.bench.stream_audio import AudioResult, reading
+
+    def row(calls: int, speech_per_call: float, client_cpu: float) -> AudioResult:
+        r = AudioResult(calls, 10.0, latencies_ms=[50.0] * 20, frames_in=100)
+        r.messages, r.client_cpu_s = round(speech_per_call * calls * 10), client_cpu * 10
+        return r
+
+    text = reading([row(1, 1.7, 0.1), row(16, 1.7, 0.9), row(24, 1.3, 0.9)], "two-role calls")
+    assert "two-role calls with p99 < 200 ms and < 2 % drops: 16." in text
+    assert "At 24 calls only 76%" in text and "measured the client" in text
+    held = reading([row(1, 1.7, 0.1), row(24, 1.65, 0.2)])
+    assert "audio-only calls with p99 < 200 ms and < 2 % drops: 24 (the most measured" in held
