@@ -64,8 +64,8 @@ test: $(TEST_STAMP) sysdeps models lint typecheck
 
 ## check: the fast lane, for a contributor between edits: the unit tests only, none that
 ## needs Redis, WebRTC, Chromium, Prometheus, the shared data or is slow (the markers in
-## pyproject.toml; tests/conftest.py marks data and redis tests by their fixtures): 792
-## tests in 58 s wall on the shared 2-core machine (pytest's own count 52 s). `make test`
+## pyproject.toml; tests/conftest.py marks data and redis tests by their fixtures): 1066
+## tests in 117 s wall on the shared 2-core machine (pytest's own count 103 s). `make test`
 ## (and CI) still runs the whole suite. --ignore: not even the child that lists tests/webrtc
 CHECK_MARKERS := not (slow or data or redis or prometheus or chromium or webrtc)
 check: $(TEST_STAMP) models
