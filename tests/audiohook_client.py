@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,13 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import uvicorn
+from threaded_server import threaded_server
 from websockets.asyncio.client import ClientConnection, connect
 
 from emostream import metrics
 from emostream.settings import Settings
-from emostream.stream.app import AppState, create_app
-from emostream.stream.server import uvicorn_config
+from emostream.stream.app import AppState
 from emostream.stream.transports.audiohook import codec
 
 GUARD_S = 30.0  # the longest a test waits for one server message
@@ -259,25 +257,8 @@ class Running:
 
 @contextlib.contextmanager
 def serving(settings: Settings) -> Iterator[Running]:
-    state = AppState(settings)
-    server = uvicorn.Server(uvicorn_config(create_app(settings, state), settings))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(server.serve(),), name="uvicorn", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive(), "the server thread exited before it started"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
+    with threaded_server(settings, 120.0) as (state, loop):
         yield Running(state, settings.server.port, loop)
-    finally:
-        server.should_exit = True
-        thread.join(GUARD_S)
-        if not thread.is_alive():
-            loop.close()
 
 
 async def eventually(check: Any, what: str, guard_s: float = GUARD_S) -> None:

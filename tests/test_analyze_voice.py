@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from shared_media import talking_video
 from typer.testing import CliRunner
 
 from emostream.cli import EXIT_FAILED_FILES, EXIT_MODEL_MISSING, app
@@ -107,29 +108,7 @@ def test_a_video_with_sound_gives_faces_and_voice(
     clip: np.ndarray,  # noqa: F811
     has_voice_model: ModelRepository,  # noqa: F811
 ) -> None:
-    video = tmp_path / "talk.mp4"
-    with av.open(str(media / "woman2.mp4")) as src, av.open(str(video), "w") as out:
-        v = out.add_stream("mpeg4", rate=15)
-        s = src.streams.video[0]
-        v.width, v.height, v.pix_fmt = s.width, s.height, "yuv420p"  # type: ignore[union-attr]
-        a = out.add_stream("aac", rate=48000)
-        for i, frame in enumerate(src.decode(s)):
-            if i >= 30:
-                break
-            img = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            img.pts = i
-            for p in v.encode(img):  # type: ignore[union-attr]
-                out.mux(p)
-        for p in v.encode(None):  # type: ignore[union-attr]
-            out.mux(p)
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
-        sound = av.AudioFrame.from_ndarray(clip[None, :32000], format="flt", layout="mono")
-        sound.sample_rate, sound.pts, sound.time_base = 16000, 0, Fraction(1, 16000)
-        for f in [*resampler.resample(sound), *resampler.resample(None)]:
-            for p in a.encode(f):  # type: ignore[union-attr]
-                out.mux(p)
-        for p in a.encode(None):  # type: ignore[union-attr]
-            out.mux(p)
+    video = talking_video(tmp_path / "talk.mp4", media, clip)
     r = cli.invoke(app, ["analyze", "--format", "jsonl", "--quiet", str(video)])
     assert r.exit_code == 0, r.stderr
     kinds = [m["type"] for m in _messages(r.stdout)]

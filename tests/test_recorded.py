@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from shared_media import talking_video
 from typer.testing import CliRunner
 
 from emostream.cli import app
@@ -247,33 +247,6 @@ def test_a_token_is_needed_when_tokens_are_set(voice_repo: ModelRepository) -> N
         _error(c.post("/v1/analyze", content=b"x", headers=WAV), 401, "unauthorized")
 
 
-def _talking_video(path: Path, media: Path, speech: np.ndarray) -> Path:
-    """30 frames of woman2.mp4 with two seconds of speech as AAC, in an mp4."""
-    with av.open(str(media / "woman2.mp4")) as src, av.open(str(path), "w") as out:
-        v = out.add_stream("mpeg4", rate=15)
-        s = src.streams.video[0]
-        v.width, v.height, v.pix_fmt = s.width, s.height, "yuv420p"  # type: ignore[union-attr]
-        a = out.add_stream("aac", rate=48000)
-        for i, frame in enumerate(src.decode(s)):
-            if i >= 30:
-                break
-            img = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-            img.pts = i
-            for p in v.encode(img):  # type: ignore[union-attr]
-                out.mux(p)
-        for p in v.encode(None):  # type: ignore[union-attr]
-            out.mux(p)
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
-        sound = av.AudioFrame.from_ndarray(speech[None, : 2 * RATE], format="flt", layout="mono")
-        sound.sample_rate, sound.pts, sound.time_base = RATE, 0, Fraction(1, RATE)
-        for f in [*resampler.resample(sound), *resampler.resample(None)]:
-            for p in a.encode(f):  # type: ignore[union-attr]
-                out.mux(p)
-        for p in a.encode(None):  # type: ignore[union-attr]
-            out.mux(p)
-    return path
-
-
 def test_a_video_with_sound_gives_faces_and_voice(
     client: TestClient,
     media: Path,
@@ -281,7 +254,7 @@ def test_a_video_with_sound_gives_faces_and_voice(
     clip: np.ndarray,  # noqa: F811
     has_voice_model: ModelRepository,  # noqa: F811
 ) -> None:
-    video = _talking_video(tmp_path / "talk.mp4", media, clip)
+    video = talking_video(tmp_path / "talk.mp4", media, clip)
     r = client.post("/v1/analyze", files={"file": ("talk.mp4", video.read_bytes(), "video/mp4")})
     assert r.status_code == 200, r.text
     body = r.json()

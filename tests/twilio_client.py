@@ -11,8 +11,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,15 +18,14 @@ from typing import Any
 import av
 import httpx
 import numpy as np
-import uvicorn
 from av.audio.frame import AudioFrame
+from threaded_server import threaded_server
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from emostream import metrics
 from emostream.settings import Settings
-from emostream.stream.app import AppState, create_app
-from emostream.stream.server import uvicorn_config
+from emostream.stream.app import AppState
 from emostream.stream.session_manager import SessionManager
 
 GUARD_S = 60.0
@@ -107,24 +104,8 @@ class Served:
 @contextlib.contextmanager
 def serving(settings: Settings) -> Iterator[Served]:
     """``emostream serve`` with ``settings`` in a thread, stopped afterwards."""
-    state = AppState(settings)
-    server = uvicorn.Server(uvicorn_config(create_app(settings, state), settings))
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(server.serve(),), name="uvicorn", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + GUARD_S
-    while not server.started:
-        assert thread.is_alive(), "the server thread exited before it started"
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    try:
+    with threaded_server(settings, GUARD_S) as (state, loop):
         yield Served(state, loop, settings.server.port)
-    finally:
-        server.should_exit = True
-        thread.join(GUARD_S)
-        loop.close()
 
 
 def protocol_errors(reason: str) -> float:
