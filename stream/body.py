@@ -85,16 +85,23 @@ async def read_limited(request: Request, limit: int) -> bytes:
         budget.give(held)
 
 
-async def image_bytes(request: Request, limit: int) -> bytes:
-    """The image file in a raw (image/*, octet-stream) or multipart/form-data body."""
+def upload_type(request: Request, raw: tuple[str, ...], send: str) -> str:
+    """The body's Content-Type when it is multipart/form-data or one of ``raw``; else 415,
+    saying what to ``send`` ("an image as image/*, application/octet-stream")."""
     ctype = request.headers.get("content-type", "").lower()
-    if not ctype.startswith(("multipart/form-data", *RAW_TYPES)):
+    if not ctype.startswith(("multipart/form-data", *raw)):
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"Content-Type {ctype or '(none)'!r}: send an image as image/*, "
-            "application/octet-stream or a multipart/form-data file field",
+            f"Content-Type {ctype or '(none)'!r}: send {send} or a multipart/form-data file "
+            "field",
         )
+    return ctype
+
+
+async def image_bytes(request: Request, limit: int) -> bytes:
+    """The image file in a raw (image/*, octet-stream) or multipart/form-data body."""
+    ctype = upload_type(request, RAW_TYPES, "an image as image/*, application/octet-stream")
     body = await read_limited(request, limit)
     if not ctype.startswith("multipart/form-data"):
         return body

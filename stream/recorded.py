@@ -46,7 +46,7 @@ from emostream.stream.audio import (
     open_media,
 )
 from emostream.stream.auth import Guard
-from emostream.stream.body import read_limited
+from emostream.stream.body import read_limited, upload_type
 from emostream.stream.call_summary import CallRecord, CallSummary
 from emostream.stream.errors import ApiError
 from emostream.stream.media import MediaError, VideoFrame, container_frames
@@ -101,14 +101,8 @@ class _MemoryParser(MultiPartParser):
 
 async def recording_upload(request: Request, limit: int) -> Upload:
     """The file in a raw (audio/*, video/*, octet-stream) or multipart/form-data body."""
-    ctype = request.headers.get("content-type", "").lower()
-    if not ctype.startswith(("multipart/form-data", *RAW_TYPES)):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"Content-Type {ctype or '(none)'!r}: send a recording as audio/*, video/*, "
-            "application/octet-stream or a multipart/form-data file field",
-        )
+    send = "a recording as audio/*, video/*, application/octet-stream"
+    ctype = upload_type(request, RAW_TYPES, send)
     body = await read_limited(request, limit)
     if not body:
         raise ApiError(400, "empty_body", "the body is empty; send an audio or video file")
