@@ -118,8 +118,7 @@ class Windower:
     def take(self, probs: np.ndarray) -> list[Window]:
         """The second half of ``push``: the VAD's answer for ``feed``'s frames in, the
         windows the fed chunk completes out."""
-        self._flags.extend(bool(p >= self.vad.threshold) for p in probs)
-        self._vad_frames += len(probs)
+        self._flag(probs)
         x, self._fed = self._fed, np.zeros(0, np.float32)
         out: list[Window] = []
         while len(x):  # up to the next window end at a time: a window sees its own samples
@@ -148,15 +147,18 @@ class Windower:
         partial = self._pending.size > 0
         if partial:  # the VAD's partial last frame, zero-padded
             pad = np.zeros(self._frame - len(self._pending), np.float32)
-            probs = self.stream(np.concatenate([self._pending, pad])[None, :])
-            self._flags.extend(bool(p >= self.vad.threshold) for p in probs)
-            self._vad_frames += len(probs)
+            self._flag(self.stream(np.concatenate([self._pending, pad])[None, :]))
             self._pending = np.zeros(0, np.float32)
         return [self._emit(max(0, self._total - self.window), self._total, partial)]
 
     # -- inside --------------------------------------------------------------------------
     def _now(self) -> float:
         return (self._t0 or 0.0) + (self._total + len(self._fed)) / self.rate
+
+    def _flag(self, probs: np.ndarray) -> None:
+        """The VAD's probabilities for the next frames, kept as speech flags."""
+        self._flags.extend(bool(p >= self.vad.threshold) for p in probs)
+        self._vad_frames += len(probs)
 
     def _emit(self, first: int, last: int, partial: bool = False) -> Window:
         """The window of samples [first, last) of this run: voiced by the VAD frames inside
