@@ -54,12 +54,17 @@ def bench_face(
 
 
 @app.command("detectors")
-def bench_detectors() -> None:
-    """Face detector candidates (BlazeFace near, auto, far; Haar): faces found in the shared
-    group photos and a 96-face crowd, and ms per frame; prints a markdown table."""
-    from emostream.bench.detector_range import main
+def bench_detectors(
+    plot: Path = typer.Option(
+        Path("docs/bench-detectors.png"), help="precision/recall chart of every candidate"
+    ),
+) -> None:
+    """Face detector candidates on the hand-labelled boxes (bench/face_boxes): AP, recall
+    by face size, false positives per image, calibrated threshold, ms per frame on one
+    core; prints a markdown table."""
+    from emostream.bench.detector_table import main
 
-    main()
+    main(plot)
 
 
 @app.command("voice")

@@ -7,7 +7,7 @@ analyze, prepare, model, predict), so those two benches and their reports do not
 every change of ``Classifier``, ``FaceAnalyzer`` or ``run_batch``.
 
 It is not the only place the benchmarks touch the core: the detector, voice, stream,
-soak and version benches (``detector_range.py``, ``voice.py``, ``voice_vad.py``,
+soak and version benches (``detector_table.py``, ``voice.py``, ``voice_vad.py``,
 ``stream*.py``, ``soak*.py``, ``face_versions.py``, ``fer_compare.py``) import the core
 modules they measure directly, and even ``face.py`` and ``worker.py`` import the model
 repository, the data paths and ``FaceAnalyzer`` (for its type) themselves.

@@ -12,10 +12,11 @@ and the exit code says something failed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,32 +75,51 @@ def annotated_path(src: Path, target: Path, single: bool, kind: str) -> Path:
     return target / f"{src.stem}.annotated{ext}"
 
 
+#: Frames of a video scored per ``run_batch`` call. The face model's call is shared by their
+#: faces: one crop at batch 1 costs several times its share of a batch of 16 (BENCHMARKS.md,
+#: "The model alone, by batch size"); the detector still sees them one by one in order,
+#: as following a face needs the frame before.
+CHUNK_FRAMES = 16
+
+Frame = tuple[int, np.ndarray, float | None]  # seq, image, pts
+
+
 def _analyze(
     analyzer: FaceAnalyzer,
-    image: np.ndarray,
+    frames: Sequence[Frame],
     source: str | None,
-    seq: int,
-    pts: float | None,
     opts: AnalyzeOptions,
     tracker: IouTracker | None,
-    t0: float,
     session: str | None = None,
-) -> FaceMessage:
-    """One image or frame through the inference path, as a message (docs/ARCHITECTURE.md).
+) -> list[FaceMessage]:
+    """Images or frames through the inference path as one batch, one message each
+    (docs/ARCHITECTURE.md).
 
     A video's frames share a session (``session``, else its path), so the analyzer follows
     faces between detector runs as it does for a live stream; a photo has none and is
     always detected.
     """
-    h, w = image.shape[:2]
-    session = (session or source or "") if pts is not None else ""
-    job = Job(session, seq, pts, image, FrameInfo(w, h, detect=opts.detect), created=t0)
-    (outcome,) = run_batch(analyzer, [job])
-    if not isinstance(outcome, Scored):
-        why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
-        raise MediaError("analysis_failed", f"{source or 'the frame'}: {why}")
-    latency = time.monotonic() - t0
-    return face_message(outcome, latency_s=latency, tracker=tracker, source=source)
+    t0 = time.monotonic()
+    jobs = []
+    for seq, image, pts in frames:
+        h, w = image.shape[:2]
+        sid = (session or source or "") if pts is not None else ""
+        jobs.append(Job(sid, seq, pts, image, FrameInfo(w, h, detect=opts.detect), created=t0))
+    out = []
+    for outcome in run_batch(analyzer, jobs):
+        if not isinstance(outcome, Scored):
+            why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
+            raise MediaError("analysis_failed", f"{source or 'the frame'}: {why}")
+        latency = time.monotonic() - t0
+        out.append(face_message(outcome, latency_s=latency, tracker=tracker, source=source))
+    return out
+
+
+def _chunks(frames: Iterable[VideoFrame]) -> Iterator[list[Frame]]:
+    """A video's frames numbered from 0, ``CHUNK_FRAMES`` at a time."""
+    numbered: Iterator[Frame] = ((seq, f.image, f.pts) for seq, f in enumerate(frames))
+    while chunk := list(itertools.islice(numbered, CHUNK_FRAMES)):
+        yield chunk
 
 
 def analyze_frames(
@@ -112,17 +132,15 @@ def analyze_frames(
     """A video's frames (decoded by anyone: an upload in memory) as face messages, its
     faces followed between frames under ``session``."""
     tracker = IouTracker(alpha=opts.smooth)
-    for seq, frame in enumerate(frames):
-        t0 = time.monotonic()
-        yield _analyze(analyzer, frame.image, source, seq, frame.pts, opts, tracker, t0, session)
+    for chunk in _chunks(frames):
+        yield from _analyze(analyzer, chunk, source, opts, tracker, session)
 
 
 def analyze_image(
     analyzer: FaceAnalyzer, path: Path, opts: AnalyzeOptions, out: Path | None
 ) -> Iterator[FaceMessage]:
-    t0 = time.monotonic()
     image = read_image(path, opts.max_pixels)
-    msg = _analyze(analyzer, image, str(path), 0, None, opts, None, t0)
+    (msg,) = _analyze(analyzer, [(0, image, None)], str(path), opts, None)
     yield msg
     if out is not None and not cv2.imwrite(str(out), draw_faces(image, msg.faces)):
         raise MediaError("write_failed", f"could not write {out}")
@@ -146,17 +164,18 @@ def analyze_video(
             file=sys.stderr,
             disable=not opts.progress,
         ) as bar:
-            for seq, frame in enumerate(iter_video(path, opts.fps)):
-                t0 = time.monotonic()
-                msg = _analyze(analyzer, frame.image, str(path), seq, frame.pts, opts, tracker, t0)
-                yield msg
-                if out is not None:
-                    if writer is None:
-                        h, w = frame.image.shape[:2]
-                        fourcc = cv2.VideoWriter.fourcc(*"mp4v")
-                        writer = cv2.VideoWriter(str(out), fourcc, opts.fps or info.fps, (w, h))
-                    writer.write(draw_faces(frame.image, msg.faces))
-                bar.update(1)
+            for chunk in _chunks(iter_video(path, opts.fps)):
+                for (_, image, _), msg in zip(
+                    chunk, _analyze(analyzer, chunk, str(path), opts, tracker), strict=True
+                ):
+                    yield msg
+                    if out is not None:
+                        if writer is None:
+                            h, w = image.shape[:2]
+                            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+                            writer = cv2.VideoWriter(str(out), fourcc, opts.fps or info.fps, (w, h))
+                        writer.write(draw_faces(image, msg.faces))
+                    bar.update(1)
     finally:
         if writer is not None:
             writer.release()
