@@ -87,7 +87,7 @@ def score_images(det: FaceDetector, images: Sequence[LabelledImage]) -> list[bm.
         found = det.detect(im.image())
         boxes = np.array([d.box for d in found], float).reshape(-1, 4)
         scores = np.array([d.score for d in found], float)
-        faces = np.array([f.box for f in im.faces], float).reshape(-1, 4)
+        faces = np.array([box for box, _ in im.faces], float).reshape(-1, 4)
         ignore = np.array(im.ignore, float).reshape(-1, 4)
         out.append(bm.match(faces, ignore, boxes, scores))
     return out
@@ -160,7 +160,7 @@ def table(rows: Sequence[Row], images: Sequence[LabelledImage]) -> str:
         f"| detector | AP | P | R | {by_size} | FP/img | thr | calibrated thr: R, FP/img "
         "| ms 640x480 | ms 1920x1080 |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         thr = "-" if math.isinf(r.at.threshold) else f"{r.at.threshold:.2f}"
         cal = (
