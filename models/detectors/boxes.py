@@ -9,17 +9,43 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Literal
+
 from emostream.models.detectors.base import Detection
-from emostream.models.detectors.ssd import nms
+
+
+def nms_indices(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    mode: Literal["iou", "min"] = "iou",
+) -> np.ndarray:
+    """Indices of the ``[x1, y1, x2, y2]`` boxes plain NMS keeps, best score first: a box
+    goes when its overlap with a kept one exceeds ``threshold``; overlap is IoU, or ("min",
+    MTCNN's last stage) intersection over the smaller area."""
+    order = np.argsort(-scores, kind="stable")
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    kept: list[int] = []
+    while len(order):
+        i, rest = order[0], order[1:]
+        kept.append(int(i))
+        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0])
+        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1])
+        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+        if mode == "min":
+            denom = np.minimum(areas[i], areas[rest])
+        else:
+            denom = areas[i] + areas[rest] - inter
+        order = rest[inter <= threshold * np.maximum(denom, 1e-12)]
+    return np.asarray(kept, np.intp)
 
 
 def hard_nms(
     boxes: np.ndarray, scores: np.ndarray, iou_threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Plain (not weighted) NMS: the best box of each overlapping group survives as is."""
-    if not len(boxes):
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-    return nms(boxes, scores, iou_threshold, weighted=False)
+    keep = nms_indices(boxes, scores, iou_threshold)
+    return boxes[keep].reshape(-1, 4).astype(np.float32), scores[keep].astype(np.float32)
 
 
 def to_detections(
