@@ -46,7 +46,10 @@ def random_outputs(seed: int, height: int, width: int) -> list[np.ndarray]:
 
 
 def photo_input() -> np.ndarray:
-    image = cv2.imread(str(data_root() / "media" / PHOTO))
+    root = data_root()
+    image = cv2.imread(str(root / "media" / PHOTO)) if root else None
+    if image is None:
+        raise FileNotFoundError(f"{PHOTO} not in EMOSTREAM_DATA/media")
     h, w = image.shape[:2]
     s = PHOTO_SIDE / max(h, w)
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)

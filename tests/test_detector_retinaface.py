@@ -27,7 +27,9 @@ FIXTURE = np.load(ROOT / "tests" / "fixtures" / "retinaface_reference.npz")
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rf_ref", ROOT / "scripts/retinaface_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "rf_ref", ROOT / "scripts/retinaface_reference.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -51,7 +53,8 @@ def _detector(repo: ModelRepository, **kw: object) -> RetinaFaceDetector:
 
 
 def _media(name: str) -> np.ndarray:
-    path = data_root() / "media" / name
+    root = data_root()
+    path = root / "media" / name if root else Path("/nonexistent")
     if not path.is_file():
         pytest.skip(f"{path} absent (the shared data set)")
     image = cv2.imread(str(path))
@@ -94,7 +97,9 @@ def test_faces_in_photos(repo: ModelRepository) -> None:
     areas = [f.box[2] * f.box[3] for f in found]
     assert areas == sorted(areas, reverse=True)
     h, w = table.shape[:2]
-    assert all(0 <= f.box[0] and f.box[0] + f.box[2] <= w and f.box[1] + f.box[3] <= h for f in found)
+    assert all(
+        f.box[0] >= 0 and f.box[0] + f.box[2] <= w and f.box[1] + f.box[3] <= h for f in found
+    )
 
 
 def test_detect_batch_is_detect_of_each(repo: ModelRepository) -> None:

@@ -29,7 +29,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> ModelReposito
 
 
 def _media(name: str) -> np.ndarray:
-    path = data_root() / "media" / name
+    root = data_root()
+    path = root / "media" / name if root else Path("/nonexistent")
     if not path.is_file():
         pytest.skip(f"{path} absent (the shared data set)")
     image = cv2.imread(str(path))
@@ -43,7 +44,9 @@ def _detector(repo: ModelRepository, **kw: object) -> YuNetDetector:
 
 @pytest.mark.parametrize("name", ["two_people.jpg", "six_people_table.jpg", "obama.jpg"])
 @pytest.mark.parametrize("threshold", [0.9, 0.5])
-def test_matches_opencv_face_detector_yn(repo: ModelRepository, name: str, threshold: float) -> None:
+def test_matches_opencv_face_detector_yn(
+    repo: ModelRepository, name: str, threshold: float
+) -> None:
     """Same model, same frame: our decode + NMS gives OpenCV's boxes and scores."""
     image = _media(name)
     h, w = image.shape[:2]
@@ -75,7 +78,7 @@ def test_faces_in_photos(repo: ModelRepository) -> None:
     h, w = table.shape[:2]
     for f in full.detect(table):
         x, y, bw, bh = f.box
-        assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h
+        assert x >= 0 and y >= 0 and x + bw <= w and y + bh <= h
 
 
 def test_detect_batch_is_detect_of_each(repo: ModelRepository) -> None:

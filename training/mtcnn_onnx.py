@@ -120,7 +120,7 @@ def export(name: str, net: nn.Module) -> bytes:
         torch.onnx.export(
             net,
             (dummy,),
-            buf,
+            buf,  # type: ignore[arg-type]  # a file object works; the stub says path only
             input_names=["input"],
             output_names=list(outputs),
             dynamic_axes={"input": dims, **{o: {0: "batch"} for o in outputs}},

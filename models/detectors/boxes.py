@@ -7,9 +7,9 @@ first) is the same for all of them, so it lives here once.
 
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Literal
+
+import numpy as np
 
 from emostream.models.detectors.base import Detection
 
@@ -24,7 +24,8 @@ def nms_indices(
     goes when its overlap with a kept one exceeds ``threshold``; overlap is IoU, or ("min",
     MTCNN's last stage) intersection over the smaller area."""
     order = np.argsort(-scores, kind="stable")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    sides = np.clip(boxes[:, 2:4] - boxes[:, 0:2], 0, None)
+    areas = sides[:, 0] * sides[:, 1]
     kept: list[int] = []
     while len(order):
         i, rest = order[0], order[1:]

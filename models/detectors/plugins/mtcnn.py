@@ -137,7 +137,8 @@ class MtcnnDetector(FaceDetector):
         for s in self.scales(h, w):
             size = (int(w * s + 1), int(h * s + 1))
             level = _normalise(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
-            reg, prob = self.pnet.session.run(["reg", "prob"], {"input": level.transpose(2, 0, 1)[None]})
+            tensor = level.transpose(2, 0, 1)[None]
+            reg, prob = self.pnet.session.run(["reg", "prob"], {"input": tensor})
             ys, xs = np.nonzero(prob[0, 1] >= self.config.thresholds[0])
             if not len(ys):
                 continue

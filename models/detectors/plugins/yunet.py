@@ -113,12 +113,15 @@ class YuNetDetector(FaceDetector):
         tensor = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32)
         outs = self.runner.session.run(self.outputs, {self.runner.input_name: tensor})
         n = len(batch)
-        split = {k: np.asarray(v).reshape(n, -1, v.shape[-1]) for k, v in zip(self.outputs, outs)}
+        split = {
+            k: np.asarray(v).reshape(n, -1, v.shape[-1])
+            for k, v in zip(self.outputs, outs, strict=True)
+        }
         return [{k: v[i] for k, v in split.items()} for i in range(n)]
 
-    def find(self, heads: dict[str, np.ndarray], height: int, width: int) -> tuple[
-        np.ndarray, np.ndarray
-    ]:
+    def find(
+        self, heads: dict[str, np.ndarray], height: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Boxes and scores of one padded input, after top-k and NMS."""
         c = self.config
         boxes, scores = decode(heads, height, width, c.score_threshold)
