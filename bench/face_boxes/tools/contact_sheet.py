@@ -1,4 +1,4 @@
-"""Render every image of the set with its boxes into docs/face-boxes.png (green faces, red ignore)."""
+"""Render every image of the set with its boxes into docs/face-boxes.png."""
 
 from __future__ import annotations
 
