@@ -299,6 +299,7 @@
   // ---- results ----------------------------------------------------------------------------
 
   function onMessage(data) {
+    if (!pc) return; // stopped: a message still in flight must not bring values back
     let msg;
     try {
       msg = JSON.parse(data);

@@ -207,7 +207,7 @@ def drive(
     if voice:
         result["first_voice"] = wait_until(
             "a vocal expression label on the page",
-            lambda: (s := snapshot(cdp))["voiceLabel"] not in (None, "", EMPTY) and s,
+            lambda: (s := snapshot(cdp))["voiceLabel"] not in (None, "", EMPTY, "silence") and s,
             timeout_s,
         )
         # The microphone's file has silence around the speech (and loops): the label must
