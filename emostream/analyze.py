@@ -33,6 +33,7 @@ from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
+from emostream.remux_audio import add_audio
 from emostream.schema import FaceMessage, VoiceMessage
 from emostream.stream.audio import Channel, channel_tracks, media_streams
 from emostream.stream.call_summary import CallRecord, CallSummary
@@ -179,6 +180,8 @@ def analyze_video(
     finally:
         if writer is not None:
             writer.release()
+    if out is not None and writer is not None and "audio" in media_streams(path):
+        add_audio(out, path)  # VideoWriter writes pictures only: the sound, copied back
 
 
 Message = FaceMessage | VoiceMessage
@@ -229,6 +232,12 @@ def _analyze_path(
         raise MediaError("not_found", f"{path}: no such file")
     kind = kind_of(path)
     audio = kind == "audio" or (kind == "video" and "audio" in media_streams(path))
+    if kind == "audio" and opts.annotate is not None:
+        report(
+            path,
+            f"annotate_skipped: {path} is audio only: --annotate draws on images and "
+            "videos, so nothing is written for it",
+        )
     if audio and not isinstance(voice, VoiceService):
         why = voice or "voice is not loaded"
         if kind == "audio":

@@ -11,6 +11,7 @@ alone; the batch goes on.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -151,6 +152,13 @@ class FaceAnalyzer(ClassifierAnalyzer):
     def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> FaceAnalyzer:
         """The analyzer of a promoted version, with the detector and tracks already in use."""
         return FaceAnalyzer(classifier, self.detector, drift, self.tracks)
+
+    def with_detector(self, detector: ThreadLocalDetector) -> FaceAnalyzer:
+        """This analyzer looking with another detector (``/v1/predict``'s range): the
+        classifier, its tally and the tracks are shared, so predictions count as before."""
+        other = copy.copy(self)
+        other.detector = detector
+        return other
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         """Boxes for every frame (followed, or detected in one call), then one classify call."""

@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_s
 from starlette.exceptions import HTTPException
 
 from emostream import __version__, metrics
+from emostream.analyze_range import DetectorRange, RangeNotApplicableError
 from emostream.broker.base import IngestBroker
 from emostream.broker.factory import make_ingest
 from emostream.broker.memory import MemoryBroker
@@ -61,6 +62,8 @@ from emostream.stream.errors import (
     validation_handler,
 )
 from emostream.stream.media import MediaError, decode_image
+from emostream.stream.predict_detectors import PredictDetectors
+from emostream.stream.query import strict_query
 from emostream.stream.session_manager import SessionManager
 from emostream.stream.transports.audiohook import route as audiohook
 from emostream.stream.transports.twilio import stream as twilio_stream
@@ -85,6 +88,7 @@ class AppState:
         self.workers: list[BatchWorker] = []
         self.watchers: list[ModelWatcher] = []
         self.sessions: SessionManager | None = None
+        self.predict_detectors = PredictDetectors(settings)
 
     @property
     def face(self) -> FaceAnalyzer | None:
@@ -235,6 +239,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        dependencies=[Depends(strict_query)],  # an unknown query parameter is a 422
     )
     app.state.emostream = state
     app.state.uploads = UploadBudget(state.settings.limits.max_upload_bytes_in_flight)
@@ -310,6 +315,14 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             guard.metrics(request)
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    def predict_analyzer(live: FaceAnalyzer, chosen: DetectorRange | None) -> FaceAnalyzer:
+        """The served model with the offline detector; a detector model that cannot be
+        loaded (not in the repository, the wrong variant) is a 503 with its reason."""
+        try:
+            return state.predict_detectors.analyzer(live, chosen)
+        except (LookupError, OSError, ValueError) as exc:
+            raise ApiError(503, "model_unavailable", f"face detector: {exc}") from None
+
     @app.post(
         "/v1/predict",
         response_model=FaceMessage,
@@ -321,16 +334,31 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         request: Request,
         _: None = Depends(guard_caller),
         detect: bool = Query(True, description="false: the image is one face"),
+        detector_range: DetectorRange | None = Query(
+            None,
+            alias="range",
+            description="BlazeFace detector: far (the default, as `emostream analyze`) also "
+            "tiles the image for small, distant faces (groups, crowds); near runs only the "
+            "short-range model (one close face, the live default); auto runs both models on "
+            "the whole image. Default: EMOSTREAM_DETECTOR__RANGE if set, else far. A 422 "
+            "for a detector without a range",
+        ),
     ) -> FaceMessage:
-        """One image (raw body or multipart ``file``) -> one face message."""
+        """One image (raw body or multipart ``file``) -> one face message, faces found as
+        ``emostream analyze`` finds them."""
         t0 = time.monotonic()
-        face = state.face
-        if face is None:
+        live = state.face
+        if live is None:
             raise ApiError(503, "model_unavailable", state.load_error or "models are loading")
+        try:
+            state.predict_detectors.check(detector_range)
+        except RangeNotApplicableError as exc:
+            raise ApiError(422, "range_not_applicable", str(exc)) from None
         data = await image_bytes(request, state.settings.limits.max_body_bytes)
         metrics.FRAMES_IN.labels("face").inc()
         try:
             async with state.limiter:
+                face = await anyio.to_thread.run_sync(predict_analyzer, live, detector_range)
                 t1 = time.monotonic()
                 image = await anyio.to_thread.run_sync(
                     decode_image, data, state.settings.limits.max_pixels

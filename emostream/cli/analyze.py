@@ -5,12 +5,12 @@ summary after its messages."""
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from emostream.analyze_range import DetectorRange, RangeNotApplicableError, analyze_settings
 from emostream.cli.common import (
     EXIT_FAILED_FILES,
     EXIT_MODEL_MISSING,
@@ -26,32 +26,15 @@ if TYPE_CHECKING:
     from emostream.stream.call_summary import CallSummary
 
 
-class DetectorRange(StrEnum):
-    """Which BlazeFace models look where (``detector.range``)."""
-
-    near = "near"
-    far = "far"
-    auto = "auto"
-
-
-#: Photos and recorded videos are not live: the tiled full-range pass is worth its cost.
-ANALYZE_RANGE = DetectorRange.far
-
-
 def with_range(settings: Settings, chosen: DetectorRange | None) -> Settings:
-    """The settings with the detector range analyze uses: ``--range`` if given, else
-    ``EMOSTREAM_DETECTOR__RANGE`` if set, else far. Other backends have no range."""
-    from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig
-
-    detector = settings.detector
-    if not isinstance(detector, BlazeFaceConfig):
-        if chosen is not None:
-            raise fail(f"--range is for the blazeface detector, not {detector.type}", EXIT_USAGE)
-        return settings
-    if chosen is None and "range" in detector.model_fields_set:
-        return settings
-    picked = (chosen or ANALYZE_RANGE).value
-    return settings.model_copy(update={"detector": detector.model_copy(update={"range": picked})})
+    """The settings with the detector range analyze uses (``emostream.analyze_range``
+    decides, as for ``/v1/predict``); ``--range`` on a detector without one exits 2."""
+    try:
+        return analyze_settings(settings, chosen)
+    except RangeNotApplicableError:
+        raise fail(
+            f"--range is for the blazeface detector, not {settings.detector.type}", EXIT_USAGE
+        ) from None
 
 
 def parse_channels(text: str | None) -> list[str] | None:

@@ -7,6 +7,9 @@
   const WINDOW_MS = 10000; // chart history
   const STALE_MS = 1000; // boxes older than this fade out
   const MAX_PANELS = 4; // faces charted at once (the most recently seen)
+  const GONE_MS = 3000; // a face's chart is dropped once it has not been seen this long
+  const REUSE_MS = 2000; // a new track near a face that vanished this recently continues its chart
+  const SILENCE_MS = 2000; // no voice message this long: the voice panel says silence
   const ICE_GATHER_TIMEOUT_MS = 5000;
   const COLORS = {
     angry: '#e5484d',
@@ -68,6 +71,8 @@
   const arrivals = []; // arrival times, for the results rate
   let voiceLabels = []; // the voice model's class names, in its order
   const voice = new Map(); // audio track -> {name, points: [{t, scores, label, speech}], last}
+  const aliases = new Map(); // track key -> the key of the chart it continues (a camera cut)
+  let voiceLast = null; // arrival of the last voice message
 
   function headers(extra = {}) {
     return token ? { ...extra, Authorization: `Bearer ${token}` } : extra;
@@ -243,10 +248,19 @@
     latest = null;
     history.clear();
     voice.clear();
+    aliases.clear();
+    voiceLast = null;
     arrivals.length = 0;
+    labels = [];
+    voiceLabels = [];
+    renderLegend(ui.legend, labels);
+    renderLegend(ui.voiceLegend, voiceLabels);
     ui.voiceSpeech.dataset.speech = '';
     setText(ui.voiceSpeech, '–');
-    setText(ui.voiceLabel, '–');
+    showVoiceLabel('–', false);
+    setText(ui.model, '–');
+    setText(ui.voiceModel, '–');
+    showError('');
     renderFaces([]);
     setText(ui.latency, '–');
     setText(ui.rtt, '–');
@@ -285,6 +299,7 @@
   // ---- results ----------------------------------------------------------------------------
 
   function onMessage(data) {
+    if (!pc) return; // stopped: a message still in flight must not bring values back
     let msg;
     try {
       msg = JSON.parse(data);
@@ -318,7 +333,7 @@
           renderLegend();
         }
       }
-      const key = trackKey(face, i);
+      const key = chartKey(trackKey(face, i), face.box, now);
       let h = history.get(key);
       if (!h) {
         h = { name: trackName(face, i), points: [], last: now };
@@ -326,12 +341,51 @@
       }
       h.points.push({ t: now, scores: face.scores, label: face.label });
       h.last = now;
+      h.box = face.box;
     });
+    forgetGone(now);
+    renderFaces(msg.faces);
+  }
+
+  // A camera cut gives the same face a new track id: a new track that appears where a face
+  // vanished less than REUSE_MS ago, at about its size, continues that face's chart.
+  function chartKey(key, box, now) {
+    if (aliases.has(key)) return aliases.get(key);
+    if (history.has(key) || !Array.isArray(box)) return key;
+    let best = null;
+    for (const [other, h] of history) {
+      const gone = now - h.last;
+      if (gone <= 0 || gone > REUSE_MS || !h.box || [...aliases.values()].includes(other)) continue;
+      if (!sameFace(h.box, box)) continue;
+      if (!best || h.last > history.get(best).last) best = other;
+    }
+    if (best === null) return key;
+    aliases.set(key, best);
+    return best;
+  }
+
+  function sameFace(a, b) {
+    const [ax, ay, aw, ah] = a;
+    const [bx, by, bw, bh] = b;
+    const size = Math.max(aw, ah, bw, bh, 1);
+    const dist = Math.hypot(ax + aw / 2 - (bx + bw / 2), ay + ah / 2 - (by + bh / 2));
+    const ratio = (bw * bh) / Math.max(1, aw * ah);
+    return dist < 0.5 * size && ratio > 0.5 && ratio < 2;
+  }
+
+  // Charts of faces gone for GONE_MS go, with their aliases; old points scroll out.
+  function forgetGone(now) {
     for (const [key, h] of history) {
       while (h.points.length && h.points[0].t < now - WINDOW_MS - 1000) h.points.shift();
-      if (!h.points.length) history.delete(key);
+      if (!h.points.length || now - h.last > GONE_MS) history.delete(key);
     }
-    renderFaces(msg.faces);
+    for (const [key, target] of aliases) if (!history.has(target)) aliases.delete(key);
+  }
+
+  // The voice panel's label: a class while there is speech, "silence" (greyed) otherwise.
+  function showVoiceLabel(text, silent) {
+    setText(ui.voiceLabel, text);
+    ui.voiceLabel.dataset.silent = silent ? 'yes' : '';
   }
 
   // One voice message per audio window (about every 0.5 s): speech windows carry scores,
@@ -345,6 +399,7 @@
       voice.set(name, h);
     }
     h.last = now;
+    voiceLast = now;
     ui.voiceSpeech.dataset.speech = msg.speech ? 'yes' : 'no';
     setText(ui.voiceSpeech, msg.speech ? 'speech' : 'silence');
     if (msg.model) setText(ui.voiceModel, msg.model);
@@ -356,10 +411,11 @@
         }
       }
       const pct = typeof msg.confidence === 'number' ? ` ${(100 * msg.confidence).toFixed(0)}%` : '';
-      setText(ui.voiceLabel, `${msg.label}${pct}`);
+      showVoiceLabel(`${msg.label}${pct}`, false);
       h.points.push({ t: now, scores: msg.scores, label: msg.label });
     } else {
       h.points.push({ t: now, scores: {}, label: null }); // a gap in the lines
+      showVoiceLabel('silence', true);
     }
     while (h.points.length && h.points[0].t < now - WINDOW_MS - 1000) h.points.shift();
   }
@@ -541,6 +597,7 @@
   // Score charts, one panel per track (a face, or an audio track): one line per class over
   // the last WINDOW_MS, the latest top class drawn last and thicker.
   function drawPanels(canvas, tracks, names, now, waiting) {
+    canvas.dataset.panels = String(tracks.length); // what is charted, for tests and tools
     const panelH = 140;
     const gap = 10;
     const height = Math.max(1, tracks.length) * (panelH + gap);
@@ -640,13 +697,19 @@
 
   function recent(tracks) {
     return [...tracks.values()]
-      .filter((h) => h.points.length)
+      .filter((h) => h.points.some((pt) => pt.label)) // never an empty chart
       .sort((a, b) => b.last - a.last)
       .slice(0, MAX_PANELS);
   }
 
   function frame() {
     const now = performance.now();
+    forgetGone(now);
+    if (voiceLast !== null && now - voiceLast > SILENCE_MS && ui.voiceLabel.dataset.silent !== 'yes') {
+      ui.voiceSpeech.dataset.speech = 'no';
+      setText(ui.voiceSpeech, 'silence');
+      showVoiceLabel('silence', true); // no voice message for a while: nothing is being said
+    }
     drawOverlay(now);
     drawPanels(ui.chart, recent(history), labels, now, 'Waiting for a face…');
     drawPanels(ui.voiceChart, recent(voice), voiceLabels, now, 'Waiting for speech…');

@@ -56,6 +56,10 @@ SNAPSHOT_JS = """(() => {
       .map((e) => e.textContent.trim()).filter(Boolean),
     video: v ? [v.videoWidth, v.videoHeight] : null,
     speech: t('voice-speech'), voiceLabel: t('voice-label'), voiceModel: t('voice-model'),
+    voiceSilent: document.getElementById('voice-label').dataset.silent || '',
+    legends: document.querySelectorAll('.legend > *').length,
+    panels: ['chart', 'voice-chart']
+      .map((id) => Number(document.getElementById(id).dataset.panels || 0)),
   };
 })()"""
 
@@ -203,7 +207,14 @@ def drive(
     if voice:
         result["first_voice"] = wait_until(
             "a vocal expression label on the page",
-            lambda: (s := snapshot(cdp))["voiceLabel"] not in (None, "", EMPTY) and s,
+            lambda: (s := snapshot(cdp))["voiceLabel"] not in (None, "", EMPTY, "silence") and s,
+            timeout_s,
+        )
+        # The microphone's file has silence around the speech (and loops): the label must
+        # give way to a greyed "silence", never keep the last class up.
+        result["silence"] = wait_until(
+            "the voice panel to show silence",
+            lambda: (s := snapshot(cdp))["voiceLabel"] == "silence" and s,
             timeout_s,
         )
     # A few seconds more so the chart has some history in the screenshot (not a measurement).
@@ -222,6 +233,8 @@ def drive(
         lambda: (s := snapshot(cdp))["state"] == "closed" and s,
         15,
     )
+    time.sleep(0.5)  # a few animation frames after Stop
+    result["after_stop"] = snapshot(cdp)
 
 
 def main() -> int:

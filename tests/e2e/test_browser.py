@@ -19,7 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from browser_driver import LABELS, VOICE_LABELS, session_members
+from browser_driver import EMPTY, LABELS, VOICE_LABELS, session_members
 from shared_media import ravdess_file
 
 from emostream.bench import netns
@@ -150,3 +150,11 @@ def test_demo_page_in_chromium(media: Path, repo: object, output_dir: Path) -> N
     png = output_dir / "demo.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["stopped"]["state"] == "closed"
+    silence = result["silence"]  # speech: false windows grey the label out (issue 23)
+    assert silence["voiceSilent"] == "yes", silence
+    after = result["after_stop"]  # Stop clears every value, legend and chart (issue 23)
+    assert after["labels"] == [] and after["panels"] == [0, 0], after
+    assert after["legends"] == 0, after
+    for field in ("voiceLabel", "voiceModel", "model", "latency", "speech"):
+        assert after[field] == EMPTY, (field, after)
+    assert after["voiceSilent"] == "", after

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
@@ -113,7 +113,12 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
         response_class=Response,
         responses={201: {"content": {"application/sdp": {}}}, 400: {}, 401: {}, 413: {}, 415: {}},
     )
-    async def whip(request: Request) -> Response:
+    async def whip(
+        request: Request,
+        roles: str | None = Query(
+            None, description="speaker role per SDP mid: 0:agent,1:customer (else unknown)"
+        ),
+    ) -> Response:
         owner = guard.caller(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/sdp":
@@ -122,9 +127,9 @@ def router(settings: Settings, manager: Callable[[], SessionManager | None]) -> 
                 "unsupported_media_type",
                 f"WHIP needs Content-Type application/sdp, got {ctype or '(none)'!r}",
             )
-        roles = whip_roles(request.query_params.get("roles"))
+        by_mid = whip_roles(roles)
         body = await read_limited(request, settings.limits.max_sdp_bytes)
-        peer = await start(body.decode("utf-8", errors="replace"), owner, roles)
+        peer = await start(body.decode("utf-8", errors="replace"), owner, by_mid)
         s = peer.session
         return Response(
             peer.answer,

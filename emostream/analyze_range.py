@@ -1,0 +1,53 @@
+"""Which face detector offline analysis uses: ``emostream analyze`` and ``POST /v1/predict``.
+
+One decision, in one place, so the CLI and the REST API never disagree (issue 23: the
+endpoint used the live, close-range detector and found none of six faces the CLI found).
+Photos and recordings are not live: the tiled full-range pass (``far``) is worth its cost
+there, while live sessions keep ``detector.range`` (``near`` by default). Change the default
+here (``ANALYZE_RANGE``) and both entry points follow.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from emostream.settings import Settings
+
+
+class DetectorRange(StrEnum):
+    """Which BlazeFace models look where (``detector.range``)."""
+
+    near = "near"
+    far = "far"
+    auto = "auto"
+
+
+#: Photos and recorded videos are not live: the tiled full-range pass is worth its cost.
+ANALYZE_RANGE = DetectorRange.far
+
+
+class RangeNotApplicableError(ValueError):
+    """A range was asked of a detector that has none (Haar, another backend)."""
+
+
+def analyze_settings(settings: Settings, chosen: DetectorRange | str | None = None) -> Settings:
+    """The settings offline analysis runs with: range ``chosen`` if given, else
+    ``EMOSTREAM_DETECTOR__RANGE`` if set, else ``ANALYZE_RANGE``.
+
+    A detector without a range is left as configured; asking one for a range raises
+    ``RangeNotApplicableError`` (a usage error for the CLI, a 422 for the API).
+    """
+    from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig
+
+    picked = DetectorRange(chosen) if chosen is not None else None
+    detector = settings.detector
+    if not isinstance(detector, BlazeFaceConfig):
+        if picked is not None:
+            raise RangeNotApplicableError(
+                f"range is for the blazeface detector; the {detector.type} detector has none"
+            )
+        return settings
+    if picked is None and "range" in detector.model_fields_set:
+        return settings
+    value = (picked or ANALYZE_RANGE).value
+    return settings.model_copy(update={"detector": detector.model_copy(update={"range": value})})
