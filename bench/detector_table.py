@@ -51,18 +51,28 @@ class Candidate:
     operating: float | None  # None: the detector's own threshold is the only one (Haar)
 
 
+#: The DNN backends, each at the working sizes worth comparing (the longer side a frame is
+#: shrunk to before the model; 0: full size): small faces need the pixels, and cost them.
+SIDES = {"yunet": (320, 640, 1280, 0), "retinaface": (640, 0), "mtcnn": (640, 0)}
+
+
 def candidates() -> list[Candidate]:
-    """The rows: every available backend at its defaults, BlazeFace at each range."""
+    """The rows: BlazeFace at each range, Haar, and every other available backend at its
+    defaults and at each working size of ``SIDES``."""
     rows = [
         Candidate("blazeface near", {"type": "blazeface", "range": "near"}, 0.5),
         Candidate("blazeface auto", {"type": "blazeface", "range": "auto"}, 0.5),
         Candidate("blazeface far", {"type": "blazeface", "range": "far"}, 0.5),
         Candidate("haar", {"type": "haar", "max_side": 0, "min_size": 20}, None),
     ]
-    for name in ("yunet", "retinaface", "mtcnn", "centerface"):
-        if name in BACKENDS:
-            default = BACKENDS[name].config_class.model_validate({})
-            rows.append(Candidate(name, {"type": name}, _threshold_of(default)))
+    for name, sides in SIDES.items():
+        if name not in BACKENDS:
+            continue
+        default = BACKENDS[name].config_class.model_validate({})
+        for side in sides:
+            label = f"{name} {side or 'full'}"
+            config = {"type": name, "max_side": side}
+            rows.append(Candidate(label, config, _threshold_of(default)))
     return rows
 
 
