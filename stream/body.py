@@ -93,8 +93,7 @@ def upload_type(request: Request, raw: tuple[str, ...], send: str) -> str:
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"Content-Type {ctype or '(none)'!r}: send {send} or a multipart/form-data file "
-            "field",
+            f"Content-Type {ctype or '(none)'!r}: send {send} or a multipart/form-data file field",
         )
     return ctype
 

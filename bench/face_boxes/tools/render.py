@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,10 +17,12 @@ import numpy as np
 HERE = Path(__file__).resolve().parents[1]
 
 
-def load(name: str, data_root: Path) -> tuple[np.ndarray, dict[str, object] | None]:
+def load(name: str, data_root: Path) -> tuple[np.ndarray, dict[str, Any] | None]:
     """The BGR image and its boxes.json entry (None for a bare file)."""
     if Path(name).is_file():
         img = cv2.imread(name, cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"cannot read {name}")
         return img, None
     doc = json.loads((HERE / "boxes.json").read_text())
     entry = next(e for e in doc["images"] if e["name"] == name)
@@ -69,9 +72,9 @@ def main() -> None:
         cv2.putText(img, label, (p1[0], p2[1] + 12), 0, 0.4, col, 1)
 
     if entry is not None:
-        for i, f in enumerate(entry["faces"]):  # type: ignore[arg-type]
+        for i, f in enumerate(entry["faces"]):
             rect(f["box"], (0, 255, 0), str(i))
-        for b in entry.get("ignore", []):  # type: ignore[attr-defined]
+        for b in entry.get("ignore", []):
             rect(b, (0, 0, 255), "ign")
     if a.extra:
         for b in json.loads(a.extra):
