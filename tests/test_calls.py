@@ -104,9 +104,7 @@ def _call(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: F811
 
 
 async def test_with_the_default_policy_only_the_customer_is_analysed(
-    has_voice_model: ModelRepository,
-    clip: np.ndarray,
-    receiver: Receiver,
+    has_voice_model: ModelRepository, clip: np.ndarray, receiver: Receiver  # noqa: F811
 ) -> None:
     app = await _serving(has_voice_model.root, webhook_url=receiver.url, webhook_secret=SECRET)
     try:
@@ -144,8 +142,7 @@ async def test_with_the_default_policy_only_the_customer_is_analysed(
 
 
 async def test_agents_are_analysed_only_when_the_policy_says_so(
-    has_voice_model: ModelRepository,
-    clip: np.ndarray,  # noqa: F811
+    has_voice_model: ModelRepository, clip: np.ndarray  # noqa: F811
 ) -> None:
     app = await _serving(has_voice_model.root, analyse_roles="customer,agent")
     try:
