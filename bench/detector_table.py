@@ -53,18 +53,22 @@ class Candidate:
 
 #: The DNN backends, each at the working sizes worth comparing (the longer side a frame is
 #: shrunk to before the model; 0: full size): small faces need the pixels, and cost them.
-SIDES = {"yunet": (320, 640, 1280, 0), "retinaface": (640, 0), "mtcnn": (640, 0)}
+SIDES = {"retinaface": (640, 0), "mtcnn": (640, 0)}
 
 
 def candidates() -> list[Candidate]:
-    """The rows: BlazeFace at each range, Haar, and every other available backend at its
-    defaults and at each working size of ``SIDES``."""
+    """The rows: BlazeFace and YuNet at each range, Haar, and RetinaFace and MTCNN at each
+    working size of ``SIDES``."""
     rows = [
         Candidate("blazeface near", {"type": "blazeface", "range": "near"}, 0.5),
         Candidate("blazeface auto", {"type": "blazeface", "range": "auto"}, 0.5),
         Candidate("blazeface far", {"type": "blazeface", "range": "far"}, 0.5),
         Candidate("haar", {"type": "haar", "max_side": 0, "min_size": 20}, None),
     ]
+    if "yunet" in BACKENDS:
+        yunet = _threshold_of(BACKENDS["yunet"].config_class.model_validate({}))
+        for r in ("near", "auto", "far"):
+            rows.append(Candidate(f"yunet {r}", {"type": "yunet", "range": r}, yunet))
     for name, sides in SIDES.items():
         if name not in BACKENDS:
             continue

@@ -2,9 +2,10 @@
 
 One decision, in one place, so the CLI and the REST API never disagree (issue 23: the
 endpoint used the live, close-range detector and found none of six faces the CLI found).
-Photos and recordings are not live: the tiled full-range pass (``far``) is worth its cost
-there, while live sessions keep ``detector.range`` (``near`` by default). Change the default
-here (``ANALYZE_RANGE``) and both entry points follow.
+Photos and recordings are not live: the detector's ``far`` range (YuNet at full size up to
+its pixel bound; BlazeFace's tiles) is worth its cost there, while live sessions keep
+``detector.range`` (``near`` by default). Change the default here (``ANALYZE_RANGE``) and
+both entry points follow.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from emostream.settings import Settings
 
 
 class DetectorRange(StrEnum):
-    """Which BlazeFace models look where (``detector.range``)."""
+    """How small the faces the detector looks for are (``detector.range``; see
+    ``models/detectors/base.py``)."""
 
     near = "near"
     far = "far"
     auto = "auto"
 
 
-#: Photos and recorded videos are not live: the tiled full-range pass is worth its cost.
+#: Photos and recorded videos are not live: the thorough pass is worth its cost.
 ANALYZE_RANGE = DetectorRange.far
 
 
@@ -37,14 +39,13 @@ def analyze_settings(settings: Settings, chosen: DetectorRange | str | None = No
     A detector without a range is left as configured; asking one for a range raises
     ``RangeNotApplicableError`` (a usage error for the CLI, a 422 for the API).
     """
-    from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig
-
     picked = DetectorRange(chosen) if chosen is not None else None
     detector = settings.detector
-    if not isinstance(detector, BlazeFaceConfig):
+    if "range" not in type(detector).model_fields:
         if picked is not None:
             raise RangeNotApplicableError(
-                f"range is for the blazeface detector; the {detector.type} detector has none"
+                f"range is for the yunet and blazeface detectors; the {detector.type} "
+                "detector has none"
             )
         return settings
     if picked is None and "range" in detector.model_fields_set:

@@ -19,6 +19,7 @@ from emostream.paths import model_root
 from emostream.settings import Settings
 from emostream.training.blazeface_import import import_blazeface
 from emostream.training.fer_import import NAME, import_fer
+from emostream.training.yunet_import import import_yunet
 
 from brokers import broker_config
 from model_versions import model_root_copy
@@ -80,12 +81,14 @@ def private_model_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 
 @pytest.fixture(scope="session")
 def repo(private_model_root: Path) -> ModelRepository:
-    """The suite's repository with both default models pulled: a private copy of the real
+    """The suite's repository with the default models pulled (the emotion model and the
+    detectors): a private copy of the real
     one (``private_model_root``), so pulling here (a no-op once `make test` pulled them into
     the real one) never writes into the checkout."""
     r = ModelRepository(private_model_root)
     import_fer(r, progress=False)
     import_blazeface(r)
+    import_yunet(r)
     return r
 
 

@@ -150,7 +150,7 @@ def test_readyz_names_the_served_model(client: TestClient, repo: ModelRepository
     assert body["ready"] is True
     assert body["models"]["face"]["model"] == _expected_ref(repo)
     assert body["models"]["face"]["provider"]
-    assert body["models"]["detector"] == "face-detector/1 (near)"  # BlazeFace short range
+    assert body["models"]["detector"] == "yunet/1 (near)"  # the live default
 
 
 def test_metrics_exposes_emostream_metrics(client: TestClient) -> None:

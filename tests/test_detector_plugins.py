@@ -50,9 +50,9 @@ class TinyDetector(FaceDetector):
 
 
 def test_the_shipped_backends_are_found() -> None:
-    assert {"blazeface", "haar"} <= set(detectors.BACKENDS)
+    assert {"blazeface", "haar", "yunet"} <= set(detectors.BACKENDS)
     assert detectors.UNAVAILABLE == {}
-    assert detectors.default_detector().type == "blazeface"
+    assert detectors.default_detector().type == "yunet"
 
 
 def test_only_the_plugins_folder_is_searched() -> None:
@@ -65,7 +65,7 @@ def test_only_the_plugins_folder_is_searched() -> None:
 
 def test_a_config_without_a_type_is_the_default_backend() -> None:
     adapter: TypeAdapter[object] = TypeAdapter(detectors.DetectorConfig)
-    assert type(adapter.validate_python({})).__name__ == "BlazeFaceConfig"
+    assert type(adapter.validate_python({})).__name__ == "YuNetConfig"
     assert type(adapter.validate_python({"type": "haar"})).__name__ == "HaarConfig"
     with pytest.raises(ValueError):
         adapter.validate_python({"type": "no-such-detector"})

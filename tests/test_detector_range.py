@@ -23,6 +23,7 @@ from emostream.models.detectors import tiles
 from emostream.models.detectors.base import Detection
 from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig, BlazeFaceDetector, Range
 from emostream.models.detectors.plugins.haar import HaarConfig
+from emostream.models.detectors.plugins.yunet import YuNetConfig
 from emostream.paths import model_root
 from emostream.settings import Settings
 from emostream.stream.media import read_image
@@ -192,6 +193,7 @@ def test_range_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         BlazeFaceConfig(range="wide")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         BlazeFaceConfig(min_face_px=2)
+    monkeypatch.setenv("EMOSTREAM_DETECTOR__TYPE", "blazeface")
     monkeypatch.setenv("EMOSTREAM_DETECTOR__RANGE", "far")
     monkeypatch.setenv("EMOSTREAM_DETECTOR__MIN_FACE_PX", "24")
     detector = Settings().detector
@@ -201,7 +203,7 @@ def test_range_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_analyze_defaults_to_far(monkeypatch: pytest.MonkeyPatch) -> None:
     def range_of(s: Settings) -> str:
-        assert isinstance(s.detector, BlazeFaceConfig)
+        assert isinstance(s.detector, YuNetConfig | BlazeFaceConfig)
         return s.detector.range
 
     monkeypatch.delenv("EMOSTREAM_DETECTOR__RANGE", raising=False)

@@ -23,6 +23,7 @@ from emostream.analyze_range import (
 )
 from emostream.models.detectors.plugins.blazeface import BlazeFaceConfig
 from emostream.models.detectors.plugins.haar import HaarConfig
+from emostream.models.detectors.plugins.yunet import YuNetConfig
 from emostream.models.repository import ModelRepository
 from emostream.settings import Settings
 from emostream.stream.app import create_app
@@ -51,9 +52,11 @@ def six() -> bytes:
 def test_one_decision_for_cli_and_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EMOSTREAM_DETECTOR__RANGE", raising=False)
     chosen = analyze_settings(Settings()).detector
-    assert isinstance(chosen, BlazeFaceConfig) and chosen.range == ANALYZE_RANGE.value
+    assert isinstance(chosen, YuNetConfig) and chosen.range == ANALYZE_RANGE.value
     near = analyze_settings(Settings(), "near").detector
-    assert isinstance(near, BlazeFaceConfig) and near.range == "near"
+    assert isinstance(near, YuNetConfig) and near.range == "near"
+    blaze = analyze_settings(Settings(detector=BlazeFaceConfig())).detector
+    assert isinstance(blaze, BlazeFaceConfig) and blaze.range == ANALYZE_RANGE.value
     haar = Settings(detector=HaarConfig())
     assert analyze_settings(haar) is haar
     with pytest.raises(RangeNotApplicableError, match="haar"):

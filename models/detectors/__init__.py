@@ -7,7 +7,7 @@ helpers the plugins share live beside ``plugins/`` and are never taken for plugi
 Each plugin is imported on its own: one that raises (an ``ImportError`` for a package this
 install lacks, or anything else) is logged and listed in ``UNAVAILABLE`` with the reason,
 and the others stay available. ``DetectorConfig`` is the union of the available backends'
-configs, told apart by ``type`` (a config without one is the default, BlazeFace); naming an
+configs, told apart by ``type`` (a config without one is the default, YuNet); naming an
 unavailable backend fails validation with its reason. ``create_detector`` builds the
 backend a config names.
 """
@@ -30,7 +30,7 @@ from emostream.models.detectors.base import DetectorConfigBase, FaceDetector
 
 log = logging.getLogger(__name__)
 
-DEFAULT = "blazeface"
+DEFAULT = "yunet"
 
 
 class DetectorUnavailableError(RuntimeError):
@@ -144,7 +144,7 @@ def default_detector() -> DetectorConfigBase:
 
 
 def create_detector(config: DetectorConfigBase | None, model_root: Path) -> FaceDetector:
-    """The backend ``config.type`` names (BlazeFace when None)."""
+    """The backend ``config.type`` names (YuNet when None)."""
     config = config or default_detector()
     backend = BACKENDS.get(config.type)
     if backend is None:

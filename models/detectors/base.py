@@ -12,12 +12,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel
 
 from emostream.pipeline.jobs import Box
+
+
+#: How small (how far from the camera) the faces a detector looks for are: ``near`` a
+#: webcam's or a call's, ``far`` everyone in a photo or a room, ``auto`` in between. Each
+#: backend with a ``range`` field maps it onto its own working sizes or passes.
+Range = Literal["near", "far", "auto"]
 
 
 @dataclass(frozen=True)

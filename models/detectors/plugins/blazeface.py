@@ -37,14 +37,13 @@ from pydantic import Field
 
 from emostream.fields import OptionalCommaList
 from emostream.models.detectors import tiles
-from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector, Range
 from emostream.models.detectors.blazeface_model import BlazeFaceModel
 from emostream.models.detectors.boxes import to_detections
 from emostream.models.detectors.ssd import MODEL_NAME
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import RunnerConfig
 
-Range = Literal["near", "far", "auto"]
 #: The full-range model wants a face of about 12 px in its 192 px input: a tile of 16 x
 #: ``min_face_px`` finds faces of ``min_face_px``.
 TILE_PER_FACE = 16
