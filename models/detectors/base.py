@@ -19,7 +19,6 @@ from pydantic import BaseModel
 
 from emostream.pipeline.jobs import Box
 
-
 #: How small (how far from the camera) the faces a detector looks for are: ``near`` a
 #: webcam's or a call's, ``far`` everyone in a photo or a room, ``auto`` in between. Each
 #: backend with a ``range`` field maps it onto its own working sizes or passes.
