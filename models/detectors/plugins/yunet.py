@@ -13,6 +13,7 @@ the same padded size go through one batched model call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -70,7 +71,7 @@ def working_scale(config: YuNetConfig, width: int, height: int) -> float:
     if config.max_side is not None:
         return scaled_size(width, height, config.max_side)[0]
     if config.range == "far":
-        return min(1.0, float(config.far_pixels / max(width * height, 1)) ** 0.5)
+        return min(1.0, math.sqrt(config.far_pixels / max(width * height, 1)))
     return scaled_size(width, height, SIDES[config.range])[0]
 
 
