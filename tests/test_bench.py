@@ -29,9 +29,10 @@ if TYPE_CHECKING:
     from emostream.bench.soak_report import BrokerRun
 
 
-def _table_header(section: str, first: str) -> list[str]:
-    line = next(ln for ln in section.splitlines() if ln.startswith(f"| {first} |"))
-    return [c.strip() for c in line.strip("|").split("|")]
+def _table_header(section: str, first: str, nth: int = 0) -> list[str]:
+    """The cells of the ``nth`` table header whose first cell is ``first``."""
+    lines = [ln for ln in section.splitlines() if ln.startswith(f"| {first} |")]
+    return [c.strip() for c in lines[nth].strip("|").split("|")]
 
 
 def test_section_rewrites_only_its_own(tmp_path: Path) -> None:
@@ -80,8 +81,17 @@ def test_bench_face_writes_its_section(tmp_path: Path, repo: object, media: Path
     text = run(out=out, frames=10, batches=(1, 2), skip_fer=True)
 
     assert read_section(out, SECTION) == text
-    for heading in ("Per frame: detect + classify", "The model alone, by batch size", "Reading"):
+    headings = (
+        "Per frame: detect + classify",
+        "Offline: `emostream analyze` with its defaults",
+        "The model alone, by batch size",
+        "Reading",
+    )
+    for heading in headings:
         assert f"\n### {heading}\n" in text
+    offline = _table_header(text, "pipeline", 1)
+    assert offline[:3] == ["pipeline", "frames", "mean ms/frame"]
+    assert "analyze, the file with a voice (decode + faces + voice)" in text
     assert _table_header(text, "pipeline")[-1] == "x ours (mean)"
     assert "detector on every frame" in text
     assert _table_header(text, "batch")[-1] == "repeats"
@@ -417,19 +427,27 @@ def test_bench_soak_on_both_brokers(tmp_path: Path, repo: object, media: Path) -
     assert "| memory | serve |" in proc.stdout and "| redis | worker |" in proc.stdout
 
 
-def test_bench_detectors_prints_the_candidates_table(repo: object, media: Path) -> None:
-    """`emostream bench detectors`: every candidate on the shared photos and the crowd; far
-    finds all six faces of both six-person photos (the counts docs/ARCHITECTURE.md cites)."""
+def test_bench_detectors_prints_the_candidates_table(
+    repo: object, media: Path, tmp_path: Path
+) -> None:
+    """`emostream bench detectors --only`: the named candidates on the labelled boxes, a
+    row each with AP, recall by size and timings, and the precision/recall chart."""
     from typer.testing import CliRunner
 
     from emostream.cli import app
 
-    r = CliRunner().invoke(app, ["bench", "detectors"])
+    chart = tmp_path / "pr.png"
+    r = CliRunner().invoke(
+        app, ["bench", "detectors", "--only", "yunet far,haar", "--plot", str(chart)]
+    )
     assert r.exit_code == 0, r.output
     rows = {line.split(" | ")[0].lstrip("| "): line for line in r.output.splitlines()}
-    far = next(v for k, v in rows.items() if k.startswith("blazeface far"))
-    assert far.split(" | ")[1:5] == ["6", "6", "2", "0"]
-    assert any(k.startswith("haar") for k in rows) and "blazeface near" in rows
+    assert {"yunet far", "haar"} <= set(rows)
+    cells = rows["yunet far"].split(" | ")
+    assert 0.5 < float(cells[1]) <= 1.0  # AP
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(app, ["bench", "detectors", "--only", "no such detector"])
+    assert bad.exit_code != 0 and "known:" in bad.output
 
 
 def test_bench_calls_refuses_an_unknown_transport_or_count(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class YuNetConfig(DetectorConfigBase):
         default=None, ge=0, description="overrides range: the longer side; 0: full size"
     )
     far_pixels: int = Field(
-        default=4_000_000,
+        default=8_000_000,
         ge=100_000,
         description="far: a larger frame is shrunk to this many pixels, which bounds the "
         "work and memory of one pass (YuNet finds faces of about 10 px at that size)",
