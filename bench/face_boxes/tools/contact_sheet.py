@@ -9,7 +9,7 @@ import numpy as np
 
 from bench.boxset import SET_DIR, default_data_root, load_set
 
-CELL = 170
+CELL = 136
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
         cell = np.zeros((CELL + 14, CELL, 3), np.uint8)
         cell[: img.shape[0], : img.shape[1]] = img
         label = f"{li.name} ({len(li.faces)})"
-        cv2.putText(cell, label, (2, CELL + 11), 0, 0.38, (255, 255, 255), 1)
+        cv2.putText(cell, label, (2, CELL + 11), 0, 0.31, (255, 255, 255), 1)
         cells.append(cell)
     while len(cells) % 6:
         cells.append(np.zeros_like(cells[0]))
