@@ -26,6 +26,8 @@ IGNORE_COVER = 0.5
 #: Upper bounds of the size classes (box width, px); the last class is open.
 SIZE_EDGES = (32, 96)
 SIZE_NAMES = ("<32", "32-96", ">96")
+#: The offline goal counts faces at least this wide (issue 23: 90 % of faces >= 20 px).
+GOAL_WIDTH = 20
 
 Box = tuple[int, int, int, int] | Sequence[float]
 
@@ -69,6 +71,7 @@ class ImageScore:
     verdict: np.ndarray  # (d,) int: 1 right, 0 wrong, -1 ignored
     found: np.ndarray  # (d,) int: the face index a right detection matched, else -1
     face_sizes: np.ndarray  # (f,) int: size class of each labelled face
+    face_widths: np.ndarray  # (f,) float: each labelled face's width
 
 
 def match(
@@ -93,7 +96,7 @@ def match(
         elif cover[d] >= IGNORE_COVER:
             verdict[d] = -1
     sizes = np.array([size_class(w) for w in faces[:, 2]], int) if len(faces) else np.zeros(0, int)
-    return ImageScore(scores, verdict, found, sizes)
+    return ImageScore(scores, verdict, found, sizes, faces[:, 2].astype(float))
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -114,6 +117,7 @@ class SetScore:
     precision: float
     recall: float
     recall_by_size: tuple[float, ...]  # per SIZE_NAMES; nan where the set has none
+    recall_goal: float  # of the faces at least GOAL_WIDTH wide
     faces_by_size: tuple[int, ...]
     false_per_image: float
     curve: tuple[np.ndarray, np.ndarray, np.ndarray]  # thresholds, recall, precision
@@ -137,7 +141,7 @@ def score_set(images: Sequence[ImageScore], threshold: float) -> SetScore:
     """The set's figures at ``threshold`` (AP over all scores)."""
     thresholds, recall, precision = pooled_curve(images)
     ap = average_precision(recall, precision)
-    tp = fp = 0
+    tp = fp = goal_found = goal_total = 0
     found = np.zeros(len(SIZE_NAMES))
     total = np.zeros(len(SIZE_NAMES), int)
     for im in images:
@@ -147,6 +151,8 @@ def score_set(images: Sequence[ImageScore], threshold: float) -> SetScore:
         hit = im.found[(im.verdict == 1) & kept]
         np.add.at(found, im.face_sizes[hit], 1)
         np.add.at(total, im.face_sizes, 1)
+        goal_found += int(np.sum(im.face_widths[hit] >= GOAL_WIDTH))
+        goal_total += int(np.sum(im.face_widths >= GOAL_WIDTH))
     faces = int(total.sum())
     by_size = tuple(float(f / t) if t else float("nan") for f, t in zip(found, total, strict=True))
     return SetScore(
@@ -155,6 +161,7 @@ def score_set(images: Sequence[ImageScore], threshold: float) -> SetScore:
         precision=tp / max(tp + fp, 1),
         recall=tp / max(faces, 1),
         recall_by_size=by_size,
+        recall_goal=goal_found / max(goal_total, 1),
         faces_by_size=tuple(int(t) for t in total),
         false_per_image=fp / max(len(images), 1),
         curve=(thresholds, recall, precision),

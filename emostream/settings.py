@@ -27,6 +27,7 @@ from emostream.broker.broker_config import BrokerConfig
 from emostream.models.batching import WorkerConfig
 from emostream.models.detectors import BACKENDS, UNAVAILABLE, DetectorConfig, default_detector
 from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
+from emostream.models.detectors.cascade import PhotoConfig
 from emostream.models.drift import DriftConfig
 from emostream.models.face import FaceModelConfig
 from emostream.models.face_tracking.schedule import TrackingConfig
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     face: FaceModelConfig = Field(default_factory=FaceModelConfig)
     detector: DetectorConfig = Field(default_factory=default_detector)
+    photo: PhotoConfig = Field(default_factory=PhotoConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

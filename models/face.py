@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ from emostream import metrics
 from emostream.models.classifier_analyzer import ClassifierAnalyzer
 from emostream.models.detectors import create_detector
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.detectors.cascade import Cascade, PhotoConfig, second_pass
 from emostream.models.drift import DriftConfig
 from emostream.models.face_tracking.schedule import FaceTracks, Plan, TrackingConfig, rounds
 from emostream.models.preprocess import crop
@@ -117,10 +119,14 @@ class FaceAnalyzer(ClassifierAnalyzer):
         detector: ThreadLocalDetector,
         drift: DriftConfig | None = None,
         tracks: FaceTracks | None = None,
+        stills: ThreadLocalDetector | None = None,
     ) -> None:
         super().__init__(classifier, drift)
         self.detector = detector
         self.tracks = tracks if tracks is not None else FaceTracks()  # empty is falsy
+        #: what a still image (a frame without a session: a photo) is detected with, when
+        #: not ``detector``: the thorough cascade (models/detectors/cascade.py)
+        self.stills = stills
 
     @classmethod
     def load(
@@ -131,11 +137,15 @@ class FaceAnalyzer(ClassifierAnalyzer):
         detector: DetectorConfigBase,
         drift: DriftConfig | None = None,
         tracking: TrackingConfig | None = None,
+        photo: PhotoConfig | None = None,
     ) -> FaceAnalyzer:
-        """The model an alias names, with its detector (raises ModelMissingError if absent)."""
+        """The model an alias names, with its detector (raises ModelMissingError if absent),
+        and for still images the cascade ``photo`` adds when the range is far."""
         classifier = Classifier.from_repository(repo, model.model, model.alias, runner)
         det = ThreadLocalDetector(lambda: create_detector(detector, repo.root))
-        return cls(classifier, det, drift, FaceTracks(tracking))
+        return cls(
+            classifier, det, drift, FaceTracks(tracking), stills_for(detector, photo, repo.root)
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FaceAnalyzer:
@@ -147,17 +157,21 @@ class FaceAnalyzer(ClassifierAnalyzer):
             settings.detector,
             settings.drift,
             settings.tracking,
+            settings.photo,
         )
 
     def rebuilt(self, classifier: Classifier, drift: DriftConfig | None) -> FaceAnalyzer:
         """The analyzer of a promoted version, with the detector and tracks already in use."""
-        return FaceAnalyzer(classifier, self.detector, drift, self.tracks)
+        return FaceAnalyzer(classifier, self.detector, drift, self.tracks, self.stills)
 
-    def with_detector(self, detector: ThreadLocalDetector) -> FaceAnalyzer:
-        """This analyzer looking with another detector (``/v1/predict``'s range): the
-        classifier, its tally and the tracks are shared, so predictions count as before."""
+    def with_detector(
+        self, detector: ThreadLocalDetector, stills: ThreadLocalDetector | None = None
+    ) -> FaceAnalyzer:
+        """This analyzer looking with another detector (``/v1/predict``'s range), and
+        ``stills`` for photos: the classifier, its tally and the tracks are shared, so
+        predictions count as before."""
         other = copy.copy(self)
-        other.detector = detector
+        other.detector, other.stills = detector, stills
         return other
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
@@ -202,11 +216,27 @@ class FaceAnalyzer(ClassifierAnalyzer):
                 todo.append((i, job, plan))
         if not todo:
             return
+        stills = self.stills
+        if stills is not None:  # photos take the cascade, frames of a session the detector
+            self._detect([t for t in todo if not t[1].session], stills, boxes, out)
+            todo = [t for t in todo if t[1].session]
+        self._detect(todo, self.detector, boxes, out)
+
+    def _detect(
+        self,
+        todo: list[tuple[int, Job, Plan]],
+        detector: ThreadLocalDetector,
+        boxes: dict[int, list[Box]],
+        out: dict[int, Outcome],
+    ) -> None:
+        """``todo``'s frames through ``detector`` in one call (each alone on failure)."""
+        if not todo:
+            return
         found: list[list[Detection] | None]
         try:
-            found = list(self.detector.detect_batch([j.payload for _, j, _ in todo]))
+            found = list(detector.detect_batch([j.payload for _, j, _ in todo]))
         except Exception:  # one frame spoils a batched call: find which, alone
-            found = [self._detect_alone(job, i, out) for i, job, _ in todo]
+            found = [self._detect_alone(detector, job, i, out) for i, job, _ in todo]
         for (i, job, plan), dets in zip(todo, found, strict=True):
             if dets is None:
                 continue
@@ -214,9 +244,11 @@ class FaceAnalyzer(ClassifierAnalyzer):
             self.tracks.detected(job, plan, boxes[i])
             metrics.FACE_FRAMES.labels(str(plan.why)).inc()
 
-    def _detect_alone(self, job: Job, i: int, out: dict[int, Outcome]) -> list[Detection] | None:
+    def _detect_alone(
+        self, detector: ThreadLocalDetector, job: Job, i: int, out: dict[int, Outcome]
+    ) -> list[Detection] | None:
         try:
-            return self.detector.detect(job.payload)
+            return detector.detect(job.payload)
         except Exception as exc:  # a frame the detector cannot take
             out[i] = fail(job, f"detection failed: {exc}")
             return None
@@ -237,6 +269,18 @@ class FaceAnalyzer(ClassifierAnalyzer):
             out.append(scores[i : i + len(bs)])
             i += len(bs)
         return out
+
+
+def stills_for(
+    detector: DetectorConfigBase, photo: PhotoConfig | None, root: Path
+) -> ThreadLocalDetector | None:
+    """The still-image cascade ``photo`` makes of ``detector`` (None: no second pass)."""
+    second = second_pass(detector, photo) if photo is not None else None
+    if second is None:
+        return None
+    return ThreadLocalDetector(
+        lambda: Cascade(create_detector(detector, root), create_detector(second, root))
+    )
 
 
 def _whole(frame: np.ndarray) -> Box:

@@ -2,8 +2,9 @@
 
 A photo sent to the API is analysed as ``emostream analyze`` would (``analyze_range``
 decides: ``far`` unless ``detector.range`` is set), with ``?range=`` to choose. Each
-detector is built once, on first use, and kept: the far model with its tiles costs a model
-load, never to be paid per request. A range that matches the live detector reuses it.
+detector is built once, on first use, and kept (with the second pass photos take at far:
+``models/detectors/cascade.py``): a model load is never paid per request. A range that
+matches the live detector reuses it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 
 from emostream.analyze_range import DetectorRange, analyze_settings
 from emostream.models.detectors import create_detector
-from emostream.models.face import FaceAnalyzer, ThreadLocalDetector
+from emostream.models.face import FaceAnalyzer, ThreadLocalDetector, stills_for
 from emostream.settings import Settings
 
 
@@ -21,7 +22,8 @@ class PredictDetectors:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._built: dict[str, ThreadLocalDetector] = {}
+        #: per detector config: the detector, and the still-image cascade (far)
+        self._built: dict[str, tuple[ThreadLocalDetector, ThreadLocalDetector | None]] = {}
         self._lock = threading.Lock()
 
     def check(self, chosen: DetectorRange | None) -> None:
@@ -33,13 +35,16 @@ class PredictDetectors:
 
         Call from a worker thread: the first use of a range loads its model(s)."""
         config = analyze_settings(self.settings, chosen).detector
-        if config == self.settings.detector:
-            return live
         key = config.model_dump_json()
         with self._lock:
-            detector = self._built.get(key)
-            if detector is None:
+            built = self._built.get(key)
+            if built is None:
                 root = self.settings.model_root
-                detector = ThreadLocalDetector(lambda: create_detector(config, root))
-                self._built[key] = detector
-        return live.with_detector(detector)
+                detector = (
+                    live.detector
+                    if config == self.settings.detector
+                    else ThreadLocalDetector(lambda: create_detector(config, root))
+                )
+                built = (detector, stills_for(config, self.settings.photo, root))
+                self._built[key] = built
+        return live.with_detector(*built)

@@ -52,6 +52,7 @@ def test_recall_by_size_and_threshold() -> None:
     assert low.false_per_image == 1.0
     high = bm.score_set([m], 0.75)
     assert high.recall_by_size[0] == 0.0 and high.recall_by_size[1:] == (1.0, 1.0)
+    assert high.recall_goal == pytest.approx(2 / 3)  # the 20 px face counts, unfound
     assert high.false_per_image == 0.0
     assert high.precision == 1.0
 

@@ -23,7 +23,8 @@ from pydantic import Field
 
 from emostream.fields import OptionalCommaList
 from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
-from emostream.models.detectors.boxes import hard_nms, scaled_size, to_detections
+from emostream.models.detectors.boxes import hard_nms, to_detections
+from emostream.models.detectors.scaling import RangeScaled
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import OnnxRunner, RunnerConfig
 
@@ -33,7 +34,7 @@ VARIANCE = (0.1, 0.2)
 MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)
 
 
-class RetinaFaceConfig(DetectorConfigBase):
+class RetinaFaceConfig(RangeScaled, DetectorConfigBase):
     type: Literal["retinaface"] = "retinaface"
     model: str = Field(default="retinaface", description="model name in the repository")
     version: str = Field(default="production", description="version or alias")
@@ -43,9 +44,6 @@ class RetinaFaceConfig(DetectorConfigBase):
     )
     nms_iou: float = Field(default=0.4, gt=0.0, le=1.0, description="Pytorch_Retinaface's 0.4")
     top_k: int = Field(default=5000, ge=1, description="best candidates kept before NMS")
-    max_side: int = Field(
-        default=640, ge=0, description="frames are shrunk to this longer side; 0: full size"
-    )
     min_size: int = Field(default=0, ge=0, description="drop faces narrower than this (px)")
     providers: OptionalCommaList = Field(
         default_factory=lambda: ["CPUExecutionProvider"], description="None: auto (CUDA first)"
@@ -99,6 +97,7 @@ class RetinaFaceDetector(FaceDetector):
             repo = ModelRepository(c.model_root or model_root())
             version = repo.resolve(c.model, c.version)
             model, self._ref = repo.onnx_path(c.model, version), f"{c.model}/{version}"
+            self._ref += f" ({c.range_label})"
         else:
             self._ref = f"retinaface ({model.name})"
         self.runner = OnnxRunner(
@@ -135,9 +134,7 @@ class RetinaFaceDetector(FaceDetector):
         """Frames of one (shrunk) size share a model call."""
         inputs: list[tuple[float, np.ndarray]] = []
         for im in images:
-            h, w = im.shape[:2]
-            scale, sw, sh = scaled_size(w, h, self.config.max_side)
-            small = im if scale == 1.0 else cv2.resize(im, (sw, sh), interpolation=cv2.INTER_AREA)
+            scale, small = self.config.shrunk(im)
             inputs.append((scale, preprocess(small)))
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (_, t) in enumerate(inputs):

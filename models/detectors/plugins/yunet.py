@@ -13,7 +13,6 @@ the same padded size go through one batched model call.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -23,8 +22,9 @@ import numpy as np
 from pydantic import Field
 
 from emostream.fields import OptionalCommaList
-from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector, Range
-from emostream.models.detectors.boxes import hard_nms, scaled_size, to_detections
+from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.detectors.boxes import hard_nms, to_detections
+from emostream.models.detectors.scaling import RangeScaled
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import OnnxRunner, RunnerConfig
 
@@ -32,47 +32,25 @@ STRIDES = (8, 16, 32)
 HEADS = ("cls", "obj", "bbox", "kps")
 
 
-class YuNetConfig(DetectorConfigBase):
+class YuNetConfig(RangeScaled, DetectorConfigBase):
     type: Literal["yunet"] = "yunet"
     model: str = Field(default="yunet", description="model name in the repository")
     version: str = Field(default="production", description="version or alias")
     model_root: Path | None = Field(default=None, description="None: the settings' model root")
-    score_threshold: float = Field(default=0.9, ge=0.0, le=1.0, description="OpenCV's 0.9")
+    score_threshold: float = Field(
+        default=0.85,
+        ge=0.0,
+        le=1.0,
+        description="calibrated on the labelled boxes (bench detectors: at most one false "
+        "positive per ten images); OpenCV's default is 0.9",
+    )
     nms_iou: float = Field(default=0.3, gt=0.0, le=1.0)
     top_k: int = Field(default=5000, ge=1, description="best candidates kept before NMS")
-    range: Range = Field(
-        default="near",
-        description="near: frames shrunk to 320 px (faces from about 1/30 of the frame: "
-        "webcams, calls; the live default); auto: 640 px; far: full size up to "
-        "far_pixels (everyone in a photo; the analyze and /v1/predict default)",
-    )
-    max_side: int | None = Field(
-        default=None, ge=0, description="overrides range: the longer side; 0: full size"
-    )
-    far_pixels: int = Field(
-        default=8_000_000,
-        ge=100_000,
-        description="far: a larger frame is shrunk to this many pixels, which bounds the "
-        "work and memory of one pass (YuNet finds faces of about 10 px at that size)",
-    )
     min_size: int = Field(default=0, ge=0, description="drop faces narrower than this (px)")
     providers: OptionalCommaList = Field(
         default_factory=lambda: ["CPUExecutionProvider"], description="None: auto (CUDA first)"
     )
     intra_op_threads: int = Field(default=1, ge=0, description="0: ONNX Runtime decides")
-
-
-#: The longer side a frame is shrunk to, per range (far: by ``far_pixels`` instead).
-SIDES: dict[Range, int] = {"near": 320, "auto": 640}
-
-
-def working_scale(config: YuNetConfig, width: int, height: int) -> float:
-    """The factor a ``width`` x ``height`` frame is shrunk by before the model (<= 1)."""
-    if config.max_side is not None:
-        return scaled_size(width, height, config.max_side)[0]
-    if config.range == "far":
-        return min(1.0, math.sqrt(config.far_pixels / max(width * height, 1)))
-    return scaled_size(width, height, SIDES[config.range])[0]
 
 
 def pad32(image: np.ndarray) -> np.ndarray:
@@ -118,7 +96,7 @@ class YuNetDetector(FaceDetector):
             repo = ModelRepository(c.model_root or model_root())
             version = repo.resolve(c.model, c.version)
             model, self._ref = repo.onnx_path(c.model, version), f"{c.model}/{version}"
-            self._ref += f" ({c.range})" if c.max_side is None else f" (max_side {c.max_side})"
+            self._ref += f" ({c.range_label})"
         else:
             self._ref = f"yunet ({model.name})"
         self.runner = OnnxRunner(
@@ -161,10 +139,7 @@ class YuNetDetector(FaceDetector):
         """Frames of one padded size share a model call."""
         scaled: list[tuple[float, np.ndarray]] = []
         for im in images:
-            h, w = im.shape[:2]
-            scale = working_scale(self.config, w, h)
-            sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-            small = im if scale == 1.0 else cv2.resize(im, (sw, sh), interpolation=cv2.INTER_AREA)
+            scale, small = self.config.shrunk(im)
             scaled.append((scale, pad32(small)))
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (_, padded) in enumerate(scaled):
