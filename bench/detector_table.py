@@ -32,7 +32,7 @@ from emostream.bench.boxset import LabelledImage, load_set
 from emostream.bench.measure import median, progress, say
 from emostream.models.detectors import BACKENDS, DetectorConfig, create_detector
 from emostream.models.detectors.base import DetectorConfigBase, FaceDetector
-from emostream.models.detectors.cascade import Cascade, PhotoConfig, second_pass
+from emostream.models.detectors.cascade import Cascade, PhotoConfig, merged, second_pass
 from emostream.paths import data_root, model_root
 
 #: The offline goal of issue 23: at most one false positive per ten images.
@@ -250,6 +250,7 @@ def main(plot_to: Path | None = None, only: Sequence[str] = ()) -> None:
     rows = measure(model_root(), images, only)
     if plot_to is not None:
         plot(rows, plot_to)
+    photo = "" if only else photo_line(calibrate_photo(model_root(), images))
     sys.stdout.write(
         f"# Face detectors on the labelled set ({len(images)} images, {faces} faces)\n\n"
         "AP at IoU 0.5; P, R, recall by face width (faces in brackets) and false "
@@ -258,4 +259,74 @@ def main(plot_to: Path | None = None, only: Sequence[str] = ()) -> None:
         "image, with its recall; median ms of one `detect` on one core "
         f"({cpu}). Made by `emostream bench detectors` (bench/detector_table.py).\n\n"
         + table(rows, images)
+        + photo
     )
+
+
+def photo_line(c: PhotoCalibration) -> str:
+    """What ``calibrate_photo`` found, as the sentence the table ends with."""
+    s = c.score
+    return (
+        f"\nThe still-image cascade's thresholds, calibrated on this set: YuNet far "
+        f">= {c.first:.2f}, then RetinaFace >= {c.second:.2f}: {100 * s.recall_goal:.0f} % "
+        f"of the faces >= {bm.GOAL_WIDTH} px ({100 * s.recall:.0f} % of all), "
+        f"{s.false_per_image:.2f} false positives per image "
+        "(the defaults: `EMOSTREAM_DETECTOR__SCORE_THRESHOLD`, "
+        "`EMOSTREAM_PHOTO__SCORE_THRESHOLD`).\n"
+    )
+
+
+#: The grid the photo pass's two thresholds are calibrated on.
+FIRST_GRID = np.round(np.arange(0.70, 0.96, 0.01), 2)
+SECOND_GRID = np.round(np.arange(0.80, 1.00, 0.01), 2)
+
+
+@dataclass(frozen=True)
+class PhotoCalibration:
+    first: float
+    second: float
+    score: bm.SetScore
+
+
+def calibrate_photo(root: Path, images: Sequence[LabelledImage]) -> PhotoCalibration:
+    """The two thresholds of the still-image cascade (YuNet far, then RetinaFace), read off
+    the set: the pair with the most faces >= ``GOAL_WIDTH`` found at no more than
+    ``OFFLINE_FALSE_PER_IMAGE`` false positives per image (fewer false positives, then
+    higher thresholds, break ties). Each model runs once at ``SWEEP_THRESHOLD``; every pair
+    is merged from those detections as ``Cascade`` merges them."""
+    first = build(Candidate("yunet far", {"type": "yunet", "range": "far"}, 0.85), root, 0.05)
+    second_config = second_pass(
+        TypeAdapter(DetectorConfig).validate_python({"type": "yunet", "range": "far"}),
+        PhotoConfig(score_threshold=SWEEP_THRESHOLD),
+    )
+    assert second_config is not None
+    second = create_detector(second_config, root)
+    runs = [
+        (first.detect(im.image()), second.detect(im.image()))
+        for im in progress(images, "photo pass")
+    ]
+    best: PhotoCalibration | None = None
+    for a in FIRST_GRID:
+        for b in SECOND_GRID:
+            scored = []
+            for im, (d1, d2) in zip(images, runs, strict=True):
+                found = merged([d for d in d1 if d.score >= a], [d for d in d2 if d.score >= b])
+                boxes = np.array([d.box for d in found], float).reshape(-1, 4)
+                scores = np.array([d.score for d in found], float)
+                faces = np.array([box for box, _ in im.faces], float).reshape(-1, 4)
+                scored.append(
+                    bm.match(faces, np.array(im.ignore, float).reshape(-1, 4), boxes, scores)
+                )
+            s = bm.score_set(scored, -math.inf)
+            if s.false_per_image > OFFLINE_FALSE_PER_IMAGE:
+                continue
+            key = (s.recall_goal, -s.false_per_image, a, b)
+            if best is None or key > (
+                best.score.recall_goal,
+                -best.score.false_per_image,
+                best.first,
+                best.second,
+            ):
+                best = PhotoCalibration(float(a), float(b), s)
+    assert best is not None, "no pair keeps the false positives within the budget"
+    return best

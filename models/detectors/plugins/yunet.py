@@ -38,7 +38,7 @@ class YuNetConfig(RangeScaled, DetectorConfigBase):
     version: str = Field(default="production", description="version or alias")
     model_root: Path | None = Field(default=None, description="None: the settings' model root")
     score_threshold: float = Field(
-        default=0.85,
+        default=0.86,
         ge=0.0,
         le=1.0,
         description="calibrated on the labelled boxes (bench detectors: at most one false "
