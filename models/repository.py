@@ -73,6 +73,9 @@ PULL_HINTS = {
     "face-emotion": "create it with `emostream models pull face-emotion` (or `make models`)",
     "face-detector": "create it with `emostream models pull face-detector` (or `make models`)",
     "voice-activity": "create it with `emostream models pull voice-activity` (or `make models`)",
+    "yunet": "create it with `emostream models pull yunet` (or `make models`)",
+    "retinaface": "create it with `emostream models pull retinaface` (or `make models`)",
+    "mtcnn": "create it with `emostream models pull mtcnn` (torch needed to convert it)",
     "voice-emotion": "install the shipped one with `emostream models pull voice-emotion`, or "
     "train one with `emostream train voice --data <RAVDESS folder> --promote` "
     "(docs/TRAINING.md)",

@@ -35,6 +35,8 @@ class PredictDetectors:
 
         Call from a worker thread: the first use of a range loads its model(s)."""
         config = analyze_settings(self.settings, chosen).detector
+        if config == self.settings.detector and live.stills is None:
+            return live
         key = config.model_dump_json()
         with self._lock:
             built = self._built.get(key)

@@ -50,6 +50,7 @@ from emostream.stream.body import read_limited, upload_type
 from emostream.stream.call_summary import CallRecord, CallSummary
 from emostream.stream.errors import ApiError
 from emostream.stream.media import MediaError, VideoFrame, container_frames
+from emostream.stream.predict_detectors import PredictDetectors
 
 RAW_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
 #: FFmpeg formats that are one picture, not a recording: /v1/predict takes those
@@ -74,6 +75,7 @@ class Served(Protocol):
     services: dict[str, Service]
     limiter: anyio.CapacityLimiter
     load_error: str | None
+    predict_detectors: PredictDetectors  # analyze's detectors, built once
 
     @property
     def face(self) -> FaceAnalyzer | None: ...
@@ -250,11 +252,17 @@ def router(state: Served) -> APIRouter:
             why = voice.unavailable if voice is not None else None
             raise ApiError(503, "model_unavailable", f"voice is unavailable: {why or 'loading'}")
         upload = await recording_upload(request, settings.limits.max_recording_bytes)
+
+        def offline_face() -> FaceAnalyzer | None:
+            """The served model with analyze's detector (a recording is not live)."""
+            live = state.face
+            return None if live is None else state.predict_detectors.analyzer(live, None)
+
         tracks = channel_tracks(roles, settings.calls.analyse_roles)
         try:
             async with state.limiter:
                 return await anyio.to_thread.run_sync(
-                    analyse_upload, upload, tracks, voice, state.face, settings, fps
+                    lambda: analyse_upload(upload, tracks, voice, offline_face(), settings, fps)
                 )
         except MediaError as exc:
             raise ApiError(exc.status, exc.code, exc.detail) from None

@@ -19,6 +19,7 @@ from emostream.paths import model_root
 from emostream.settings import Settings
 from emostream.training.blazeface_import import import_blazeface
 from emostream.training.fer_import import NAME, import_fer
+from emostream.training.retinaface_import import import_retinaface
 from emostream.training.yunet_import import import_yunet
 
 from brokers import broker_config
@@ -89,6 +90,7 @@ def repo(private_model_root: Path) -> ModelRepository:
     import_fer(r, progress=False)
     import_blazeface(r)
     import_yunet(r)
+    import_retinaface(r)
     return r
 
 

@@ -25,7 +25,7 @@ def model_root_copy(src: ModelRepository, dst: Path) -> ModelRepository:
     """A private repository under ``dst`` to change: ``src``'s detectors and only its
     imported face-emotion/1, in production, so that a test numbers its own versions from 2
     whatever the real repository holds."""
-    for detector in ("face-detector", "yunet"):
+    for detector in ("face-detector", "yunet", "retinaface"):
         shutil.copytree(src.root / detector, dst / detector)
     shutil.copytree(
         src.version_dir(NAME, "1"), dst / NAME / "1", ignore=shutil.ignore_patterns("*.png")

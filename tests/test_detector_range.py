@@ -213,7 +213,7 @@ def test_analyze_defaults_to_far(monkeypatch: pytest.MonkeyPatch) -> None:
     assert range_of(with_range(Settings(), None)) == "auto"
     assert range_of(with_range(Settings(), DetectorRange.far)) == "far"  # the flag beats both
     haar = Settings(detector=HaarConfig())
-    assert with_range(haar, None) is haar
+    assert with_range(haar, None).detector is haar.detector
     with pytest.raises(typer.Exit) as exited:
         with_range(haar, DetectorRange.far)
     assert exited.value.exit_code == EXIT_USAGE

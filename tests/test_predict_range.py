@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from shared_media import media_file
 
-from emostream.analyze_range import (
+from emostream.analyze_range import OFFLINE_DETECT_EVERY, (
     ANALYZE_RANGE,
     DetectorRange,
     RangeNotApplicableError,
@@ -58,7 +58,10 @@ def test_one_decision_for_cli_and_api(monkeypatch: pytest.MonkeyPatch) -> None:
     blaze = analyze_settings(Settings(detector=BlazeFaceConfig())).detector
     assert isinstance(blaze, BlazeFaceConfig) and blaze.range == ANALYZE_RANGE.value
     haar = Settings(detector=HaarConfig())
-    assert analyze_settings(haar) is haar
+    assert analyze_settings(haar).detector is haar.detector  # no range: kept
+    assert analyze_settings(Settings()).tracking.detect_every == OFFLINE_DETECT_EVERY
+    monkeypatch.setenv("EMOSTREAM_TRACKING__DETECT_EVERY", "3")  # the setting wins
+    assert analyze_settings(Settings()).tracking.detect_every == 3
     with pytest.raises(RangeNotApplicableError, match="haar"):
         analyze_settings(haar, DetectorRange.far)
 
