@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 from shared_media import media_file
 
-from emostream.analyze_range import OFFLINE_DETECT_EVERY, (
+from emostream.analyze_range import (
     ANALYZE_RANGE,
+    OFFLINE_DETECT_EVERY,
     DetectorRange,
     RangeNotApplicableError,
     analyze_settings,
