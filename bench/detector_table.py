@@ -224,10 +224,14 @@ def plot(rows: Sequence[Row], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=100)
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(rows), 2)))
+    for k, r in enumerate(rows):
         _, recall, precision = r.at.curve
-        (line,) = ax.plot(recall, precision, label=f"{r.name} (AP {r.at.ap:.2f})")
+        style = "-" if k % 2 == 0 else "--"
+        (line,) = ax.plot(
+            recall, precision, style, color=colours[k], label=f"{r.name} (AP {r.at.ap:.2f})"
+        )
         ax.plot([r.at.recall], [r.at.precision], "o", color=line.get_color())
     ax.set_xlabel("recall (faces found)")
     ax.set_ylabel("precision (boxes that are faces)")

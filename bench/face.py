@@ -115,9 +115,12 @@ def run(
             haar = (h_ours, h_alone)
         _say("emostream analyze with its defaults, decoded frames and a file with a voice")
         offline = analyze_decoded(clip, "analyze (decoded frames)")
-        offline_voice: AnalyzeRun | None = analyze_with_voice(
-            video, speech(), "analyze (file with a voice)", len(clip)
-        )
+        with_voice = analyze_with_voice(video, speech(), "analyze (file with a voice)", len(clip))
+        offline_voice: AnalyzeRun | None = None
+        if isinstance(with_voice, str):
+            _say(f"no row for the file with a voice: {with_voice}")
+        else:
+            offline_voice = with_voice
     finally:
         cv2.setNumThreads(old_cv_threads)
 

@@ -84,9 +84,10 @@ def analyze_decoded(frames: Sequence[np.ndarray], name: str) -> AnalyzeRun:
 
 def analyze_with_voice(
     video: Path, speech: np.ndarray, name: str, frames: int | None = None
-) -> AnalyzeRun:
+) -> AnalyzeRun | str:
     """The whole CLI path on ``video``'s first ``frames`` frames muxed with ``speech`` (a
-    temporary file of the shared data, deleted after): decode, frames, voice windows."""
+    temporary file of the shared data, deleted after): decode, frames, voice windows; or
+    why it cannot run (no voice model)."""
     from emostream.analyze import AnalyzeOptions, Message, analyze_paths
     from emostream.models.face import FaceAnalyzer
     from emostream.models.voice import VoiceService
@@ -96,7 +97,7 @@ def analyze_with_voice(
     analyzer = FaceAnalyzer.from_settings(settings)
     voice = VoiceService.load(settings)
     if voice.analyzer is None or voice.vad is None:
-        raise SystemExit(f"bench face: voice unavailable: {voice.unavailable}")
+        return f"voice unavailable: {voice.unavailable}"
     messages: list[Message] = []
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:

@@ -113,9 +113,9 @@ class Subject:
         return len(result.result.boxes), label
 
     def crop(self, image: np.ndarray, box: Box) -> np.ndarray:
-        from emostream.models.preprocess import crop
+        from emostream.models.preprocess import face_crop
 
-        return crop(image, box, self.crop_margin)
+        return face_crop(image, box, self.crop_margin)
 
     def prepare(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """The model's input tensor for ``crops`` (preprocessing, timed apart from the model)."""

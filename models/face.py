@@ -27,7 +27,7 @@ from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceD
 from emostream.models.detectors.cascade import Cascade, PhotoConfig, second_pass
 from emostream.models.drift import DriftConfig
 from emostream.models.face_tracking.schedule import FaceTracks, Plan, TrackingConfig, rounds
-from emostream.models.preprocess import crop
+from emostream.models.preprocess import face_crop
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import Classifier, RunnerConfig
 from emostream.pipeline.jobs import Box, Job
@@ -262,7 +262,7 @@ class FaceAnalyzer(ClassifierAnalyzer):
     ) -> list[np.ndarray]:
         """(faces, classes) scores for the given boxes of each frame, in one model call."""
         margin = self.classifier.spec.crop_margin
-        crops = [crop(f, b, margin) for f, bs in zip(frames, boxes, strict=True) for b in bs]
+        crops = [face_crop(f, b, margin) for f, bs in zip(frames, boxes, strict=True) for b in bs]
         scores = self.classifier.predict(crops)
         out, i = [], 0
         for bs in boxes:

@@ -21,7 +21,7 @@ import numpy as np
 
 from emostream import metrics
 from emostream.models.face import payload_box
-from emostream.models.preprocess import crop
+from emostream.models.preprocess import face_crop
 from emostream.models.runner import Classifier
 from emostream.pipeline.jobs import Job
 from emostream.pipeline.outcomes import FaceScores, Outcome, Scored
@@ -64,7 +64,8 @@ class Shadow:
                 faces = outcome.result
                 for box, row in zip(faces.boxes, faces.scores, strict=True):
                     if self._take():
-                        crops.append(crop(job.payload, payload_box(box, job.frame.scale), margin))
+                        source = payload_box(box, job.frame.scale)
+                        crops.append(face_crop(job.payload, source, margin))
                         production.append(faces.classes[int(np.argmax(row))])
         if not crops:
             return 0

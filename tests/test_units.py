@@ -64,3 +64,14 @@ def test_tracker_smoothing_is_an_ema() -> None:
     assert s is not None and np.allclose(s, [[0.5, 0.5]])
     _, raw = IouTracker().update([box], np.array([[0.2, 0.8]]))
     assert raw is not None and np.allclose(raw, [[0.2, 0.8]])
+
+
+def test_a_face_crop_is_the_square_on_the_box_centre() -> None:
+    """The emotion model sees a square (the mean of the box's sides) on the box's centre,
+    grown by the margin: a tall YuNet box is not squashed into the model's square input."""
+    from emostream.models.preprocess import face_crop, square
+
+    assert square((10, 20, 40, 60)) == (5, 25, 50, 50)
+    assert square((0, 0, 30, 30)) == (0, 0, 30, 30)
+    image = np.zeros((200, 200), np.uint8)
+    assert face_crop(image, (50, 40, 40, 60), 0.1).shape == (60, 60)
