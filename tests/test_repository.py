@@ -25,7 +25,7 @@ def _second_version(repo: ModelRepository, version: str = "2") -> None:
 
 
 def test_resolve_production(tmp_repo: ModelRepository) -> None:
-    assert tmp_repo.names() == ["face-detector", "face-emotion"]
+    assert tmp_repo.names() == ["face-detector", "face-emotion", "retinaface", "yunet"]
     assert tmp_repo.resolve("face-emotion") == "1"
     assert tmp_repo.resolve("face-emotion", "1") == "1"
 
@@ -139,7 +139,7 @@ def test_a_write_that_dies_halfway_leaves_no_version(
     left = tmp_repo.root / "face-emotion" / ".incoming-3-abc"
     shutil.copytree(tmp_repo.version_dir("face-emotion", "1"), left)
     assert tmp_repo.versions("face-emotion") == ["1"]
-    assert tmp_repo.names() == ["face-detector", "face-emotion"]
+    assert tmp_repo.names() == ["face-detector", "face-emotion", "retinaface", "yunet"]
     with pytest.raises(ModelMissingError, match=r"missing version '\.incoming-3-abc'"):
         tmp_repo.set_alias("face-emotion", ".incoming-3-abc")
 
