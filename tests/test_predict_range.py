@@ -77,6 +77,30 @@ def test_predict_finds_the_six_faces_analyze_finds(client: TestClient, six: byte
     assert near.status_code == 200 and len(near.json()["faces"]) < 6  # the live detector
 
 
+@pytest.mark.parametrize("name", ["six_people_table.jpg", "two_people.jpg", "no-faces.jpg"])
+def test_predict_and_analyze_give_the_same_faces(client: TestClient, name: str) -> None:
+    """The same boxes and labels from ``POST /v1/predict`` and ``emostream analyze``."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from emostream.cli import app
+
+    path = media_file(name)
+    r = client.post("/v1/predict", content=path.read_bytes(), headers=JPEG)
+    assert r.status_code == 200, r.text
+    cli = CliRunner().invoke(app, ["analyze", str(path), "--quiet", "--format", "jsonl"])
+    assert cli.exit_code == 0, cli.output
+    analyzed = json.loads(cli.stdout.splitlines()[0])
+
+    def faces(msg: dict[str, object]) -> list[tuple[object, ...]]:
+        found = msg["faces"]
+        assert isinstance(found, list)
+        return sorted((tuple(f["box"]), f["label"]) for f in found)
+
+    assert faces(r.json()) == faces(analyzed)
+
+
 def test_detectors_are_built_once_per_range(client: TestClient, six: bytes) -> None:
     state = client.app.state.emostream  # type: ignore[attr-defined]
     for _ in range(2):
