@@ -61,13 +61,18 @@ def bench_detectors(
     only: str = typer.Option(
         "", help="comma-separated candidate names to run (e.g. 'yunet near,haar'); all if empty"
     ),
+    gpu: bool = typer.Option(
+        False,
+        "--gpu",
+        help="ONNX Runtime detectors on CUDA first (providers unset) where it has it",
+    ),
 ) -> None:
     """Face detector candidates on the hand-labelled boxes (bench/face_boxes): AP, recall
     by face size, false positives per image, calibrated threshold, ms per frame on one
     core; prints a markdown table."""
     from emostream.bench.detector_table import main
 
-    main(plot, [n.strip() for n in only.split(",") if n.strip()])
+    main(plot, [n.strip() for n in only.split(",") if n.strip()], gpu)
 
 
 @app.command("voice")

@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +149,11 @@ class Row:
     ms_hd: float
 
 
-def measure(root: Path, images: Sequence[LabelledImage], only: Sequence[str] = ()) -> list[Row]:
-    """Every candidate's row (those named in ``only``, when given)."""
+def measure(
+    root: Path, images: Sequence[LabelledImage], only: Sequence[str] = (), gpu: bool = False
+) -> list[Row]:
+    """Every candidate's row (those named in ``only``, when given; with ``gpu``, every
+    ONNX Runtime backend with its providers unset: CUDA first where there is one)."""
     cv2.setNumThreads(1)
     vga, hd = timing_frames(images)
     rows = []
@@ -159,6 +162,9 @@ def measure(root: Path, images: Sequence[LabelledImage], only: Sequence[str] = (
         known = ", ".join(c.name for c in candidates())
         sys.exit(f"unknown candidate in {list(only)}; known: {known}")
     for c in chosen:
+        backend = BACKENDS.get(str(c.config["type"]))
+        if gpu and backend is not None and "providers" in backend.config_class.model_fields:
+            c = replace(c, config={**c.config, "providers": None})
         say("detectors", c.name)
         sweep = build(c, root, c.operating if c.photo else SWEEP_THRESHOLD)
         scored = score_images(sweep, images)
@@ -245,13 +251,13 @@ def plot(rows: Sequence[Row], out: Path) -> None:
     plt.close(fig)
 
 
-def main(plot_to: Path | None = None, only: Sequence[str] = ()) -> None:
+def main(plot_to: Path | None = None, only: Sequence[str] = (), gpu: bool = False) -> None:
     images = load_set(data_root())
     if not images:
         sys.exit("the labelled set is empty: bench/face_boxes/boxes.json")
     faces = sum(len(im.faces) for im in images)
     cpu = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    rows = measure(model_root(), images, only)
+    rows = measure(model_root(), images, only, gpu)
     if plot_to is not None:
         plot(rows, plot_to)
     photo = "" if only else photo_line(calibrate_photo(model_root(), images))
@@ -262,10 +268,19 @@ def main(plot_to: Path | None = None, only: Sequence[str] = ()) -> None:
         "positives per image at the operating threshold `thr`; the threshold a "
         f"calibration picks for at most {OFFLINE_FALSE_PER_IMAGE:g} false positives per "
         "image, with its recall; median ms of one `detect` on one core "
-        f"({cpu}). Made by `emostream bench detectors` (bench/detector_table.py).\n\n"
-        + table(rows, images)
-        + photo
+        f"({cpu}; {_device(gpu)}). Made by `emostream bench detectors` "
+        "(bench/detector_table.py).\n\n" + table(rows, images) + photo
     )
+
+
+def _device(gpu: bool) -> str:
+    """Where the ONNX Runtime detectors ran: the providers this onnxruntime has."""
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if gpu:
+        return "ONNX Runtime on CUDA" if cuda else "`--gpu`, but this onnxruntime has no CUDA: CPU"
+    return "ONNX Runtime on the CPU"
 
 
 def photo_line(c: PhotoCalibration) -> str:

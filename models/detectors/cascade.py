@@ -92,7 +92,8 @@ def second_pass(config: DetectorConfigBase, photo: PhotoConfig) -> DetectorConfi
     if photo.second == "none" or getattr(config, "range", None) != "far":
         return None
     fields = {"type": photo.second, "range": "far", "score_threshold": photo.score_threshold}
-    if hasattr(config, "far_pixels"):
-        fields["far_pixels"] = config.far_pixels
+    for shared in ("far_pixels", "providers"):  # the same bound, on the same device
+        if hasattr(config, shared):
+            fields[shared] = getattr(config, shared)
     second: DetectorConfigBase = TypeAdapter(DetectorConfig).validate_python(fields)
     return second
