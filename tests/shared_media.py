@@ -35,3 +35,12 @@ def talking_video(path: Path, media: Path, speech: np.ndarray) -> Path:
     """30 frames of ``media``/woman2.mp4 with the first two seconds of ``speech`` (16 kHz
     float32) as AAC, in an mp4 at ``path``: a video with faces and a voice."""
     return talking_clip(path, media / "woman2.mp4", speech[:32000], frames=30, fps=15)
+
+
+def media_image(name: str) -> np.ndarray:
+    """``<data>/media/<name>`` decoded (BGR), or skip the test saying what is missing."""
+    import cv2
+
+    image = cv2.imread(str(media_file(name)))
+    assert image is not None, name
+    return image

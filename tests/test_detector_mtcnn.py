@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+from shared_media import media_image
 
 from emostream.models.detectors.plugins.mtcnn import MtcnnConfig, MtcnnDetector, crops
 from emostream.models.repository import ModelMissingError, ModelRepository
@@ -29,16 +30,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> ModelReposito
     repo = ModelRepository(tmp_path_factory.mktemp("mtcnn") / "models")
     mtcnn_import.import_mtcnn(repo, wheel=wheel)
     return repo
-
-
-def _media(name: str) -> np.ndarray:
-    root = data_root()
-    path = root / "media" / name if root else Path("/nonexistent")
-    if not path.is_file():
-        pytest.skip(f"{path} absent (the shared data set)")
-    image = cv2.imread(str(path))
-    assert image is not None
-    return image
 
 
 def _detector(repo: ModelRepository, **kw: object) -> MtcnnDetector:
@@ -81,8 +72,8 @@ def test_onnx_matches_torch(repo: ModelRepository, wheel: Path, net: str) -> Non
 def test_faces_in_photos(repo: ModelRepository) -> None:
     d = _detector(repo)
     assert d.ref == "mtcnn/1"
-    assert len(d.detect(_media("no-faces.jpg"))) == 0
-    table = _media("six_people_table.jpg")
+    assert len(d.detect(media_image("no-faces.jpg"))) == 0
+    table = media_image("six_people_table.jpg")
     found = d.detect(table)
     assert 5 <= len(found) <= 7
     areas = [f.box[2] * f.box[3] for f in found]
@@ -91,7 +82,7 @@ def test_faces_in_photos(repo: ModelRepository) -> None:
     assert all(
         f.box[0] >= 0 and f.box[0] + f.box[2] <= w and f.box[1] + f.box[3] <= h for f in found
     )
-    assert len(d.detect(_media("two_people.jpg"))) == 2
+    assert len(d.detect(media_image("two_people.jpg"))) == 2
 
 
 def test_card_records_licence_and_source(repo: ModelRepository) -> None:

@@ -8,9 +8,9 @@ import zipfile
 from pathlib import Path
 from types import ModuleType
 
-import cv2
 import numpy as np
 import pytest
+from shared_media import media_image
 
 from emostream.models.detectors.plugins.retinaface import (
     RetinaFaceConfig,
@@ -18,7 +18,6 @@ from emostream.models.detectors.plugins.retinaface import (
     preprocess,
 )
 from emostream.models.repository import ModelRepository
-from emostream.paths import data_root
 from emostream.training import retinaface_import
 from emostream.training.wheels import WheelChecksumError
 
@@ -52,16 +51,6 @@ def _detector(repo: ModelRepository, **kw: object) -> RetinaFaceDetector:
     return RetinaFaceDetector(RetinaFaceConfig(model_root=repo.root, **kw))  # type: ignore[arg-type]
 
 
-def _media(name: str) -> np.ndarray:
-    root = data_root()
-    path = root / "media" / name if root else Path("/nonexistent")
-    if not path.is_file():
-        pytest.skip(f"{path} absent (the shared data set)")
-    image = cv2.imread(str(path))
-    assert image is not None
-    return image
-
-
 def _same(boxes: np.ndarray, scores: np.ndarray, ref: np.ndarray) -> None:
     """Ours (float x1, y1, x2, y2) against the package's (int x, y, w, h, score)."""
     assert len(boxes) == len(ref) > 0
@@ -79,7 +68,7 @@ def test_decoding_matches_the_package_on_random_outputs(repo: ModelRepository) -
 
 
 def test_decoding_matches_the_package_on_a_photo(repo: ModelRepository) -> None:
-    _media(_script().PHOTO)
+    media_image(_script().PHOTO)
     image = _script().photo_input()
     d = _detector(repo, score_threshold=0.5)
     loc, conf = d.raw(preprocess(image)[None])
@@ -90,8 +79,8 @@ def test_decoding_matches_the_package_on_a_photo(repo: ModelRepository) -> None:
 def test_faces_in_photos(repo: ModelRepository) -> None:
     d = _detector(repo)
     assert d.ref.startswith("retinaface/1 (")
-    assert len(d.detect(_media("no-faces.jpg"))) == 0
-    table = _media("six_people_table.jpg")
+    assert len(d.detect(media_image("no-faces.jpg"))) == 0
+    table = media_image("six_people_table.jpg")
     found = d.detect(table)
     assert 5 <= len(found) <= 7
     areas = [f.box[2] * f.box[3] for f in found]
@@ -104,7 +93,11 @@ def test_faces_in_photos(repo: ModelRepository) -> None:
 
 def test_detect_batch_is_detect_of_each(repo: ModelRepository) -> None:
     d = _detector(repo)
-    frames = [_media("two_people.jpg"), _media("obama.jpg"), _media("two_people.jpg")]
+    frames = [
+        media_image("two_people.jpg"),
+        media_image("obama.jpg"),
+        media_image("two_people.jpg"),
+    ]
     assert d.detect_batch(frames) == [d.detect(f) for f in frames]
 
 

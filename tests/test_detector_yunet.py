@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_media import media_image
 
 from emostream.models.detectors.plugins.yunet import YuNetConfig, YuNetDetector, pad32
 from emostream.models.repository import ModelRepository
-from emostream.paths import data_root
 from emostream.training import yunet_import
 from emostream.training.wheels import WheelChecksumError
 
@@ -28,16 +28,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> ModelReposito
     return repo
 
 
-def _media(name: str) -> np.ndarray:
-    root = data_root()
-    path = root / "media" / name if root else Path("/nonexistent")
-    if not path.is_file():
-        pytest.skip(f"{path} absent (the shared data set)")
-    image = cv2.imread(str(path))
-    assert image is not None
-    return image
-
-
 def _detector(repo: ModelRepository, **kw: object) -> YuNetDetector:
     return YuNetDetector(YuNetConfig(model_root=repo.root, **kw))  # type: ignore[arg-type]
 
@@ -48,7 +38,7 @@ def test_matches_opencv_face_detector_yn(
     repo: ModelRepository, name: str, threshold: float
 ) -> None:
     """Same model, same frame: our decode + NMS gives OpenCV's boxes and scores."""
-    image = _media(name)
+    image = media_image(name)
     h, w = image.shape[:2]
     scale = 600 / max(w, h)  # a size that is no multiple of 32: both sides get padded
     image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
@@ -69,10 +59,10 @@ def test_matches_opencv_face_detector_yn(
 
 def test_faces_in_photos(repo: ModelRepository) -> None:
     full = _detector(repo, max_side=0)
-    table = _media("six_people_table.jpg")
+    table = media_image("six_people_table.jpg")
     assert 5 <= len(full.detect(table)) <= 7
-    assert len(_detector(repo).detect(_media("no-faces.jpg"))) == 0
-    found = _detector(repo).detect(_media("two_people.jpg"))
+    assert len(_detector(repo).detect(media_image("no-faces.jpg"))) == 0
+    found = _detector(repo).detect(media_image("two_people.jpg"))
     assert len(found) == 2
     assert found[0].box[2] * found[0].box[3] >= found[1].box[2] * found[1].box[3]
     h, w = table.shape[:2]
@@ -83,7 +73,11 @@ def test_faces_in_photos(repo: ModelRepository) -> None:
 
 def test_detect_batch_is_detect_of_each(repo: ModelRepository) -> None:
     d = _detector(repo)
-    frames = [_media("two_people.jpg"), _media("obama.jpg"), _media("two_people.jpg")]
+    frames = [
+        media_image("two_people.jpg"),
+        media_image("obama.jpg"),
+        media_image("two_people.jpg"),
+    ]
     assert d.detect_batch(frames) == [d.detect(f) for f in frames]
 
 

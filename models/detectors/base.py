@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
@@ -35,6 +35,16 @@ class DetectorConfigBase(BaseModel):
     """Every backend's config: ``type`` picks the backend (``EMOSTREAM_DETECTOR__TYPE``)."""
 
     type: str
+
+
+C = TypeVar("C", bound=DetectorConfigBase)
+
+
+def with_root(config: C, model_root: Path) -> C:
+    """``config`` reading the settings' model repository unless it names its own."""
+    if getattr(config, "model_root", "unset") is None:
+        return config.model_copy(update={"model_root": model_root})
+    return config
 
 
 class FaceDetector(ABC):

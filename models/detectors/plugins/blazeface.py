@@ -37,7 +37,13 @@ from pydantic import Field
 
 from emostream.fields import OptionalCommaList
 from emostream.models.detectors import tiles
-from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector, Range
+from emostream.models.detectors.base import (
+    Detection,
+    DetectorConfigBase,
+    FaceDetector,
+    Range,
+    with_root,
+)
 from emostream.models.detectors.blazeface_model import BlazeFaceModel
 from emostream.models.detectors.boxes import to_detections
 from emostream.models.detectors.ssd import MODEL_NAME
@@ -143,9 +149,7 @@ class BlazeFaceDetector(FaceDetector):
     @classmethod
     def from_config(cls, config: DetectorConfigBase, model_root: Path) -> BlazeFaceDetector:
         assert isinstance(config, BlazeFaceConfig)
-        if config.model_root is None:
-            config = config.model_copy(update={"model_root": model_root})
-        return cls(config)
+        return cls(with_root(config, model_root))
 
     @property
     def ref(self) -> str:

@@ -22,7 +22,12 @@ import numpy as np
 from pydantic import Field
 
 from emostream.fields import OptionalCommaList
-from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.detectors.base import (
+    Detection,
+    DetectorConfigBase,
+    FaceDetector,
+    with_root,
+)
 from emostream.models.detectors.boxes import nms_indices, scaled_size, to_detections
 from emostream.models.repository import ModelMissingError, ModelRepository
 from emostream.models.runner import OnnxRunner, RunnerConfig
@@ -114,9 +119,7 @@ class MtcnnDetector(FaceDetector):
     @classmethod
     def from_config(cls, config: DetectorConfigBase, model_root: Path) -> MtcnnDetector:
         assert isinstance(config, MtcnnConfig)
-        if config.model_root is None:
-            config = config.model_copy(update={"model_root": model_root})
-        return cls(config)
+        return cls(with_root(config, model_root))
 
     @property
     def ref(self) -> str:

@@ -22,11 +22,15 @@ import numpy as np
 from pydantic import Field
 
 from emostream.fields import OptionalCommaList
-from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.detectors import onnx_model
+from emostream.models.detectors.base import (
+    Detection,
+    DetectorConfigBase,
+    FaceDetector,
+    with_root,
+)
 from emostream.models.detectors.boxes import hard_nms, to_detections
 from emostream.models.detectors.scaling import RangeScaled
-from emostream.models.repository import ModelRepository
-from emostream.models.runner import OnnxRunner, RunnerConfig
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
@@ -90,26 +94,13 @@ class RetinaFaceDetector(FaceDetector):
         self, config: RetinaFaceConfig | None = None, *, model: Path | None = None
     ) -> None:
         """The repository's model (``config.model``/``version``), or an explicit file."""
-        self.config = c = config or RetinaFaceConfig()
-        if model is None:
-            from emostream.paths import model_root
-
-            repo = ModelRepository(c.model_root or model_root())
-            version = repo.resolve(c.model, c.version)
-            model, self._ref = repo.onnx_path(c.model, version), f"{c.model}/{version}"
-            self._ref += f" ({c.range_label})"
-        else:
-            self._ref = f"retinaface ({model.name})"
-        self.runner = OnnxRunner(
-            model, RunnerConfig(providers=c.providers, intra_op_threads=c.intra_op_threads)
-        )
+        self.config = config or RetinaFaceConfig()
+        self.runner, self._ref = onnx_model.load(self.config, model, self.name)
 
     @classmethod
     def from_config(cls, config: DetectorConfigBase, model_root: Path) -> RetinaFaceDetector:
         assert isinstance(config, RetinaFaceConfig)
-        if config.model_root is None:
-            config = config.model_copy(update={"model_root": model_root})
-        return cls(config)
+        return cls(with_root(config, model_root))
 
     @property
     def ref(self) -> str:

@@ -22,11 +22,15 @@ import numpy as np
 from pydantic import Field
 
 from emostream.fields import OptionalCommaList
-from emostream.models.detectors.base import Detection, DetectorConfigBase, FaceDetector
+from emostream.models.detectors import onnx_model
+from emostream.models.detectors.base import (
+    Detection,
+    DetectorConfigBase,
+    FaceDetector,
+    with_root,
+)
 from emostream.models.detectors.boxes import hard_nms, to_detections
 from emostream.models.detectors.scaling import RangeScaled
-from emostream.models.repository import ModelRepository
-from emostream.models.runner import OnnxRunner, RunnerConfig
 
 STRIDES = (8, 16, 32)
 HEADS = ("cls", "obj", "bbox", "kps")
@@ -89,27 +93,14 @@ class YuNetDetector(FaceDetector):
 
     def __init__(self, config: YuNetConfig | None = None, *, model: Path | None = None) -> None:
         """The repository's model (``config.model``/``version``), or an explicit file."""
-        self.config = c = config or YuNetConfig()
-        if model is None:
-            from emostream.paths import model_root
-
-            repo = ModelRepository(c.model_root or model_root())
-            version = repo.resolve(c.model, c.version)
-            model, self._ref = repo.onnx_path(c.model, version), f"{c.model}/{version}"
-            self._ref += f" ({c.range_label})"
-        else:
-            self._ref = f"yunet ({model.name})"
-        self.runner = OnnxRunner(
-            model, RunnerConfig(providers=c.providers, intra_op_threads=c.intra_op_threads)
-        )
+        self.config = config or YuNetConfig()
+        self.runner, self._ref = onnx_model.load(self.config, model, self.name)
         self.outputs = [f"{h}_{s}" for h in HEADS for s in STRIDES]
 
     @classmethod
     def from_config(cls, config: DetectorConfigBase, model_root: Path) -> YuNetDetector:
         assert isinstance(config, YuNetConfig)
-        if config.model_root is None:
-            config = config.model_copy(update={"model_root": model_root})
-        return cls(config)
+        return cls(with_root(config, model_root))
 
     @property
     def ref(self) -> str:
