@@ -55,6 +55,15 @@ def _unauthorized(detail: str, code: str = "unauthorized") -> ApiError:
     return ApiError(401, code, detail, {"WWW-Authenticate": CHALLENGE})
 
 
+def refuse_unknown_query(request: Request) -> None:
+    """The 422 ``stream/query.py`` noted for an unknown query parameter, raised once the
+    caller is known: an unauthenticated request gets its 401 first, someone else's
+    session its 404, and neither learns what an endpoint takes."""
+    pending = getattr(request.state, "unknown_query", None)
+    if pending is not None:
+        raise pending
+
+
 class Guard:
     def __init__(self, config: ServerConfig) -> None:
         self._api = [t.encode() for t in config.api_tokens]
@@ -112,9 +121,31 @@ class Guard:
 
     # -- the three kinds of endpoint ----------------------------------------------------
 
+    # -- the three kinds of endpoint: the credential first, then an unknown parameter ----
+
     def caller(self, request: Request) -> bytes | None:
         """For creating a session, ``/v1/predict`` and ``/openapi.json``: with tokens set, an
         API token, and the identity that then owns what it creates; None when open."""
+        owner = self._caller(request)
+        refuse_unknown_query(request)
+        return owner
+
+    def session(
+        self, request: Request, session: S | None, session_id: str, *, query: bool = False
+    ) -> S:
+        """For reading, following or ending a session: its creator's API token or its own
+        session token. Someone else's session is a 404, the same as an unknown one."""
+        found = self._session(request, session, session_id, query=query)
+        refuse_unknown_query(request)
+        return found
+
+    def metrics(self, request: Request) -> None:
+        """``/metrics`` on the main port: the metrics token or an API token, when either
+        is set; open otherwise."""
+        self._metrics_check(request)
+        refuse_unknown_query(request)
+
+    def _caller(self, request: Request) -> bytes | None:
         if not self.closed:
             self.refuse_query_token(request)
             return None
@@ -126,11 +157,9 @@ class Guard:
             raise _unauthorized("the bearer token is not valid here")
         return owner
 
-    def session(
+    def _session(
         self, request: Request, session: S | None, session_id: str, *, query: bool = False
     ) -> S:
-        """For reading, following or ending a session: its creator's API token or its own
-        session token. Someone else's session is a 404, the same as an unknown one."""
         gone = ApiError(404, "unknown_session", f"no session {session_id!r} on this server")
         if not self.closed and not self.session_token_required:
             self.refuse_query_token(request, query=query)
@@ -154,9 +183,7 @@ class Guard:
             return session
         raise _unauthorized("the token is neither an API token nor this session's token")
 
-    def metrics(self, request: Request) -> None:
-        """``/metrics`` on the main port: the metrics token or an API token, when either
-        is set; open otherwise."""
+    def _metrics_check(self, request: Request) -> None:
         if self._metrics is None and not self.closed:
             self.refuse_query_token(request)
             return

@@ -4,7 +4,8 @@ FastAPI ignores a query parameter an endpoint does not declare, so ``?range=far`
 server without it, or ``?detetc=false``, used to be silently dropped and the caller never
 knew (issue 23). ``strict_query`` runs as an app-wide dependency: it compares the request's
 parameters with those the matched route declares (its signature and its dependencies'),
-and answers any other one with a 422 ``unknown_parameter`` naming it.
+and answers any other one with a 422 ``unknown_parameter`` naming it: at once on the open
+endpoints, and after the credential check on those behind the auth layer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from emostream.stream.errors import ApiError
 EVERYWHERE = frozenset({"token"})
 #: Pages for a browser, not API: a bookmark or a tracker may add what it likes.
 LENIENT_PATHS = frozenset({"/"})
+#: Endpoints behind the auth layer (``stream/auth.py: Guard``): the 422 waits for it, so a
+#: request without a valid credential gets its 401 (or 404) and learns nothing more.
+GUARDED = ("/v1/", "/whip", "/metrics", "/openapi.json")
 
 
 def declared(route: APIRoute) -> frozenset[str]:
@@ -46,8 +50,11 @@ def strict_query(connection: HTTPConnection) -> None:
     if unknown:
         takes = ", ".join(sorted(known - EVERYWHERE)) or "none"
         names = ", ".join(repr(u[:40]) for u in unknown[:5])
-        raise ApiError(
+        refusal = ApiError(
             422,
             "unknown_parameter",
             f"unknown query parameter {names} for {route.path}; it takes: {takes}",
         )
+        if not route.path.startswith(GUARDED):
+            raise refusal
+        connection.state.unknown_query = refusal  # raised by the Guard once it has passed

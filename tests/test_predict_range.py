@@ -141,9 +141,6 @@ def test_range_is_in_the_openapi(client: TestClient) -> None:
         ("GET", "/metrics?x=1"),
         ("POST", "/v1/offer?x=1"),
         ("POST", "/whip?rols=0:agent"),
-        ("GET", "/v1/sessions/abc?x=1"),
-        ("GET", "/v1/sessions/abc/events?x=1"),
-        ("DELETE", "/v1/sessions/abc?x=1"),
     ],
 )
 def test_unknown_query_parameter_is_422_naming_it(tmp_path: Path, method: str, path: str) -> None:
@@ -153,6 +150,34 @@ def test_unknown_query_parameter_is_422_naming_it(tmp_path: Path, method: str, p
         r = c.request(method, path, content=b"x")
     name = path.split("?")[1].split("=")[0]
     assert repr(name) in _error(r, 422, "unknown_parameter")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/sessions/abc?x=1"),
+        ("GET", "/v1/sessions/abc/events?x=1"),
+        ("DELETE", "/v1/sessions/abc?x=1"),
+    ],
+)
+def test_the_credential_and_the_session_come_before_an_unknown_parameter(
+    tmp_path: Path, method: str, path: str
+) -> None:
+    """Someone without a valid token gets the 401, someone else's (or no) session the 404:
+    the 422 naming the parameters waits for the auth layer."""
+    root = tmp_path / "no-models"
+    root.mkdir()
+    with TestClient(create_app(Settings(model_root=root)), raise_server_exceptions=False) as c:
+        _error(c.request(method, path), 404, "unknown_session")
+    closed = Settings(model_root=root, server={"api_tokens": ["secret-token"]})  # type: ignore[arg-type]
+    with TestClient(create_app(closed), raise_server_exceptions=False) as c:
+        _error(c.request(method, path), 401, "unauthorized")
+        r = c.post("/v1/predict?x=1", content=b"x", headers={"authorization": "Bearer wrong"})
+        _error(r, 401, "unauthorized")
+        r = c.post(
+            "/v1/predict?x=1", content=b"x", headers={"authorization": "Bearer secret-token"}
+        )
+        assert "'x'" in _error(r, 422, "unknown_parameter")
 
 
 def test_known_parameters_and_the_demo_page_pass(client: TestClient, six: bytes) -> None:

@@ -350,7 +350,7 @@ def test_a_server_without_a_voice_model_says_so_once_and_serves_faces(
 ) -> None:
     root = tmp_path / "models"  # the face models only
     root.mkdir()
-    for name in ("face-emotion", "face-detector"):
+    for name in ("face-emotion", "yunet"):
         (root / name).symlink_to(model_root() / name)
     clip = _write(tmp_path / "clip.wav", ravdess_file(RAVDESS_CLIP), 0.5, 0.5)
     video = str(media_file("woman2.mp4"))
