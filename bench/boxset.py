@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emostream.bench.box_metrics import ImageScore, match
+from emostream.models.detectors.base import Detection
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,15 @@ class LabelledImage:
                 if i == self.frame:
                     return np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
         raise OSError(f"{self.path} has no frame {self.frame}")
+
+    def match(self, found: Sequence[Detection]) -> ImageScore:
+        """A detector's ``found`` faces matched to this image's labels (box_metrics)."""
+        return match(
+            np.array([box for box, _ in self.faces], float).reshape(-1, 4),
+            np.array(self.ignore, float).reshape(-1, 4),
+            np.array([d.box for d in found], float).reshape(-1, 4),
+            np.array([d.score for d in found], float),
+        )
 
 
 def default_data_root() -> Path | None:

@@ -111,12 +111,7 @@ def score_images(det: FaceDetector, images: Sequence[LabelledImage]) -> list[bm.
     """Each image's detections matched to its labelled faces."""
     out = []
     for im in progress(images, "images"):
-        found = det.detect(im.image())
-        boxes = np.array([d.box for d in found], float).reshape(-1, 4)
-        scores = np.array([d.score for d in found], float)
-        faces = np.array([box for box, _ in im.faces], float).reshape(-1, 4)
-        ignore = np.array(im.ignore, float).reshape(-1, 4)
-        out.append(bm.match(faces, ignore, boxes, scores))
+        out.append(im.match(det.detect(im.image())))
     return out
 
 
@@ -328,15 +323,10 @@ def calibrate_photo(root: Path, images: Sequence[LabelledImage]) -> PhotoCalibra
     best: PhotoCalibration | None = None
     for a in FIRST_GRID:
         for b in SECOND_GRID:
-            scored = []
-            for im, (d1, d2) in zip(images, runs, strict=True):
-                found = merged([d for d in d1 if d.score >= a], [d for d in d2 if d.score >= b])
-                boxes = np.array([d.box for d in found], float).reshape(-1, 4)
-                scores = np.array([d.score for d in found], float)
-                faces = np.array([box for box, _ in im.faces], float).reshape(-1, 4)
-                scored.append(
-                    bm.match(faces, np.array(im.ignore, float).reshape(-1, 4), boxes, scores)
-                )
+            scored = [
+                im.match(merged([d for d in d1 if d.score >= a], [d for d in d2 if d.score >= b]))
+                for im, (d1, d2) in zip(images, runs, strict=True)
+            ]
             s = bm.score_set(scored, -math.inf)
             if s.false_per_image > OFFLINE_FALSE_PER_IMAGE:
                 continue

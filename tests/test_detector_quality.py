@@ -39,18 +39,7 @@ def _far(repo: ModelRepository) -> FaceDetector:
 
 
 def _score(det: FaceDetector, images: list[LabelledImage]) -> bm.SetScore:
-    scored = []
-    for im in images:
-        found = det.detect(im.image())
-        scored.append(
-            bm.match(
-                np.array([box for box, _ in im.faces], float).reshape(-1, 4),
-                np.array(im.ignore, float).reshape(-1, 4),
-                np.array([d.box for d in found], float).reshape(-1, 4),
-                np.array([d.score for d in found], float),
-            )
-        )
-    return bm.score_set(scored, -np.inf)
+    return bm.score_set([im.match(det.detect(im.image())) for im in images], -np.inf)
 
 
 def test_photos_meet_the_offline_goal(repo: ModelRepository, labelled: list[LabelledImage]) -> None:
