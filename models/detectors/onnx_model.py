@@ -3,13 +3,16 @@
 YuNet and RetinaFace each run one ONNX model: the repository's ``model``/``version`` (the
 usual case; the ``ref`` names the version and the range, as ``/readyz`` and the logs show
 it) or an explicit file (tests, a model being tried out). One place for that, so the two
-backends load alike.
+backends load alike, and group frames into batched calls alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from emostream.models.repository import ModelRepository
 from emostream.models.runner import OnnxRunner, RunnerConfig
@@ -26,6 +29,14 @@ class SingleModelConfig(Protocol):
 
     @property
     def range_label(self) -> str: ...
+
+
+def by_shape(inputs: Sequence[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of ``inputs`` per shape: the frames one batched model call can take."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(inputs):
+        groups.setdefault(x.shape, []).append(i)
+    return groups
 
 
 def load(config: SingleModelConfig, model: Path | None, backend: str) -> tuple[OnnxRunner, str]:

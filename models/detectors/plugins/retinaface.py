@@ -127,11 +127,8 @@ class RetinaFaceDetector(FaceDetector):
         for im in images:
             scale, small = self.config.shrunk(im)
             inputs.append((scale, preprocess(small)))
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, t) in enumerate(inputs):
-            groups.setdefault(t.shape, []).append(i)
         out: list[list[Detection]] = [[] for _ in images]
-        for (_, th, tw), idx in groups.items():
+        for (_, th, tw), idx in onnx_model.by_shape([t for _, t in inputs]).items():
             loc, conf = self.raw(np.stack([inputs[i][1] for i in idx]))
             for j, i in enumerate(idx):
                 boxes, scores = self.find(loc[j], conf[j], th, tw)

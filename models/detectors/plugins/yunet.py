@@ -132,11 +132,8 @@ class YuNetDetector(FaceDetector):
         for im in images:
             scale, small = self.config.shrunk(im)
             scaled.append((scale, pad32(small)))
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (_, padded) in enumerate(scaled):
-            groups.setdefault(padded.shape, []).append(i)
         out: list[list[Detection]] = [[] for _ in images]
-        for (ph, pw, _), idx in groups.items():
+        for (ph, pw, _), idx in onnx_model.by_shape([p for _, p in scaled]).items():
             heads = self.raw(np.stack([scaled[i][1] for i in idx]))
             for i, head in zip(idx, heads, strict=True):
                 boxes, scores = self.find(head, ph, pw)
