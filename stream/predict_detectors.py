@@ -13,8 +13,12 @@ import threading
 
 from emostream.analyze_range import DetectorRange, analyze_settings
 from emostream.models.detectors import create_detector
+from emostream.models.detectors.cascade import second_pass
 from emostream.models.face import FaceAnalyzer, ThreadLocalDetector, stills_for
 from emostream.settings import Settings
+
+#: A range's detector, and its still-image cascade (None below ``far``).
+Built = tuple[ThreadLocalDetector, ThreadLocalDetector | None]
 
 
 class PredictDetectors:
@@ -22,8 +26,11 @@ class PredictDetectors:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: per detector config: the detector, and the still-image cascade (far)
-        self._built: dict[str, tuple[ThreadLocalDetector, ThreadLocalDetector | None]] = {}
+        #: per detector config (its JSON): the detector and the still-image cascade
+        self._built: dict[str, Built] = {}
+        #: per range asked for (None: the default): its config's key, or None where the
+        #: live analyzer already looks that way; a request costs a lookup, not a settings copy
+        self._keys: dict[DetectorRange | None, str | None] = {}
         self._lock = threading.Lock()
 
     def check(self, chosen: DetectorRange | None) -> None:
@@ -34,19 +41,25 @@ class PredictDetectors:
         """``live`` (the served model) looking with the offline detector for ``chosen``.
 
         Call from a worker thread: the first use of a range loads its model(s)."""
-        config = analyze_settings(self.settings, chosen).detector
-        if config == self.settings.detector and live.stills is None:
-            return live
-        key = config.model_dump_json()
         with self._lock:
-            built = self._built.get(key)
-            if built is None:
-                root = self.settings.model_root
-                detector = (
-                    live.detector
-                    if config == self.settings.detector
-                    else ThreadLocalDetector(lambda: create_detector(config, root))
-                )
-                built = (detector, stills_for(config, self.settings.photo, root))
-                self._built[key] = built
-        return live.with_detector(*built)
+            if chosen not in self._keys:
+                self._keys[chosen] = self._build(live, chosen)
+            key = self._keys[chosen]
+            built = None if key is None else self._built[key]
+        return live if built is None else live.with_detector(*built)
+
+    def _build(self, live: FaceAnalyzer, chosen: DetectorRange | None) -> str | None:
+        """The key of ``chosen``'s detector, built unless an equal config already was."""
+        config = analyze_settings(self.settings, chosen).detector
+        root = self.settings.model_root
+        if config == self.settings.detector and second_pass(config, self.settings.photo) is None:
+            return None
+        key = config.model_dump_json()
+        if key not in self._built:  # the default and the range it stands for share one
+            detector = (
+                live.detector
+                if config == self.settings.detector
+                else ThreadLocalDetector(lambda: create_detector(config, root))
+            )
+            self._built[key] = (detector, stills_for(config, self.settings.photo, root))
+        return key
