@@ -7,7 +7,8 @@ Every candidate whose weights are in the model repository runs once on every ima
 low score threshold; ``box_metrics`` reads AP, precision, recall by face size and false
 positives per image at the candidate's operating threshold from those detections, and the
 threshold a calibration would pick (at most one false positive per ten images). Then the
-median ms of one ``detect`` on a 640 x 480 frame and on a 1920 x 1080 photo, on one core.
+median ms of one ``detect`` on a 640 x 480 frame and on a 1920 x 1080 photo, on one core;
+a whole run ends with the photo pass's calibration and the 40 MP photo (``photo_pass.py``).
 The figures and the choice made from them are in docs/ARCHITECTURE.md ("Face detection").
 """
 
@@ -17,7 +18,6 @@ import math
 import os
 import platform
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,10 +29,10 @@ from pydantic import TypeAdapter
 
 from emostream.bench import box_metrics as bm
 from emostream.bench.boxset import LabelledImage, load_set
-from emostream.bench.measure import median, progress, say
+from emostream.bench.measure import median, progress, repeat_ms, say
 from emostream.models.detectors import BACKENDS, DetectorConfig, create_detector
 from emostream.models.detectors.base import DetectorConfigBase, FaceDetector
-from emostream.models.detectors.cascade import Cascade, PhotoConfig, merged, second_pass
+from emostream.models.detectors.cascade import Cascade, PhotoConfig, second_pass
 from emostream.paths import data_root, model_root
 
 #: The offline goal of issue 23: at most one false positive per ten images.
@@ -116,14 +116,10 @@ def score_images(det: FaceDetector, images: Sequence[LabelledImage]) -> list[bm.
 
 
 def median_ms(det: FaceDetector, image: np.ndarray) -> float:
-    """Median ms of one ``detect`` call, bounded to about ``BUDGET_S``."""
-    det.detect(image)  # warm-up
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < MAX_RUNS and time.perf_counter() - start < BUDGET_S:
-        t0 = time.perf_counter()
-        det.detect(image)
-        times.append((time.perf_counter() - t0) * 1000.0)
+    """Median ms of one ``detect`` call, after one warm-up, over about ``BUDGET_S``."""
+    times = repeat_ms(
+        lambda: det.detect(image), warmup=1, min_reps=3, min_seconds=BUDGET_S, max_reps=MAX_RUNS
+    )
     return median(times)
 
 
@@ -255,8 +251,12 @@ def main(plot_to: Path | None = None, only: Sequence[str] = (), gpu: bool = Fals
     rows = measure(model_root(), images, only, gpu)
     if plot_to is not None:
         plot(rows, plot_to)
-    photo = "" if only else photo_line(calibrate_photo(model_root(), images))
-    photo += "" if only else large_line(large_photo(images))
+    photo = ""
+    if not only:  # the whole run: the photo pass's calibration and the 40 MP photo too
+        from emostream.bench import photo_pass
+
+        photo = photo_pass.photo_line(photo_pass.calibrate_photo(model_root(), images))
+        photo += photo_pass.large_line(photo_pass.large_photo(images))
     sys.stdout.write(
         f"# Face detectors on the labelled set ({len(images)} images, {faces} faces)\n\n"
         "AP at IoU 0.5; P, R, recall by face width (faces in brackets) and false "
@@ -276,131 +276,3 @@ def _device(gpu: bool) -> str:
     if gpu:
         return "ONNX Runtime on CUDA" if cuda else "`--gpu`, but this onnxruntime has no CUDA: CPU"
     return "ONNX Runtime on the CPU"
-
-
-def photo_line(c: PhotoCalibration) -> str:
-    """What ``calibrate_photo`` found, as the sentence the table ends with."""
-    s = c.score
-    return (
-        f"\nThe still-image cascade's thresholds, calibrated on this set: YuNet far "
-        f">= {c.first:.2f}, then RetinaFace >= {c.second:.2f}: {100 * s.recall_goal:.0f} % "
-        f"of the faces >= {bm.GOAL_WIDTH} px ({100 * s.recall:.0f} % of all), "
-        f"{s.false_per_image:.2f} false positives per image "
-        "(the defaults: `EMOSTREAM_DETECTOR__SCORE_THRESHOLD`, "
-        "`EMOSTREAM_PHOTO__SCORE_THRESHOLD`).\n"
-    )
-
-
-#: The grid the photo pass's two thresholds are calibrated on.
-FIRST_GRID = np.round(np.arange(0.70, 0.96, 0.01), 2)
-SECOND_GRID = np.round(np.arange(0.80, 1.00, 0.01), 2)
-
-
-@dataclass(frozen=True)
-class PhotoCalibration:
-    first: float
-    second: float
-    score: bm.SetScore
-
-
-def calibrate_photo(root: Path, images: Sequence[LabelledImage]) -> PhotoCalibration:
-    """The two thresholds of the still-image cascade (YuNet far, then RetinaFace), read off
-    the set: the pair with the most faces >= ``GOAL_WIDTH`` found at no more than
-    ``OFFLINE_FALSE_PER_IMAGE`` false positives per image (fewer false positives, then
-    higher thresholds, break ties). Each model runs once at ``SWEEP_THRESHOLD``; every pair
-    is merged from those detections as ``Cascade`` merges them."""
-    first = build(Candidate("yunet far", {"type": "yunet", "range": "far"}, 0.85), root, 0.05)
-    second_config = second_pass(
-        TypeAdapter(DetectorConfig).validate_python({"type": "yunet", "range": "far"}),
-        PhotoConfig(score_threshold=SWEEP_THRESHOLD),
-    )
-    assert second_config is not None
-    second = create_detector(second_config, root)
-    runs = [
-        (first.detect(im.image()), second.detect(im.image()))
-        for im in progress(images, "photo pass")
-    ]
-    best: PhotoCalibration | None = None
-    for a in FIRST_GRID:
-        for b in SECOND_GRID:
-            scored = [
-                im.match(merged([d for d in d1 if d.score >= a], [d for d in d2 if d.score >= b]))
-                for im, (d1, d2) in zip(images, runs, strict=True)
-            ]
-            s = bm.score_set(scored, -math.inf)
-            if s.false_per_image > OFFLINE_FALSE_PER_IMAGE:
-                continue
-            key = (s.recall_goal, -s.false_per_image, a, b)
-            if best is None or key > (
-                best.score.recall_goal,
-                -best.score.false_per_image,
-                best.first,
-                best.second,
-            ):
-                best = PhotoCalibration(float(a), float(b), s)
-    assert best is not None, "no pair keeps the false positives within the budget"
-    return best
-
-
-#: The pixel limit of an upload (``limits.max_pixels``): the largest photo analyze takes.
-LARGE_PIXELS = 40_000_000
-
-
-@dataclass(frozen=True)
-class LargePhoto:
-    width: int
-    height: int
-    seconds: float
-    peak_mb: float
-    faces: int
-
-
-def large_photo(images: Sequence[LabelledImage]) -> LargePhoto:
-    """``emostream analyze`` with its defaults on a 40 MP photo (the set's largest group
-    photo tiled to that size, a temporary JPEG deleted after), in a process of its own:
-    wall time, peak resident memory, faces found."""
-    import json
-    import resource
-    import subprocess
-    import tempfile
-
-    group = max(images, key=lambda im: len(im.faces)).image()
-    h, w = group.shape[:2]
-    side = math.sqrt(LARGE_PIXELS / (w * h))
-    big = np.tile(group, (math.ceil(side), math.ceil(side), 1))
-    big = big[: int(h * side), : int(w * side)]
-    with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
-        path = Path(tmp) / "large.jpg"
-        cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        t0 = time.perf_counter()
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "emostream.cli",
-                "analyze",
-                str(path),
-                "--quiet",
-                "--format",
-                "jsonl",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        seconds = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    faces = len(json.loads(out.stdout.splitlines()[0])["faces"])
-    # ru_maxrss of the children is the largest child's, in KiB; an earlier, larger child
-    # (none here) would hide this one
-    return LargePhoto(big.shape[1], big.shape[0], seconds, max(peak, before) / 1024, faces)
-
-
-def large_line(p: LargePhoto) -> str:
-    return (
-        f"\nA {p.width}x{p.height} photo ({p.width * p.height / 1e6:.0f} MP, the pixel limit; "
-        f"the largest group photo of the set tiled): `emostream analyze` with its defaults "
-        f"took {p.seconds:.1f} s and at most {p.peak_mb:,.0f} MB of memory in a process of "
-        f"its own, and found {p.faces} faces.\n"
-    )
