@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from emostream.broker.broker_config import BrokerConfig
+from emostream.local.config import LocalConfig
 from emostream.models.batching import WorkerConfig
 from emostream.models.detectors import BACKENDS, UNAVAILABLE, DetectorConfig, default_detector
 from emostream.models.detectors import DEFAULT as DEFAULT_DETECTOR
@@ -167,6 +168,7 @@ class Settings(BaseSettings):
     calls: CallsConfig = Field(default_factory=CallsConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)  # Twilio Media Streams
     audiohook: AudioHookConfig = Field(default_factory=AudioHookConfig)
+    local: LocalConfig = Field(default_factory=LocalConfig)  # serve --processes
 
     @field_validator("model_root", mode="before")
     @classmethod

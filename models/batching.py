@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -125,6 +126,8 @@ class BatchWorker:
             if not jobs:
                 continue
             analyzer, shadow = self.slot.analyzer, self.slot.shadow  # once per batch
+            if shadow is not None and not self.broker.payloads_outlive_publish:
+                jobs = [dataclasses.replace(j, payload=j.payload.copy()) for j in jobs]
             self._busy = True
             try:
                 outcomes = await loop.run_in_executor(self._executor, run_batch, analyzer, jobs)

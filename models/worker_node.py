@@ -19,6 +19,7 @@ import signal
 from prometheus_client import start_http_server
 
 from emostream import metrics
+from emostream.broker.base import WorkerBroker
 from emostream.broker.factory import make_worker_broker
 from emostream.modalities import registered, spec
 from emostream.models.batching import BatchWorker
@@ -43,8 +44,17 @@ def load_analyzers(settings: Settings) -> list[Analyzer]:
     return served
 
 
-async def run_worker(settings: Settings, analyzers: list[Analyzer]) -> None:
-    broker = make_worker_broker(settings)
+async def run_worker(
+    settings: Settings,
+    analyzers: list[Analyzer],
+    broker: WorkerBroker | None = None,
+    gone: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``gone``: the local broker's parent went away).
+
+    ``broker``: the local multi-process broker's worker side; by default Redis's.
+    """
+    broker = broker or make_worker_broker(settings)
     name = getattr(broker, "consumer", "worker")
     config = settings.worker
     slots = [ModelSlot(a) for a in analyzers]
@@ -89,6 +99,8 @@ async def run_worker(settings: Settings, analyzers: list[Analyzer]) -> None:
         w.start()
     for watcher in watchers:
         watcher.start()
+    if gone is not None:
+        loop.create_task(gone.wait()).add_done_callback(lambda _: stop.set())
     stopping = asyncio.create_task(stop.wait())
     running = {w.task for w in workers if w.task is not None}
     done, _ = await asyncio.wait({stopping, *running}, return_when=asyncio.FIRST_COMPLETED)

@@ -78,8 +78,11 @@ class AppState:
     slot a promotion swaps, or why it has none), the broker, the in-process workers and
     the model watchers, and the sessions."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, broker: IngestBroker | None = None) -> None:
+        """``broker``: an ingest broker made elsewhere (an ingest process of ``serve
+        --processes``); by default the settings choose (``memory`` or Redis)."""
         self.settings = settings
+        self._given_broker = broker
         self.services: dict[str, Service] = {}
         self.load_error: str | None = None  # why a required modality (faces) is missing
         self.limiter = anyio.CapacityLimiter(settings.limits.predict_concurrency)
@@ -137,12 +140,14 @@ class AppState:
                 "medical or safety reasons; docs/RESPONSIBLE-USE.md"
             )
         embedded: MemoryBroker | None = None
-        if s.broker.is_redis:
+        if self._given_broker is not None:
+            self.broker = self._given_broker
+        elif s.broker.is_redis:
             self.broker = make_ingest(s)
         else:  # one in-process broker plays both roles: sessions submit, our workers take
             self.broker = embedded = MemoryBroker(s.broker)
         await self.broker.start()
-        role: Literal["ingest", "all-in-one"] = "ingest" if s.broker.is_redis else "all-in-one"
+        role: Literal["ingest", "all-in-one"] = "all-in-one" if embedded else "ingest"
         repo = ModelRepository(s.model_root)
         for modality in registered():
             service = self.services.get(modality.name)

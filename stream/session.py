@@ -87,7 +87,7 @@ class Session:
     # -- what a transport does ------------------------------------------------------------
     async def start(self) -> None:
         """Open the session's result stream and start sending its results."""
-        await self.broker.open_session(self.id)
+        await self.broker.open_session(self.id, self.owner)
         self.spawn(self._send_results(), f"{self.id}-results")
 
     def analyses(self, role: str) -> bool:

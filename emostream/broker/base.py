@@ -57,8 +57,9 @@ class IngestBroker(_Lifecycle):
     """The sessions' side: open, submit, read results, close."""
 
     @abstractmethod
-    async def open_session(self, session: str) -> None:
-        """Make ``results(session)`` ready before the first submit."""
+    async def open_session(self, session: str, owner: bytes | None = None) -> None:
+        """Make ``results(session)`` ready before the first submit. ``owner`` (the
+        credential) lets a broker that admits sessions for a whole server hold the quota."""
 
     @abstractmethod
     async def close_session(self, session: str) -> None:
@@ -86,6 +87,10 @@ class IngestBroker(_Lifecycle):
 
 class WorkerBroker(_Lifecycle):
     """The workers' side: take batches, publish their outcomes, see the backlog."""
+
+    #: Whether a taken job's payload stays valid after its outcome is published (a shadow
+    #: candidate scores after that); the local broker's shared-memory slots do not.
+    payloads_outlive_publish: bool = True
 
     @abstractmethod
     async def take(self, modality: Modality, max_items: int, max_wait_s: float) -> list[Job]:

@@ -29,12 +29,16 @@ from emostream.pipeline.outcomes import Outcome, SessionEvent, drop
 
 
 class MemoryBroker(IngestBroker, WorkerBroker):
-    def __init__(self, config: BrokerConfig | None = None) -> None:
+    def __init__(
+        self, config: BrokerConfig | None = None, results: SessionQueues | None = None
+    ) -> None:
+        """``results``: where outcomes go; the sessions' own queues here, the owning ingest
+        process with the local multi-process broker (``local/hub.py``)."""
         self.config = config or BrokerConfig()
         self._pending: defaultdict[Modality, OrderedDict[str, deque[Job]]] = defaultdict(
             OrderedDict
         )
-        self._results = SessionQueues()
+        self._results = results if results is not None else SessionQueues()
         self._wake: dict[Modality, asyncio.Event] = {}
         self._senders: defaultdict[Modality, set[str]] = defaultdict(set)
 
@@ -52,13 +56,13 @@ class MemoryBroker(IngestBroker, WorkerBroker):
             await self.close_session(session)
 
     # -- ingest ---------------------------------------------------------------------------
-    async def open_session(self, session: str) -> None:
+    async def open_session(self, session: str, owner: bytes | None = None) -> None:
         self._results.open(session)
 
     async def close_session(self, session: str) -> None:
         for modality, queues in self._pending.items():
             for job in queues.pop(session, deque()):
-                drop(job, DropReason.session_closed)
+                self._results.discard(session, drop(job, DropReason.session_closed))
             metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
             self._senders[modality].discard(session)
         self._results.close(session)

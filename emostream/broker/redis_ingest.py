@@ -88,7 +88,7 @@ class RedisIngest(IngestBroker):
         await self.link.close()
         self._encoder.shutdown(wait=False, cancel_futures=True)
 
-    async def open_session(self, session: str) -> None:
+    async def open_session(self, session: str, owner: bytes | None = None) -> None:
         self._results.open(session)
         self._outstanding.setdefault(session, {})
         if self._reader is None:

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from emostream.broker.base import UnknownSessionError
-from emostream.pipeline.outcomes import SessionEvent
+from emostream.pipeline.outcomes import Dropped, SessionEvent
 
 
 class SessionQueues:
@@ -39,6 +39,10 @@ class SessionQueues:
             return False
         q.put_nowait(event)
         return True
+
+    def discard(self, session: str, dropped: Dropped) -> None:
+        """A queued job of a closing session, dropped unseen: nothing to tell in-process
+        (the session is going); a remote owner still frees the job's payload."""
 
     def tell_all(self, event: SessionEvent) -> None:
         for q in self._queues.values():

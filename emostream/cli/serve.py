@@ -14,10 +14,16 @@ from emostream.settings import Settings
     setting("server.host"),
     setting("server.port"),
     setting("broker.url", "--broker"),
+    setting("local.processes"),
+    setting("local.inference"),
     setting("log_level"),
 )
 def serve(settings: Settings) -> None:
-    """Start the server: WebRTC sessions, /v1/predict, /healthz, /readyz, /metrics."""
+    """Start the server: WebRTC sessions, /v1/predict, /healthz, /readyz, /metrics.
+
+    With ``--processes N`` (N > 1; by default one per usable core) N ingest processes share
+    the port and ``--inference M`` processes run the models, fed through shared memory.
+    """
     import uvicorn
 
     from emostream.models.logmel import one_blas_thread
@@ -35,5 +41,11 @@ def serve(settings: Settings) -> None:
         f"(try: curl -F file=@face.jpg {scheme}://{shown}:{server.port}/v1/predict)",
         err=True,
     )
+    processes = settings.local.ingest_processes()
+    if processes > 1:
+        from emostream.local.supervisor import launch
+
+        typer.echo(f"emostream: {processes} ingest processes (--processes 1: one)", err=True)
+        launch(settings)  # execs the supervisor; does not return
     one_blas_thread()
     uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()

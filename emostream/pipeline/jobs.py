@@ -27,6 +27,7 @@ class DropReason(StrEnum):
     malformed = "malformed"  # a job on the stream that no worker can read (acked, not run)
     unavailable = "unavailable"  # the broker (Redis) was unreachable when it was submitted
     lost = "lost"  # no worker answered long after its deadline (stream trimmed or wiped)
+    worker_died = "worker_died"  # the inference process running it ended (local broker)
 
 
 @dataclass(frozen=True)

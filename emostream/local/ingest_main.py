@@ -1,0 +1,47 @@
+"""The ingest child's life: the whole HTTP app on the shared port and on its own socket.
+
+It serves exactly what a single ``emostream serve`` serves (signalling, sessions, REST,
+the demo page, /metrics collected across processes), with the local broker's ingest side
+in place of the embedded broker, and the session router in front so that a request for a
+session another ingest holds reaches that one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from emostream.local.arena import Arena
+from emostream.local.child import Handed
+from emostream.local.ingest import LocalIngest
+from emostream.settings import Settings
+
+
+def serve_ingest(
+    settings: Settings, index: int, handed: Handed, control: socket.socket, arena: Arena
+) -> None:
+    import uvicorn
+
+    from emostream.local.routing import SessionRouter
+    from emostream.stream.app import AppState, create_app
+    from emostream.stream.server import uvicorn_config
+
+    settings = settings.model_copy(deep=True)
+    settings.server.metrics_port = 0  # the parent serves a separate metrics port
+    broker = LocalIngest(settings.broker, control, arena)
+    state = AppState(settings, broker)
+    app = create_app(settings, state)
+
+    def held(session: str) -> bool:
+        return state.sessions is not None and state.sessions.get(session) is not None
+
+    routed = SessionRouter(
+        app, me=index, owner=broker.owner, held=held, socket_path=handed.peers.__getitem__
+    )
+    public = socket.socket(fileno=handed.public)
+    if os.path.exists(handed.private):
+        os.unlink(handed.private)  # left by this index's previous process
+    private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    private.bind(handed.private)
+    private.listen(512)
+    uvicorn.Server(uvicorn_config(routed, settings)).run(sockets=[public, private])
