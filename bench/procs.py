@@ -39,13 +39,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+#: ``serve`` as one process unless a test or bench asks for more (the default is one
+#: ingest process per core, which would make every test's server a process tree).
+SINGLE = {"EMOSTREAM_LOCAL__PROCESSES": "1"}
+
+
 def base_env(**env: str) -> dict[str, str]:
     """This environment without any ``EMOSTREAM_*`` of the caller's, plus the model
-    repository and shared data the caller uses, plus ``env``: what tests start from."""
+    repository and shared data the caller uses, one serve process (``SINGLE``), plus
+    ``env``: what tests start from."""
     from emostream.paths import model_root
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith("EMOSTREAM_")}
-    environ.update({"EMOSTREAM_MODEL_ROOT": str(model_root()), **env})
+    environ.update({"EMOSTREAM_MODEL_ROOT": str(model_root()), **SINGLE, **env})
     if "EMOSTREAM_DATA" in os.environ:
         environ["EMOSTREAM_DATA"] = os.environ["EMOSTREAM_DATA"]
     return environ
@@ -66,6 +72,36 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far (from /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, grandchildren and so on, alive now (``serve --processes``)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its live descendants (a child that ended meanwhile loses
+    what it used: restarts are rare, and a bench reports them)."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        try:
+            total += cpu_seconds(p)
+        except (OSError, IndexError):
+            continue
+    return total
 
 
 def machine_busy_seconds() -> float:

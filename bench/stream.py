@@ -189,12 +189,12 @@ async def _measure(
         page0 = (await http.get(f"{url}/metrics")).text
         in0, drop0 = counts(page0)
         boxes0 = procs.metric_by(page0, "emostream_face_frames_total", "boxes")
-        cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
+        cpu0, ccpu0 = procs.tree_cpu_seconds(server.pid), time.process_time()
         hcpu0 = sum(procs.cpu_seconds(p) for p in helpers)
         measuring.set()
         await asyncio.sleep(seconds)
         measuring.clear()
-        result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
+        result.server_cpu_s = procs.tree_cpu_seconds(server.pid) - cpu0
         result.helper_cpu_s = sum(procs.cpu_seconds(p) for p in helpers) - hcpu0
         result.client_cpu_s = time.process_time() - ccpu0
         page1 = (await http.get(f"{url}/metrics")).text

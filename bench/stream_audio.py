@@ -134,12 +134,12 @@ async def measure_window(
     process and the rest of the machine meanwhile, into ``result``."""
     url = f"{server.url}/metrics"
     in0, drop0 = counts((await http.get(url)).text, "voice")
-    cpu0, ccpu0 = procs.cpu_seconds(server.pid), time.process_time()
+    cpu0, ccpu0 = procs.tree_cpu_seconds(server.pid), time.process_time()
     busy0 = procs.machine_busy_seconds()
     measuring.set()
     await asyncio.sleep(result.seconds)
     measuring.clear()
-    result.server_cpu_s = procs.cpu_seconds(server.pid) - cpu0
+    result.server_cpu_s = procs.tree_cpu_seconds(server.pid) - cpu0
     result.client_cpu_s = time.process_time() - ccpu0
     busy = procs.machine_busy_seconds() - busy0
     result.other_cpu_s = max(0.0, busy - result.server_cpu_s - result.client_cpu_s)

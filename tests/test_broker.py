@@ -38,6 +38,7 @@ from emostream.pipeline.outcomes import (
 from emostream.stream.media import read_image
 
 from brokers import dropped, face_job, voice_job
+from local_broker import Local, local_broker
 from redis_server import RedisServer
 
 CONFIG = BrokerConfig(max_in_flight=2, deadline_ms=30_000)
@@ -49,20 +50,29 @@ class Pair:
     worker: WorkerBroker
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["memory", "local", pytest.param("redis", marks=pytest.mark.redis)])
 async def pair(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Pair]:
-    """Each implementation; the Redis one against its own real redis-server."""
+    """Each implementation; the Redis one against its own real redis-server; the local
+    multi-process one with its hub, ingest and inference sides on real socket pairs."""
     server: RedisServer | None = None
+    local: Local | None = None
     if request.param == "memory":
         both = MemoryBroker(CONFIG)
         p = Pair(both, both)
+    elif request.param == "local":
+        local = await local_broker(CONFIG)
+        p = Pair(local.ingest, local.worker)
     else:
         server = RedisServer(tmp_path / "redis").start()
         config = CONFIG.model_copy(update={"url": server.url})
         p = Pair(RedisIngest(config), RedisWorker(config, consumer="test-worker"))
-    await p.ingest.start()
-    await p.worker.start()
+    if local is None:
+        await p.ingest.start()
+        await p.worker.start()
     yield p
+    if local is not None:
+        await local.close()
+        return
     await p.ingest.close()
     if p.worker is not p.ingest:
         await p.worker.close()

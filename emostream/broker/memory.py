@@ -60,14 +60,22 @@ class MemoryBroker(IngestBroker, WorkerBroker):
         self._results.open(session)
 
     async def close_session(self, session: str) -> None:
+        self.close_now(session)
+
+    def close_now(self, session: str) -> None:
+        """``close_session`` without a wait (the local hub calls it in message order)."""
         for modality, queues in self._pending.items():
             for job in queues.pop(session, deque()):
                 self._results.discard(session, drop(job, DropReason.session_closed))
-            metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
+            metrics.QUEUE_DEPTH.labels(modality).set(self.queued(modality))
             self._senders[modality].discard(session)
         self._results.close(session)
 
     async def submit(self, job: Job) -> None:
+        self.submit_now(job)
+
+    def submit_now(self, job: Job) -> None:
+        """``submit`` without a wait (the local hub calls it in message order)."""
         if job.session not in self._results:
             raise UnknownSessionError(job.session)
         metrics.FRAMES_IN.labels(job.modality).inc()
@@ -76,7 +84,7 @@ class MemoryBroker(IngestBroker, WorkerBroker):
         while len(queue) >= spec(job.modality).in_flight(self.config):
             self._results.put(job.session, drop(queue.popleft(), DropReason.superseded))
         queue.append(stamp(job, self.config))
-        metrics.QUEUE_DEPTH.labels(job.modality).set(self._depth(job.modality))
+        metrics.QUEUE_DEPTH.labels(job.modality).set(self.queued(job.modality))
         self._event(job.modality).set()
 
     def results(self, session: str) -> AsyncIterator[SessionEvent]:
@@ -123,7 +131,7 @@ class MemoryBroker(IngestBroker, WorkerBroker):
             except TimeoutError:
                 self._collect(modality, max_items - len(out), out)
                 break
-        metrics.QUEUE_DEPTH.labels(modality).set(self._depth(modality))
+        metrics.QUEUE_DEPTH.labels(modality).set(self.queued(modality))
         return out
 
     def _complete(self, modality: Modality, batch: list[Job]) -> bool:
@@ -131,11 +139,15 @@ class MemoryBroker(IngestBroker, WorkerBroker):
         return self._senders[modality] <= {j.session for j in batch}
 
     async def publish(self, outcomes: list[Outcome]) -> None:
+        self.publish_now(outcomes)
+
+    def publish_now(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:  # a session that ended meanwhile simply gets nothing
             self._results.put(outcome.job.session, outcome)
 
     async def depth(self, modality: Modality) -> int:
-        return self._depth(modality)
+        return self.queued(modality)
 
-    def _depth(self, modality: Modality) -> int:
+    def queued(self, modality: Modality) -> int:
+        """Jobs of ``modality`` queued and not yet taken."""
         return sum(len(q) for q in self._pending[modality].values())

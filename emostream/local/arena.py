@@ -10,7 +10,7 @@ name in ``/dev/shm``, so nothing can leak when any process is killed with ``-9``
 memory goes when the last process holding its descriptor or mapping ends. The parent
 creates each arena and hands its descriptor to the children it starts.
 
-Two slot sizes: audio windows (about 100 kB) and frames (``max_side``² × 3 bytes), so a
+Two slot sizes: audio windows (about 100 kB) and frames (``max_side``² x 3 bytes), so a
 call's sixteen queued windows do not each hold a frame's worth of memory. Free slots are
 a stack: the most recently freed slot is reused first, so pages that were never written
 are never touched (RSS follows the load, not the arena size).
@@ -18,6 +18,7 @@ are never touched (RSS follows the load, not the arena size).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from dataclasses import dataclass
@@ -123,14 +124,10 @@ class Arena:
 
     @property
     def in_use(self) -> int:
-        return self.layout.small + self.layout.large - len(self._free_small) - len(
-            self._free_large
-        )
+        return self.layout.small + self.layout.large - len(self._free_small) - len(self._free_large)
 
     def close(self) -> None:
         """Unmap (a view still held elsewhere keeps the mapping until it goes)."""
         del self._buf
-        try:
+        with contextlib.suppress(BufferError):
             self._map.close()
-        except BufferError:
-            pass

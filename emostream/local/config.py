@@ -38,13 +38,11 @@ class LocalConfig(BaseModel):
     small_slot_kb: int = Field(
         default=128, ge=16, description="a shared-memory slot for an audio window (kB)"
     )
-    small_slots: int = Field(
-        default=256, ge=1, description="audio-window slots per ingest process"
-    )
+    small_slots: int = Field(default=256, ge=1, description="audio-window slots per ingest process")
     large_slots: int = Field(
         default=64,
         ge=1,
-        description="frame slots per ingest process (each session.max_side² × 3 bytes)",
+        description="frame slots per ingest process (each session.max_side² x 3 bytes)",
     )
     restart_backoff_s: float = Field(
         default=0.5, gt=0, description="first wait before restarting a dead child (doubles)"

@@ -95,11 +95,11 @@ class Hub:
         self.results.ingests[index] = channel
         channel.send("workers", len(self.ready))
 
-    async def detach_ingest(self, index: int) -> None:
+    def detach_ingest(self, index: int) -> None:
         """An ingest process ended: its sessions end with it (their queued jobs dropped)."""
         self.results.ingests.pop(index, None)
         for session in [s for s, i in self.results.owner.items() if i == index]:
-            await self._close(session)
+            self._close(session)
 
     def handle_ingest(self, index: int, channel: Channel, kind: str, body: Any) -> Any:
         if kind == "job":
@@ -110,6 +110,9 @@ class Hub:
             return None
         if kind == "close":
             return self._close(body)
+        if kind == "ping":  # a barrier: every earlier message of this channel is handled
+            channel.reply(body[0], None)
+            return None
         if kind == "owner":
             rid, session = body
             channel.reply(rid, self.results.owner.get(session))
@@ -146,14 +149,14 @@ class Hub:
         self.results.owner[session] = index
         return None
 
-    async def _close(self, session: str) -> None:
+    def _close(self, session: str) -> None:
         if session in self.results.owner:
-            await self.broker.close_session(session)  # queued jobs: discarded, slots freed
+            self.broker.close_now(session)  # queued jobs: discarded, their slots freed
         self.owners.pop(session, None)
 
-    async def _submit(self, index: int, job: Job) -> None:
+    def _submit(self, index: int, job: Job) -> None:
         try:
-            await self.broker.submit(job)
+            self.broker.submit_now(job)
         except UnknownSessionError:  # closed while the job was on its way: free its slot
             channel = self.results.ingests.get(index)
             if channel is not None and not channel.closed:
@@ -181,6 +184,10 @@ class Hub:
             return self._take(index, channel, rid, modality, max_items, wait_s)
         if kind == "publish":
             return self._publish(index, body)
+        if kind == "depth":
+            rid, modality = body
+            channel.reply(rid, self.broker.queued(modality))
+            return None
         if kind == "ready":
             self._set_ready(index, True)
             return None
@@ -200,12 +207,12 @@ class Hub:
             held[(job.session, job.seq, job.modality)] = job
         channel.reply(rid, jobs)
 
-    async def _publish(self, index: int, outcomes: list[Outcome]) -> None:
+    def _publish(self, index: int, outcomes: list[Outcome]) -> None:
         held = self.held[index]
         for outcome in outcomes:
             job = outcome.job
             held.pop((job.session, job.seq, job.modality), None)
-        await self.broker.publish(outcomes)
+        self.broker.publish_now(outcomes)
 
     def _set_ready(self, index: int, ready: bool) -> None:
         before = len(self.ready)

@@ -9,12 +9,13 @@ copy); ``publish`` sends the outcomes back (headers and scores, no pixels).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from emostream.broker.base import WorkerBroker
 from emostream.broker.broker_config import BrokerConfig
 from emostream.local.arena import Arena, Ref
 from emostream.local.channel import Channel, ChannelClosedError
-from emostream.pipeline.jobs import DropReason, Job, Modality
+from emostream.pipeline.jobs import Job, Modality
 from emostream.pipeline.outcomes import Outcome, fail
 
 
@@ -39,7 +40,8 @@ class HubWorker(WorkerBroker):
         except ChannelClosedError:
             await asyncio.sleep(3600)  # the parent is gone; run_worker stops on ``gone``
             return []
-        ready, bad = [], []
+        ready: list[Job] = []
+        bad: list[Outcome] = []
         for job in jobs:
             try:
                 ref = Ref.parse(job.token)
@@ -53,13 +55,13 @@ class HubWorker(WorkerBroker):
         return ready
 
     async def publish(self, outcomes: list[Outcome]) -> None:
-        try:
+        with contextlib.suppress(ChannelClosedError):
             self.channel.send("publish", outcomes)
-        except ChannelClosedError:
-            pass
 
     async def depth(self, modality: Modality) -> int:
-        return 0  # the hub holds the queue and reports its depth
+        try:
+            found = await self.channel.call("depth", modality)
+        except ChannelClosedError:
+            return 0
+        return int(found)
 
-
-__all__ = ["DropReason", "HubWorker"]

@@ -14,6 +14,7 @@ ended calls' records (any process answers a summary).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -110,10 +111,8 @@ class LocalIngest(IngestBroker):
 
     async def close_session(self, session: str) -> None:
         self._results.close(session)
-        try:
+        with contextlib.suppress(ChannelClosedError):
             self.channel.send("close", session)
-        except ChannelClosedError:
-            pass
 
     async def submit(self, job: Job) -> None:
         if job.session not in self._results:
@@ -155,4 +154,3 @@ class LocalIngest(IngestBroker):
         except ChannelClosedError:
             return None
         return found if isinstance(found, int) else None
-

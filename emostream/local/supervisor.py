@@ -144,7 +144,7 @@ class Supervisor:
         pid = child.proc.pid
         metrics.process_died(pid)
         if child.role == "ingest":
-            await self.hub.detach_ingest(child.index)
+            self.hub.detach_ingest(child.index)
         else:
             self.hub.detach_inference(child.index)
         if self.stopping.is_set():
@@ -160,7 +160,11 @@ class Supervisor:
         child.delay = max(child.delay, c.restart_backoff_s)
         log.warning(
             "%s %d (pid %d) ended with %s; restarting in %.1f s",
-            child.role, child.index, pid, code, child.delay,
+            child.role,
+            child.index,
+            pid,
+            code,
+            child.delay,
         )
         await asyncio.sleep(child.delay)
         if not self.stopping.is_set():
@@ -177,7 +181,8 @@ class Supervisor:
             )
         log.info(
             "serving with %d ingest and %d inference processes",
-            len(self.ingests), len(self.inference),
+            len(self.ingests),
+            len(self.inference),
         )
         for child in [*self.inference, *self.ingests]:
             await self._start(child)
