@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 #: 1 ms to 200 ms resolved finely, then a tail for overload.
@@ -274,42 +274,3 @@ LOCAL_ARENA_FULL = Counter(
     ["modality"],
 )
 
-
-# -- TEMP multiprocess helpers (replaced by h-metrics) --
-import os as _os
-import tempfile as _tempfile
-
-_MP = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def collected_dir() -> str:
-    base = "/dev/shm" if _os.path.isdir("/dev/shm") else None
-    return _tempfile.mkdtemp(prefix="emostream-metrics-", dir=base)
-
-
-def child_env(path: str) -> dict[str, str]:
-    return {_MP: path}
-
-
-def process_died(pid: int) -> None:
-    if _os.environ.get(_MP):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)
-
-
-def remove_collected_dir() -> None:
-    import shutil
-
-    path = _os.environ.get(_MP)
-    if path:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def serve_collected(port: int, host: str) -> object:
-    from prometheus_client import CollectorRegistry, multiprocess
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    server, _ = start_http_server(port, addr=host, registry=registry)
-    return server

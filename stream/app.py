@@ -295,6 +295,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             {
                 "ready": True,
                 "broker": state.settings.broker.redacted_url,
+                **(broker.details if broker is not None else {}),
                 "models": state.models_status(),
                 "calls": state.settings.calls.policy,
                 "tasks": tasks,

@@ -52,6 +52,11 @@ class _Lifecycle(ABC):
         """Its supervised background tasks (``/readyz`` shows them)."""
         return []
 
+    @property
+    def details(self) -> dict[str, object]:
+        """What ``/readyz`` adds about this broker's layout (empty: nothing to add)."""
+        return {}
+
 
 class IngestBroker(_Lifecycle):
     """The sessions' side: open, submit, read results, close."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,8 +38,11 @@ NO_WORKER = "no_worker"
 
 
 class LocalIngest(IngestBroker):
-    def __init__(self, config: BrokerConfig, control: socket.socket, arena: Arena) -> None:
+    def __init__(
+        self, config: BrokerConfig, control: socket.socket, arena: Arena, processes: int = 1
+    ) -> None:
         self.config = config
+        self.processes = processes
         self._control = control
         self.channel: Channel = Channel.unopened()
         self.arena = arena
@@ -53,6 +57,17 @@ class LocalIngest(IngestBroker):
         if self.workers == 0:
             return "no inference process is running (one is being started)"
         return None
+
+    @property
+    def details(self) -> dict[str, object]:
+        """The answering process and what the hub last said, for ``/readyz``."""
+        return {
+            "processes": {
+                "ingest": self.processes,
+                "this": {"index": self.arena.index, "pid": os.getpid()},
+                "inference_ready": max(self.workers, 0),
+            }
+        }
 
     async def healthy(self) -> bool:
         return self.problem is None

@@ -28,7 +28,7 @@ def serve_ingest(
 
     settings = settings.model_copy(deep=True)
     settings.server.metrics_port = 0  # the parent serves a separate metrics port
-    broker = LocalIngest(settings.broker, control, arena)
+    broker = LocalIngest(settings.broker, control, arena, len(handed.peers))
     state = AppState(settings, broker)
     app = create_app(settings, state)
 
