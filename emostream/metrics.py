@@ -2,6 +2,19 @@
 
 No per-session labels: label values are bounded (stage, modality, model, version, class,
 reason), so cardinality stays flat however many sessions run.
+
+Several processes (``serve --processes N``, ``metrics_processes``) export one page with the
+same names and labels, and no ``pid`` label: counters and histograms are summed, and each
+gauge says how its processes' values merge (``multiprocess_mode``, ignored in one process).
+All are ``live*``: an exited process's gauges leave the page (``process_died``).
+
+- ``livesum`` where each process counts its own share of a whole: sessions open, jobs
+  queued in the queues it owns, asyncio tasks.
+- ``livemax`` where every process reports the same fact or a flag: roles analysed, model
+  info and serving, worker info (one series per worker anyway), and drift, whose windows
+  are per process (the worst one, as the dashboards' ``max by`` already take it). Series
+  that are removed (``metrics_sampled.remove``) are all on ``livemax`` gauges.
+- ``livemin`` for ``broker_up``: the server reaches its broker only if every process does.
 """
 
 from __future__ import annotations
@@ -11,6 +24,15 @@ from typing import Literal
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+
+from emostream.metrics_processes import child_env as child_env
+from emostream.metrics_processes import exposition as exposition
+from emostream.metrics_processes import multiprocess_dir as multiprocess_dir
+from emostream.metrics_processes import process_died as process_died
+from emostream.metrics_processes import registry as registry
+from emostream.metrics_processes import serve as serve
+from emostream.metrics_sampled import remove as remove
+from emostream.metrics_sampled import set_function as set_function
 
 #: 1 ms to 200 ms resolved finely, then a tail for overload.
 LATENCY_BUCKETS = (
@@ -99,6 +121,7 @@ ROLE_ANALYSED = Gauge(
     "1 for each speaker role this server analyses (calls.analyse_roles), 0 for the others: "
     "the EU workplace policy in force",
     ["role"],
+    multiprocess_mode="livemax",
 )
 WEBHOOK_DELIVERIES = Counter(
     "emostream_webhook_deliveries_total",
@@ -120,11 +143,13 @@ MODEL_INFO = Gauge(
     "emostream_model_info",
     "1 for each model version this process serves",
     ["model", "version", "modality", "provider"],
+    multiprocess_mode="livemax",
 )
 MODEL_SERVING = Gauge(
     "emostream_model_serving",
     "1 for the version of each model this process serves now, 0 for one it served before",
     ["model", "version", "modality"],
+    multiprocess_mode="livemax",
 )
 MODEL_LOADS = Counter(
     "emostream_model_loads_total",
@@ -152,23 +177,31 @@ QUEUE_DEPTH = Gauge(
     "emostream_queue_depth",
     "Jobs queued for inference and not yet taken by a worker",
     ["modality"],
+    multiprocess_mode="livesum",
 )
-ACTIVE_SESSIONS = Gauge("emostream_active_sessions", "WebRTC sessions open on this ingest node")
+ACTIVE_SESSIONS = Gauge(
+    "emostream_active_sessions",
+    "WebRTC sessions open on this ingest node",
+    multiprocess_mode="livesum",
+)
 ASYNCIO_TASKS = Gauge(
     "emostream_asyncio_tasks",
     "asyncio tasks alive in this process's event loop when /metrics was scraped",
+    multiprocess_mode="livesum",
 )
 
 
 def count_tasks(loop: asyncio.AbstractEventLoop) -> None:
-    """Report ``loop``'s live tasks at each scrape, from whichever thread serves /metrics
-    (the soak bench's leak gauge; ``all_tasks`` retries if the set changes meanwhile)."""
-    ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
+    """Report ``loop``'s live tasks at each scrape, from whichever thread serves /metrics or
+    samples it (the soak bench's leak gauge; ``all_tasks`` retries if the set changes
+    meanwhile)."""
+    set_function(ASYNCIO_TASKS, lambda: len(asyncio.all_tasks(loop)))
 
 
 BROKER_UP = Gauge(
     "emostream_broker_up",
     "1 while this process reaches its broker (always 1 for the in-process one)",
+    multiprocess_mode="livemin",
 )
 JOBS_RECLAIMED = Counter(
     "emostream_jobs_reclaimed_total",
@@ -188,12 +221,13 @@ WORKER_INFO = Gauge(
     "emostream_worker_info",
     "1 per inference worker process; its consumer name, provider and batch settings",
     ["worker", "provider", "max_batch"],
+    multiprocess_mode="livemax",
 )
 
 
 def _per_model(name: str, documentation: str) -> Gauge:
     """A gauge with one series per served model version and modality."""
-    return Gauge(name, documentation, ["model", "version", "modality"])
+    return Gauge(name, documentation, ["model", "version", "modality"], multiprocess_mode="livemax")
 
 
 # Class drift (models/drift.py): computed at scrape time over this process's own window.

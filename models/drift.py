@@ -10,7 +10,6 @@ distance. A card without a reference is reported as such, never compared with a 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -224,12 +223,11 @@ class DriftMonitor:
         self.reference = self._reference_vector(reference)
         labels = self._labels = (name, version, modality)
         _owners[labels] = self
-        metrics.DRIFT_WINDOW_SAMPLES.labels(*labels).set_function(lambda: float(len(self.window)))
+        metrics.set_function(metrics.DRIFT_WINDOW_SAMPLES, lambda: float(len(self.window)), *labels)
         if self.reference is None:
             metrics.DRIFT_REFERENCE_MISSING.labels(*labels).set(1)
-            for gauge in (metrics.DRIFT_PSI, metrics.DRIFT_JS):
-                with contextlib.suppress(KeyError):  # a reload of a card that lost it
-                    gauge.remove(*labels)
+            for gauge in (metrics.DRIFT_PSI, metrics.DRIFT_JS):  # a reload of a card that lost it
+                metrics.remove(gauge, *labels)
             if (name, version) not in _warned_missing:
                 _warned_missing.add((name, version))
                 log.warning(
@@ -241,8 +239,8 @@ class DriftMonitor:
                 )
         else:
             metrics.DRIFT_REFERENCE_MISSING.labels(*labels).set(0)
-            metrics.DRIFT_PSI.labels(*labels).set_function(self.psi)
-            metrics.DRIFT_JS.labels(*labels).set_function(self.js)
+            metrics.set_function(metrics.DRIFT_PSI, self.psi, *labels)
+            metrics.set_function(metrics.DRIFT_JS, self.js, *labels)
 
     def retire(self) -> None:
         """Remove this version's drift series (it no longer serves here), unless a newer
@@ -251,8 +249,7 @@ class DriftMonitor:
             return
         del _owners[self._labels]
         for gauge in _DRIFT_GAUGES:
-            with contextlib.suppress(KeyError):
-                gauge.remove(*self._labels)
+            metrics.remove(gauge, *self._labels)
 
     def _reference_vector(self, reference: Mapping[str, float] | None) -> np.ndarray | None:
         """The reference in the card's class order, whatever order its keys are in."""

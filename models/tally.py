@@ -9,8 +9,6 @@ prediction counters stay, as counters do.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from emostream import metrics
@@ -51,6 +49,5 @@ class ModelTally:
         """This version no longer serves in this process."""
         card = self.card
         metrics.MODEL_SERVING.labels(card.name, card.version, card.modality).set(0)
-        with contextlib.suppress(KeyError):
-            metrics.MODEL_INFO.remove(*self._info)
+        metrics.remove(metrics.MODEL_INFO, *self._info)
         self.drift.retire()

@@ -16,8 +16,6 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import start_http_server
-
 from emostream import metrics
 from emostream.broker.base import WorkerBroker
 from emostream.broker.factory import make_worker_broker
@@ -72,7 +70,7 @@ async def run_worker(
         for slot in slots
     ]
     if config.metrics_port:
-        start_http_server(config.metrics_port, addr=config.metrics_host)
+        metrics.serve(config.metrics_port, config.metrics_host)
     for a, w in zip(analyzers, workers, strict=True):
         metrics.WORKER_INFO.labels(name, a.provider, str(w.max_batch)).set(1)
         metrics.initialise("worker", a.modality)

@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from emostream import __version__, metrics
@@ -222,7 +222,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         metrics.count_tasks(asyncio.get_running_loop())
         listener = None
         if server.metrics_port:  # Prometheus' own server; /metrics is then not on our port
-            listener, _ = start_http_server(server.metrics_port, addr=server.metrics_host)
+            listener, _ = metrics.serve(server.metrics_port, server.metrics_host)
         try:
             if not state.services and state.load_error is None:
                 await anyio.to_thread.run_sync(state.load)
@@ -319,7 +319,7 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         )
         async def prometheus_metrics(request: Request) -> Response:
             guard.metrics(request)
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     def predict_analyzer(live: FaceAnalyzer, chosen: DetectorRange | None) -> FaceAnalyzer:
         """The served model with the offline detector; a detector model that cannot be
