@@ -28,8 +28,10 @@ from prometheus_client.metrics import MetricWrapperBase
 from emostream.metrics_processes import child_env as child_env
 from emostream.metrics_processes import exposition as exposition
 from emostream.metrics_processes import multiprocess_dir as multiprocess_dir
+from emostream.metrics_processes import new_dir as new_dir
 from emostream.metrics_processes import process_died as process_died
 from emostream.metrics_processes import registry as registry
+from emostream.metrics_processes import remove_dir as remove_dir
 from emostream.metrics_processes import serve as serve
 from emostream.metrics_sampled import remove as remove
 from emostream.metrics_sampled import set_function as set_function
@@ -296,6 +298,7 @@ def exported_names() -> set[str]:
 LOCAL_INFERENCE_READY = Gauge(
     "emostream_local_inference_ready",
     "Inference processes with their models loaded (serve --processes > 1)",
+    multiprocess_mode="livemax",  # only the parent sets it
 )
 LOCAL_RESTARTS = Counter(
     "emostream_local_restarts_total",

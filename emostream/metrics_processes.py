@@ -39,11 +39,24 @@ from emostream.metrics_sampled import ENV, REMOVED, refresh
 _SHM = Path("/dev/shm")
 
 
+def new_dir() -> Path:
+    """A private directory (0700) for one run's metric files; the caller removes it
+    (``serve --processes`` makes it before it ``exec``s the supervisor, which removes it)."""
+    base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK | os.X_OK) else None
+    return Path(tempfile.mkdtemp(prefix="emostream-metrics-", dir=base))
+
+
+def remove_dir() -> None:
+    """Remove this run's directory (the one in the environment), if any."""
+    path = _env_path()
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def multiprocess_dir() -> Iterator[Path]:
     """A private directory (0700) for one run's metric files, removed when the run ends."""
-    base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK | os.X_OK) else None
-    path = Path(tempfile.mkdtemp(prefix="emostream-metrics-", dir=base))
+    path = new_dir()
     try:
         yield path
     finally:

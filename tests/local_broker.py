@@ -73,10 +73,14 @@ async def local_broker(
     worker = HubWorker(config, await Channel.open(w_ours), {0: Arena(0, arena.fd, layout)})
     hub_worker = await Channel.open(w_hubs)
     hub.attach_inference(0, hub_worker)
-    local = Local(hub, ingest, worker, arena, hub_channels={"ingest": hub_ingest, "worker": hub_worker})
+    local = Local(
+        hub, ingest, worker, arena, hub_channels={"ingest": hub_ingest, "worker": hub_worker}
+    )
     local.tasks = [
         asyncio.create_task(hub_ingest.serve(lambda k, b: hub.handle_ingest(0, hub_ingest, k, b))),
-        asyncio.create_task(hub_worker.serve(lambda k, b: hub.handle_inference(0, hub_worker, k, b))),
+        asyncio.create_task(
+            hub_worker.serve(lambda k, b: hub.handle_inference(0, hub_worker, k, b))
+        ),
         asyncio.create_task(worker.channel.serve(lambda k, b: None)),
     ]
     worker.channel.send("ready")

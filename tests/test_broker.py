@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from local_broker import Local, local_broker
 
 from emostream.broker.base import IngestBroker, UnknownSessionError, WorkerBroker
 from emostream.broker.broker_config import BrokerConfig
@@ -38,7 +39,6 @@ from emostream.pipeline.outcomes import (
 from emostream.stream.media import read_image
 
 from brokers import dropped, face_job, voice_job
-from local_broker import Local, local_broker
 from redis_server import RedisServer
 
 CONFIG = BrokerConfig(max_in_flight=2, deadline_ms=30_000)

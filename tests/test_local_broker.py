@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_broker import Local, SyncedIngest, local_broker
 
 from emostream.broker.broker_config import BrokerConfig
 from emostream.local.arena import Arena, ArenaFullError, Layout, Ref
@@ -22,7 +23,6 @@ from emostream.stream.server_config import SessionConfig
 from emostream.stream.session_manager import SessionExistsError, SessionLimitError
 
 from brokers import face_job, voice_job
-from local_broker import Local, SyncedIngest, local_broker
 
 CONFIG = BrokerConfig(max_in_flight=2, deadline_ms=30_000)
 

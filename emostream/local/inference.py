@@ -64,4 +64,3 @@ class HubWorker(WorkerBroker):
         except ChannelClosedError:
             return 0
         return int(found)
-

@@ -176,7 +176,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         listener = None
         if self.settings.server.metrics_port:
-            listener = metrics.serve_collected(
+            listener, _ = metrics.serve(
                 self.settings.server.metrics_port, self.settings.server.metrics_host
             )
         log.info(
@@ -231,14 +231,14 @@ def main() -> None:
     try:
         code = asyncio.run(Supervisor(settings, fd).run())
     finally:
-        metrics.remove_collected_dir()
+        metrics.remove_dir()
     sys.exit(code)
 
 
 def launch(settings: Settings) -> None:
     """Become the supervisor (``exec``, same pid): the metrics directory must be in the
     environment before ``prometheus_client`` is imported, and the CLI has imported it."""
-    env = {**os.environ, **metrics.child_env(metrics.collected_dir())}
+    env = {**os.environ, **metrics.child_env(metrics.new_dir())}
     fd = os.memfd_create("emostream-settings", 0)  # inherited across exec, by design
     os.write(fd, pickle.dumps(settings))
     sys.stdout.flush()
