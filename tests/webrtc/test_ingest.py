@@ -29,14 +29,17 @@ def _video() -> Path:
     return media_file("woman2.mp4")
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "processes", "redis"])
 def server(
     request: pytest.FixtureRequest, netns_ip: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """The same tests against both brokers: in-process, and Redis with a separate worker."""
+    """The same tests against every layout: in-process; ``serve --processes 2`` (two
+    ingest processes on one port, an inference process, the local broker); and Redis with
+    a separate worker."""
     logs = tmp_path_factory.mktemp(f"ingest-{request.param}")
-    if request.param == "memory":
-        s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2")
+    if request.param in ("memory", "processes"):
+        layout = {"EMOSTREAM_LOCAL__PROCESSES": "2"} if request.param == "processes" else {}
+        s = Server(netns_ip, logs, EMOSTREAM_IDLE_TIMEOUT_S="2", **layout)
         yield s
         s.stop()
         return
