@@ -126,6 +126,23 @@ def bench_stream(
     typer.echo(scaleout.run(counts, _numbers("--workers", workers), broker, seconds, out))
 
 
+@app.command("uploads")
+def bench_uploads(
+    clients: int = typer.Option(1, min=1, help="live WebRTC sessions"),
+    uploads: int = typer.Option(8, min=1, help="concurrent 40 MP WebP uploads to /v1/predict"),
+    seconds: float = typer.Option(10.0, min=1.0, help="each measuring window, at least"),
+    baseline: Path | None = typer.Option(
+        None, help="another checkout's source root: its server is measured too (before a change)"
+    ),
+    out: Path = typer.Option(Path("docs/BENCHMARKS.md"), envvar="EMOSTREAM_BENCH_OUT"),
+) -> None:
+    """Live sessions' p50/p99/drops without and with a burst of large uploads beside them,
+    and the server's peak memory, in a private network namespace (issue 24)."""
+    from emostream.bench.uploads import run
+
+    typer.echo(run(clients, uploads, seconds, out, baseline))
+
+
 @app.command("calls")
 def bench_calls(
     transport: str = typer.Option("audiohook", help="audiohook, twilio or webrtc"),

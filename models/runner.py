@@ -43,6 +43,11 @@ class RunnerConfig(BaseModel):
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime decide")
     inter_op_threads: int = Field(default=0, ge=0)
     allow_tensorrt: bool = False  # TensorRT builds engines at start-up: opt in
+    cpu_mem_arena: bool = Field(
+        default=True,
+        description="keep ONNX Runtime's CPU memory arena, which holds the largest input's "
+        "working memory for good; off for inputs whose size varies widely (far detectors)",
+    )
     allow_spinning: bool = Field(
         default=False,
         description="let idle ONNX Runtime threads spin; off because spinning steals the "
@@ -68,6 +73,7 @@ class OnnxRunner:
         config = config or RunnerConfig()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_cpu_mem_arena = config.cpu_mem_arena
         if config.intra_op_threads:
             opts.intra_op_num_threads = config.intra_op_threads
         if config.inter_op_threads:

@@ -4,8 +4,10 @@ Sessions' own routes (SSE events, status, end) come from ``session_routes``, Web
 signalling (``/whip``, ``/v1/offer``) from ``transports/webrtc/signalling``; the demo page
 from ``static/``. ``/v1/predict`` takes the same inference path as the real-time worker
 (``run_batch``), so it scores and counts a frame exactly as a session would. CPU work
-(decode, detect, classify) runs in worker threads behind a capacity limiter, so the event
-loop keeps answering health checks and other sessions while a big image is processed.
+(decode, detect, classify) runs in the REST threads (``rest_pool``: few, and niced below
+live sessions), so the event loop keeps answering health checks and sessions while a big
+image is processed, and within the decode budget (``decode_budget``), reserved from the
+image's header before a pixel is decoded.
 
 Who may call what is ``stream.auth`` (docs/SECURITY.md): with API tokens set, ``/v1/predict``
 and the OpenAPI schema need one and the interactive docs (``/docs``, ``/redoc``) are off, since
@@ -54,6 +56,7 @@ from emostream.stream import logs, recorded, session_routes
 from emostream.stream.auth import SESSION_TOKEN_HEADER, Guard
 from emostream.stream.body import UploadBudget, image_bytes
 from emostream.stream.calls_config import ROLES
+from emostream.stream.decode_budget import MB, DecodeBudget, LocalLedger
 from emostream.stream.errors import (
     ApiError,
     api_error_handler,
@@ -61,9 +64,10 @@ from emostream.stream.errors import (
     unexpected_error_handler,
     validation_handler,
 )
-from emostream.stream.media import MediaError, decode_image
+from emostream.stream.media import MediaError, decode_bytes, decode_opened, open_image
 from emostream.stream.predict_detectors import PredictDetectors
 from emostream.stream.query import strict_query
+from emostream.stream.rest_pool import RestPool
 from emostream.stream.session_manager import SessionManager
 from emostream.stream.transports.audiohook import route as audiohook
 from emostream.stream.transports.twilio import stream as twilio_stream
@@ -85,7 +89,13 @@ class AppState:
         self._given_broker = broker
         self.services: dict[str, Service] = {}
         self.load_error: str | None = None  # why a required modality (faces) is missing
-        self.limiter = anyio.CapacityLimiter(settings.limits.predict_concurrency)
+        limits = settings.limits
+        #: where /v1/predict and /v1/analyze work: few threads, below sessions' priority
+        self.rest = RestPool(limits.predict_concurrency, limits.rest_nice)
+        #: what they may decode at once, with its bounded queue
+        self.decode = DecodeBudget(
+            LocalLedger(limits.decode_budget_mb * MB), limits.decode_queue, limits.decode_wait_s
+        )
         self.seq = 0
         self.broker: IngestBroker | None = None
         self.workers: list[BatchWorker] = []
@@ -363,17 +373,17 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
         data = await image_bytes(request, state.settings.limits.max_body_bytes)
         metrics.FRAMES_IN.labels("face").inc()
         try:
-            async with state.limiter:
-                face = await anyio.to_thread.run_sync(predict_analyzer, live, detector_range)
+            header = open_image(data, state.settings.limits.max_pixels)  # no pixel decoded
+            async with state.decode.reserve(decode_bytes(header)):
+                face = await state.rest.run(predict_analyzer, live, detector_range)
                 t1 = time.monotonic()
-                image = await anyio.to_thread.run_sync(
-                    decode_image, data, state.settings.limits.max_pixels
-                )
+                image = await state.rest.run(decode_opened, header, data)
                 metrics.STAGE_LATENCY.labels("decode", "face").observe(time.monotonic() - t1)
                 state.seq += 1
                 h, w = image.shape[:2]
                 job = Job("", state.seq, None, image, FrameInfo(w, h, detect=detect), created=t0)
-                (outcome,) = await anyio.to_thread.run_sync(run_batch, face, [job])
+                (outcome,) = await state.rest.run(run_batch, face, [job])
+                del image, job  # the pixels go before their reservation does
         except MediaError as exc:
             metrics.FRAMES_DROPPED.labels("face", exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.detail) from None

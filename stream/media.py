@@ -64,29 +64,20 @@ def min_file_bytes(img: Image.Image, data: bytes) -> int:
     return 0
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Bytes of an image file to a BGR uint8 array."""
+#: The most bytes ``decode_image`` holds at once per pixel of the canvas (40 MP, RSS sampled
+#: with psutil: WebP lossless and lossy, RGB PNG and JPEG 6.0, 1-bit PNG 3.0): the RGB
+#: bytes and the BGR array overlap. What a request reserves of the decode budget, from
+#: the header, before a pixel is decoded (``stream/decode_budget.py``).
+DECODE_BYTES_PER_PIXEL = 6
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image's header, read and checked (size, plausibility) without decoding a pixel,
+    so that a request can reserve its decoding cost before paying it."""
     if not data:
         raise MediaError("empty_body", "the body is empty; send an image file", 400)
     try:
         img = Image.open(io.BytesIO(data))
-        w, h = img.size
-        if w * h > max_pixels:
-            raise MediaError(
-                "too_many_pixels",
-                f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}",
-                413,
-            )
-        need = min_file_bytes(img, data)
-        if len(data) < need:
-            raise MediaError(
-                "corrupt_image",
-                f"the file is {len(data)} bytes, fewer than any whole {img.format} of "
-                f"{w}x{h} needs (at least {need}): it is truncated or its header lies",
-            )
-        img.load()
-    except MediaError:
-        raise
     except UnidentifiedImageError:
         raise MediaError(
             "not_an_image",
@@ -94,11 +85,54 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
             415,
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError("corrupt_image", f"the image could not be read: {exc}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise MediaError(
+            "too_many_pixels", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}", 413
+        )
+    need = min_file_bytes(img, data)
+    if len(data) < need:
+        raise MediaError(
+            "corrupt_image",
+            f"the file is {len(data)} bytes, fewer than any whole {img.format} of "
+            f"{w}x{h} needs (at least {need}): it is truncated or its header lies",
+        )
+    return img
+
+
+def decode_bytes(img: Image.Image) -> int:
+    """What decoding ``img`` costs in memory at its peak (``DECODE_BYTES_PER_PIXEL``)."""
+    w, h = img.size
+    return w * h * DECODE_BYTES_PER_PIXEL
+
+
+def decode_opened(img: Image.Image, data: bytes) -> np.ndarray:
+    """An image from ``open_image`` (of ``data``) to a BGR uint8 array, with the peak under
+    ``DECODE_BYTES_PER_PIXEL``: WebP through OpenCV, which decodes straight into BGR
+    (Pillow holds its decoder's RGBA, its own copy and ours: 14 bytes a pixel); for the
+    others Pillow's copy is freed before the BGR array is made, and 1-bit images go
+    through grey, not RGB."""
+    if img.format == "WEBP":
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None or bgr.shape[:2] != (img.height, img.width):
+            raise MediaError("corrupt_image", "the WebP image could not be decoded")
+        return bgr
+    try:
+        img.load()
+        if img.mode not in ("RGB", "L"):
+            img = img.convert("L" if img.mode == "1" else "RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError("corrupt_image", f"the image could not be decoded: {exc}") from None
-    arr = np.asarray(img if img.mode in ("RGB", "L") else img.convert("RGB"))
-    if arr.ndim == 2:
-        return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    arr = np.asarray(img)
+    img.close()  # Pillow's copy (4 bytes a pixel) goes before the BGR array is made
+    code = cv2.COLOR_GRAY2BGR if arr.ndim == 2 else cv2.COLOR_RGB2BGR
+    return cv2.cvtColor(arr, code)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Bytes of an image file to a BGR uint8 array."""
+    return decode_opened(open_image(data, max_pixels), data)
 
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

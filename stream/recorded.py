@@ -12,8 +12,9 @@ or classified, only its seconds counted.
 
 Bounded like every upload: ``limits.max_recording_bytes`` while the body streams in (413
 ``body_too_large``), ``limits.max_recording_s`` of media from the container's header before
-anything is decoded, else while decoding (413 ``too_long``). The work runs in a thread
-behind the predict limiter, so the event loop keeps serving sessions. Auth is
+anything is decoded, else while decoding (413 ``too_long``). The work runs in the REST
+threads (``rest_pool``, niced below live sessions), within the decode budget: a video
+reserves one frame's decoding cost, from its header (``decode_budget``). Auth is
 ``/v1/predict``'s (``Guard.caller``). Bad input is a 4xx with ``{"error", "detail"}``.
 """
 
@@ -25,7 +26,6 @@ from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 from starlette.datastructures import UploadFile
@@ -48,9 +48,16 @@ from emostream.stream.audio import (
 from emostream.stream.auth import Guard
 from emostream.stream.body import read_limited, upload_type
 from emostream.stream.call_summary import CallRecord, CallSummary
+from emostream.stream.decode_budget import DecodeBudget
 from emostream.stream.errors import ApiError
-from emostream.stream.media import MediaError, VideoFrame, container_frames
+from emostream.stream.media import (
+    DECODE_BYTES_PER_PIXEL,
+    MediaError,
+    VideoFrame,
+    container_frames,
+)
 from emostream.stream.predict_detectors import PredictDetectors
+from emostream.stream.rest_pool import RestPool
 
 RAW_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg")
 #: FFmpeg formats that are one picture, not a recording: /v1/predict takes those
@@ -73,7 +80,8 @@ class Served(Protocol):
 
     settings: Settings
     services: dict[str, Service]
-    limiter: anyio.CapacityLimiter
+    rest: RestPool
+    decode: DecodeBudget
     load_error: str | None
     predict_detectors: PredictDetectors  # analyze's detectors, built once
 
@@ -153,6 +161,16 @@ def _within(frames: Iterator[VideoFrame], limit: float, source: str) -> Iterator
                 "too_long", f"{source}: longer than the limit of {limit:g} s of media", 413
             )
         yield frame
+
+
+def frame_bytes(upload: Upload, max_pixels: int) -> int:
+    """What decoding a frame of the recording's video costs, from its header (0: no video;
+    a frame over ``max_pixels`` is refused later, so it reserves no more than that)."""
+    with open_media(upload.data, upload.name or "the recording") as container:
+        if not container.streams.video:
+            return 0
+        ctx = container.streams.video[0].codec_context
+        return min(ctx.width * ctx.height, max_pixels) * DECODE_BYTES_PER_PIXEL
 
 
 def analyse_upload(
@@ -260,8 +278,9 @@ def router(state: Served) -> APIRouter:
 
         tracks = channel_tracks(roles, settings.calls.analyse_roles)
         try:
-            async with state.limiter:
-                return await anyio.to_thread.run_sync(
+            cost = await state.rest.run(frame_bytes, upload, settings.limits.max_pixels)
+            async with state.decode.reserve(cost):
+                return await state.rest.run(
                     lambda: analyse_upload(upload, tracks, voice, offline_face(), settings, fps)
                 )
         except MediaError as exc:

@@ -59,7 +59,28 @@ class LimitsConfig(BaseModel):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="upload size")
     max_pixels: int = Field(default=40_000_000, gt=0, description="decoded image size")
     max_sdp_bytes: int = Field(default=64 * 1024, gt=0, description="SDP offer size")
-    predict_concurrency: int = Field(default=2, ge=1, description="images decoded at once")
+    predict_concurrency: int = Field(
+        default=2, ge=1, description="threads decoding and analysing images and recordings"
+    )
+    rest_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="those threads run this much nicer than live sessions (Linux), so an "
+        "upload burst takes the CPU sessions leave; 0 = the same priority",
+    )
+    decode_budget_mb: int = Field(
+        default=1024,
+        ge=1,
+        description="memory images and recordings being decoded may take at once, reserved "
+        "from each header before decoding (a 40 MP image: 240 MB); more wait",
+    )
+    decode_queue: int = Field(
+        default=16, ge=0, description="requests waiting for decode budget; more get 503"
+    )
+    decode_wait_s: float = Field(
+        default=30.0, gt=0, description="longest wait for decode budget; then 503"
+    )
     max_upload_bytes_in_flight: int = Field(
         default=64 * 1024 * 1024, gt=0, description="all request bodies being read; more get 503"
     )

@@ -50,5 +50,11 @@ def load(config: SingleModelConfig, model: Path | None, backend: str) -> tuple[O
         ref = f"{config.model}/{version} ({config.range_label})"
     else:
         ref = f"{backend} ({model.name})"
-    runner = RunnerConfig(providers=config.providers, intra_op_threads=config.intra_op_threads)
+    # At far a photo's working size goes up to far_pixels (a 40 MP photo: 750 MB of
+    # activations); an arena would keep that much per detector and thread for good.
+    runner = RunnerConfig(
+        providers=config.providers,
+        intra_op_threads=config.intra_op_threads,
+        cpu_mem_arena=getattr(config, "range", None) != "far",
+    )
     return OnnxRunner(model, runner), ref
