@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from emostream.cli.common import EXIT_USAGE, fail
 from emostream.cli.options import setting, with_settings
 from emostream.settings import Settings
 
@@ -42,6 +43,15 @@ def serve(settings: Settings) -> None:
         err=True,
     )
     processes = settings.local.ingest_processes()
+    if processes > 1 and settings.broker.is_redis:
+        if settings.local.processes is not None:
+            raise fail(
+                "--processes above 1 runs its own local broker; with a Redis broker run one "
+                "process per ingest node (--processes 1) and scale with more nodes and "
+                "`emostream worker`s",
+                EXIT_USAGE,
+            )
+        processes = 1  # the default (one per core) gives way to the Redis layout
     if processes > 1:
         from emostream.local.supervisor import launch
 
