@@ -1,7 +1,8 @@
-"""Hot promotion and shadow evaluation under a live WebRTC session, on both brokers.
+"""Hot promotion and shadow evaluation under a live WebRTC session, on every layout.
 
-The real processes (``emostream serve`` with the in-process worker; ``serve --broker
-redis://…`` with one ``emostream worker``) serve a private model repository: version 1
+The real processes (``emostream serve`` with the in-process worker; ``serve --processes
+2`` with two inference processes, each of which must follow; ``serve --broker redis://…``
+with one ``emostream worker``) serve a private model repository: version 1
 (the real model), version 2 (version 1's weights under a new number and card, so a real,
 working model) and version 3 (garbage bytes whose sha256 is in the card). A real client
 streams a real video while the test, like an operator, rewrites aliases.json:
@@ -53,7 +54,7 @@ class Stack:
     inference_metrics: str  # whoever runs the face worker: serve, or the worker process
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "processes", "redis"])
 def stack(
     request: pytest.FixtureRequest, netns_ip: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -62,9 +63,15 @@ def stack(
     copy_version(repo, "2")
     corrupt_version(repo, "3")
     root = str(repo.root)
-    if request.param == "memory":
+    if request.param in ("memory", "processes"):
+        # processes: two ingest and two inference processes; every one must follow
+        layout = {"EMOSTREAM_LOCAL__PROCESSES": "2", "EMOSTREAM_LOCAL__INFERENCE": "2"}
         server = Server(
-            netns_ip, logs, EMOSTREAM_MODEL_ROOT=root, EMOSTREAM_FACE__WATCH_INTERVAL_S=WATCH_S
+            netns_ip,
+            logs,
+            EMOSTREAM_MODEL_ROOT=root,
+            EMOSTREAM_FACE__WATCH_INTERVAL_S=WATCH_S,
+            **(layout if request.param == "processes" else {}),
         )
         yield Stack(repo, server, f"{server.url}/metrics")
         server.stop()
