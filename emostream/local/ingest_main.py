@@ -11,10 +11,37 @@ from __future__ import annotations
 import os
 import socket
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from emostream.local.arena import Arena
 from emostream.local.child import Handed
 from emostream.local.ingest import LocalIngest
 from emostream.settings import Settings
+
+PROCESS_HEADER = b"x-emostream-process"
+
+
+class AnsweredBy:
+    """Name the ingest process that answered in every HTTP response (``ingest-<index>``):
+    for an operator reading a trace, and for tests that must know which process holds a
+    session (a forwarded request carries the owner's name, not the forwarder's)."""
+
+    def __init__(self, app: ASGIApp, index: int) -> None:
+        self.app = app
+        self.value = f"ingest-{index}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (PROCESS_HEADER, self.value)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 def serve_ingest(
@@ -36,7 +63,11 @@ def serve_ingest(
         return state.sessions is not None and state.sessions.get(session) is not None
 
     routed = SessionRouter(
-        app, me=index, owner=broker.owner, held=held, socket_path=handed.peers.__getitem__
+        AnsweredBy(app, index),
+        me=index,
+        owner=broker.owner,
+        held=held,
+        socket_path=handed.peers.__getitem__,
     )
     public = socket.socket(fileno=handed.public)
     if os.path.exists(handed.private):
