@@ -29,6 +29,7 @@ from emostream.local.routing import SessionRouter, held_by, session_paths
 from emostream.settings import Settings
 from emostream.stream.app import AppState, create_app
 from emostream.stream.server import uvicorn_config
+from emostream.stream.server_config import LimitsConfig
 from emostream.stream.session import Session
 from emostream.stream.session_manager import SessionManager
 
@@ -68,7 +69,7 @@ class Children:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(GUARD_S)
 
     def _start(self, index: int) -> Child:
-        settings = Settings(limits={"max_sdp_bytes": LIMIT})
+        settings = Settings(limits=LimitsConfig(max_sdp_bytes=LIMIT))
         state = AppState(settings)
         state.load_error = "no models in this test"  # the app serves sessions, not models
         state.sessions = SessionManager(MemoryBroker(settings.broker), settings.session)
@@ -85,7 +86,10 @@ class Children:
                 "routed": request.headers.get("x-emostream-routed"),
             }
 
-        tcp = socket.create_server(("127.0.0.1", 0))
+        # IPPROTO_TCP, not 0 (socket.create_server's): asyncio sets TCP_NODELAY only on
+        # such sockets' connections; without it every answer waited 40 ms for an ACK
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        tcp.bind(("127.0.0.1", 0))
         private = socket.socket(socket.AF_UNIX)
         private.bind(self.socket_path(index))
         child = Child(index, state, f"http://127.0.0.1:{tcp.getsockname()[1]}")

@@ -14,7 +14,8 @@ stranger learns no more than from one process and nothing answers 500.
 Which paths are a session's is read from the app: every path of its API with a
 ``{session_id}`` parameter. The WebSocket routes (Twilio, AudioHook) open their session on
 the connection itself, so they stay where they were accepted. A relayed request carries
-``X-Emostream-Routed`` and is never relayed again, whatever the directory says (no loops).
+``X-Emostream-Routed`` and is never relayed again, whatever the directory says (no loops);
+a client that sends it itself only keeps its own request where it landed.
 """
 
 from __future__ import annotations
