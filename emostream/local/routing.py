@@ -89,7 +89,7 @@ class _Unreachable(Exception):
 
 
 class _TooLarge(Exception):
-    pass
+    """The body passed ``max_body_bytes`` (declared, or while it came)."""
 
 
 class _Gone(Exception):
