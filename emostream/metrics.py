@@ -141,6 +141,14 @@ REQUESTS_REJECTED = Counter(
     "API requests refused with a 4xx/5xx, by error code",
     ["endpoint", "error"],
 )
+#: how a session request that reached a child not holding it went (``emostream/local/``)
+ROUTED_OUTCOMES = ("relayed", "unreachable")
+REQUESTS_ROUTED = Counter(
+    "emostream_requests_routed_total",
+    "Session requests relayed to the child process holding the session (serve --processes): "
+    "relayed (the owner answered) or unreachable (it did not; answered here)",
+    ["outcome"],
+)
 MODEL_INFO = Gauge(
     "emostream_model_info",
     "1 for each model version this process serves",
