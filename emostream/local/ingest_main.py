@@ -37,7 +37,9 @@ class AnsweredBy:
 
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), (PROCESS_HEADER, self.value)]
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == PROCESS_HEADER for k, _ in headers):  # relayed: kept
+                    headers.append((PROCESS_HEADER, self.value))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -49,7 +51,7 @@ def serve_ingest(
 ) -> None:
     import uvicorn
 
-    from emostream.local.routing import SessionRouter
+    from emostream.local.routing import SessionRouter, held_by
     from emostream.stream.app import AppState, create_app
     from emostream.stream.server import uvicorn_config
 
@@ -59,15 +61,13 @@ def serve_ingest(
     state = AppState(settings, broker)
     app = create_app(settings, state)
 
-    def held(session: str) -> bool:
-        return state.sessions is not None and state.sessions.get(session) is not None
-
     routed = SessionRouter(
-        AnsweredBy(app, index),
+        app,
         me=index,
         owner=broker.owner,
-        held=held,
+        held=held_by(lambda: state.sessions),
         socket_path=handed.peers.__getitem__,
+        max_body_bytes=settings.limits.max_sdp_bytes,
     )
     public = socket.socket(fileno=handed.public)
     if os.path.exists(handed.private):
@@ -75,4 +75,5 @@ def serve_ingest(
     private = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     private.bind(handed.private)
     private.listen(512)
-    uvicorn.Server(uvicorn_config(routed, settings)).run(sockets=[public, private])
+    config = uvicorn_config(AnsweredBy(routed, index), settings)
+    uvicorn.Server(config).run(sockets=[public, private])
