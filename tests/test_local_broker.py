@@ -161,3 +161,15 @@ async def test_admission_directory_and_records_hold_for_the_whole_server() -> No
 def test_no_arena_is_left_in_dev_shm(tmp_path: Path) -> None:
     """What a crash could leave: memfd arenas have no name to leave behind."""
     assert not [n for n in os.listdir("/dev/shm") if "emostream" in n and "metrics" not in n]
+
+
+def test_each_ingest_process_gets_its_share_of_the_rest_limits() -> None:
+    from emostream.local.ingest_main import share_limits
+    from emostream.stream.server_config import LimitsConfig
+
+    whole = LimitsConfig(predict_concurrency=3, decode_budget_mb=1024, decode_queue=16)
+    part = share_limits(whole, 2)
+    assert (part.predict_concurrency, part.decode_budget_mb, part.decode_queue) == (2, 512, 8)
+    assert part.max_upload_bytes_in_flight * 2 >= whole.max_upload_bytes_in_flight
+    assert share_limits(LimitsConfig(predict_concurrency=1), 4).predict_concurrency == 1
+    assert part.max_pixels == whole.max_pixels  # a per-request limit stays as it is

@@ -17,6 +17,7 @@ from emostream.local.arena import Arena
 from emostream.local.child import Handed
 from emostream.local.ingest import LocalIngest
 from emostream.settings import Settings
+from emostream.stream.server_config import LimitsConfig
 
 PROCESS_HEADER = b"x-emostream-process"
 
@@ -46,6 +47,25 @@ class AnsweredBy:
         await self.app(scope, receive, named)
 
 
+def share_limits(limits: LimitsConfig, processes: int) -> LimitsConfig:
+    """This process's share of the server's REST limits: each of N ingest processes gets
+    1/N of the upload, decode and thread budgets (at least one of each), so that the whole
+    server stays within what the settings say, wherever the requests land. Sessions need
+    no share: the hub admits them for the whole server."""
+
+    def part(value: int) -> int:
+        return max(1, -(-value // processes))  # ceil: 1/N rounded up
+
+    return limits.model_copy(
+        update={
+            "predict_concurrency": part(limits.predict_concurrency),
+            "decode_budget_mb": part(limits.decode_budget_mb),
+            "decode_queue": part(limits.decode_queue),
+            "max_upload_bytes_in_flight": part(limits.max_upload_bytes_in_flight),
+        }
+    )
+
+
 def serve_ingest(
     settings: Settings, index: int, handed: Handed, control: socket.socket, arena: Arena
 ) -> None:
@@ -57,6 +77,7 @@ def serve_ingest(
 
     settings = settings.model_copy(deep=True)
     settings.server.metrics_port = 0  # the parent serves a separate metrics port
+    settings.limits = share_limits(settings.limits, len(handed.peers))
     broker = LocalIngest(settings.broker, control, arena, len(handed.peers))
     state = AppState(settings, broker)
     app = create_app(settings, state)
