@@ -64,6 +64,22 @@ def media(data_root: Path) -> Path:
     return path
 
 
+def _ours_in_dev_shm() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir() if "emostream" in p.name} if shm.is_dir() else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_shared_memory_left() -> Iterator[None]:
+    """Whatever the tests start and kill (``serve --processes``' children with ``-9``
+    included), nothing of ours is left in ``/dev/shm`` when the run ends: arenas have no
+    name there (memfd), and each run's metrics directory goes with its parent."""
+    before = _ours_in_dev_shm()
+    yield
+    left = _ours_in_dev_shm() - before
+    assert not left, f"left in /dev/shm by this run: {sorted(left)}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_model_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the model repository (``EMOSTREAM_MODEL_ROOT``, else the checkout's

@@ -30,7 +30,7 @@ HEADER = "x-emostream-process"
 
 
 def _shm() -> set[str]:
-    return set(os.listdir("/dev/shm"))
+    return {n for n in os.listdir("/dev/shm") if "emostream" in n}
 
 
 def children(server: Server) -> dict[str, list[int]]:
