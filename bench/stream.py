@@ -51,6 +51,7 @@ class RunResult:
     error: str | None = None
     helper_cpu_s: float = 0.0  # other processes of the run: workers and redis-server
     redis_cpu_s: float = 0.0  # the redis-server alone
+    machine_cpu_s: float = 0.0  # every process of the machine, all cores (/proc/stat)
 
     def pct(self, q: float) -> float:
         return pct(self.latencies_ms, q)
@@ -191,9 +192,11 @@ async def _measure(
         boxes0 = procs.metric_by(page0, "emostream_face_frames_total", "boxes")
         cpu0, ccpu0 = procs.tree_cpu_seconds(server.pid), time.process_time()
         hcpu0 = sum(procs.cpu_seconds(p) for p in helpers)
+        busy0 = procs.machine_busy_seconds()
         measuring.set()
         await asyncio.sleep(seconds)
         measuring.clear()
+        result.machine_cpu_s = procs.machine_busy_seconds() - busy0
         result.server_cpu_s = procs.tree_cpu_seconds(server.pid) - cpu0
         result.helper_cpu_s = sum(procs.cpu_seconds(p) for p in helpers) - hcpu0
         result.client_cpu_s = time.process_time() - ccpu0
@@ -257,16 +260,21 @@ def render(results: list[RunResult], section: Section) -> Section:
                 f"{100 * r.client_cpu_s / r.seconds:.0f}",
             ]
         )
-    section.measured().machine(
+    section.measured().machine(*setup_lines("`emostream serve --processes 1`"))
+    return section.table(header, rows).add(reading(results))
+
+
+def setup_lines(server: str) -> list[str]:
+    """The clients, the server (``server``: its command line) and what the columns mean."""
+    return [
         f"- Each client publishes {VIDEO} letterboxed to {WIDTH}x{HEIGHT} at {FPS} fps "
         "(VP8, relayed without re-encoding), from one client process beside the server; "
-        "all inside a private network namespace. Server: `emostream serve`, embedded "
-        f"broker, default settings ({server_defaults()}).",
+        f"all inside a private network namespace. Server: {server}, embedded "
+        f"broker, default settings otherwise ({server_defaults()}).",
         "- Latency: the server-side `latency_ms` of every message received during the "
         "measuring window (decode start to send). Drops: the server's "
         "`emostream_frames_dropped_total` over `emostream_frames_in_total` in the window.",
-    )
-    return section.table(header, rows).add(reading(results))
+    ]
 
 
 def server_defaults() -> str:
@@ -353,9 +361,8 @@ def run_inside(clients: list[int], seconds: float, out: Path, command: str) -> s
     section = Section(SECTION, command, out)
     clip = the_clip()
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as logs:
-        results = [
-            attempt("", n, seconds, partial(one_run, n, clip, seconds, Path(logs))) for n in clients
-        ]
+        one = partial(one_run, clip=clip, seconds=seconds, logs=Path(logs), env=procs.SINGLE)
+        results = [attempt("", n, seconds, partial(one, n)) for n in clients]
     return render(results, section).write()
 
 

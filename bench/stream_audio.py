@@ -142,6 +142,7 @@ async def measure_window(
     result.server_cpu_s = procs.tree_cpu_seconds(server.pid) - cpu0
     result.client_cpu_s = time.process_time() - ccpu0
     busy = procs.machine_busy_seconds() - busy0
+    result.machine_cpu_s = busy
     result.other_cpu_s = max(0.0, busy - result.server_cpu_s - result.client_cpu_s)
     in1, drop1 = counts((await http.get(url)).text, "voice")
     result.frames_in = in1 - in0
@@ -160,12 +161,23 @@ def one_run(
         server.stop(20)
 
 
-SETUP = (
-    "- Each call publishes one audio track, no video: a loop of seven RAVDESS clips "
-    f"(actors 1-7, {PAUSE_S:g} s pauses), Opus at 48 kHz encoded by the client; all "
-    "calls from one client process beside the server, inside a private network "
-    "namespace. Server: `emostream serve`, embedded broker, default settings (windows "
-    "1.5 s every 0.5 s, the default VAD, voice batch as the worker's)."
+def setup(server: str) -> str:
+    """The calls and the server (``server``: its command line), one bullet."""
+    return (
+        "- Each call publishes one audio track, no video: a loop of seven RAVDESS clips "
+        f"(actors 1-7, {PAUSE_S:g} s pauses), Opus at 48 kHz encoded by the client; all "
+        "calls from one client process beside the server, inside a private network "
+        f"namespace. Server: {server}, embedded broker, default settings otherwise "
+        "(windows 1.5 s every 0.5 s, the default VAD, voice batch as the worker's)."
+    )
+
+
+SETUP = setup("`emostream serve --processes 1`")
+LATENCY = (
+    "- Latency: the server-side `latency_ms` of each speech window's voice message (from "
+    "the arrival of the window's last sample to the send) received in the measuring "
+    'window. Drops: `emostream_frames_dropped_total{modality="voice"}` over '
+    '`emostream_frames_in_total{modality="voice"}` (speech windows submitted).'
 )
 
 
@@ -197,12 +209,8 @@ def render(
         )
     section.measured().machine(
         setup,
-        "- Latency: the server-side `latency_ms` of each speech window's voice message (from "
-        "the arrival of the window's last sample to the send) received in the measuring "
-        'window. Drops: `emostream_frames_dropped_total{modality="voice"}` over '
-        '`emostream_frames_in_total{modality="voice"}` (speech windows submitted). CPU: '
-        '100 % is one core; "other processes" is what the rest of the machine used '
-        "meanwhile (on a shared machine, the capacity measured is a lower bound).",
+        LATENCY + ' CPU: 100 % is one core; "other processes" is what the rest of the '
+        "machine used meanwhile (on a shared machine, the capacity measured is a lower bound).",
     )
     return section.table(header, rows).add(reading(results, kind))
 
@@ -302,10 +310,8 @@ def run_inside(clients: list[int], seconds: float, out: Path, command: str) -> s
     section = Section(SECTION, command, out)
     loop = the_loop()
     with tempfile.TemporaryDirectory(prefix="emostream-bench-audio-") as logs:
-        results = [
-            attempt("audio: ", n, seconds, partial(one_run, n, loop, seconds, Path(logs)))
-            for n in clients
-        ]
+        one = partial(one_run, loop=loop, seconds=seconds, logs=Path(logs), env=procs.SINGLE)
+        results = [attempt("audio: ", n, seconds, partial(one, n)) for n in clients]
     return render(results, section).write()
 
 
