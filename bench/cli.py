@@ -101,10 +101,26 @@ def bench_stream(
     audio: bool = typer.Option(
         False, help="audio-only calls (RAVDESS speech loop, Opus) instead of video clients"
     ),
+    processes: str = typer.Option(
+        "1",
+        help="serve --processes values, comma-separated (e.g. 1,2): each with the same "
+        "clients, in a section of its own",
+    ),
+    runs: int = typer.Option(1, min=1, help="runs of every (processes, clients) point"),
 ) -> None:
     """N concurrent WebRTC clients (640x480@15 fps, real video) in a private namespace;
-    with --audio, N audio-only calls (p99 from window end to voice message)."""
+    with --audio, N audio-only calls (p99 from window end to voice message); with
+    --processes or --runs, each load against each number of server processes, R times."""
     counts = _numbers("--clients", clients)
+    layouts = _numbers("--processes", processes, "1,2")
+    if layouts != [1] or runs > 1:
+        if broker != "memory":
+            raise fail("--processes and --runs measure the embedded broker only", EXIT_USAGE)
+        from emostream.bench import stream_procs
+
+        kind = stream_procs.AUDIO if audio else stream_procs.VIDEO
+        typer.echo(stream_procs.run(kind, layouts, counts, runs, seconds, out))
+        return
     if audio:
         if broker != "memory":
             raise fail("--audio measures the embedded broker only", EXIT_USAGE)

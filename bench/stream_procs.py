@@ -142,7 +142,7 @@ def reading(points: Sequence[Point], kind: Kind, cores: int) -> str:
     """Per number of processes: the runs that met the bar at each load against the goals,
     what limited the largest load, and the CPU per stream with a linear projection; all
     computed from the rows."""
-    bar = f"p99 < {kind.goal_ms:.0f} ms and < {DROPS:.0%} drops"
+    bar = f"p99 < {kind.goal_ms:.0f} ms and < {100 * DROPS:g} % drops"
     runs = max((pt.run for pt in points), default=0)
     text = [f"A run met the bar with {bar}."]
     if kind.goals and runs < 5:
@@ -171,25 +171,27 @@ def by_load(results: Sequence[RunResult], kind: Kind, runs: int) -> str:
 def limit(results: Sequence[RunResult], kind: Kind, cores: int) -> str:
     """What limited the largest load, from the machine's CPU over its runs (means)."""
     top = max(r.clients for r in results)
-    done = [r for r in results if r.clients == top and not r.error]
+    tried = [r for r in results if r.clients == top]
+    done = [r for r in tried if not r.error]
+    failed = f" {len(tried) - len(done)} of {len(tried)} runs failed (see the table)."
     if not done:
         return f"At {top} {kind.unit} every run failed."
+    note = failed if len(done) < len(tried) else ""
     machine, server, clients = (
         mean_percent(done, attr) for attr in ("machine_cpu_s", "server_cpu_s", "client_cpu_s")
     )
-    held = sum(met(r, kind) for r in done)
     where = (
         f"the machine {machine:.0f} % busy of its {100 * cores} % (server {server:.0f} %, "
         f"clients {clients:.0f} %, the rest {max(0.0, machine - server - clients):.0f} %)"
     )
     if machine >= BUSY * 100 * cores:
-        return f"At {top} {kind.unit} the limit is the CPU: {where}."
-    if held < len(done):
+        return f"At {top} {kind.unit} the limit is the CPU: {where}.{note}"
+    if not all(met(r, kind) for r in done):
         return (
             f"At {top} {kind.unit} runs missed with {where}, cores to spare: a serial stage "
-            "is the limit, not the CPU."
+            f"is the limit, not the CPU.{note}"
         )
-    return f"At {top} {kind.unit} every run held with {where}: the limit lies beyond."
+    return f"At {top} {kind.unit} every run that ran held, with {where}.{note}"
 
 
 def projection(results: Sequence[RunResult], kind: Kind, runs: int) -> str:
