@@ -206,7 +206,11 @@ def projection(results: Sequence[RunResult], kind: Kind, runs: int) -> str:
     if not done:
         return ""
     per = sum(percent(r.server_cpu_s, r) / r.clients for r in done) / len(done)
-    why = "the largest that held in 4 of 5 runs" if held else "none held; the fewest measured"
+    why = (
+        f"the largest that held in {needed(4, runs)} of {runs} runs"
+        if held
+        else "none held; the fewest measured"
+    )
     text = f"Server CPU per {kind.one} at {n} {kind.unit} ({why}): {per:.1f} % of one core"
     if per <= 0:
         return text + "."
