@@ -30,10 +30,15 @@ from emostream.pipeline.outcomes import Outcome, SessionEvent, drop
 
 class MemoryBroker(IngestBroker, WorkerBroker):
     def __init__(
-        self, config: BrokerConfig | None = None, results: SessionQueues | None = None
+        self,
+        config: BrokerConfig | None = None,
+        results: SessionQueues | None = None,
+        count_in: bool = True,
     ) -> None:
         """``results``: where outcomes go; the sessions' own queues here, the owning ingest
-        process with the local multi-process broker (``local/hub.py``)."""
+        process with the local multi-process broker (``local/hub.py``), whose ingest
+        processes count frames in themselves (``count_in`` False)."""
+        self._count_in = count_in
         self.config = config or BrokerConfig()
         self._pending: defaultdict[Modality, OrderedDict[str, deque[Job]]] = defaultdict(
             OrderedDict
@@ -78,7 +83,8 @@ class MemoryBroker(IngestBroker, WorkerBroker):
         """``submit`` without a wait (the local hub calls it in message order)."""
         if job.session not in self._results:
             raise UnknownSessionError(job.session)
-        metrics.FRAMES_IN.labels(job.modality).inc()
+        if self._count_in:
+            metrics.FRAMES_IN.labels(job.modality).inc()
         self._senders[job.modality].add(job.session)
         queue = self._pending[job.modality].setdefault(job.session, deque())
         while len(queue) >= spec(job.modality).in_flight(self.config):

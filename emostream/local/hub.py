@@ -82,7 +82,7 @@ class Hub:
 
     def __init__(self, broker: BrokerConfig, session: SessionConfig) -> None:
         self.results = Forwarder()
-        self.broker = MemoryBroker(broker, self.results)
+        self.broker = MemoryBroker(broker, self.results, count_in=False)  # ingests count
         self.session = session
         self.owners: dict[str, bytes | None] = {}  # session -> credential (quota)
         self.records: dict[str, tuple[bytes, float]] = {}  # ended calls, any process asks
