@@ -70,6 +70,17 @@ def _ours_in_dev_shm() -> set[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_serve_process() -> Iterator[None]:
+    """``serve`` as one process in this run unless a test asks for more: the default (one
+    ingest process per core) ``exec``s a supervisor, which would replace a test process
+    that calls the CLI in-process. Tests that start ``serve`` with the default on purpose
+    clear ``EMOSTREAM_*`` from the environment they pass."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOSTREAM_LOCAL__PROCESSES", "1")
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_shared_memory_left() -> Iterator[None]:
     """Whatever the tests start and kill (``serve --processes``' children with ``-9``
     included), nothing of ours is left in ``/dev/shm`` when the run ends: arenas have no

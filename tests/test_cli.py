@@ -331,7 +331,7 @@ def test_bad_settings_exit_2_with_the_reason(
 
 #: The flags of each settings-driven command before the options came from the models.
 FLAGS = {
-    "serve": {"--host", "--port", "--broker", "--log-level"},
+    "serve": {"--host", "--port", "--broker", "--processes", "--inference", "--log-level"},
     "worker": {"--broker", "--metrics-port", "--metrics-host", "--name", "--max-batch"}
     | {"--log-level"},
 }

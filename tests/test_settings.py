@@ -28,6 +28,8 @@ SPECIAL: dict[str, tuple[str, object]] = {
     "broker.audio_codec": ("s16", "s16"),
     "voice.vad": ("webrtc", "webrtc"),
     "worker.max_batch": ("8", 8),
+    "local.processes": ("4", 4),
+    "local.inference": ("3", 3),
     "detector.thresholds": ("[0.5, 0.6]", (0.5, 0.6)),
     "worker.name": ("w-test", "w-test"),
     "runner.providers": ("CPUExecutionProvider", ["CPUExecutionProvider"]),
