@@ -28,6 +28,7 @@ class DropReason(StrEnum):
     unavailable = "unavailable"  # the broker (Redis) was unreachable when it was submitted
     lost = "lost"  # no worker answered long after its deadline (stream trimmed or wiped)
     worker_died = "worker_died"  # the inference process running it ended (local broker)
+    out_of_order = "out_of_order"  # scored after a newer one of its stream was sent
 
 
 @dataclass(frozen=True)
