@@ -214,7 +214,7 @@ DRIFT_REFERENCE_MISSING = _per_model(
 )
 
 #: Drop reasons each role can count (the /v1/predict media error codes come on demand).
-INGEST_DROPS = ("superseded", "session_closed", "unavailable", "lost")
+INGEST_DROPS = ("superseded", "session_closed", "unavailable", "lost", "out_of_order")
 WORKER_DROPS = ("deadline", "error", "malformed")
 
 

@@ -4,7 +4,8 @@ A session owns its tracks (``MediaTrack``: a name, audio or video, a role, decod
 and everything between them and the client: each track is read by the modality that
 reads its kind (``emostream/modalities``: video frames become face jobs, audio windows
 voice jobs or silent-window messages), jobs go to the broker, outcomes come back through
-``IngestBroker.results(session)`` and become messages (``SessionView``), and messages go
+``IngestBroker.results(session)``, are kept in ``seq`` order (``stream/ordering.py``: a late
+one is dropped) and become messages (``SessionView``), and messages go
 to every output the transport added (a WebRTC data channel) and to every SSE subscriber.
 
 A transport (``stream/transports/``: WebRTC, or the in-process one tests use) creates the
@@ -35,6 +36,7 @@ from emostream.schema import ErrorMessage, VoiceMessage
 from emostream.stream.call_summary import CallRecord
 from emostream.stream.calls_config import CallsConfig
 from emostream.stream.fanout import Fanout, Queue
+from emostream.stream.ordering import InOrder
 from emostream.stream.server_config import SessionConfig
 from emostream.stream.session_view import SessionView
 
@@ -80,6 +82,7 @@ class Session:
         self._closers: list[Closer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._seqs: Counter[str] = Counter()
+        self._in_order = InOrder()  # results leave in seq order (stream/ordering.py)
         self.calls = calls or CallsConfig()
         #: the call as a whole, per role (``GET /v1/sessions/{id}/summary``, the webhook)
         self.call = CallRecord(self.id, transport, frozenset(self.calls.analyse_roles))
@@ -171,7 +174,7 @@ class Session:
     # -- results ------------------------------------------------------------------------
     async def _send_results(self) -> None:
         async for event in self.broker.results(self.id):
-            msg = self.view.message(event)
+            msg = self.view.message(self._in_order.admit(event))
             if msg is not None:
                 self._record(msg)
                 self._send(msg.to_json())

@@ -27,6 +27,7 @@ class DropReason(StrEnum):
     malformed = "malformed"  # a job on the stream that no worker can read (acked, not run)
     unavailable = "unavailable"  # the broker (Redis) was unreachable when it was submitted
     lost = "lost"  # no worker answered long after its deadline (stream trimmed or wiped)
+    out_of_order = "out_of_order"  # scored after a newer one of its stream was sent
 
 
 @dataclass(frozen=True)
