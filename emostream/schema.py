@@ -73,7 +73,8 @@ class ErrorMessage(BaseMessage):
     """On the data channel and SSE: the session lives on, but something is wrong.
 
     ``code`` ``broker_unavailable``: the server cannot reach its job broker (Redis); frames
-    are dropped until it is back, then face messages simply resume.
+    are dropped until it is back, then face messages simply resume. ``no_worker``: no
+    inference worker is alive (none has sent a heartbeat lately); once per outage.
     """
 
     type: Literal["error"] = "error"

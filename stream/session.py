@@ -76,7 +76,7 @@ class Session:
         self.messages_out = 0
         self.closed = asyncio.Event()
         self.tracks: list[MediaTrack] = []
-        self.notices: list[ErrorMessage] = []  # said once each; a late output gets them too
+        self.notices: list[ErrorMessage] = []  # a late output gets them too (one per code)
         self.describe: Callable[[], dict[str, object]] = lambda: {}  # the transport's state
         self._outputs: list[Output] = []
         self._closers: list[Closer] = []
@@ -90,7 +90,7 @@ class Session:
     # -- what a transport does ------------------------------------------------------------
     async def start(self) -> None:
         """Open the session's result stream and start sending its results."""
-        await self.broker.open_session(self.id, self.owner)
+        await self.broker.open_session(self.id)
         self.spawn(self._send_results(), f"{self.id}-results")
 
     def analyses(self, role: str) -> bool:
@@ -175,9 +175,16 @@ class Session:
     async def _send_results(self) -> None:
         async for event in self.broker.results(self.id):
             msg = self.view.message(self._in_order.admit(event))
+            if isinstance(msg, ErrorMessage):
+                self._keep_notice(msg)
             if msg is not None:
                 self._record(msg)
                 self._send(msg.to_json())
+
+    def _keep_notice(self, notice: ErrorMessage) -> None:
+        """A broker notice (``no_worker`` at open, say) comes before a data channel opens:
+        keep the latest of its code for outputs added later, as ``notice`` does."""
+        self.notices = [n for n in self.notices if n.code != notice.code] + [notice]
 
     def _send(self, text: str) -> None:
         """To every output and every SSE subscriber."""

@@ -171,9 +171,11 @@ async def ingest(redis_server: RedisServer) -> AsyncIterator[RedisIngest]:
 
     No ``lost`` verdicts: on a loaded machine a reclaim may come later than the default
     3 s past a deadline, and the tests that use this are about what the workers do, not
-    about time.
+    about time. No worker watch either: these tests play the worker by hand (a
+    ``RedisWorker`` made after the session opens), so none beats while they set up.
     """
-    broker = RedisIngest(broker_config(redis_server.url, lost_after_s=600.0))
+    config = broker_config(redis_server.url, lost_after_s=600.0, worker_timeout_s=0)
+    broker = RedisIngest(config)
     await broker.start()
     yield broker
     await broker.close()

@@ -49,11 +49,27 @@ class BrokerConfig(BaseModel):
         default=5, ge=1, description="runs of one job at most; then it is a poison: acked"
     )
     lost_after_s: float = Field(default=3.0, gt=0, description="unanswered past deadline")
+    heartbeat_ms: int = Field(
+        default=500,
+        ge=1,
+        description="how often a worker says in Redis that it is alive, and how often an "
+        "ingest node looks",
+    )
+    worker_timeout_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="no worker heard from for this long (by Redis' clock): /readyz is 503 "
+        "and each session is told once (no_worker); 0 = not watched",
+    )
     socket_timeout_s: float = Field(default=5.0, gt=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
     max_backoff_s: float = Field(default=1.0, gt=0)
     prefix: str = "emostream"
     group: str = "emostream-workers"
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.heartbeat_ms / 1000.0
 
     @property
     def deadline_s(self) -> float:

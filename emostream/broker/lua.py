@@ -5,7 +5,8 @@ consumer group's ``last-delivered-id`` has not been delivered to anyone. Superse
 old frame (``XDEL`` of an undelivered entry) and cancelling a closed session's frames
 must check that and delete in one atomic step, or a worker could read the entry between
 the check and the delete; so both run as Lua scripts. They also create the stream and the
-group when Redis has restarted empty.
+group when Redis has restarted empty. The heartbeat scripts read Redis' clock and use it
+in the same step (``redis_heartbeat.py``).
 """
 
 from __future__ import annotations
@@ -94,5 +95,32 @@ local stream, group = KEYS[1], ARGV[1]
 local last = last_delivered(stream, group, false)
 if last == nil then return redis.call('XLEN', stream) end
 return #redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', tonumber(ARGV[2]))
+"""
+)
+
+# Worker heartbeats are scored by Redis' own clock (``TIME``), so that no two machines'
+# clocks are ever compared. ``_NOW``: that clock in seconds, as a number and as exact text.
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now_text = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+"""
+
+# KEYS[1] the workers set; ARGV: this worker's consumer name, seconds after which a
+# silent worker's entry is forgotten (so the set never grows with restarts).
+BEAT = (
+    _NOW
+    + """
+redis.call('ZADD', KEYS[1], now_text, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# KEYS[1] the workers set; ARGV: seconds. How many workers beat within that many seconds.
+ALIVE = (
+    _NOW
+    + """
+return redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 """
 )

@@ -9,6 +9,8 @@ each session once, drops frames as ``unavailable`` without waiting on the networ
 retries with exponential backoff; when Redis is back (even empty, after a restart) the
 scripts recreate the stream and the group and outcomes resume. A job that nobody answers
 for ``lost_after_s`` past its deadline is counted ``lost`` so no session waits on it.
+When no worker has sent a heartbeat for ``worker_timeout_s``, ``problem`` says so and each
+session hears it once (``no_worker``, ``redis_heartbeat.py``), one opened meanwhile at open.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import cv2
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError, stamp
 from emostream.broker.broker_config import BrokerConfig
+from emostream.broker.outage import Outage
+from emostream.broker.redis_heartbeat import WorkerWatch
 from emostream.broker.redis_link import FAILURES, Backoff, RedisLink
 from emostream.broker.session_queues import SessionQueues
 from emostream.broker.wire import Fields, WireError, decode_outcome, encode_job
@@ -49,6 +53,8 @@ class RedisIngest(IngestBroker):
         self._outstanding: dict[str, dict[str, Job]] = {}  # session -> entry id -> header
         self._waiting: dict[tuple[str, Modality], list[str]] = {}  # ids no worker read yet
         self._reader: Supervised | None = None
+        self._no_worker = Outage(self._results)
+        self._watch: Supervised | None = None
         self._last = b"$"  # the last results entry read (kept across reader restarts)
         # Frames are JPEG-encoded off the loop in threads of our own: a fixed number, not
         # the default executor's, which grows with the sessions that happen to overlap.
@@ -56,11 +62,12 @@ class RedisIngest(IngestBroker):
 
     @property
     def problem(self) -> str | None:
-        return self.link.problem
+        no_worker = self._no_worker.current
+        return self.link.problem or (None if no_worker is None else no_worker.detail)
 
     @property
     def tasks(self) -> list[Supervised]:
-        return [] if self._reader is None else [self._reader]
+        return [t for t in (self._reader, self._watch) if t is not None]
 
     def _down(self, exc: BaseException) -> None:
         if self.link.down(exc):
@@ -75,22 +82,26 @@ class RedisIngest(IngestBroker):
             return False
         if self._reader is None:  # no reader loop yet to notice that Redis is back
             self.link.up()
-        return self.link.problem is None
+        return self.problem is None
 
     async def start(self) -> None:
         metrics.BROKER_UP.set(1)
+        if self.config.worker_timeout_s > 0 and self._watch is None:
+            watch = WorkerWatch(self.link, self.config, self._no_worker)
+            self._watch = supervise("redis-workers", watch.run)
 
     async def close(self) -> None:
         for session in self._results.sessions():
             await self.close_session(session)
-        if self._reader is not None:
-            await self._reader.stop()
+        for task in self.tasks:
+            await task.stop()
         await self.link.close()
         self._encoder.shutdown(wait=False, cancel_futures=True)
 
     async def open_session(self, session: str, owner: bytes | None = None) -> None:
         self._results.open(session)
         self._outstanding.setdefault(session, {})
+        self._no_worker.on_open(session)
         if self._reader is None:
             self._reader = supervise("redis-results", self._read_results)
 

@@ -8,6 +8,8 @@ Layout in Redis (``prefix`` = ``emostream``):
 - ``emostream:results:<node>``: one outcome stream per ingest node (``Job.reply_to``),
   read only by that node with ``XREAD``, capped, and expiring a minute after the last
   outcome so a vanished node leaves nothing behind.
+- ``emostream:workers``: a sorted set of the workers' consumer names, each scored with
+  the Redis time of its last heartbeat (``redis_heartbeat.py``).
 
 Health: a role that fails to reach Redis calls ``down``; the first failure logs, sets
 ``emostream_broker_up`` to 0 and returns True so the role can react once (the ingest side
@@ -43,6 +45,17 @@ def default_consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def honour_cancel() -> None:
+    """Raise the cancel of this task if a Redis call swallowed it.
+
+    redis-py (8.2) can swallow a ``CancelledError`` that lands while it connects; a loop
+    that goes on calling Redis would then never stop. Loops call this after each call.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Backoff:
     """Exponential retry delays: 0.1 s doubling up to a cap, reset by a success."""
 
@@ -72,10 +85,15 @@ class RedisLink:
         self.submit = self.redis.register_script(lua.SUBMIT)
         self.cancel = self.redis.register_script(lua.CANCEL)
         self.depth = self.redis.register_script(lua.DEPTH)
+        self.beat = self.redis.register_script(lua.BEAT)
+        self.alive = self.redis.register_script(lua.ALIVE)
         self.problem: str | None = None
 
     def stream(self, modality: Modality) -> str:
         return f"{self.config.prefix}:jobs:{modality}"
+
+    def workers(self) -> str:
+        return f"{self.config.prefix}:workers"
 
     def record(self, session: str) -> str:
         return f"{self.config.prefix}:ended:{session}"

@@ -9,7 +9,9 @@ leaves its jobs pending in the group; every worker runs ``XAUTOCLAIM`` every
 ``claim_interval_ms`` for entries idle longer than ``claim_idle_ms`` and runs or drops
 (stale) them; one delivered more than ``max_deliveries`` times is a poison that took down
 every worker that read it (a crash no check caught): acked as ``malformed``, not run.
-Outcomes are published before their jobs are acked: at least once.
+Outcomes are published before their jobs are acked: at least once. From ``start`` (or its
+first ``take``) to ``close`` a worker sends heartbeats, so ingest nodes know it is alive
+(``redis_heartbeat.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis.exceptions import ResponseError
 from emostream import metrics
 from emostream.broker.base import WorkerBroker
 from emostream.broker.broker_config import BrokerConfig
+from emostream.broker.redis_heartbeat import beat, leave
 from emostream.broker.redis_link import FAILURES, Backoff, RedisLink, default_consumer
 from emostream.broker.wire import (
     Fields,
@@ -35,6 +38,7 @@ from emostream.broker.wire import (
 )
 from emostream.pipeline.jobs import DropReason, Job, Modality
 from emostream.pipeline.outcomes import Outcome, drop, fail
+from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger("emostream.broker.redis")
 
@@ -52,6 +56,7 @@ class RedisWorker(WorkerBroker):
         self._backoff = Backoff(config.max_backoff_s)
         self._depth_at: dict[Modality, float] = {}
         self._reply_prefix = self.link.results_stream("")
+        self._heartbeat: Supervised | None = None
 
     @property
     def problem(self) -> str | None:
@@ -65,10 +70,23 @@ class RedisWorker(WorkerBroker):
         self.link.up()
         return True
 
+    @property
+    def tasks(self) -> list[Supervised]:
+        return [] if self._heartbeat is None else [self._heartbeat]
+
     async def start(self) -> None:
         metrics.BROKER_UP.set(1)
+        self._beat()
+
+    def _beat(self) -> None:
+        """Start the heartbeat, once: a worker that takes jobs is alive."""
+        if self._heartbeat is None:
+            self._heartbeat = supervise("redis-heartbeat", lambda: beat(self.link, self.consumer))
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+            await leave(self.link, self.consumer)
         if self._taking:
             await self._leave_group()
         await self.link.close()
@@ -107,6 +125,7 @@ class RedisWorker(WorkerBroker):
         some sessions' jobs, so the rule would rarely fire. Not worth it yet.
         """
         out: list[Job] = []
+        self._beat()
         try:
             if modality not in self._taking:
                 await self._ensure_group(modality)
