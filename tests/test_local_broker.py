@@ -13,9 +13,9 @@ import pytest
 from local_broker import Local, SyncedIngest, local_broker
 
 from emostream.broker.broker_config import BrokerConfig
+from emostream.broker.outage import NO_WORKER
 from emostream.local.arena import Arena, ArenaFullError, Layout, Ref
 from emostream.local.channel import Channel
-from emostream.local.ingest import NO_WORKER
 from emostream.pipeline.jobs import DropReason
 from emostream.pipeline.outcomes import BrokerNotice, Dropped, SessionEvent
 from emostream.stream.server_config import SessionConfig

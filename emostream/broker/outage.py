@@ -17,6 +17,8 @@ from emostream.pipeline.outcomes import BrokerNotice
 
 log = logging.getLogger("emostream.broker")
 
+NO_WORKER = "no_worker"  # the code sessions hear when no inference worker is alive
+
 
 class Outage:
     def __init__(self, queues: SessionQueues) -> None:

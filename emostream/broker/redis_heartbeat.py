@@ -21,12 +21,11 @@ import logging
 import time
 
 from emostream.broker.broker_config import BrokerConfig
-from emostream.broker.outage import Outage
+from emostream.broker.outage import NO_WORKER, Outage
 from emostream.broker.redis_link import FAILURES, RedisLink, honour_cancel
 
 log = logging.getLogger("emostream.broker.redis")
 
-NO_WORKER = "no_worker"  # the code of the notice sessions get
 FORGET_AFTER_S = 3600  # a worker silent this long leaves the set (a restart names a new one)
 
 

@@ -24,17 +24,18 @@ from typing import Any
 from emostream import metrics
 from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.broker.broker_config import BrokerConfig
+from emostream.broker.outage import NO_WORKER, Outage
 from emostream.broker.session_queues import SessionQueues
 from emostream.local.arena import Arena, ArenaFullError, Ref
 from emostream.local.channel import Channel, ChannelClosedError
 from emostream.pipeline.jobs import DropReason, Job
-from emostream.pipeline.outcomes import BrokerNotice, Outcome, SessionEvent, drop
+from emostream.pipeline.outcomes import Outcome, SessionEvent, drop
 from emostream.stream.session_manager import SessionExistsError, SessionLimitError
 from emostream.supervise import Supervised, supervise
 
 log = logging.getLogger("emostream.local.ingest")
+NO_INFERENCE = "no inference process is running; results resume when one is back"
 
-NO_WORKER = "no_worker"
 
 
 class LocalIngest(IngestBroker):
@@ -47,6 +48,7 @@ class LocalIngest(IngestBroker):
         self.channel: Channel = Channel.unopened()
         self.arena = arena
         self._results = SessionQueues()
+        self._outage = Outage(self._results)  # no inference process alive: each told once
         self.workers = -1  # inference processes ready, as the hub last said (-1: not yet)
         self._reader: Supervised | None = None
 
@@ -109,10 +111,11 @@ class LocalIngest(IngestBroker):
         self._results.put(event.job.session, event)
 
     def _workers(self, count: int) -> None:
-        before, self.workers = self.workers, count
-        if count == 0 and before != 0:
-            detail = "no inference process is running; results resume when one is back"
-            self._results.tell_all(BrokerNotice(detail, code=NO_WORKER))
+        self.workers = count
+        if count == 0:
+            self._outage.begin(NO_WORKER, NO_INFERENCE)
+        else:
+            self._outage.end()
 
     async def open_session(self, session: str, owner: bytes | None = None) -> None:
         refused = await self.channel.call("open", (session, owner))
@@ -120,9 +123,7 @@ class LocalIngest(IngestBroker):
             code, detail = refused
             raise (SessionExistsError if code == "exists" else SessionLimitError)(detail)
         self._results.open(session)
-        if self.workers == 0:
-            detail = "no inference process is running; results start when one is back"
-            self._results.put(session, BrokerNotice(detail, code=NO_WORKER))
+        self._outage.on_open(session)
 
     async def close_session(self, session: str) -> None:
         self._results.close(session)
