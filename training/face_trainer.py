@@ -30,6 +30,7 @@ from emostream.training.loop import (
     fit_loop,
     seed_everything,
 )
+from emostream.training.losses import Batch
 
 __all__ = ["EpochHook", "TrainResult", "Trainer", "load_checkpoint", "load_served"]
 
@@ -80,12 +81,13 @@ class Trainer(TrainerBase[TrainConfig]):
         images = torch.from_numpy(fit_split.images)
         labels = torch.from_numpy(fit_split.labels)
 
-        def batches(g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        def batches(g: torch.Generator) -> Iterator[Batch]:
             order = torch.randperm(len(labels), generator=g)
             for s in range(steps_per_epoch):
                 idx = order[s * opt_cfg.batch_size : (s + 1) * opt_cfg.batch_size]
                 x = augment(to_input(images[idx]), cfg.augment, g).to(self.device)
-                yield x.contiguous(memory_format=torch.channels_last), labels[idx].to(self.device)
+                x = x.contiguous(memory_format=torch.channels_last)
+                yield Batch(x, labels[idx].to(self.device))
 
         def score(model: nn.Module) -> dict[str, float]:
             if held is None or not len(held):

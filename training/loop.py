@@ -20,15 +20,15 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from emostream.training.losses import Batch, batch_loss
 from emostream.training.train_config import OptimConfig, RunConfig
 
 EpochHook = Callable[[int, dict[str, float]], None]
-#: one epoch's batches: (inputs, labels) on the device, augmented
-Batches = Callable[[torch.Generator], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+#: one epoch's batches on the device, augmented
+Batches = Callable[[torch.Generator], Iterable[Batch]]
 #: held-out figures of the network after an epoch; "holdout_accuracy" is what selects
 Scorer = Callable[[nn.Module], dict[str, float]]
 
@@ -174,11 +174,17 @@ def fit_loop(
             disable=not progress,
             leave=False,
         )
-        for x, y in bar:
+        for batch in bar:
+            y = batch.y
             with autocast(device, precision):
-                logits = net(x)
-            loss = F.cross_entropy(
-                logits.float(), y, weight=weights, label_smoothing=opt_cfg.label_smoothing
+                logits = net(batch.x)
+            loss = batch_loss(
+                logits,
+                batch,
+                weights,
+                opt_cfg.label_smoothing,
+                opt_cfg.distill_weight,
+                opt_cfg.distill_temperature,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]

@@ -37,6 +37,15 @@ class OptimConfig(Strict):
         "(FER2013's disgust, 436 faces) from being ignored without swamping the others",
     )
     patience: int = Field(default=25, ge=1, description="epochs without a better holdout score")
+    distill_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of the loss that follows a teacher's soft targets (distillation)",
+    )
+    distill_temperature: float = Field(
+        default=4.0, gt=0, description="softmax temperature of the distillation loss"
+    )
 
 
 class RunConfig(Strict):

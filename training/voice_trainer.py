@@ -26,6 +26,7 @@ from emostream.training.loop import (
     fit_loop,
     seed_everything,
 )
+from emostream.training.losses import Batch
 from emostream.training.voice_augment import augment_wave, spec_augment
 from emostream.training.voice_config import VoiceTrainConfig
 from emostream.training.voice_data import CLASSES
@@ -83,7 +84,7 @@ class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
         steps = max(1, math.ceil(pairs / opt_cfg.batch_size))
         held = None if val is None or not len(val) else all_windows(val)
 
-        def batches(g: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        def batches(g: torch.Generator) -> Iterator[Batch]:
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
             order = rng.permutation(pairs) % len(train)
             for s in range(steps):
@@ -99,7 +100,7 @@ class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
                     ]
                 )
                 x = spec_augment(torch.from_numpy(features(waves)), cfg.augment, g)
-                yield x.to(self.device), torch.from_numpy(train.labels[idx]).to(self.device)
+                yield Batch(x.to(self.device), torch.from_numpy(train.labels[idx]).to(self.device))
 
         def score(model: nn.Module) -> dict[str, float]:
             if held is None or val is None:
