@@ -53,7 +53,7 @@ def record_fit(
     mlrun: RunLog,
     tracking: Tracking,
     result: TrainResult,
-    data: Path,
+    data: Path | list[Path],
     seed: int,
     **extra: Any,
 ) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def record_fit(
         run_dir,
         run_id=mlrun.run_id,
         tracking_uri=tracking.uri,
-        data=str(data),
+        data=[str(d) for d in data] if isinstance(data, list) else str(data),
         seed=seed,
         best_epoch=result.best_epoch,
         epochs_run=len(result.history),

@@ -9,11 +9,12 @@ back to 16 kHz, so the model has heard calls. On the features: frequency and tim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from scipy.signal import butter, resample_poly, sosfilt
 
 from emostream.stream.audio import SAMPLE_RATE
@@ -36,6 +37,20 @@ class AugmentConfig(Strict):
     freq_width: int = Field(default=8, ge=0, le=32, description="mels per mask, at most")
     time_masks: int = Field(default=2, ge=0, le=4, description="SpecAugment time masks")
     time_width: int = Field(default=20, ge=0, le=74, description="frames per mask, at most")
+    speeds: list[float] = Field(
+        default=[0.9, 1.0, 1.1],
+        description="speed perturbation: each window is played at one of these speeds "
+        "(tempo and pitch together, as Kaldi's speed perturbation); [1.0] turns it off",
+    )
+
+    @field_validator("speeds")
+    @classmethod
+    def _tenths(cls, value: list[float]) -> list[float]:
+        if not value or any(
+            not 0.5 <= v <= 2.0 or abs(v * 10 - round(v * 10)) > 1e-9 for v in value
+        ):
+            raise ValueError("speeds are tenths between 0.5 and 2.0, e.g. [0.9, 1.0, 1.1]")
+        return value
 
 
 def _compand(x: np.ndarray, law: Literal["mu", "a"]) -> np.ndarray:
@@ -67,6 +82,19 @@ def telephone(wave: np.ndarray, law: Literal["mu", "a"] = "mu") -> np.ndarray:
     back = resample_poly(_compand(narrow, law), SAMPLE_RATE // TELEPHONE_RATE, 1)
     out = np.zeros(len(wave), np.float32)
     out[: min(len(wave), len(back))] = back[: len(wave)]
+    return out
+
+
+def speed_window(take: Callable[[int], np.ndarray], speed: float, window: int) -> np.ndarray:
+    """A ``window``-sample window played at ``speed``: ``take(n)`` gives n samples of the
+    clip, which are resampled to ``window`` (1.1 = 10 % faster and higher)."""
+    tenths = round(speed * 10)
+    if tenths == 10:
+        return take(window)
+    raw = take(round(window * speed))
+    out = np.zeros(window, np.float32)
+    fast = resample_poly(raw.astype(np.float64), 10, tenths)[:window]
+    out[: len(fast)] = fast
     return out
 
 

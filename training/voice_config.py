@@ -21,7 +21,7 @@ __all__ = ["ConfigError", "VoiceTrainConfig", "load_voice_config"]
 
 class VoiceDataConfig(Strict):
     corpus: str = Field(
-        default="auto", description="auto, ravdess, tess, crema-d or emo-db (file naming)"
+        default="auto", description="auto, ravdess, tess, crema-d, emo-db or nemo (file naming)"
     )
     test_speakers: list[str] = Field(
         default=["17", "18", "19", "20"],
@@ -44,6 +44,23 @@ class VoiceDataConfig(Strict):
     )
     floor_db: float = Field(
         default=35.0, gt=0, description="speech is where frames are within this of the peak"
+    )
+    train_corpora: list[str] | None = Field(
+        default=None,
+        description="train on these corpora's clips only (all are still held out and "
+        "scored); default every corpus in the data",
+    )
+    corpus_balance: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="how evenly corpora share an epoch: each clip is drawn with weight "
+        "n_corpus^-balance (0: every clip alike, 1: every corpus alike)",
+    )
+    epoch_windows: int | None = Field(
+        default=None,
+        ge=1,
+        description="windows per epoch (default crops_per_clip x training clips)",
     )
     limit: int | None = Field(
         default=None, ge=2, description="at most this many clips per split (tiny runs)"

@@ -1,4 +1,4 @@
-"""Speech emotion corpora by their file names: RAVDESS, TESS, CREMA-D and EMO-DB.
+"""Speech emotion corpora by their file names: RAVDESS, TESS, CREMA-D, EMO-DB and nEMO.
 
 Each reader turns a folder into clips (path, speaker, emotion in one vocabulary); the
 emotion and the speaker are in the file name in all four, so no metadata file is needed.
@@ -14,9 +14,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from emostream.training.voice_config import VoiceTrainConfig
 
 from emostream.stream.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
 
@@ -60,6 +64,27 @@ _EMODB_EMOTIONS = {
     "F": "happy",
     "T": "sad",
     "N": "neutral",
+}
+
+
+_NEMO = re.compile(r"^([A-Z]{2}\d)_([a-z]+)_(\d+)$")
+_NEMO_EMOTIONS = {
+    "anger": "angry",
+    "fear": "fearful",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprised": "surprised",
+}
+
+#: the model's classes each corpus labels: a clip says nothing about the others (nEMO has
+#: no calm and no disgust), so its loss is taken over these only (``losses.py``)
+CORPUS_CLASSES: dict[str, tuple[str, ...]] = {
+    "ravdess": CLASSES,
+    "tess": tuple(c for c in CLASSES if c != "calm"),
+    "crema-d": ("angry", "disgust", "fearful", "happy", "neutral", "sad"),
+    "emo-db": ("angry", "disgust", "fearful", "happy", "neutral", "sad"),
+    "nemo": ("angry", "fearful", "happy", "neutral", "sad", "surprised"),
 }
 
 
@@ -112,16 +137,42 @@ def parse_emodb(path: Path) -> Clip | None:
     return Clip(path, f"emo-db:{m.group(1)}", _EMODB_EMOTIONS[m.group(3)], "emo-db")
 
 
+def parse_nemo(path: Path) -> Clip | None:
+    """``EB0_anger_1``: speaker (two letters and a digit), emotion (English noun), sentence."""
+    m = _NEMO.match(path.stem)
+    emotion = None if m is None else _NEMO_EMOTIONS.get(m.group(2))
+    if m is None or emotion is None:
+        return None
+    return Clip(path, f"nemo:{m.group(1)}", emotion, "nemo")
+
+
 PARSERS: dict[str, Parser] = {
     "ravdess": parse_ravdess,
     "tess": parse_tess,
     "crema-d": parse_crema,
     "emo-db": parse_emodb,
+    "nemo": parse_nemo,
 }
+
+
+def trains_on(cfg: VoiceTrainConfig, clip: Clip) -> bool:
+    """Whether the run trains on ``clip``'s corpus (``data.train_corpora``)."""
+    wanted = cfg.data.train_corpora
+    return wanted is None or clip.corpus in wanted
+
+
+def allowed(clips: Sequence[Clip], classes: Sequence[str] = CLASSES) -> np.ndarray:
+    """(N, classes) bool: the classes each clip's corpus labels."""
+    return np.array([[c in CORPUS_CLASSES[clip.corpus] for c in classes] for clip in clips])
 
 
 def _audio_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+
+
+def scan_all(roots: Sequence[Path], corpus: str = "auto") -> list[Clip]:
+    """Every clip of every folder (one corpus each, or several), in the order given."""
+    return [clip for root in roots for clip in scan(root, corpus)]
 
 
 def scan(root: Path, corpus: str = "auto") -> list[Clip]:
@@ -130,7 +181,9 @@ def scan(root: Path, corpus: str = "auto") -> list[Clip]:
     ``auto`` tries each naming on every file; files no naming explains are skipped, but a
     folder where none is explained is a DataError that names the formats we read."""
     if not root.is_dir():
-        raise DataError(f"{root}: not a folder (expected RAVDESS, TESS, CREMA-D or EMO-DB audio)")
+        raise DataError(
+            f"{root}: not a folder (expected RAVDESS, TESS, CREMA-D, EMO-DB or nEMO audio)"
+        )
     if corpus != "auto" and corpus not in PARSERS:
         raise DataError(f"unknown corpus {corpus!r}; known: auto, {', '.join(PARSERS)}")
     parsers = list(PARSERS.values()) if corpus == "auto" else [PARSERS[corpus]]
@@ -146,7 +199,7 @@ def scan(root: Path, corpus: str = "auto") -> list[Clip]:
         raise DataError(
             f"{root}: none of its {len(files)} audio files is named the way RAVDESS "
             "(03-01-05-01-01-01-12.wav), TESS (OAF_back_angry.wav), CREMA-D "
-            "(1001_DFA_ANG_XX.wav) or EMO-DB (03a01Fa.wav) name theirs"
+            "(1001_DFA_ANG_XX.wav), EMO-DB (03a01Fa.wav) or nEMO (EB0_anger_1.wav) name theirs"
         )
     return clips
 

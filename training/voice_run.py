@@ -9,6 +9,7 @@ MLflow model version). Each stage reads and writes one run folder (``run.json``)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,22 +34,61 @@ from emostream.training.voice_data import (
     SpeakerSplit,
     describe,
     keep_classes,
-    scan,
+    scan_all,
     speaker_split,
+    trains_on,
 )
 from emostream.training.voice_windows import FRAMES, INPUT, OUTPUT, SPEC, audio_input
 
-LICENCE = (
-    "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018): these weights were trained on "
-    "RAVDESS speech and inherit its terms (attribution, non-commercial, share alike)."
-)
+#: each corpus's citation and terms, for the card of a model trained on it
+CORPUS_LICENCES = {
+    "ravdess": "RAVDESS (Livingstone & Russo 2018), CC BY-NC-SA 4.0",
+    "nemo": "nEMO (Christop 2024, amu-cai/nEMO), CC BY-NC-SA 4.0",
+    "tess": "TESS (Dupuis & Pichora-Fuller 2010), CC BY-NC-ND 4.0",
+    "crema-d": "CREMA-D (Cao et al. 2014), Open Database License",
+    "emo-db": "EMO-DB (Burkhardt et al. 2005), see its distribution terms",
+}
+
+
+CORPUS_NAMES = {
+    "ravdess": "RAVDESS",
+    "nemo": "nEMO",
+    "tess": "TESS",
+    "crema-d": "CREMA-D",
+    "emo-db": "EMO-DB",
+}
+SPOKEN = {
+    "ravdess": "North American English",
+    "nemo": "Polish",
+    "tess": "Canadian English",
+    "crema-d": "American English",
+    "emo-db": "German",
+}
+
+
+def licence(corpora: Sequence[str]) -> str:
+    """The card's licence line: every corpus the weights learnt from, with its terms."""
+    named = "; ".join(CORPUS_LICENCES[c] for c in sorted(set(corpora)))
+    return (
+        f"Trained on {named}: these weights inherit the terms of each (for the CC BY-NC-SA "
+        "corpora: attribution, non-commercial, share alike)."
+    )
+
+
 #: the figure a summary leads with (see docs/TRAINING.md)
 HEADLINE = ("clip", "clean")
 
 
-def split_of(data: Path, cfg: VoiceTrainConfig) -> SpeakerSplit:
-    clips = keep_classes(scan(data, cfg.data.corpus))
+def data_paths(info: dict[str, Any]) -> list[Path]:
+    """The corpus folders a run was trained on (``run.json``: one path or a list)."""
+    data = info["data"]
+    return [Path(d) for d in (data if isinstance(data, list) else [data])]
+
+
+def split_of(data: Sequence[Path], cfg: VoiceTrainConfig) -> SpeakerSplit:
+    clips = keep_classes(scan_all(data, cfg.data.corpus))
     split = speaker_split(clips, cfg.data.test_speakers, cfg.data.val_speakers)
+    split = SpeakerSplit([c for c in split.train if trains_on(cfg, c)], split.val, split.test)
     if cfg.data.limit is None:
         return split
     rng = np.random.default_rng(cfg.seed)
@@ -60,7 +100,7 @@ def split_of(data: Path, cfg: VoiceTrainConfig) -> SpeakerSplit:
 
 
 def fit(
-    data: Path,
+    data: Sequence[Path],
     run_dir: Path,
     cfg: VoiceTrainConfig,
     tracking: Tracking,
@@ -83,7 +123,7 @@ def fit(
         mlrun.params(cfg.flat())
         mlrun.params(
             {
-                "data.path": str(data),
+                "data.path": ", ".join(map(str, data)),
                 "data.train_clips": len(train),
                 "data.train": describe(split.train),
                 "data.val": describe(split.val),
@@ -94,7 +134,16 @@ def fit(
         mlrun.artifact(run_dir / "split.json")
 
         result = trainer.fit(train, val, on_epoch=epoch_logger(mlrun, on_epoch))
-        return record_fit(run_dir, mlrun, tracking, result, data, cfg.seed, speakers=speakers)
+        return record_fit(
+            run_dir,
+            mlrun,
+            tracking,
+            result,
+            list(data),
+            cfg.seed,
+            speakers=speakers,
+            corpora=sorted({c.corpus for c in split.train}),
+        )
 
 
 def _figures(report: Report) -> dict[str, Any]:
@@ -140,7 +189,7 @@ def evaluate(
 
     info = run_info(run_dir)
     served, cfg = load_served(run_dir / "checkpoint.pt")
-    split = split_of(Path(info["data"]), cfg)
+    split = split_of(data_paths(info), cfg)
     test = prepare(split.test, cfg.data.floor_db, progress, "test clips")
     phone = [telephone(w, "mu") for w in test.waves]
     reports: dict[str, dict[str, Report]] = {}
@@ -157,6 +206,7 @@ def evaluate(
         }
     speakers = ", ".join(s.split(":", 1)[1] for s in sorted(split.speakers("test")))
     where = f"held-out speakers {speakers}"
+    tested = ", ".join(CORPUS_NAMES[c] for c in sorted({c.corpus for c in split.test}))
     figures: dict[str, Any] = {
         "classes": list(CLASSES),
         "test_speakers": sorted(split.speakers("test")),
@@ -170,7 +220,7 @@ def evaluate(
         "predicted_distribution": reports["clean"]["window"].predicted_distribution(),
         "evaluation": [
             reports[cond][unit]
-            .to_evaluation("RAVDESS", f"{where}, {cond}, per {unit}", command)
+            .to_evaluation(tested, f"{where}, {cond}, per {unit}", command)
             .model_dump(mode="json")
             for cond in ("clean", "telephone")
             for unit in ("clip", "window")
@@ -183,7 +233,7 @@ def evaluate(
     if baseline and importlib.util.find_spec("opensmile") is not None:
         figures["baseline"] = _baseline(split, cfg, test, phone, progress)
         recalls["eGeMAPS baseline, clean"] = figures["baseline"]["clean"]["per_class_recall"]
-    title = f"{cfg.model_name} ({run_dir.name}), RAVDESS {where}"
+    title = f"{cfg.model_name} ({run_dir.name}), {tested} {where}"
     clean_clip = reports["clean"]["clip"]
     (run_dir / "confusion.png").write_bytes(clean_clip.confusion_png(f"{title}, per clip", "clips"))
     (run_dir / "confusion-telephone.png").write_bytes(
@@ -282,7 +332,8 @@ def build_card(
             kind="training",
             description=(
                 f"VoiceNet (compact CNN on log-mel, width {cfg.net.width}, stages "
-                f"{cfg.net.stages}) trained by emostream train voice on RAVDESS speech "
+                f"{cfg.net.stages}) trained by emostream train voice on "
+                f"{' + '.join(CORPUS_NAMES[c] for c in info.get('corpora', ['ravdess']))} "
                 f"({info.get('epochs_run')} epochs, best {info.get('best_epoch')}; "
                 f"{info.get('device')} {info.get('precision')}); held-out speakers: clip "
                 f"accuracy {clean:.3f} clean, {phone:.3f} through a G.711 telephone line"
@@ -291,9 +342,9 @@ def build_card(
             version=emostream.__version__,
             authors="emostream",
             run_id=info.get("run_id"),
-            data=info.get("data"),
+            data=", ".join(map(str, data_paths(info))),
         ),
-        licence=LICENCE,
+        licence=licence(info.get("corpora", ["ravdess"])),
         intended_use=VOICE_EMOTION_USE,
         evaluation=[Evaluation.model_validate(e) for e in figures["evaluation"]],
         reference_distribution=figures["predicted_distribution"],
@@ -311,8 +362,10 @@ def build_card(
             + ", ".join(speakers.get("test", []))
             + " (never seen in training).",
             "Reference distribution: predicted class mix on the test speakers' windows.",
-            "Acted North American English speech: expect lower figures on spontaneous "
-            "speech, other languages and other recording conditions.",
+            "Acted speech ("
+            + ", ".join(SPOKEN[c] for c in info.get("corpora", ["ravdess"]))
+            + "): expect lower figures on spontaneous speech, other languages and other "
+            "recording conditions.",
         ],
     )
 
@@ -332,7 +385,7 @@ def export(
     info = run_info(run_dir)
     served, cfg = load_served(run_dir / "checkpoint.pt")
     figures = json.loads((run_dir / "report.json").read_text())
-    split = split_of(Path(info["data"]), cfg)
+    split = split_of(data_paths(info), cfg)
     real = all_windows(prepare(split.test[:24], cfg.data.floor_db, False)).inputs[:256]
     noise = np.random.default_rng(0).normal(size=(8, 1, SPEC.n_mels, FRAMES)).astype(np.float32)
     inputs = np.concatenate([real, noise])

@@ -27,11 +27,12 @@ from emostream.training.loop import (
     seed_everything,
 )
 from emostream.training.losses import Batch
-from emostream.training.voice_augment import augment_wave, spec_augment
+from emostream.training.voice_augment import augment_wave, spec_augment, speed_window
 from emostream.training.voice_config import VoiceTrainConfig
 from emostream.training.voice_data import CLASSES
 from emostream.training.voice_net import Served, VoiceNet
 from emostream.training.voice_windows import (
+    WINDOW,
     Prepared,
     Windows,
     all_windows,
@@ -72,6 +73,28 @@ def scores(probs: np.ndarray, windows: Windows, clips: int, labels: np.ndarray) 
     }
 
 
+def draw_weights(train: Prepared, balance: float) -> np.ndarray | None:
+    """Each clip's chance of being drawn, n_corpus^-balance normalised; None when every
+    clip is alike (a shuffled pass, as a single corpus always is)."""
+    corpora = [c.corpus for c in train.clips]
+    sizes = {k: corpora.count(k) for k in set(corpora)}
+    if balance <= 0 or len(sizes) < 2:
+        return None
+    w = np.array([sizes[k] ** -balance for k in corpora], np.float64)
+    out: np.ndarray = w / w.sum()
+    return out
+
+
+def _window(
+    train: Prepared, i: int, shift: int, rng: np.random.Generator, speeds: list[float]
+) -> np.ndarray:
+    """A random window of clip ``i`` at a random one of ``speeds`` (no draw when only 1.0,
+    so a run without speed perturbation draws what it always drew)."""
+    wave, span = train.waves[i], train.spans[i]
+    speed = speeds[0] if len(speeds) == 1 else float(rng.choice(speeds))
+    return speed_window(lambda n: random_window(wave, span, shift, rng, n), speed, WINDOW)
+
+
 class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
     def fit(
         self, train: Prepared, val: Prepared | None, on_epoch: EpochHook | None = None
@@ -80,27 +103,33 @@ class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
         gen = seed_everything(cfg.seed)
         net = build(cfg).to(self.device)
         shift = round(cfg.augment.shift * 16000)
-        pairs = len(train) * cfg.data.crops_per_clip
+        pairs = cfg.data.epoch_windows or len(train) * cfg.data.crops_per_clip
         steps = max(1, math.ceil(pairs / opt_cfg.batch_size))
         held = None if val is None or not len(val) else all_windows(val)
+        chance = draw_weights(train, cfg.data.corpus_balance)
+        speeds = cfg.augment.speeds
 
         def batches(g: torch.Generator) -> Iterator[Batch]:
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
-            order = rng.permutation(pairs) % len(train)
+            if chance is None:
+                order = rng.permutation(pairs) % len(train)
+            else:
+                order = rng.choice(len(train), size=pairs, p=chance)
             for s in range(steps):
                 idx = order[s * opt_cfg.batch_size : (s + 1) * opt_cfg.batch_size]
                 waves = np.stack(
                     [
-                        augment_wave(
-                            random_window(train.waves[i], train.spans[i], shift, rng),
-                            cfg.augment,
-                            rng,
-                        )
+                        augment_wave(_window(train, i, shift, rng, speeds), cfg.augment, rng)
                         for i in idx
                     ]
                 )
                 x = spec_augment(torch.from_numpy(features(waves)), cfg.augment, g)
-                yield Batch(x.to(self.device), torch.from_numpy(train.labels[idx]).to(self.device))
+                mask = torch.from_numpy(train.allowed[idx]) if train.partial else None
+                yield Batch(
+                    x.to(self.device),
+                    torch.from_numpy(train.labels[idx]).to(self.device),
+                    None if mask is None else mask.to(self.device),
+                )
 
         def score(model: nn.Module) -> dict[str, float]:
             if held is None or val is None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from emostream.models.card import AudioInput
 from emostream.models.logmel import LogMelSpec, log_mel
-from emostream.training.voice_data import CLASSES, Clip, load_waves, speech_span
+from emostream.training.voice_data import CLASSES, Clip, allowed, load_waves, speech_span
 
 INPUT, OUTPUT = "logmel", "probabilities"
 SPEC = LogMelSpec()
@@ -33,12 +33,29 @@ FRAMES = SPEC.frames(WINDOW)
 
 @dataclass
 class Prepared:
-    """Decoded clips with their speech spans and class indices."""
+    """Decoded clips with their speech spans, class indices and the classes each clip's
+    corpus labels (``allowed``, (N, classes) bool)."""
 
     clips: list[Clip]
     waves: list[np.ndarray]
     spans: list[tuple[int, int]]
     labels: np.ndarray
+    allowed: np.ndarray
+
+    def take(self, idx: Sequence[int]) -> Prepared:
+        """The clips at ``idx`` (decoded samples shared, not copied)."""
+        return Prepared(
+            [self.clips[i] for i in idx],
+            [self.waves[i] for i in idx],
+            [self.spans[i] for i in idx],
+            self.labels[list(idx)],
+            self.allowed[list(idx)],
+        )
+
+    @property
+    def partial(self) -> bool:
+        """Some clip comes from a corpus that labels only some of the classes."""
+        return not bool(self.allowed.all())
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -50,7 +67,7 @@ def prepare(
     waves = load_waves(clips, progress, desc)
     spans = [speech_span(w, floor_db=floor_db) for w in waves]
     labels = np.array([CLASSES.index(c.emotion) for c in clips], dtype=np.int64)
-    return Prepared(list(clips), waves, spans, labels)
+    return Prepared(list(clips), waves, spans, labels, allowed(clips).reshape(-1, len(CLASSES)))
 
 
 def cut(wave: np.ndarray, start: int, length: int = WINDOW) -> np.ndarray:
@@ -63,16 +80,20 @@ def cut(wave: np.ndarray, start: int, length: int = WINDOW) -> np.ndarray:
 
 
 def random_window(
-    wave: np.ndarray, span: tuple[int, int], shift: int, rng: np.random.Generator
+    wave: np.ndarray,
+    span: tuple[int, int],
+    shift: int,
+    rng: np.random.Generator,
+    length: int = WINDOW,
 ) -> np.ndarray:
-    """A window whose centre falls in the speech (kept ``WINDOW/2`` from its ends when the
-    speech is long enough), moved by up to ``shift`` samples either way."""
+    """``length`` samples whose centre falls in the speech (kept ``length/2`` from its ends
+    when the speech is long enough), moved by up to ``shift`` samples either way."""
     a, b = span
-    lo, hi = a + WINDOW // 2, b - WINDOW // 2
+    lo, hi = a + length // 2, b - length // 2
     if hi < lo:
         lo = hi = (a + b) // 2
     centre = int(rng.integers(lo - shift, hi + shift + 1))
-    return cut(wave, centre - WINDOW // 2)
+    return cut(wave, centre - length // 2, length)
 
 
 def eval_windows(wave: np.ndarray, span: tuple[int, int]) -> np.ndarray:

@@ -3,6 +3,7 @@ train voice|voice-evaluate|voice-export`` and ``emostream tune face``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import sys
@@ -278,8 +279,8 @@ def train_face_quantize(
 VOICE_DATA_OPT = typer.Option(
     ...,
     "--data",
-    help="a folder of RAVDESS, TESS, CREMA-D or EMO-DB audio (any format and rate), "
-    "named as the corpus names its files",
+    help="a folder of RAVDESS, TESS, CREMA-D, EMO-DB or nEMO audio (any format and rate), "
+    "named as the corpus names its files; repeat it to train on several corpora together",
 )
 VOICE_RUN_OPT = typer.Option(DEFAULT_RUNS / "voice", "--run", "--out", help="the run folder")
 VERSION_OPT = typer.Option(
@@ -323,7 +324,7 @@ def _voice_export(run: Path, promote: bool, version: str | None, replace: bool) 
 
 @app.command("voice")
 def train_voice(
-    data: Path = VOICE_DATA_OPT,
+    data: list[Path] = VOICE_DATA_OPT,
     run: Path = VOICE_RUN_OPT,
     config: Path | None = CONFIG_OPT,
     overrides: list[str] | None = SET_OPT,
@@ -408,3 +409,34 @@ def tune_face(
         typer.echo(f"train it: emostream train face --data {data} --config {path}")
 
     _guarded(stage)
+
+
+@app.command("voice-cv")
+def train_voice_cv(
+    data: list[Path] = VOICE_DATA_OPT,
+    out: Path = typer.Option(DEFAULT_RUNS / "voice-cv", "--out", help="the CV folder"),
+    folds: int = typer.Option(5, "--folds", min=2, help="folds over all speakers"),
+    only: list[int] | None = typer.Option(None, "--fold", help="run only these folds"),
+    config: Path | None = CONFIG_OPT,
+    overrides: list[str] | None = SET_OPT,
+    device: str | None = DEVICE_OPT,
+    epochs: int | None = EPOCHS_OPT,
+) -> None:
+    """Leave-speakers-out cross-validation of a voice recipe: k folds over every speaker
+    of every corpus; the mean and spread per corpus go to CV/cv.json (finished folds are
+    kept, a stopped one resumes)."""
+
+    def cv() -> None:
+        from emostream.training import voice_cv
+        from emostream.training.voice_config import load_voice_config
+
+        extra = {"device": device, "optim.epochs": epochs}
+        sets = [f"{k}={v}" for k, v in extra.items() if v is not None]
+        cfg = load_voice_config(config, [*(overrides or []), *sets])
+        try:
+            got = voice_cv.run_cv(data, out, cfg, folds, _tracking(), only=only)
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        typer.echo(json.dumps(got["summary"], indent=2))
+
+    _guarded(cv)
