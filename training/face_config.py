@@ -46,12 +46,22 @@ class AugmentConfig(Strict):
     erase: float = Field(default=0.4, ge=0, le=1, description="chance of one erased rectangle")
 
 
+class DistillConfig(Strict):
+    teachers: list[str] = Field(
+        default=[],
+        description="repository versions whose mean served probabilities are the soft "
+        "targets (e.g. [face-emotion/2]); empty: no distillation. optim.distill_weight sets "
+        "their share of the loss (training/distil.py)",
+    )
+
+
 class TrainConfig(RunConfig):
     model_name: str = "face-emotion"
     experiment: str = "face-emotion"
     data: DataConfig = Field(default_factory=DataConfig)
     net: NetConfig = Field(default_factory=NetConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> TrainConfig:

@@ -89,7 +89,7 @@ def calibration_sample(train: Split, count: int, seed: int) -> Split:
     return train.take(np.sort(np.concatenate(picked)))
 
 
-def _scores(
+def served_scores(
     onnx: bytes, card: ModelCard, inputs: np.ndarray, desc: str, progress: bool
 ) -> np.ndarray:
     """Probabilities of the graph on preprocessed inputs, as serving computes them."""
@@ -207,12 +207,12 @@ def quantize(
             Report.from_probabilities(
                 list(CLASSES),
                 val.labels,
-                _scores(int8, parent, val_inputs, "int8 on val", progress),
+                served_scores(int8, parent, val_inputs, "int8 on val", progress),
             ),
             Report.from_probabilities(
                 list(CLASSES),
                 val.labels,
-                _scores(parent_onnx, parent, val_inputs, f"{parent.ref} on val", progress),
+                served_scores(parent_onnx, parent, val_inputs, f"{parent.ref} on val", progress),
             ),
         )
         speed = _speed({parent.ref: parent_onnx, "int8": int8}, val_inputs[:1], speed_budget_s)

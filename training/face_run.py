@@ -12,7 +12,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -33,6 +33,10 @@ from emostream.training.face_export import INPUT, OUTPUT
 from emostream.training.fer2013 import CLASSES
 from emostream.training.loop import EpochHook
 from emostream.training.mlflow_store import Tracking
+
+if TYPE_CHECKING:
+    from emostream.training.face_trainer import Teacher
+
 from emostream.training.runs import (
     EXPORT_FILE,
     RUN_FILE,
@@ -84,8 +88,21 @@ def fit(
         mlrun.tag("emostream.stage", "fit")
         mlrun.artifact(run_dir / "config.yaml")
 
-        result = trainer.fit(train, on_epoch=epoch_logger(mlrun, on_epoch))
+        result = trainer.fit(
+            train, on_epoch=epoch_logger(mlrun, on_epoch), teacher=teacher_of(cfg, progress)
+        )
         return record_fit(run_dir, mlrun, tracking, result, data, cfg.seed)
+
+
+def teacher_of(cfg: TrainConfig, progress: bool) -> Teacher | None:
+    """The ensemble of ``distill.teachers`` from the model repository, or None."""
+    if not cfg.distill.teachers:
+        return None
+    from emostream.settings import load_settings
+    from emostream.training.distil import teacher_probs
+
+    repo = ModelRepository(load_settings().model_root)
+    return lambda images: teacher_probs(repo, cfg.distill.teachers, images, CLASSES, progress)
 
 
 def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> Report:

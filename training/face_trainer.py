@@ -8,7 +8,7 @@ figure of the evaluation stage is a clean estimate.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,9 @@ from emostream.training.loop import (
     seed_everything,
 )
 from emostream.training.losses import Batch
+
+#: a teacher's probabilities (N, classes) for uint8 (N, 48, 48) faces (``distil.py``)
+Teacher = Callable[[np.ndarray], np.ndarray]
 
 __all__ = ["EpochHook", "TrainResult", "Trainer", "load_checkpoint", "load_served"]
 
@@ -72,10 +75,18 @@ class Trainer(TrainerBase[TrainConfig]):
             out.append(torch.softmax(logits.float(), 1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
-    def fit(self, train: Split, on_epoch: EpochHook | None = None) -> TrainResult:
+    def fit(
+        self,
+        train: Split,
+        on_epoch: EpochHook | None = None,
+        teacher: Teacher | None = None,
+    ) -> TrainResult:
+        """Train on ``train`` less its held-out part; with a ``teacher``, each face's loss
+        also follows the teacher's probabilities for it (distillation)."""
         cfg, opt_cfg = self.cfg, self.cfg.optim
         gen = seed_everything(cfg.seed)
         fit_split, held = holdout_split(train, cfg.data.holdout, cfg.seed)
+        soft = None if teacher is None else torch.from_numpy(teacher(fit_split.images))
         net = self.build()
         steps_per_epoch = max(1, math.ceil(len(fit_split) / opt_cfg.batch_size))
         images = torch.from_numpy(fit_split.images)
@@ -87,7 +98,8 @@ class Trainer(TrainerBase[TrainConfig]):
                 idx = order[s * opt_cfg.batch_size : (s + 1) * opt_cfg.batch_size]
                 x = augment(to_input(images[idx]), cfg.augment, g).to(self.device)
                 x = x.contiguous(memory_format=torch.channels_last)
-                yield Batch(x, labels[idx].to(self.device))
+                targets = None if soft is None else soft[idx].to(self.device)
+                yield Batch(x, labels[idx].to(self.device), soft=targets)
 
         def score(model: nn.Module) -> dict[str, float]:
             if held is None or not len(held):

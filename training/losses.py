@@ -1,10 +1,13 @@
-"""The training losses: class-weighted cross-entropy, over a corpus's own classes when a
-corpus labels only some of the model's, and distillation towards a teacher's soft targets.
+"""The training losses: class-weighted cross-entropy, with a label that may mean several
+of the model's classes, and distillation towards a teacher's soft targets.
 
-A clip of a corpus without ``calm`` (nEMO) says nothing about whether it sounds calm, so
-its loss is the cross-entropy of the softmax over the classes its corpus has: the other
-logits are left out, never pushed down. With every class allowed this is exactly
-``F.cross_entropy`` with the same weights and label smoothing.
+Corpora label different class sets. nEMO has no ``calm``: an actor asked for a neutral
+sentence may well sound calm, so its ``neutral`` means "neutral or calm" to the model. The
+loss of such a label is -log of the probability of the set (the sum over its classes),
+over the full softmax: the classes outside the set are still pushed down (a sad clip is not
+calm in any corpus), and none of them drifts up unchecked, as they do when a corpus's
+missing classes are simply masked out of the softmax. With one class per label this is
+``F.cross_entropy`` with the same weights.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch.nn.functional as F
 @dataclass
 class Batch:
     """One training batch on the device: inputs, labels, and what each sample's loss needs
-    beyond its label (``allowed``: (N, classes) bool, the classes its corpus labels;
+    beyond its label (``allowed``: (N, classes) bool, the classes its label may mean;
     ``soft``: (N, classes) a teacher's probabilities)."""
 
     x: torch.Tensor
@@ -27,25 +30,23 @@ class Batch:
     soft: torch.Tensor | None = None
 
 
-def partial_cross_entropy(
+def set_cross_entropy(
     logits: torch.Tensor,
     y: torch.Tensor,
     allowed: torch.Tensor,
     weight: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy of each sample over its ``allowed`` classes only (smoothing spread
-    over those classes), weighted like ``F.cross_entropy``: sum(w_y * loss) / sum(w_y)."""
-    masked = logits.masked_fill(~allowed, float("-inf"))
-    logp = torch.log_softmax(masked, dim=1)
+    """-log P(the label's set) per sample (``allowed``: (N, classes) bool, the classes each
+    label may mean), label smoothing towards the uniform distribution, weighted like
+    ``F.cross_entropy``: sum(w_y * loss) / sum(w_y)."""
+    total = torch.logsumexp(logits, dim=1)
+    inside = torch.logsumexp(logits.masked_fill(~allowed, float("-inf")), dim=1)
+    uniform = total - logits.mean(dim=1)
+    per = (1 - label_smoothing) * (total - inside) + label_smoothing * uniform
     w = torch.ones(logits.shape[1], device=logits.device) if weight is None else weight
-    nll = -logp.gather(1, y[:, None])[:, 0]
     wy = w[y]
-    # F.cross_entropy's smoothing term: -sum_c w_c log p_c / C, here over the allowed c
-    safe = logp.masked_fill(~allowed, 0.0)
-    smooth = -(safe * w[None, :]).sum(1) / allowed.sum(1)
-    per = (1 - label_smoothing) * wy * nll + label_smoothing * smooth
-    return per.sum() / wy.sum()
+    return (wy * per).sum() / wy.sum()
 
 
 def distillation(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -73,13 +74,13 @@ def batch_loss(
     distill_weight: float = 0.0,
     distill_temperature: float = 1.0,
 ) -> torch.Tensor:
-    """The loss of one batch: cross-entropy (partial where the batch says so), blended with
+    """The loss of one batch: cross-entropy (of label sets where the batch has them), blended with
     distillation when the batch carries a teacher's targets."""
     logits = logits.float()
     if batch.allowed is None:
         ce = F.cross_entropy(logits, batch.y, weight=weight, label_smoothing=label_smoothing)
     else:
-        ce = partial_cross_entropy(logits, batch.y, batch.allowed, weight, label_smoothing)
+        ce = set_cross_entropy(logits, batch.y, batch.allowed, weight, label_smoothing)
     if batch.soft is None or distill_weight <= 0:
         return ce
     kd = distillation(logits, batch.soft, distill_temperature)

@@ -77,8 +77,7 @@ _NEMO_EMOTIONS = {
     "surprised": "surprised",
 }
 
-#: the model's classes each corpus labels: a clip says nothing about the others (nEMO has
-#: no calm and no disgust), so its loss is taken over these only (``losses.py``)
+#: the model's classes each corpus labels (nEMO has no calm and no disgust)
 CORPUS_CLASSES: dict[str, tuple[str, ...]] = {
     "ravdess": CLASSES,
     "tess": tuple(c for c in CLASSES if c != "calm"),
@@ -161,9 +160,17 @@ def trains_on(cfg: VoiceTrainConfig, clip: Clip) -> bool:
     return wanted is None or clip.corpus in wanted
 
 
+def may_mean(clip: Clip) -> set[str]:
+    """The model's classes a clip's label may mean: in a corpus without ``calm`` an actor
+    asked for neutral may sound calm, so there ``neutral`` means neutral or calm."""
+    if clip.emotion == "neutral" and "calm" not in CORPUS_CLASSES[clip.corpus]:
+        return {"neutral", "calm"}
+    return {clip.emotion}
+
+
 def allowed(clips: Sequence[Clip], classes: Sequence[str] = CLASSES) -> np.ndarray:
-    """(N, classes) bool: the classes each clip's corpus labels."""
-    return np.array([[c in CORPUS_CLASSES[clip.corpus] for c in classes] for clip in clips])
+    """(N, classes) bool: the classes each clip's label may mean (``losses.py``)."""
+    return np.array([[c in may_mean(clip) for c in classes] for clip in clips], dtype=bool)
 
 
 def _audio_files(root: Path) -> list[Path]:

@@ -34,7 +34,7 @@ FRAMES = SPEC.frames(WINDOW)
 @dataclass
 class Prepared:
     """Decoded clips with their speech spans, class indices and the classes each clip's
-    corpus labels (``allowed``, (N, classes) bool)."""
+    label may mean (``allowed``, (N, classes) bool)."""
 
     clips: list[Clip]
     waves: list[np.ndarray]
@@ -54,8 +54,8 @@ class Prepared:
 
     @property
     def partial(self) -> bool:
-        """Some clip comes from a corpus that labels only some of the classes."""
-        return not bool(self.allowed.all())
+        """Some clip's label may mean more than one class."""
+        return bool((self.allowed.sum(axis=1) > 1).any())
 
     def __len__(self) -> int:
         return len(self.clips)
