@@ -98,10 +98,10 @@ def teacher_of(cfg: TrainConfig, progress: bool) -> Teacher | None:
     """The ensemble of ``distill.teachers`` from the model repository, or None."""
     if not cfg.distill.teachers:
         return None
-    from emostream.settings import load_settings
+    from emostream.paths import model_root
     from emostream.training.distil import teacher_probs
 
-    repo = ModelRepository(load_settings().model_root)
+    repo = ModelRepository(model_root())
     return lambda images: teacher_probs(repo, cfg.distill.teachers, images, CLASSES, progress)
 
 
