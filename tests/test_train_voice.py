@@ -4,6 +4,7 @@ telephone line, and a tiny real run that exports, registers and passes the servi
 from __future__ import annotations
 
 import json
+import logging
 import wave
 from pathlib import Path
 
@@ -183,18 +184,42 @@ def test_voice_config_keeps_its_own_defaults_under_overrides() -> None:
         load_voice_config(None, ["net.widht=3"])
 
 
+@pytest.fixture(scope="module")
+def few_ravdess(ravdess: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real RAVDESS clips, a few of each actor (linked, not copied), spread over the
+    emotions: 4 of each train actor 01-06, 2 of each val actor 15-16, 4 of each test actor
+    17-20: a tiny run whose val and test speakers are whole (``--limit`` cuts train only)."""
+    root = tmp_path_factory.mktemp("few-ravdess")
+    counts = {**{f"{a:02d}": 4 for a in range(1, 7)}, "15": 2, "16": 2}
+    counts |= {f"{a}": 4 for a in range(17, 21)}
+    for actor, n in counts.items():
+        files = sorted((ravdess / f"Actor_{actor}").glob("*.flac"))
+        step = len(files) // n
+        (root / f"Actor_{actor}").mkdir()
+        for i in range(n):
+            f = files[i * step + int(actor) % step]
+            (root / f"Actor_{actor}" / f.name).symlink_to(f)
+    return root
+
+
 def test_a_tiny_real_voice_run_exports_registers_and_passes_the_serving_check(
-    ravdess: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    few_ravdess: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     repo = ModelRepository(tmp_path / "models")
     monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(repo.root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    caplog.set_level(logging.INFO)
     run = tmp_path / "run"
-    args = ["train", "voice", "--data", str(ravdess), "--run", str(run), "--epochs", "1"]
+    args = ["train", "voice", "--data", str(few_ravdess), "--run", str(run), "--epochs", "1"]
     args += ["--limit", "12", "--set", "optim.batch_size=8", "--promote"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "test speakers ravdess:17, ravdess:18, ravdess:19, ravdess:20" in result.output
+    assert "training on 12 of 24 clips of the train speakers" in caplog.text
+    assert "val and test speakers unlimited (4 and 16 clips)" in caplog.text
     info = json.loads((run / "run.json").read_text())
     exported = json.loads((run / "exported.json").read_text())
     version = exported["version"]
@@ -211,6 +236,7 @@ def test_a_tiny_real_voice_run_exports_registers_and_passes_the_serving_check(
     assert sum(card.reference_distribution.values()) == pytest.approx(1.0, abs=1e-3)
     assert {e.split.split(", ")[-2:][0] for e in card.evaluation} == {"clean", "telephone"}
     assert all(e.samples > 0 for e in card.evaluation)
+    assert {e.samples for e in card.evaluation if e.split.endswith("per clip")} == {16}
     report = json.loads((folder / "report.json").read_text())
     assert report["test_speakers"] == [f"ravdess:{i}" for i in (17, 18, 19, 20)]
     assert not set(report["test_speakers"]) & set(report["train_speakers"])

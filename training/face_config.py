@@ -25,7 +25,12 @@ class DataConfig(Strict):
         description="fraction of train held out (stratified) for early stopping; val is "
         "never seen before the final evaluation",
     )
-    limit: int | None = Field(default=None, ge=10, description="at most this many faces per split")
+    limit: int | None = Field(
+        default=None,
+        ge=10,
+        description="train on at most this many train faces (a seeded random draw, each class "
+        "about its share; tiny runs); val is never limited",
+    )
 
 
 class NetConfig(Strict):

@@ -41,9 +41,11 @@ from emostream.training.runs import (
     EXPORT_FILE,
     RUN_FILE,
     epoch_logger,
+    fitting,
     history_png,
     publish,
     record_fit,
+    resumable,
     run_info,
     write_info,
 )
@@ -64,6 +66,25 @@ def prepare(data: Path, out: Path, progress: bool = True) -> dict[str, Split]:
     return splits
 
 
+def limited(train: Split, cfg: TrainConfig) -> Split:
+    """The faces a fit trains on: all of train, or with ``data.limit`` (``--limit``) a
+    seeded random draw of that many (each class keeps about its share); val is never
+    limited. Says which on the log."""
+    drawn = train.limit(cfg.data.limit, cfg.seed)
+    held = f"{cfg.data.holdout:.0%} of them held out for early stopping"
+    if len(drawn) < len(train):
+        log.info(
+            "training on %d of %d train faces (data.limit: a seeded random draw); %s; "
+            "val unlimited",
+            len(drawn),
+            len(train),
+            held,
+        )
+    else:
+        log.info("training on all %d train faces; %s", len(train), held)
+    return drawn
+
+
 def fit(
     data: Path,
     run_dir: Path,
@@ -72,24 +93,40 @@ def fit(
     progress: bool = True,
     run_name: str | None = None,
     on_epoch: EpochHook | None = None,
+    *,
+    splits: dict[str, Split] | None = None,
+    fresh: bool = False,
 ) -> dict[str, Any]:
-    """Train on the train split; every epoch's figures go to the MLflow run as they come
-    (and to ``on_epoch``, which may raise to stop the run: Optuna's pruning)."""
+    """Train on the train split (``splits`` when the caller has read ``data`` already);
+    every epoch's figures go to the MLflow run as they come (and to ``on_epoch``, which may
+    raise to stop the run: Optuna's pruning). A stopped fit in ``run_dir`` (``last.pt``)
+    goes on where it stopped, in its MLflow run, unless ``fresh``."""
     from emostream.training.face_trainer import Trainer
 
-    splits = read(data, progress)
-    train = splits["train"].limit(cfg.data.limit, cfg.seed)
+    prior = resumable(run_dir, cfg, fresh)
+    splits = read(data, progress) if splits is None else splits
+    train = limited(splits["train"], cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
     trainer = Trainer(cfg, run_dir, progress)
-    with tracking.run(cfg.experiment, run_name or run_dir.name) as mlrun:
-        mlrun.params(cfg.flat())
-        mlrun.params({"data.path": str(data), "data.train_faces": len(train)})
-        mlrun.tag("emostream.stage", "fit")
-        mlrun.artifact(run_dir / "config.yaml")
+    with fitting(run_dir, cfg, tracking, run_name or run_dir.name, prior) as mlrun:
+        if prior is None:
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            mlrun.params(cfg.flat())
+            mlrun.params(
+                {
+                    "data.path": str(data),
+                    "data.train_faces": len(train),
+                    "data.train_faces_available": len(splits["train"]),
+                }
+            )
+            mlrun.tag("emostream.stage", "fit")
+            mlrun.artifact(run_dir / "config.yaml")
 
         result = trainer.fit(
-            train, on_epoch=epoch_logger(mlrun, on_epoch), teacher=teacher_of(cfg, progress)
+            train,
+            on_epoch=epoch_logger(mlrun, on_epoch),
+            teacher=teacher_of(cfg, progress),
+            meta={"run_id": mlrun.run_id},
         )
         return record_fit(run_dir, mlrun, tracking, result, data, cfg.seed)
 
@@ -105,8 +142,15 @@ def teacher_of(cfg: TrainConfig, progress: bool) -> Teacher | None:
     return lambda images: teacher_probs(repo, cfg.distill.teachers, images, CLASSES, progress)
 
 
-def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> Report:
-    """The served graph (with its mirror average) on val: report.json and the PNGs.
+def evaluate(
+    run_dir: Path,
+    data: Path,
+    command: str,
+    progress: bool = True,
+    splits: dict[str, Split] | None = None,
+) -> Report:
+    """The served graph (with its mirror average) on all of val (``splits`` when the
+    caller has read ``data`` already): report.json and the PNGs.
 
     report.json also holds the card's ``evaluation`` entry and reference distribution, so
     export copies the figures measured here rather than recomputing them."""
@@ -117,7 +161,7 @@ def evaluate(run_dir: Path, data: Path, command: str, progress: bool = True) -> 
 
     info = run_info(run_dir)
     served, cfg, _ = load_served(run_dir / "checkpoint.pt")
-    val = read(data, progress)["val"].limit(cfg.data.limit, cfg.seed)
+    val = (read(data, progress) if splits is None else splits)["val"]
     probs = []
     with torch.no_grad():
         for i in range(0, len(val), 512):
@@ -291,8 +335,14 @@ def build_card(
     )
 
 
-def export(run_dir: Path, repo: ModelRepository, promote: bool = False) -> ModelCard:
-    """ONNX (parity-checked) + card -> a new repository version and MLflow model version."""
+def export(
+    run_dir: Path,
+    repo: ModelRepository,
+    promote: bool = False,
+    splits: dict[str, Split] | None = None,
+) -> ModelCard:
+    """ONNX (parity-checked on val faces: ``splits`` when the caller has read the run's
+    data already) + card -> a new repository version and MLflow model version."""
     from emostream.training.face_export import parity, to_onnx
     from emostream.training.face_trainer import load_served
 
@@ -300,7 +350,7 @@ def export(run_dir: Path, repo: ModelRepository, promote: bool = False) -> Model
     served, cfg, members = load_served(run_dir / "checkpoint.pt")
     figures = json.loads((run_dir / "report.json").read_text())
     evaluation = Evaluation.model_validate(figures["evaluation"])
-    val = read(Path(info["data"]), progress=False)["val"]
+    val = (read(Path(info["data"]), progress=False) if splits is None else splits)["val"]
     exported = parity(served, to_onnx(served, SIZE), val.images[:256])
     version = repo.next_version(cfg.model_name)
     card = build_card(

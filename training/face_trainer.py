@@ -80,9 +80,11 @@ class Trainer(TrainerBase[TrainConfig]):
         train: Split,
         on_epoch: EpochHook | None = None,
         teacher: Teacher | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> TrainResult:
         """Train on ``train`` less its held-out part; with a ``teacher``, each face's loss
-        also follows the teacher's probabilities for it (distillation)."""
+        also follows the teacher's probabilities for it (distillation). A stopped fit in
+        the folder (``last.pt``) goes on where it stopped; ``meta`` is kept in ``last.pt``."""
         cfg, opt_cfg = self.cfg, self.cfg.optim
         gen = seed_everything(cfg.seed)
         fit_split, held = holdout_split(train, cfg.data.holdout, cfg.seed)
@@ -122,6 +124,7 @@ class Trainer(TrainerBase[TrainConfig]):
             generator=gen,
             progress=self.progress,
             on_epoch=on_epoch,
+            meta=meta,
         )
 
 

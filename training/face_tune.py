@@ -15,8 +15,11 @@ from typing import Any
 import yaml
 
 from emostream.training.face_config import TrainConfig
+from emostream.training.face_data import read
 from emostream.training.face_run import fit
 from emostream.training.mlflow_store import Tracking
+from emostream.training.resume import forget
+from emostream.training.stop import Stopped
 
 #: what a trial may change: (kind, low, high) for numbers, or a list of choices
 SPACE: dict[str, Any] = {
@@ -75,11 +78,25 @@ def tune(
                 raise optuna.TrialPruned(f"trial {trial.number} pruned at epoch {epoch}")
 
         run_dir = out / f"trial-{trial.number}"
-        info = fit(data, run_dir, cfg, tracking, progress, f"tune-trial-{trial.number}", on_epoch)
+        try:  # a trial is never resumed: a stopped study goes on with new trials
+            name = f"tune-trial-{trial.number}"
+            info = fit(
+                data, run_dir, cfg, tracking, progress, name, on_epoch, splits=splits, fresh=True
+            )
+        finally:
+            forget(run_dir)
         trial.set_user_attr("mlflow_run_id", info["run_id"])
         return best
 
-    study.optimize(objective, n_trials=trials, show_progress_bar=progress)
+    splits = read(data, progress)
+    try:
+        study.optimize(objective, n_trials=trials, show_progress_bar=progress)
+    except Stopped as exc:  # the stopped trial failed; the study keeps the finished ones
+        raise Stopped(
+            f"{out}: tuning stopped; run the same command again to go on with the study "
+            "(optuna.db)",
+            exc.code,
+        ) from None
     best = study.best_trial
     config = _with(base, {k: best.params[k] for k in SPACE if k in best.params})
     path = out / "best.yaml"

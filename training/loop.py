@@ -3,8 +3,9 @@
 Batches come from the modality (already augmented and on the device); the loop owns the
 optimiser (SGD with Nesterov momentum or AdamW), linear warm-up then cosine decay per step,
 label smoothing and class-weighted cross-entropy, bf16 autocast where the hardware has it,
-the progress bar, early stopping on the held-out score and the checkpoint of the best
-epoch. ``on_epoch`` gets every epoch's figures (MLflow logs them, Optuna prunes on them).
+the progress bar, early stopping on the held-out score, the checkpoint of the best epoch
+and ``last.pt`` after every epoch, from which a stopped fit goes on (:mod:`resume`).
+``on_epoch`` gets every epoch's figures (MLflow logs them, Optuna prunes on them).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from emostream.training import resume
 from emostream.training.losses import Batch, batch_loss
 from emostream.training.train_config import OptimConfig, RunConfig
 
@@ -151,18 +153,28 @@ def fit_loop(
     generator: torch.Generator,
     progress: bool = True,
     on_epoch: EpochHook | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``net`` for up to ``cfg.optim.epochs``; the best epoch by held-out accuracy
     (train accuracy without a scorer) is saved to ``checkpoint`` with ``saved`` beside
-    ``state_dict`` and ``epoch``."""
+    ``state_dict`` and ``epoch``.
+
+    Every finished epoch is saved as ``last.pt`` beside ``checkpoint`` (with ``meta``);
+    when one is there for the same configuration, the fit goes on after its epoch."""
     opt_cfg = cfg.optim
     opt = _optimizer(net, opt_cfg)
     sched = _schedule(opt, opt_cfg, steps_per_epoch)
     weights = weights.to(device)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     result = TrainResult(checkpoint, 0, {}, device=str(device), precision=precision)
-    started, stale = time.monotonic(), 0
-    for epoch in range(1, opt_cfg.epochs + 1):
+    last = checkpoint.with_name(resume.LAST)
+    first, stale, elapsed = 1, 0, 0.0
+    if (prior := resume.peek(checkpoint.parent, cfg)) is not None:
+        first, stale, elapsed = _restore(prior, steps_per_epoch, net, opt, sched, generator, result)
+    started = time.monotonic() - elapsed
+    for epoch in range(first, opt_cfg.epochs + 1):
+        if stale >= opt_cfg.patience:
+            break
         net.train()
         seen = correct = 0
         loss_sum = 0.0
@@ -207,9 +219,28 @@ def fit_loop(
         if epoch == 1 or score > result.best.get("score", -1.0):
             result.best_epoch, result.best = epoch, {**figures, "score": score}
             stale = 0
-            torch.save({"state_dict": net.state_dict(), "epoch": epoch, **saved}, checkpoint)
+            state = {"state_dict": net.state_dict(), "epoch": epoch, **saved}
+            resume.write(checkpoint, state)
         else:
             stale += 1
+        resume.write(
+            last,
+            {
+                "epoch": epoch,
+                "config": cfg.model_dump(mode="json"),
+                "steps_per_epoch": steps_per_epoch,
+                "state_dict": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": resume.rng_state(generator),
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "best": result.best,
+                "stale": stale,
+                "seconds": figures["seconds"],
+                "meta": meta or {},
+            },
+        )
         if progress:
             tqdm.write(
                 f"epoch {epoch}: loss {figures['train_loss']:.3f} train acc "
@@ -218,7 +249,31 @@ def fit_loop(
             )
         if on_epoch is not None:
             on_epoch(epoch, figures)
-        if stale >= opt_cfg.patience:
-            break
     result.seconds = time.monotonic() - started
     return result
+
+
+def _restore(
+    prior: resume.Saved,
+    steps_per_epoch: int,
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    generator: torch.Generator,
+    result: TrainResult,
+) -> tuple[int, int, float]:
+    """Put the state of ``last.pt`` back; returns the next epoch, the early-stopping count
+    and the seconds trained so far."""
+    raw = prior.raw
+    if raw["steps_per_epoch"] != steps_per_epoch:
+        raise resume.ResumeError(
+            f"{prior.path} was written with {raw['steps_per_epoch']} batches an epoch, the "
+            f"data now gives {steps_per_epoch}: other data; use a new run folder or --fresh"
+        )
+    net.load_state_dict(raw["state_dict"])
+    opt.load_state_dict(raw["optimizer"])
+    sched.load_state_dict(raw["scheduler"])
+    resume.set_rng_state(raw["rng"], generator)
+    result.history = list(raw["history"])
+    result.best_epoch, result.best = int(raw["best_epoch"]), dict(raw["best"])
+    return prior.epoch + 1, int(raw["stale"]), float(raw["seconds"])

@@ -6,12 +6,17 @@ the model repository (``<model_root>/mlflow/``), so a fresh machine needs no ser
 the emostream repository: each repository version is an MLflow model version tagged with
 its repository number (``emostream.version``), and the ``production`` alias is an MLflow
 alias (not a deprecated stage). :func:`move_alias` is the one place both move together.
+
+Every run is tagged with the host and pid of the process that has it open, so a run whose
+process died without a word (``kill -9``, a lost machine) can be told from one still going:
+opening any run first marks such runs of its experiment on this host KILLED.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -23,6 +28,18 @@ from emostream.extras import require
 log = logging.getLogger(__name__)
 
 VERSION_TAG = "emostream.version"
+#: the process that has a run open: reap_stale marks the run KILLED once it is gone
+PID_TAG, HOST_TAG = "emostream.pid", "emostream.host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def local_store(model_root: Path) -> Path:
@@ -68,22 +85,60 @@ class Tracking:
 
     @contextmanager
     def run(self, experiment: str, name: str, run_id: str | None = None) -> Iterator[RunLog]:
-        """A new run (or ``run_id`` reopened to add stages); ends FINISHED or FAILED."""
+        """A new run (or ``run_id`` reopened, RUNNING again: a stage added, a fit resumed),
+        tagged with this host and pid; ends FINISHED, FAILED, or KILLED when stopped on
+        purpose. Runs of ``experiment`` left RUNNING by dead processes are reaped first."""
         client = self.client
+        self.reap_stale(experiment)
+        owner = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
         if run_id is None:
-            run = client.create_run(self.experiment_id(experiment), run_name=name)
+            run = client.create_run(self.experiment_id(experiment), run_name=name, tags=owner)
             run_id = str(run.info.run_id)
+        else:
+            client.update_run(run_id, status="RUNNING")
+            for key, value in owner.items():
+                client.set_tag(run_id, key, value)
         status = "FAILED"
         try:
             yield RunLog(client, run_id)
             status = "FINISHED"
         except BaseException as exc:
-            # stopped on purpose (Optuna pruned it, Ctrl-C) rather than broken
-            if type(exc).__name__ in ("TrialPruned", "KeyboardInterrupt"):
+            # stopped on purpose (Optuna pruned it, Ctrl-C, SIGTERM: training.stop.Stopped is
+            # a KeyboardInterrupt) rather than broken
+            if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TrialPruned":
                 status = "KILLED"
             raise
         finally:
             client.set_terminated(run_id, status=status)
+
+    def reap_stale(self, experiment: str) -> list[str]:
+        """Mark KILLED the runs of ``experiment`` still RUNNING whose process, on this host,
+        is gone (``kill -9``: nothing ran to end them); returns their ids. Runs of other
+        hosts, and of live processes, are left alone."""
+        client = self.client
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        host = socket.gethostname()
+        reaped = []
+        for run in client.search_runs(
+            [found.experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+        ):
+            tags = run.data.tags
+            pid = tags.get(PID_TAG, "")
+            if tags.get(HOST_TAG) != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            client.set_terminated(run.info.run_id, status="KILLED")
+            log.info(
+                "MLflow run %s (%s) was left RUNNING by pid %s, which is gone: marked KILLED",
+                run.info.run_id,
+                run.info.run_name,
+                pid,
+            )
+            reaped.append(str(run.info.run_id))
+        return reaped
 
     # -- the registry ------------------------------------------------------------------
     def _versions(self, name: str) -> dict[str, str]:

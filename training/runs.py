@@ -2,12 +2,17 @@
 
 ``run.json`` carries the MLflow run id from stage to stage, so any stage can be re-run alone;
 :func:`publish` is the one place a trained, exported model becomes a repository version, an
-MLflow model version (with its files logged to the run) and, if asked, production.
+MLflow model version (with its files logged to the run) and, if asked, production. A fit
+stopped before it finished leaves ``last.pt`` (:mod:`resume`) instead of ``run.json``:
+:func:`resumable` and :func:`fitting` go on with it, in the same MLflow run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,17 +20,32 @@ from emostream.models.card import ModelCard
 from emostream.models.repository import PRODUCTION, SHADOW, ModelRepository
 from emostream.training.mlflow_store import VERSION_TAG, RunLog, Tracking
 from emostream.training.onnx_export import Exported
+from emostream.training.resume import LAST, Saved, forget, peek
+from emostream.training.stop import EXIT_SIGINT, Stopped, sigterm_stops
+from emostream.training.train_config import RunConfig
 
 if TYPE_CHECKING:  # the loop needs torch; these helpers do not
     from emostream.training.loop import EpochHook, TrainResult
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 #: written by export (its own file: each DVC stage owns the files it writes)
 EXPORT_FILE = "exported.json"
 
 
+class Unfinished(ValueError):
+    """The run folder's fit was stopped before it finished: there is nothing to evaluate or
+    export yet."""
+
+
 def run_info(run_dir: Path) -> dict[str, Any]:
     f = run_dir / RUN_FILE
+    if (run_dir / LAST).is_file():
+        raise Unfinished(
+            f"{run_dir}: its fit was stopped before it finished (last.pt is there); resume it "
+            "with the same fit command first, or start over with --fresh"
+        )
     if not f.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run folder (no {RUN_FILE})")
     info: dict[str, Any] = json.loads(f.read_text())
@@ -58,7 +78,8 @@ def record_fit(
     **extra: Any,
 ) -> dict[str, Any]:
     """After a fit, for any modality: history.json and the best figures logged to the run,
-    and ``run.json`` written (with ``extra``, e.g. the speakers)."""
+    and ``run.json`` written (with ``extra``, e.g. the speakers); ``last.pt`` is deleted:
+    the fit is done, and the same command on the folder trains anew, as it always did."""
     history = run_dir / "history.json"
     history.write_text(json.dumps(result.history, indent=2) + "\n")
     mlrun.artifact(history)
@@ -67,7 +88,7 @@ def record_fit(
         | {f"best_{k}": v for k, v in result.best.items() if k != "score"}
     )
     mlrun.params({"resolved.device": result.device, "resolved.precision": result.precision})
-    return write_info(
+    info = write_info(
         run_dir,
         run_id=mlrun.run_id,
         tracking_uri=tracking.uri,
@@ -79,6 +100,57 @@ def record_fit(
         device=result.device,
         precision=result.precision,
         **extra,
+    )
+    forget(run_dir)
+    return info
+
+
+def resumable(run_dir: Path, cfg: RunConfig, fresh: bool = False) -> Saved | None:
+    """The stopped fit in ``run_dir`` to go on with (its ``last.pt``), or None for a new fit;
+    ``fresh`` deletes ``last.pt`` first. A ``last.pt`` of another configuration is a
+    ResumeError: call this before reading the data, so that error comes at once."""
+    if fresh and forget(run_dir):
+        log.info("%s: --fresh: last.pt deleted, training from the first epoch", run_dir)
+    return peek(run_dir, cfg)
+
+
+@contextmanager
+def fitting(
+    run_dir: Path, cfg: RunConfig, tracking: Tracking, name: str, prior: Saved | None
+) -> Iterator[RunLog]:
+    """The MLflow run of a fit: a new one, or the stopped fit's (``prior``) reopened, so a
+    resumed fit is one run. SIGTERM or Ctrl-C inside ends it KILLED and raises
+    :class:`Stopped` saying how to go on."""
+    run_id = None if prior is None else prior.meta.get("run_id")
+    if prior is not None:
+        log.info(
+            "resuming %s from epoch %d (epochs 1-%d done, kept in last.pt; --fresh starts "
+            "over); MLflow run %s",
+            run_dir,
+            prior.epoch + 1,
+            prior.epoch,
+            run_id,
+        )
+    with sigterm_stops(), tracking.run(cfg.experiment, name, run_id) as mlrun:
+        try:
+            yield mlrun
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM's Stopped
+            code = exc.code if isinstance(exc, Stopped) else EXIT_SIGINT
+            why = str(exc) if isinstance(exc, Stopped) else "stopped by Ctrl-C"
+            raise Stopped(_how_to_resume(run_dir, cfg, why, mlrun.run_id), code) from None
+
+
+def _how_to_resume(run_dir: Path, cfg: RunConfig, why: str, run_id: str) -> str:
+    last = peek(run_dir, cfg)
+    if last is None:
+        return (
+            f"{run_dir}: {why} before its first epoch finished (MLflow run {run_id} marked "
+            "KILLED); the same command starts it again"
+        )
+    return (
+        f"{run_dir}: {why} after epoch {last.epoch} (MLflow run {run_id} marked KILLED); "
+        f"run the same command again to resume from epoch {last.epoch + 1} (last.pt), or "
+        "add --fresh to start over"
     )
 
 

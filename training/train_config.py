@@ -65,20 +65,25 @@ class RunConfig(Strict):
 
     def flat(self) -> dict[str, Any]:
         """``section.key -> value``: MLflow params and the override syntax use these names."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, value: object) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(f"{prefix}{k}.", v)
-            else:
-                out[prefix[:-1]] = value
-
-        walk("", self.model_dump(mode="json"))
-        return out
+        return flatten(self.model_dump(mode="json"))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config dump as ``section.key -> value`` (the names ``--set`` and MLflow use)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix[:-1]] = value
+
+    walk("", tree)
+    return out
 
 
 C = TypeVar("C", bound=RunConfig)

@@ -63,7 +63,10 @@ class VoiceDataConfig(Strict):
         description="windows per epoch (default crops_per_clip x training clips)",
     )
     limit: int | None = Field(
-        default=None, ge=2, description="at most this many clips per split (tiny runs)"
+        default=None,
+        ge=2,
+        description="train on at most this many clips of the train speakers (a seeded random "
+        "draw; tiny runs); val and test speakers keep all of theirs",
     )
 
 

@@ -140,6 +140,7 @@ def run_cv(
     only: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Every fold (skipping finished ones); ``cv.json`` with the summary; ``oof.npz``."""
+    from emostream.training.resume import forget
     from emostream.training.runs import epoch_logger
     from emostream.training.voice_data import describe, keep_classes, scan_all
     from emostream.training.voice_trainer import VoiceTrainer
@@ -202,6 +203,7 @@ def run_cv(
                 "figures": got,
             }
             (fold_dir / "result.json").write_text(json.dumps(record, indent=2) + "\n")
+            forget(fold_dir)  # done: its last.pt (from which a stopped fold goes on) goes
     results = [
         json.loads((out_dir / f"fold-{k}" / "result.json").read_text())
         for k in range(folds)

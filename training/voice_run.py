@@ -9,6 +9,7 @@ MLflow model version). Each stage reads and writes one run folder (``run.json``)
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +24,11 @@ from emostream.training.loop import EpochHook
 from emostream.training.mlflow_store import Tracking
 from emostream.training.runs import (
     epoch_logger,
+    fitting,
     history_png,
     publish,
     record_fit,
+    resumable,
     run_info,
 )
 from emostream.training.voice_config import VoiceTrainConfig
@@ -78,6 +81,8 @@ def licence(corpora: Sequence[str]) -> str:
 #: the figure a summary leads with (see docs/TRAINING.md)
 HEADLINE = ("clip", "clean")
 
+log = logging.getLogger(__name__)
+
 
 def data_paths(info: dict[str, Any]) -> list[Path]:
     """The corpus folders a run was trained on (``run.json``: one path or a list)."""
@@ -85,18 +90,30 @@ def data_paths(info: dict[str, Any]) -> list[Path]:
     return [Path(d) for d in (data if isinstance(data, list) else [data])]
 
 
-def split_of(data: Sequence[Path], cfg: VoiceTrainConfig) -> SpeakerSplit:
+def split_of(data: Sequence[Path], cfg: VoiceTrainConfig, say: bool = False) -> SpeakerSplit:
+    """The speaker split; with ``data.limit`` (``--limit``) the train speakers' clips are a
+    seeded random draw of that many, while the val and test speakers keep all of theirs
+    (``say``: log which)."""
     clips = keep_classes(scan_all(data, cfg.data.corpus))
     split = speaker_split(clips, cfg.data.test_speakers, cfg.data.val_speakers)
     split = SpeakerSplit([c for c in split.train if trains_on(cfg, c)], split.val, split.test)
-    if cfg.data.limit is None:
+    limit = cfg.data.limit
+    if limit is None or limit >= len(split.train):
+        if say:
+            log.info("training on all %d clips of the train speakers", len(split.train))
         return split
     rng = np.random.default_rng(cfg.seed)
-
-    def cut(part: list[Any]) -> list[Any]:
-        return [part[i] for i in sorted(rng.permutation(len(part))[: cfg.data.limit])]
-
-    return SpeakerSplit(cut(split.train), cut(split.val), cut(split.test))
+    train = [split.train[i] for i in sorted(rng.permutation(len(split.train))[:limit])]
+    if say:
+        log.info(
+            "training on %d of %d clips of the train speakers (data.limit: a seeded random "
+            "draw); val and test speakers unlimited (%d and %d clips)",
+            limit,
+            len(split.train),
+            len(split.val),
+            len(split.test),
+        )
+    return SpeakerSplit(train, split.val, split.test)
 
 
 def fit(
@@ -107,33 +124,41 @@ def fit(
     progress: bool = True,
     run_name: str | None = None,
     on_epoch: EpochHook | None = None,
+    *,
+    fresh: bool = False,
 ) -> dict[str, Any]:
+    """Train on the train speakers, early stopping on the val speakers; a stopped fit in
+    ``run_dir`` (``last.pt``) goes on where it stopped, in its MLflow run, unless ``fresh``."""
     from emostream.training.voice_trainer import VoiceTrainer
     from emostream.training.voice_windows import prepare
 
-    split = split_of(data, cfg)
+    prior = resumable(run_dir, cfg, fresh)
+    split = split_of(data, cfg, say=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
     speakers = {p: sorted(split.speakers(p)) for p in ("train", "val", "test")}
-    (run_dir / "split.json").write_text(json.dumps(speakers, indent=2) + "\n")
     train = prepare(split.train, cfg.data.floor_db, progress, "train clips")
     val = prepare(split.val, cfg.data.floor_db, progress, "val clips") if split.val else None
     trainer = VoiceTrainer(cfg, run_dir, progress)
-    with tracking.run(cfg.experiment, run_name or run_dir.name) as mlrun:
-        mlrun.params(cfg.flat())
-        mlrun.params(
-            {
-                "data.path": ", ".join(map(str, data)),
-                "data.train_clips": len(train),
-                "data.train": describe(split.train),
-                "data.val": describe(split.val),
-            }
-        )
-        mlrun.tag("emostream.stage", "fit")
-        mlrun.artifact(run_dir / "config.yaml")
-        mlrun.artifact(run_dir / "split.json")
+    with fitting(run_dir, cfg, tracking, run_name or run_dir.name, prior) as mlrun:
+        if prior is None:
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            (run_dir / "split.json").write_text(json.dumps(speakers, indent=2) + "\n")
+            mlrun.params(cfg.flat())
+            mlrun.params(
+                {
+                    "data.path": ", ".join(map(str, data)),
+                    "data.train_clips": len(train),
+                    "data.train": describe(split.train),
+                    "data.val": describe(split.val),
+                }
+            )
+            mlrun.tag("emostream.stage", "fit")
+            mlrun.artifact(run_dir / "config.yaml")
+            mlrun.artifact(run_dir / "split.json")
 
-        result = trainer.fit(train, val, on_epoch=epoch_logger(mlrun, on_epoch))
+        result = trainer.fit(
+            train, val, on_epoch=epoch_logger(mlrun, on_epoch), meta={"run_id": mlrun.run_id}
+        )
         return record_fit(
             run_dir,
             mlrun,

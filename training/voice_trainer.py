@@ -104,8 +104,13 @@ def _window(
 
 class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
     def fit(
-        self, train: Prepared, val: Prepared | None, on_epoch: EpochHook | None = None
+        self,
+        train: Prepared,
+        val: Prepared | None,
+        on_epoch: EpochHook | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> TrainResult:
+        """Fit (or go on with a stopped fit: ``last.pt``); ``meta`` is kept in ``last.pt``."""
         cfg, opt_cfg = self.cfg, self.cfg.optim
         gen = seed_everything(cfg.seed)
         net = build(cfg).to(self.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -165,6 +170,7 @@ class VoiceTrainer(TrainerBase[VoiceTrainConfig]):
             generator=gen,
             progress=self.progress,
             on_epoch=on_epoch,
+            meta=meta,
         )
 
 

@@ -9,7 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -24,6 +24,7 @@ from emostream.extras import require
 
 if TYPE_CHECKING:
     from emostream.training.face_config import TrainConfig
+    from emostream.training.face_data import Split
     from emostream.training.mlflow_store import Tracking
 
 T = TypeVar("T")
@@ -54,51 +55,47 @@ DATA_OPT = typer.Option(..., "--data", help="FER2013 folders, its CSV, or a prep
 RUN_OPT = typer.Option(DEFAULT_RUNS / "face", "--run", "--out", help="the run folder")
 DEVICE_OPT = typer.Option(None, "--device", help="auto, cpu or cuda")
 EPOCHS_OPT = typer.Option(None, "--epochs")
-LIMIT_OPT = typer.Option(None, "--limit", help="at most N faces per split (tiny runs)")
+LIMIT_OPT = typer.Option(
+    None,
+    "--limit",
+    help="train on N of the train faces (a seeded random draw; tiny runs); val is not limited",
+)
 PROMOTE_OPT = typer.Option(False, "--promote", help="point production at the new version")
+FRESH_OPT = typer.Option(
+    False,
+    "--fresh",
+    help="start over: delete the run folder's last.pt (a stopped fit) instead of resuming it",
+)
 
 
 def _command() -> str:
     return shlex.join(["emostream", *sys.argv[1:]])
 
 
-def _fit(
-    data: Path,
-    run: Path,
-    config: Path | None,
-    overrides: list[str] | None,
-    device: str | None,
-    epochs: int | None,
-    limit: int | None,
-) -> dict[str, object]:
-    from emostream.training import face_run
-
-    cfg = _config(config, overrides, device=device, **{"optim.epochs": epochs, "data.limit": limit})
-    info = face_run.fit(data, run, cfg, _tracking())
+def _trained(info: dict[str, Any]) -> None:
     typer.echo(
         f"trained {info['epochs_run']} epochs in {info['train_seconds']:.0f} s on "
         f"{info['device']} ({info['precision']}), best epoch {info['best_epoch']}; "
         f"MLflow run {info['run_id']} in {info['tracking_uri']}"
     )
-    return info
 
 
-def _evaluate(run: Path, data: Path) -> None:
+def _evaluate(run: Path, data: Path, splits: dict[str, Split] | None = None) -> None:
     from emostream.training import face_run
 
-    r = face_run.evaluate(run, data, _command())
+    r = face_run.evaluate(run, data, _command(), splits=splits)
     typer.echo(
         f"val: accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}, calibration error "
         f"{r.ece:.3f} on {r.samples} faces; report, confusion.png and reliability.png in {run}"
     )
 
 
-def _export(run: Path, promote: bool) -> None:
+def _export(run: Path, promote: bool, splits: dict[str, Split] | None = None) -> None:
     from emostream.models.repository import ModelRepository
     from emostream.training import face_run
 
     repo = ModelRepository(load_settings().model_root)
-    card = face_run.export(run, repo, promote=promote)
+    card = face_run.export(run, repo, promote=promote, splits=splits)
     shown = (
         "production"
         if promote
@@ -112,13 +109,17 @@ def _guarded(step: Callable[[], T]) -> T:
     require("torch", "mlflow", extra="train")
     from emostream.training.face_data import DataError
     from emostream.training.onnx_export import ParityError
+    from emostream.training.runs import Unfinished
+    from emostream.training.stop import Stopped
     from emostream.training.train_config import ConfigError
     from emostream.training.voice_data import DataError as VoiceDataError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return step()
-    except (DataError, VoiceDataError, ConfigError) as exc:
+    except Stopped as exc:  # SIGTERM or Ctrl-C during a fit: the message says how to resume
+        raise fail(str(exc), exc.code) from None
+    except (DataError, VoiceDataError, ConfigError, Unfinished) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except FileNotFoundError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
@@ -136,13 +137,24 @@ def train_face(
     epochs: int | None = EPOCHS_OPT,
     limit: int | None = LIMIT_OPT,
     promote: bool = PROMOTE_OPT,
+    fresh: bool = FRESH_OPT,
 ) -> None:
-    """Train, evaluate and export the face model: a new repository version and MLflow run."""
+    """Train, evaluate and export the face model: a new repository version and MLflow run.
+    A fit stopped in the run folder (last.pt) goes on where it stopped, unless --fresh."""
 
     def all_stages() -> None:
-        _fit(data, run, config, overrides, device, epochs, limit)
-        _evaluate(run, data)
-        _export(run, promote)
+        from emostream.training import face_run
+        from emostream.training.face_data import read
+        from emostream.training.runs import resumable
+
+        cfg = _config(
+            config, overrides, device=device, **{"optim.epochs": epochs, "data.limit": limit}
+        )
+        resumable(run, cfg, fresh)  # a stopped fit of other settings: said before reading
+        splits = read(data)  # once, for the three stages
+        _trained(face_run.fit(data, run, cfg, _tracking(), splits=splits))
+        _evaluate(run, data, splits)
+        _export(run, promote, splits)
 
     _guarded(all_stages)
 
@@ -172,9 +184,19 @@ def train_fit(
     device: str | None = DEVICE_OPT,
     epochs: int | None = EPOCHS_OPT,
     limit: int | None = LIMIT_OPT,
+    fresh: bool = FRESH_OPT,
 ) -> None:
-    """Train only: checkpoint, history and an MLflow run in the run folder."""
-    _guarded(lambda: _fit(data, run, config, overrides, device, epochs, limit))
+    """Train only: checkpoint, history and an MLflow run in the run folder. A fit stopped
+    there (last.pt) goes on where it stopped, unless --fresh."""
+
+    def stage() -> None:
+        from emostream.training import face_run
+
+        flags = {"optim.epochs": epochs, "data.limit": limit}
+        cfg = _config(config, overrides, device=device, **flags)
+        _trained(face_run.fit(data, run, cfg, _tracking(), fresh=fresh))
+
+    _guarded(stage)
 
 
 @app.command("combine")
@@ -330,14 +352,21 @@ def train_voice(
     overrides: list[str] | None = SET_OPT,
     device: str | None = DEVICE_OPT,
     epochs: int | None = EPOCHS_OPT,
-    limit: int | None = typer.Option(None, "--limit", help="at most N clips per split"),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        help="train on N clips of the train speakers (a seeded random draw; tiny runs); "
+        "val and test speakers are not limited",
+    ),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="eGeMAPS beside it"),
     promote: bool = PROMOTE_OPT,
     version: str | None = VERSION_OPT,
     replace: bool = REPLACE_OPT,
+    fresh: bool = FRESH_OPT,
 ) -> None:
     """Train, evaluate and export the voice model on held-out speakers: a repository
-    version with its card, an MLflow run and model version."""
+    version with its card, an MLflow run and model version. A fit stopped in the run
+    folder (last.pt) goes on where it stopped, unless --fresh."""
 
     def all_stages() -> None:
         from emostream.training import voice_run
@@ -346,12 +375,7 @@ def train_voice(
         extra = {"device": device, "optim.epochs": epochs, "data.limit": limit}
         sets = [f"{k}={v}" for k, v in extra.items() if v is not None]
         cfg = load_voice_config(config, [*(overrides or []), *sets])
-        info = voice_run.fit(data, run, cfg, _tracking())
-        typer.echo(
-            f"trained {info['epochs_run']} epochs in {info['train_seconds']:.0f} s on "
-            f"{info['device']} ({info['precision']}), best epoch {info['best_epoch']}; "
-            f"MLflow run {info['run_id']} in {info['tracking_uri']}"
-        )
+        _trained(voice_run.fit(data, run, cfg, _tracking(), fresh=fresh))
         _voice_evaluate(run, baseline)
         _voice_export(run, promote, version, replace)
 
