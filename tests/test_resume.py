@@ -147,7 +147,9 @@ def voices(n: int, seed: int) -> Prepared:
         Clip(Path(f"{i}.wav"), f"synthetic:{i % 3}", VOICE_CLASSES[c], "synthetic")
         for i, c in enumerate(labels)
     ]
-    return Prepared(clips, waves, [speech_span(w) for w in waves], labels.astype(np.int64))
+    one_class = np.eye(len(VOICE_CLASSES), dtype=bool)[labels]
+    spans = [speech_span(w) for w in waves]
+    return Prepared(clips, waves, spans, labels.astype(np.int64), one_class)
 
 
 def test_a_voice_fit_stopped_and_resumed_gives_the_same_checkpoints(tmp_path: Path) -> None:
@@ -185,9 +187,14 @@ def synthetic_npz(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model root (and MLflow store) for the module's tests: a new SQLite store costs
-    seconds to create in each process. Each test uses its own experiment."""
-    return tmp_path_factory.mktemp("models")
+    """One model root (and MLflow store) for the module's tests, its SQLite store made
+    here: making one costs seconds, in each process that finds none. Each test uses its own
+    experiment."""
+    root = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        Tracking.for_repository(root).experiment_id("made-first")
+    return root
 
 
 @pytest.fixture()
@@ -213,7 +220,7 @@ def augment(*args):
     calls += 1
     if calls == 8:
         pathlib.Path(sys.argv[1]).touch()
-        time.sleep(120)
+        time.sleep(900)
     return real(*args)
 face_trainer.augment = augment
 from emostream.cli import app
@@ -229,7 +236,7 @@ def paused_fit(tmp_path: Path, args: list[str]) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a guard against a hang, not a timing
     while not ready.exists():
         if child.poll() is not None or time.monotonic() > deadline:
             child.kill()
@@ -257,7 +264,7 @@ def test_sigterm_ends_the_run_killed_and_the_same_command_resumes_it_to_finished
     child = paused_fit(tmp_path, args)
     assert only_run(model_root, "sigterm").info.status == "RUNNING"
     child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=120)
+    _, err = child.communicate(timeout=600)
     assert child.returncode == EXIT_SIGTERM, err
     assert "stopped by SIGTERM after epoch 2" in err
     assert "run the same command again to resume from epoch 3" in err
@@ -296,7 +303,7 @@ def test_runs_left_running_by_a_dead_process_on_this_host_are_reaped_killed(
 ) -> None:
     child = paused_fit(tmp_path, fit_args(synthetic_npz, tmp_path / "run", "kill-9"))
     child.kill()  # kill -9: nothing runs in the child to end its run
-    child.communicate(timeout=60)
+    child.communicate(timeout=600)
     tracking = Tracking.for_repository(model_root)
     client = tracking.client
     orphan = only_run(model_root, "kill-9")
