@@ -98,7 +98,8 @@ class Source(BaseModel):
         default=None,
         description="the version these weights were derived from (``name/version``), for a "
         "version made from another rather than trained: int8 quantization "
-        "(``emostream train face-quantize``)",
+        "(``emostream train face-quantize``), temperature scaling (``emostream train "
+        "calibrate``)",
     )
 
 
@@ -114,6 +115,30 @@ class Evaluation(BaseModel):
     ece: float | None = Field(default=None, description="expected calibration error, 15 bins")
     command: str
     measured_at: datetime
+
+
+class CalibrationCheck(BaseModel):
+    """Expected calibration error (15 bins) of the parent and of the calibrated graph on one
+    evaluation set, never the set the temperature was fitted on."""
+
+    split: str
+    samples: int
+    ece_before: float
+    ece_after: float
+
+
+class Calibration(BaseModel):
+    """Temperature scaling (``emostream train calibrate``): every Softmax of the graph reads
+    its logits divided by ``temperature``, fitted by minimising the negative log-likelihood
+    on held-out samples; the top class of a single-softmax graph does not change."""
+
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(gt=0)
+    fitted_on: str = Field(description="the held-out samples the temperature was fitted on")
+    fitted_samples: int
+    nll_before: float = Field(description="mean negative log-likelihood there at T = 1")
+    nll_after: float
+    checks: list[CalibrationCheck] = Field(default_factory=list)
 
 
 class ModelCard(BaseModel):
@@ -132,6 +157,9 @@ class ModelCard(BaseModel):
         default=None,
         description="class mix of the model's predictions on its validation set (for drift); "
         "None when that set was not available at conversion time",
+    )
+    calibration: Calibration | None = Field(
+        default=None, description="how the probabilities were calibrated; None: as trained"
     )
     sha256: str = Field(description="sha256 of model.onnx")
     created: datetime

@@ -135,13 +135,13 @@ class Report:
 
     def reliability_png(self, title: str, bins: int = 15, unit: str = "faces") -> bytes:
         """Accuracy against confidence per bin (the diagonal is perfect calibration)."""
-        plt = _pyplot()
+        return reliability_panels_png([(title, self)], bins, unit)
+
+    def draw_reliability(self, ax: Any, hx: Any, title: str, bins: int, unit: str) -> None:
+        """The reliability bars on ``ax`` and the samples per bin on ``hx`` below it."""
         mean_conf, acc, count = self.calibration(bins)
         edges = np.linspace(0, 1, bins + 1)
         used = count > 0
-        fig, (ax, hx) = plt.subplots(
-            2, 1, figsize=(5.6, 6.4), dpi=100, sharex=True, height_ratios=[3, 1]
-        )
         ax.bar(
             edges[:-1][used],
             acc[used],
@@ -166,7 +166,26 @@ class Report:
         hx.bar(edges[:-1], count, width=1 / bins, align="edge", color="tab:blue", alpha=0.6)
         hx.set_xlabel("confidence (top-1 probability)")
         hx.set_ylabel(unit)
-        return _png(fig)
+
+
+def reliability_panels_png(
+    panels: list[tuple[str, Report]], bins: int = 15, unit: str = "faces"
+) -> bytes:
+    """Reliability diagrams side by side (a calibration's before and after), one per
+    ``(title, report)``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        2,
+        len(panels),
+        figsize=(5.6 * len(panels), 6.4),
+        dpi=100,
+        sharex=True,
+        height_ratios=[3, 1],
+        squeeze=False,
+    )
+    for k, (title, report) in enumerate(panels):
+        report.draw_reliability(axes[0, k], axes[1, k], title, bins, unit)
+    return _png(fig)
 
 
 def _wrap(title: str, width: int = 58) -> str:

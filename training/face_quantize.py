@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from emostream.training.mlflow_store import Tracking
 from emostream.training.onnx_export import Exported
 from emostream.training.onnx_quantize import METHOD, quantize_int8
 from emostream.training.onnx_speed import ms_per_input
-from emostream.training.runs import publish, write_info
+from emostream.training.runs import derived_card, publish, write_info
 
 DEFAULT_CALIBRATION = 512
 DEFAULT_MAX_DROP = 1.0  # accuracy points below the parent on val
@@ -131,34 +130,19 @@ def build_card(
     parent: ModelCard, version: str, faces: int, evaluation: Evaluation, info: dict[str, Any]
 ) -> ModelCard:
     """The parent's card with what changed: the version, the source, the figures."""
-    import emostream
-
-    source = parent.source.model_copy(
-        update={
-            "version": emostream.__version__,
-            "description": f"int8 (ONNX Runtime static QDQ, per-channel) of {parent.ref}, "
-            f"calibrated on {faces} FER2013 train faces",
-            "run_id": info["run_id"],
-            "data": info["data"],
-            "parent": parent.ref,
-        }
-    )
-    notes = [
-        *parent.notes,
-        f"Weights int8 per channel, activations uint8 (ranges: min/max over {faces} "
-        f"class-stratified FER2013 train faces, seed {info['seed']}); val was only scored.",
-        f"Reference distribution is {parent.ref}'s; report.json has this graph's own "
-        "predicted mix, its top-1 agreement with the parent and the speed of both.",
-    ]
-    return parent.model_copy(
-        update={
-            "version": version,
-            "source": source,
-            "evaluation": [evaluation],
-            "sha256": "",
-            "created": datetime.now(UTC),
-            "notes": notes,
-        }
+    return derived_card(
+        parent,
+        version,
+        f"int8 (ONNX Runtime static QDQ, per-channel) of {parent.ref}, calibrated on {faces} "
+        "FER2013 train faces",
+        info,
+        [evaluation],
+        [
+            f"Weights int8 per channel, activations uint8 (ranges: min/max over {faces} "
+            f"class-stratified FER2013 train faces, seed {info['seed']}); val was only scored.",
+            f"Reference distribution is {parent.ref}'s; report.json has this graph's own "
+            "predicted mix, its top-1 agreement with the parent and the speed of both.",
+        ],
     )
 
 

@@ -13,10 +13,11 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emostream.models.card import ModelCard
+from emostream.models.card import Evaluation, ModelCard
 from emostream.models.repository import PRODUCTION, SHADOW, ModelRepository
 from emostream.training.mlflow_store import VERSION_TAG, RunLog, Tracking
 from emostream.training.onnx_export import Exported
@@ -175,6 +176,44 @@ def history_png(histories: dict[str, list[dict[str, float]]], title: str) -> byt
         a.legend(fontsize=8)
     fig.suptitle(title)
     return _png(fig)
+
+
+def derived_card(
+    parent: ModelCard,
+    version: str,
+    description: str,
+    info: dict[str, Any],
+    evaluation: list[Evaluation],
+    notes: list[str],
+    inherited: list[str] | None = None,
+    **update: Any,
+) -> ModelCard:
+    """The card of a version made from ``parent`` rather than trained (int8, a temperature):
+    the parent's, with the new number, a source naming the parent and this run
+    (``info`` from :func:`write_info`), its own figures, and ``notes`` after the parent's
+    (``inherited``: those of the parent's notes that stay true, default all)."""
+    import emostream
+
+    source = parent.source.model_copy(
+        update={
+            "version": emostream.__version__,
+            "description": description,
+            "run_id": info["run_id"],
+            "data": info["data"],
+            "parent": parent.ref,
+        }
+    )
+    return parent.model_copy(
+        update={
+            "version": version,
+            "source": source,
+            "evaluation": evaluation,
+            "sha256": "",
+            "created": datetime.now(UTC),
+            "notes": [*(parent.notes if inherited is None else inherited), *notes],
+            **update,
+        }
+    )
 
 
 def publish(

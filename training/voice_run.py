@@ -171,7 +171,8 @@ def fit(
         )
 
 
-def _figures(report: Report) -> dict[str, Any]:
+def report_figures(report: Report) -> dict[str, Any]:
+    """A report's figures as report.json has them (``train calibrate`` writes them too)."""
     return {
         "accuracy": round(report.accuracy, 4),
         "macro_f1": round(report.macro_f1, 4),
@@ -239,7 +240,8 @@ def evaluate(
         "train_speakers": sorted(split.speakers("train")),
         "headline": f"{HEADLINE[0]} {HEADLINE[1]}",
         "network": {
-            cond: {unit: _figures(r) for unit, r in by.items()} for cond, by in reports.items()
+            cond: {unit: report_figures(r) for unit, r in by.items()}
+            for cond, by in reports.items()
         },
         "telephone": "300 Hz high-pass, 8 kHz, G.711 mu-law 8 bits, back to 16 kHz",
         "predicted_distribution": reports["clean"]["window"].predicted_distribution(),
@@ -333,7 +335,7 @@ def _baseline(
     for cond, p in zip(("clean", "telephone"), probs, strict=True):
         full = np.zeros((len(p), len(CLASSES)), np.float32)
         full[:, present] = p
-        out[cond] = _figures(Report.from_probabilities(list(CLASSES), test.labels, full))
+        out[cond] = report_figures(Report.from_probabilities(list(CLASSES), test.labels, full))
     return out
 
 

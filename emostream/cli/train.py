@@ -1,4 +1,4 @@
-"""``emostream train face|prepare|fit|combine|evaluate|export|face-quantize``, ``emostream
+"""``emostream train face|prepare|fit|combine|evaluate|export|face-quantize|calibrate``, ``emostream
 train voice|voice-evaluate|voice-export`` and ``emostream tune face``."""
 
 from __future__ import annotations
@@ -293,6 +293,86 @@ def train_face_quantize(
         typer.echo(
             f"registered {card.ref} in {repo.root} and MLflow: {figures}; promote with "
             f"`emostream models promote {card.name} {card.version}`"
+        )
+
+    _guarded(stage)
+
+
+#: where each emotion task's data sits in the shared data folder (README, "Data")
+SHARED_DATA = {"face-emotion": "fer2013", "voice-emotion": "ravdess"}
+
+
+@app.command("calibrate")
+def train_calibrate(
+    model: str = typer.Argument(..., help="face-emotion or voice-emotion (a repository model)"),
+    version: str | None = typer.Option(
+        None, "--version", help="the version or alias to calibrate (default: production)"
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="FER2013 (folders, CSV or .npz) or RAVDESS audio (default: the shared data)",
+    ),
+    fit_speakers: str | None = typer.Option(
+        None,
+        "--fit-speakers",
+        help="voice: comma-separated speakers to fit on (default 15,16); never the test ones",
+    ),
+    fit_logits: Path | None = typer.Option(
+        None,
+        "--fit-logits",
+        help="fit on this .npz instead (arrays 'labels' and 'logits' or 'probs', e.g. "
+        "out-of-fold scores)",
+    ),
+    run: Path = typer.Option(DEFAULT_RUNS / "calibrate", "--run", help="the run folder"),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="at most N samples (voice: clips) of each set (tiny runs)"
+    ),
+) -> None:
+    """Temperature scaling of an emotion model version, fitted on held-out data, as the next
+    version (docs/TRAINING.md, "Calibration"); production stays."""
+    require("onnx", extra="convert")
+
+    def stage() -> None:
+        from emostream.models.repository import ModelMissingError, ModelRepository
+        from emostream.paths import data_root
+        from emostream.training import calibrate
+
+        repo = ModelRepository(load_settings().model_root)
+        try:
+            task = repo.card(model, repo.resolve(model, version or "production")).task
+        except ModelMissingError as exc:
+            raise fail(str(exc), EXIT_MODEL_MISSING) from None
+        root = data_root()
+        shared = SHARED_DATA.get(task)
+        source = data or (root / shared if root is not None and shared else None)
+        if source is None:
+            raise fail(f"no data for {model}: pass --data or set EMOSTREAM_DATA", EXIT_USAGE)
+        if fit_logits is not None and not fit_logits.is_file():
+            raise fail(f"--fit-logits {fit_logits}: no such file", EXIT_USAGE)
+        speakers = (
+            [s.strip() for s in fit_speakers.split(",") if s.strip()] if fit_speakers else None
+        )
+        try:
+            card = calibrate.calibrate(
+                repo,
+                source,
+                run,
+                _tracking(),
+                name=model,
+                version=version,
+                fit_speakers=speakers,
+                fit_logits=fit_logits,
+                limit=limit,
+                command=_command(),
+            )
+        except ModelMissingError as exc:
+            raise fail(str(exc), EXIT_MODEL_MISSING) from None
+        except ValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        typer.echo(
+            f"registered {card.ref} in {repo.root} and MLflow: {calibrate.report_line(card)}; "
+            f"promote with `emostream models promote {card.name} {card.version}`"
         )
 
     _guarded(stage)
