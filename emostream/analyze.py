@@ -33,6 +33,7 @@ from emostream.pipeline.analyzer import run_batch
 from emostream.pipeline.jobs import FrameInfo, Job
 from emostream.pipeline.messages import face_message
 from emostream.pipeline.outcomes import Failed, Scored
+from emostream.pipeline.results_config import ResultsConfig
 from emostream.remux_audio import add_audio
 from emostream.schema import FaceMessage, VoiceMessage
 from emostream.stream.audio import Channel, channel_tracks, media_streams
@@ -61,6 +62,7 @@ class AnalyzeOptions:
     channels: list[str] | None = None  # a role per channel; None: one mixed track
     analyse_roles: tuple[str, ...] = ("customer", "unknown")  # calls.analyse_roles
     summary: bool = False  # the call's summary after each file's voice messages
+    unsure_below: float = field(default_factory=lambda: ResultsConfig().unsure_below)
     tracks: list[Channel] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,7 +114,15 @@ def _analyze(
             why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
             raise MediaError("analysis_failed", f"{source or 'the frame'}: {why}")
         latency = time.monotonic() - t0
-        out.append(face_message(outcome, latency_s=latency, tracker=tracker, source=source))
+        out.append(
+            face_message(
+                outcome,
+                latency_s=latency,
+                unsure_below=opts.unsure_below,
+                tracker=tracker,
+                source=source,
+            )
+        )
     return out
 
 
@@ -260,7 +270,9 @@ def _analyze_path(
             )
     # the summary keeps every speech window's scores: only when asked for
     record = CallRecord(str(path), "file", frozenset(opts.analyse_roles)) if opts.summary else None
-    for vmsg in analyze_audio(voice, path, opts.max_audio_s, opts.tracks, record):
+    for vmsg in analyze_audio(
+        voice, path, opts.max_audio_s, opts.unsure_below, opts.tracks, record
+    ):
         emit(vmsg)
     if record is not None and summarize is not None:
         record.ended = time.time()

@@ -34,7 +34,7 @@ Pending = list[tuple[int, Window, VoiceInfo]]
 
 
 def _scored(
-    tools: VoiceService, batch: Pending, source: str | None, t0: float
+    tools: VoiceService, batch: Pending, unsure_below: float, source: str | None, t0: float
 ) -> Iterator[VoiceMessage]:
     jobs = [Job("", seq, w.start, w.samples, info, created=t0) for seq, w, info in batch]
     analyzer = tools.serving
@@ -43,12 +43,18 @@ def _scored(
         if not isinstance(outcome, Scored):
             why = outcome.error if isinstance(outcome, Failed) else outcome.reason.value
             raise MediaError("analysis_failed", f"{source or 'the recording'}: {why}")
-        yield voice_message(outcome, latency_s=time.monotonic() - t0, source=source)
+        yield voice_message(
+            outcome,
+            latency_s=time.monotonic() - t0,
+            unsure_below=unsure_below,
+            source=source,
+        )
 
 
 def analyze_recording(
     tools: VoiceService,
     reader: ChannelReader,
+    unsure_below: float,
     source: str | None = None,
     record: CallRecord | None = None,
 ) -> Iterator[VoiceMessage]:
@@ -76,7 +82,7 @@ def analyze_recording(
             info = VoiceInfo(tracks[i].name, window.start, window.end, role=tracks[i].role)
             if not window.speech:  # keep time order: score the speech before this one first
                 if speech:
-                    yield from said(_scored(tools, speech, source, t0))
+                    yield from said(_scored(tools, speech, unsure_below, source, t0))
                     speech = []
                 latency = time.monotonic() - t0
                 yield from said(iter((silence_message(info, latency_s=latency, source=source),)))
@@ -84,7 +90,7 @@ def analyze_recording(
             speech.append((seq, window, info))
             seq += 1
             if len(speech) == BATCH:
-                yield from said(_scored(tools, speech, source, t0))
+                yield from said(_scored(tools, speech, unsure_below, source, t0))
                 speech = []
 
     started: set[int] = set()
@@ -96,7 +102,7 @@ def analyze_recording(
     for i, windower in windowers.items():
         yield from windows(i, windower.flush())
     if speech:
-        yield from said(_scored(tools, speech, source, t0))
+        yield from said(_scored(tools, speech, unsure_below, source, t0))
     if record is not None:
         for track in tracks:
             if not track.analysed:
@@ -107,6 +113,7 @@ def analyze_audio(
     tools: VoiceService,
     path: Path,
     max_seconds: float,
+    unsure_below: float,
     tracks: Sequence[Channel] = (Channel(TRACK),),
     record: CallRecord | None = None,
 ) -> Iterator[VoiceMessage]:
@@ -114,4 +121,4 @@ def analyze_audio(
     (by default one track, its channels mixed), decoded as a stream."""
     with open_media(path) as container:
         reader = ChannelReader(container, tracks, max_seconds=max_seconds, source=str(path))
-        yield from analyze_recording(tools, reader, str(path), record)
+        yield from analyze_recording(tools, reader, unsure_below, str(path), record)

@@ -26,8 +26,16 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 PAD = 3  # pixels of background around the text
 
 
+#: an unsure face's box and label: no class colour for a guess
+UNSURE_COLOUR = (160, 160, 160)
+
+
 def label_text(face: Face) -> str:
-    return f"#{face.track_id} {face.label} {face.confidence:.2f}"
+    return f"#{face.track_id} {face.text()}"
+
+
+def colour_of(face: Face) -> tuple[int, int, int]:
+    return UNSURE_COLOUR if face.unsure else COLOURS.get(face.label, (0, 255, 0))
 
 
 def label_size(text: str, scale: float, thick: int) -> tuple[int, int]:
@@ -53,12 +61,12 @@ def draw_faces(frame: np.ndarray, faces: list[Face]) -> np.ndarray:
     labels = place_labels(boxes, [label_size(t, scale, thick) for t in texts], width, height)
     for f, box, (lx, ly, lw, lh) in zip(faces, boxes, labels, strict=True):
         x, y, w, h = box
-        colour = COLOURS.get(f.label, (0, 255, 0))
+        colour = colour_of(f)
         cv2.rectangle(out, (x, y), (x + w, y + h), colour, box_thick)
         if not _touches((lx, ly, lw, lh), box):
             cv2.line(out, (lx + lw // 2, ly + lh // 2), (x + w // 2, y), colour, 1, cv2.LINE_AA)
     for f, text, (lx, ly, lw, lh) in zip(faces, texts, labels, strict=True):
-        colour = COLOURS.get(f.label, (0, 255, 0))
+        colour = colour_of(f)
         cv2.rectangle(out, (lx, ly), (lx + lw - 1, ly + lh - 1), colour, -1)
         (_, th), _ = cv2.getTextSize(text, FONT, scale, thick)
         origin = (lx + PAD, ly + PAD + th)

@@ -136,6 +136,12 @@ PREDICTIONS = Counter(
     "Predicted top class per face or voice window",
     ["model", "version", "modality", "label"],
 )
+UNSURE_RESULTS = Counter(
+    "emostream_unsure_results_total",
+    "Faces and voice windows sent with unsure: true (top probability under "
+    "results.unsure_below): their label is a guess",
+    ["modality"],
+)
 REQUESTS_REJECTED = Counter(
     "emostream_requests_rejected_total",
     "API requests refused with a 4xx/5xx, by error code",
@@ -303,6 +309,7 @@ def exported_names() -> set[str]:
                     names.add(family.name + "_total")
     return names
 
+
 LOCAL_INFERENCE_READY = Gauge(
     "emostream_local_inference_ready",
     "Inference processes with their models loaded (serve --processes > 1)",
@@ -318,4 +325,3 @@ LOCAL_ARENA_FULL = Counter(
     "Payloads an ingest process could not place in shared memory (dropped as overload)",
     ["modality"],
 )
-

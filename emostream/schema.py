@@ -28,14 +28,26 @@ class BaseMessage(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def label_text(label: str, confidence: float, unsure: bool | None) -> str:
+    """A result as a person reads it: ``happy 0.64``, or ``unsure (happy? 0.41)``."""
+    return f"unsure ({label}? {confidence:.2f})" if unsure else f"{label} {confidence:.2f}"
+
+
 class Face(BaseModel):
-    """One face: box in source-frame pixels ``[x, y, w, h]`` and per-class probabilities."""
+    """One face: box in source-frame pixels ``[x, y, w, h]`` and per-class probabilities.
+
+    ``unsure``: the top probability is under ``results.unsure_below``, so ``label`` is a
+    guess (absent from a server before it, read as False)."""
 
     track_id: int | None = None
     box: tuple[int, int, int, int]
     scores: dict[str, float]
     label: str
     confidence: float
+    unsure: bool = False
+
+    def text(self) -> str:
+        return label_text(self.label, self.confidence, self.unsure)
 
 
 class FaceMessage(BaseMessage):
@@ -52,7 +64,8 @@ class FaceMessage(BaseMessage):
 
 
 class VoiceMessage(BaseMessage):
-    """One audio window: ``speech`` False (silence, not classified) carries no scores."""
+    """One audio window: ``speech`` False (silence, not classified) carries no scores;
+    ``unsure`` as for a face (absent for silence)."""
 
     type: Literal["voice"] = "voice"
     session: str | None = None
@@ -65,8 +78,14 @@ class VoiceMessage(BaseMessage):
     scores: dict[str, float] = Field(default_factory=dict)
     label: str | None = None
     confidence: float | None = None
+    unsure: bool | None = None
     latency_ms: float
     model: str | None = None
+
+    def text(self) -> str:
+        if not self.speech or self.label is None or self.confidence is None:
+            return "no speech"
+        return label_text(self.label, self.confidence, self.unsure)
 
 
 class ErrorMessage(BaseMessage):

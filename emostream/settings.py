@@ -35,6 +35,7 @@ from emostream.models.face_tracking.schedule import TrackingConfig
 from emostream.models.runner import RunnerConfig
 from emostream.models.voice import VoiceModelConfig
 from emostream.paths import model_root
+from emostream.pipeline.results_config import ResultsConfig
 from emostream.stream.audiohook_config import AudioHookConfig
 from emostream.stream.calls_config import CallsConfig
 from emostream.stream.server_config import LimitsConfig, ServerConfig, SessionConfig
@@ -165,6 +166,7 @@ class Settings(BaseSettings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     voice: VoiceModelConfig = Field(default_factory=VoiceModelConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)  # Twilio Media Streams
     audiohook: AudioHookConfig = Field(default_factory=AudioHookConfig)

@@ -175,7 +175,7 @@ class AppState:
             watcher = ModelWatcher(slot, repo, config, s.runner, s.drift, shadow=bool(embedded))
             self.watchers.append(watcher)
             watcher.start()
-        self.sessions = SessionManager(self.broker, s.session, self.services, s.calls)
+        self.sessions = SessionManager(self.broker, s.session, self.services, s.calls, s.results)
         self.sessions.start()
 
     async def stop_realtime(self) -> None:
@@ -392,6 +392,8 @@ def create_app(settings: Settings | None = None, state: AppState | None = None) 
             raise ApiError(500, "inference_failed", f"the image could not be analysed: {why}")
         latency = time.monotonic() - t0
         metrics.STAGE_LATENCY.labels("end_to_end", "face").observe(latency)
-        return face_message(outcome, latency_s=latency)
+        return face_message(
+            outcome, latency_s=latency, unsure_below=state.settings.results.unsure_below
+        )
 
     return app

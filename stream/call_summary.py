@@ -5,7 +5,9 @@ and the audio of the tracks whose role is not analysed (counted in seconds, neve
 decoded), and builds a ``CallSummary`` on request: per role, seconds of audio and of
 speech, the share of speech windows per class, the mean scores, the dominant class, a
 timeline of class shares per ``BIN_S`` seconds, the longest run of each non-neutral class,
-plus the model versions used and the platform's ids. Served by
+plus the model versions used and the platform's ids. A window sent ``unsure`` (its top
+probability under ``results.unsure_below``) is counted apart, in ``unsure``: it has no class
+in the shares, the dominant class, the timeline or the runs (its scores are in the mean). Served by
 ``GET /v1/sessions/{id}/summary`` during the call and for ``calls.keep_s`` after it, and
 POSTed to ``calls.webhook_url`` when it ends (``stream/webhook.py``).
 """
@@ -34,6 +36,9 @@ class TimelineBin(BaseModel):
     start: float
     end: float
     classes: dict[str, float] = Field(description="share of this bin's speech windows")
+    unsure: float | None = Field(
+        default=None, description="share of this bin's speech windows that were unsure"
+    )
 
 
 class RoleSummary(BaseModel):
@@ -41,9 +46,18 @@ class RoleSummary(BaseModel):
     audio_s: float = Field(description="seconds of audio received for this role")
     speech_s: float | None = Field(default=None, description="seconds inside speech windows")
     windows: int | None = Field(default=None, description="speech windows classified")
-    classes: dict[str, float] | None = Field(default=None, description="share of windows")
-    mean_scores: dict[str, float] | None = None
-    dominant: str | None = None
+    unsure: int | None = Field(
+        default=None,
+        description="of those, the windows sent unsure (top probability under "
+        "results.unsure_below): in no class of classes, dominant, timeline or longest",
+    )
+    classes: dict[str, float] | None = Field(
+        default=None, description="share of the speech windows in each class (unsure ones in none)"
+    )
+    mean_scores: dict[str, float] | None = Field(
+        default=None, description="each class's score averaged over every speech window"
+    )
+    dominant: str | None = Field(default=None, description="the most frequent class, if any")
     timeline: list[TimelineBin] | None = None
     longest: dict[str, Span] | None = Field(
         default=None, description="the longest run of consecutive windows of each class"
@@ -68,7 +82,7 @@ class CallSummary(BaseMessage):
 class _Window:
     start: float
     end: float
-    label: str
+    label: str | None  # None: unsure
     scores: dict[str, float]
 
 
@@ -98,7 +112,8 @@ class CallRecord:
         track = msg.track or ""
         role.tracks[track] = max(role.tracks.get(track, 0.0), msg.end)
         if msg.speech and msg.label:
-            role.speech.append((track, _Window(msg.start, msg.end, msg.label, msg.scores)))
+            label = None if msg.unsure else msg.label
+            role.speech.append((track, _Window(msg.start, msg.end, label, msg.scores)))
             if msg.model:
                 self.models.add(msg.model)
 
@@ -133,20 +148,20 @@ class CallRecord:
         )
         if not windows:
             return out
-        counts = Counter(w.label for w in windows)
-        out.classes = _shares(counts)
+        counts = Counter(w.label for w in windows if w.label is not None)
+        out.unsure = len(windows) - counts.total()
+        out.classes = _shares(counts, len(windows))
         labels = sorted({k for w in windows for k in w.scores})
         out.mean_scores = {
             k: round(sum(w.scores.get(k, 0.0) for w in windows) / len(windows), 5) for k in labels
         }
-        out.dominant = counts.most_common(1)[0][0]
+        out.dominant = counts.most_common(1)[0][0] if counts else None
         out.timeline = _timeline(windows)
         out.longest = _longest(r.speech)
         return out
 
 
-def _shares(counts: Counter[str]) -> dict[str, float]:
-    total = sum(counts.values())
+def _shares(counts: Counter[str], total: int) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in sorted(counts.items())}
 
 
@@ -170,13 +185,22 @@ def _speech_seconds(speech: list[tuple[str, _Window]]) -> float:
 
 
 def _timeline(windows: list[_Window]) -> list[TimelineBin]:
-    bins: defaultdict[int, Counter[str]] = defaultdict(Counter)
+    bins: defaultdict[int, list[_Window]] = defaultdict(list)
     for w in windows:
-        bins[int(w.start // BIN_S)][w.label] += 1
-    return [
-        TimelineBin(start=k * BIN_S, end=(k + 1) * BIN_S, classes=_shares(c))
-        for k, c in sorted(bins.items())
-    ]
+        bins[int(w.start // BIN_S)].append(w)
+    out = []
+    for k, ws in sorted(bins.items()):
+        counts = Counter(w.label for w in ws if w.label is not None)
+        unsure = len(ws) - counts.total()
+        out.append(
+            TimelineBin(
+                start=k * BIN_S,
+                end=(k + 1) * BIN_S,
+                classes=_shares(counts, len(ws)),
+                unsure=round(unsure / len(ws), 4) if unsure else None,
+            )
+        )
+    return out
 
 
 def _longest(speech: list[tuple[str, _Window]]) -> dict[str, Span]:
@@ -188,11 +212,12 @@ def _longest(speech: list[tuple[str, _Window]]) -> dict[str, Span]:
         by_track[track].append(window)
 
     def close(run: list[_Window]) -> None:
-        if run and run[0].label not in NEUTRAL:
+        label = run[0].label if run else None
+        if label is not None and label not in NEUTRAL:
             span = Span(start=run[0].start, end=run[-1].end)
-            old = best.get(run[0].label)
+            old = best.get(label)
             if old is None or span.end - span.start > old.end - old.start:
-                best[run[0].label] = span
+                best[label] = span
 
     for windows in by_track.values():
         windows.sort(key=lambda w: w.start)

@@ -212,7 +212,12 @@ def analyse_upload(
             if face is None:
                 raise ApiError(503, "model_unavailable", "the face model is not loaded")
             frames = container_frames(container, fps, limits.max_pixels, source)
-            opts = AnalyzeOptions(fps=fps, progress=False, max_pixels=limits.max_pixels)
+            opts = AnalyzeOptions(
+                fps=fps,
+                progress=False,
+                max_pixels=limits.max_pixels,
+                unsure_below=settings.results.unsure_below,
+            )
             within = _within(frames, limits.max_recording_s, source)
             faces = list(analyze_frames(face, within, upload.name, session, opts))
     seconds = 0.0
@@ -222,7 +227,9 @@ def analyse_upload(
             reader = ChannelReader(
                 container, tracks, max_seconds=limits.max_recording_s, source=source
             )
-            messages = list(analyze_recording(voice, reader, upload.name, record))
+            messages = list(
+                analyze_recording(voice, reader, settings.results.unsure_below, upload.name, record)
+            )
             seconds = reader.seconds
     record.ended = time.time()
     return RecordingAnalysis(

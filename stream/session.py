@@ -32,6 +32,7 @@ from emostream.broker.base import IngestBroker, UnknownSessionError
 from emostream.modalities import MediaTrack, Service, registered
 from emostream.modalities.base import Message
 from emostream.pipeline.jobs import Job
+from emostream.pipeline.results_config import ResultsConfig
 from emostream.schema import ErrorMessage, VoiceMessage
 from emostream.stream.call_summary import CallRecord
 from emostream.stream.calls_config import CallsConfig
@@ -60,6 +61,7 @@ class Session:
         transport: str = "local",
         session_id: str | None = None,
         calls: CallsConfig | None = None,
+        results: ResultsConfig | None = None,
     ) -> None:
         self.id = session_id or secrets.token_urlsafe(12)
         self.owner = owner  # who created it (stream.auth); None on an open server
@@ -69,7 +71,11 @@ class Session:
         self.config = config
         self._pool = convert_pool
         self._services = services or {}
-        self.view = SessionView(self.id, smoothing=config.smoothing)
+        self.view = SessionView(
+            self.id,
+            smoothing=config.smoothing,
+            unsure_below=(results or ResultsConfig()).unsure_below,
+        )
         self.subscribers = Fanout(config.max_subscribers)
         self.started = self.last_activity = time.monotonic()
         self.frames_in = 0

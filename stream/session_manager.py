@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from emostream import metrics
 from emostream.broker.base import IngestBroker
 from emostream.modalities import Service
+from emostream.pipeline.results_config import ResultsConfig
 from emostream.stream.call_summary import CallSummary
 from emostream.stream.calls_config import CallsConfig
 from emostream.stream.frames import converter
@@ -74,10 +75,12 @@ class SessionManager:
         config: SessionConfig,
         services: Mapping[str, Service] | None = None,
         calls: CallsConfig | None = None,
+        results: ResultsConfig | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
         self.calls = calls or CallsConfig()
+        self.results = results or ResultsConfig()
         self.ended: dict[str, EndedCall] = {}
         self._deliveries: set[asyncio.Task[bool]] = set()
         self.services: Mapping[str, Service] = services or {}
@@ -125,6 +128,7 @@ class SessionManager:
             transport,
             session_id=session_id,
             calls=self.calls,
+            results=self.results,
         )
         self.sessions[session.id] = session
         self.ended.pop(session.id, None)

@@ -20,6 +20,7 @@ from emostream.modalities import ModalityView, registered
 from emostream.modalities.base import Message
 from emostream.pipeline.jobs import DropReason
 from emostream.pipeline.outcomes import BrokerNotice, Dropped, Failed, SessionEvent
+from emostream.pipeline.results_config import ResultsConfig
 from emostream.schema import ErrorMessage
 
 
@@ -27,11 +28,14 @@ from emostream.schema import ErrorMessage
 class SessionView:
     session: str
     smoothing: float = 1.0  # EMA weight of the newest frame; 1 = raw scores
+    unsure_below: float = field(default_factory=lambda: ResultsConfig().unsure_below)
     dropped: dict[str, int] = field(default_factory=dict)
     views: dict[str, ModalityView] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.views = {m.name: m.view(self.session, self.smoothing) for m in registered()}
+        self.views = {
+            m.name: m.view(self.session, self.smoothing, self.unsure_below) for m in registered()
+        }
 
     def message(self, event: SessionEvent) -> Message | ErrorMessage | None:
         """The message to send for an event, or None for a dropped job (counted)."""

@@ -86,6 +86,7 @@ def _check_face_message(
         assert all(0.0 <= p <= 1.0 for p in face["scores"].values()), face
         assert face["label"] == max(face["scores"], key=face["scores"].get), face
         assert face["confidence"] == pytest.approx(face["scores"][face["label"]]), face
+        assert face["unsure"] is (face["confidence"] < 0.5), face  # results.unsure_below
         x, y, w, h = face["box"]
         assert w > 0 and h > 0, face
         assert x >= 0 and y >= 0 and x + w <= width and y + h <= height, (face, width, height)

@@ -9,7 +9,13 @@ from emostream.stream.webhook import sign, verify
 ANALYSED = frozenset({"customer", "unknown"})
 
 
-def _speech(start: float, label: str, role: str = "customer", track: str = "in") -> VoiceMessage:
+def _speech(
+    start: float,
+    label: str,
+    role: str = "customer",
+    track: str = "in",
+    unsure: bool | None = None,
+) -> VoiceMessage:
     other = "neutral" if label != "neutral" else "angry"
     return VoiceMessage(
         track=track,
@@ -20,6 +26,7 @@ def _speech(start: float, label: str, role: str = "customer", track: str = "in")
         scores={label: 0.75, other: 0.25},
         label=label,
         confidence=0.75,
+        unsure=unsure,
         latency_ms=1.0,
         model="voice-emotion/1",
     )
@@ -66,6 +73,34 @@ def test_an_analysed_role_has_its_shares_means_timeline_and_longest_runs() -> No
     assert (longest["angry"].start, longest["angry"].end) == (1.0, 4.5)
 
 
+def test_unsure_windows_are_counted_apart_and_in_no_class() -> None:
+    """Unsure windows count in ``windows``, ``unsure`` and the mean scores, never as a
+    class: not in the shares, the dominant class, the timeline's classes or a run."""
+    call = CallRecord("s1", "local", ANALYSED)
+    for t in (1.0, 1.5):
+        call.add(_speech(t, "angry", unsure=False))
+    for t in (2.0, 2.5, 3.0):  # unsure "sad": breaks the angry run, is no sad
+        call.add(_speech(t, "sad", unsure=True))
+    call.add(_speech(3.5, "angry", unsure=False))
+    for t in (6.0, 6.5):  # a bin of unsure windows only
+        call.add(_speech(t, "angry", unsure=True))
+    customer = call.summary().roles["customer"]
+    assert customer.windows == 8 and customer.unsure == 5
+    assert customer.classes == {"angry": 0.375}  # 3 of 8 speech windows; no "sad"
+    assert customer.dominant == "angry"
+    assert customer.mean_scores == {"angry": 5 * 0.75 / 8, "neutral": 0.25, "sad": 3 * 0.75 / 8}
+    first, second = customer.timeline or []
+    assert (first.classes, first.unsure) == ({"angry": 0.5}, 0.5)
+    assert (second.classes, second.unsure) == ({}, 1.0)
+    longest = customer.longest or {}
+    assert (longest["angry"].start, longest["angry"].end) == (1.0, 3.0)  # broken at 2.0
+    only_unsure = CallRecord("s2", "local", ANALYSED)
+    only_unsure.add(_speech(0.0, "happy", unsure=True))
+    role = only_unsure.summary().roles["customer"]
+    assert (role.windows, role.unsure, role.classes, role.dominant) == (1, 1, {}, None)
+    assert role.longest == {}
+
+
 def test_a_role_that_is_not_analysed_has_only_its_seconds() -> None:
     agent = _record().summary().roles["agent"]
     assert not agent.analysed and agent.audio_s == 6.5 and agent.windows is None
@@ -83,6 +118,7 @@ def test_the_summary_json_has_the_contract_names() -> None:
         "audio_s",
         "speech_s",
         "windows",
+        "unsure",
         "classes",
         "mean_scores",
         "dominant",

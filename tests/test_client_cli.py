@@ -83,3 +83,5 @@ def test_voice_messages_in_the_text_format() -> None:
     silence = VoiceMessage(track="0", start=0.5, end=2.0, speech=False, latency_ms=0.1)
     assert voice_line(speech) == "   2.000s-3.500s voice[1] angry 0.90"
     assert voice_line(silence) == "   0.500s-2.000s voice[0] silence"
+    guess = speech.model_copy(update={"confidence": 0.4, "unsure": True})
+    assert voice_line(guess) == "   2.000s-3.500s voice[1] unsure (angry? 0.40)"

@@ -98,7 +98,7 @@ class PulseSpec(ModalitySpec):
     def decode_scores(self, fields: Fields, classes: tuple[str, ...]) -> PulseScores:
         return PulseScores(np.frombuffer(fields[b"scores"], "<f4").copy(), classes)
 
-    def view(self, session: str, smoothing: float) -> PulseView:
+    def view(self, session: str, smoothing: float, unsure_below: float) -> PulseView:
         return PulseView(session)
 
     async def read(self, sink: TrackSink, track: MediaTrack) -> None:

@@ -63,6 +63,8 @@ def summary_text(path: Path, summary: CallSummary) -> str:
             continue
         line = f"  {name}: {role.audio_s:.1f} s of audio, {role.speech_s or 0:.1f} s of speech"
         line += f" in {role.windows or 0} windows ({where})"
+        if role.unsure:
+            line += f", {role.unsure} unsure"
         if role.dominant and role.classes:
             shares = ", ".join(
                 f"{k} {v:.0%}" for k, v in sorted(role.classes.items(), key=lambda kv: -kv[1])
@@ -159,6 +161,7 @@ def analyze(
         channels=roles,
         analyse_roles=tuple(settings.calls.analyse_roles),
         summary=summary or roles is not None,
+        unsure_below=settings.results.unsure_below,
     )
 
     def emit(msg: Message) -> None:
@@ -166,15 +169,12 @@ def analyze(
             sys.stdout.write(msg.to_json() + "\n")
             return
         if isinstance(msg, VoiceMessage):
-            what = f"{msg.label} {msg.confidence:.2f}" if msg.speech else "no speech"
+            what = msg.text()
             sys.stdout.write(f"{msg.source} @{msg.start:.2f}-{msg.end:.2f}s: voice {what}\n")
             return
         where = msg.source if msg.pts is None else f"{msg.source} @{msg.pts:.3f}s"
         faces = (
-            "; ".join(
-                f"#{f.track_id} {f.label} {f.confidence:.2f} box={list(f.box)}" for f in msg.faces
-            )
-            or "no face"
+            "; ".join(f"#{f.track_id} {f.text()} box={list(f.box)}" for f in msg.faces) or "no face"
         )
         sys.stdout.write(f"{where}: {faces}\n")
 

@@ -85,10 +85,7 @@ def client(
                 elif isinstance(msg, ErrorMessage):
                     typer.echo(f"emostream: server: {msg.code}: {msg.detail}", err=True)
                 elif isinstance(msg, FaceMessage):
-                    faces = (
-                        "; ".join(f"#{f.track_id} {f.label} {f.confidence:.2f}" for f in msg.faces)
-                        or "no face"
-                    )
+                    faces = "; ".join(f"#{f.track_id} {f.text()}" for f in msg.faces) or "no face"
                     sys.stdout.write(f"{msg.pts or 0:8.3f}s {faces}\n")
                 else:
                     sys.stdout.write(voice_line(msg) + "\n")
@@ -112,8 +109,9 @@ def client(
 
 
 def voice_line(msg: VoiceMessage) -> str:
-    """A voice message in the text format: its span, its track, the label or silence."""
+    """A voice message in the text format: its span, its track, the label (or that it is
+    unsure) or silence."""
     span = f"{msg.start:8.3f}s-{msg.end:.3f}s voice[{msg.track or '-'}]"
     if not msg.speech:
         return f"{span} silence"
-    return f"{span} {msg.label or '-'} {msg.confidence or 0:.2f}"
+    return f"{span} {msg.text()}"

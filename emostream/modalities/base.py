@@ -202,7 +202,9 @@ class ModalitySpec(ABC):
 
     # -- sessions -------------------------------------------------------------------------
     @abstractmethod
-    def view(self, session: str, smoothing: float) -> ModalityView: ...
+    def view(self, session: str, smoothing: float, unsure_below: float) -> ModalityView:
+        """A session's view: ``smoothing`` (``session.smoothing``) and ``unsure_below``
+        (``results.unsure_below``) for the messages it builds."""
 
     @abstractmethod
     async def read(self, sink: TrackSink, track: MediaTrack) -> None:

@@ -57,17 +57,24 @@ def payload_size(info: FrameInfo) -> tuple[int, int]:
 class FaceView(ModalityView):
     """Track ids (and smoothing) across a session's frames; its latencies and classes."""
 
-    def __init__(self, session: str, smoothing: float) -> None:
+    def __init__(self, session: str, smoothing: float, unsure_below: float) -> None:
         from emostream.models.face_tracking.ids import IouTracker
 
         self.session = session
+        self.unsure_below = unsure_below
         self.tracker = IouTracker(alpha=smoothing)
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.classes: Counter[str] = Counter()
 
     def message(self, scored: Scored[Any], latency_s: float) -> FaceMessage:
         self.latencies.append(latency_s)
-        msg = face_message(scored, latency_s=latency_s, tracker=self.tracker, session=self.session)
+        msg = face_message(
+            scored,
+            latency_s=latency_s,
+            unsure_below=self.unsure_below,
+            tracker=self.tracker,
+            session=self.session,
+        )
         self.classes.update(f.label for f in msg.faces)
         return msg
 
@@ -162,8 +169,8 @@ class FaceSpec(ModalitySpec):
         return FaceScores(boxes, matrix, classes)
 
     # -- sessions -------------------------------------------------------------------------
-    def view(self, session: str, smoothing: float) -> FaceView:
-        return FaceView(session, smoothing)
+    def view(self, session: str, smoothing: float, unsure_below: float) -> FaceView:
+        return FaceView(session, smoothing, unsure_below)
 
     async def read(self, sink: TrackSink, track: MediaTrack) -> None:
         """Each video frame: converted off the loop, then a job."""

@@ -60,14 +60,17 @@ NO_VOICE = "this server has no voice model: audio is received but not analysed"
 class VoiceView(ModalityView):
     """A session's speech windows: their latencies and classes."""
 
-    def __init__(self, session: str) -> None:
+    def __init__(self, session: str, unsure_below: float) -> None:
         self.session = session
+        self.unsure_below = unsure_below
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.classes: Counter[str] = Counter()
 
     def message(self, scored: Scored[Any], latency_s: float) -> VoiceMessage:
         self.latencies.append(latency_s)
-        msg = voice_message(scored, latency_s=latency_s, session=self.session)
+        msg = voice_message(
+            scored, latency_s=latency_s, unsure_below=self.unsure_below, session=self.session
+        )
         self.classes[msg.label or ""] += 1
         return msg
 
@@ -149,8 +152,8 @@ class VoiceSpec(ModalitySpec):
         return VoiceScores(row.reshape(1, -1).astype(np.float32), classes)
 
     # -- sessions -------------------------------------------------------------------------
-    def view(self, session: str, smoothing: float) -> VoiceView:
-        return VoiceView(session)
+    def view(self, session: str, smoothing: float, unsure_below: float) -> VoiceView:
+        return VoiceView(session, unsure_below)
 
     async def read(self, sink: TrackSink, track: MediaTrack) -> None:
         """Windows of the track: speech ones to the broker, silent ones said at once."""

@@ -25,6 +25,7 @@
     calm: '#12a594',
   };
   const SPARE_COLORS = ['#12a594', '#ad7f58', '#0090ff', '#d6409f', '#978365'];
+  const UNSURE_COLOR = '#9a9a9a'; // a face whose label is only a guess (unsure: true)
   const TRACK_COLORS = ['#22d3ee', '#facc15', '#a3e635', '#fb7185', '#c084fc', '#fb923c'];
 
   const $ = (id) => document.getElementById(id);
@@ -383,9 +384,10 @@
   }
 
   // The voice panel's label: a class while there is speech, "silence" (greyed) otherwise.
-  function showVoiceLabel(text, silent) {
+  function showVoiceLabel(text, silent, unsure = false) {
     setText(ui.voiceLabel, text);
     ui.voiceLabel.dataset.silent = silent ? 'yes' : '';
+    ui.voiceLabel.dataset.unsure = unsure ? 'yes' : '';
   }
 
   // One voice message per audio window (about every 0.5 s): speech windows carry scores,
@@ -411,7 +413,9 @@
         }
       }
       const pct = typeof msg.confidence === 'number' ? ` ${(100 * msg.confidence).toFixed(0)}%` : '';
-      showVoiceLabel(`${msg.label}${pct}`, false);
+      // unsure: the top probability is under results.unsure_below, the label only a guess
+      const said = msg.unsure ? `unsure (${msg.label}?${pct})` : `${msg.label}${pct}`;
+      showVoiceLabel(said, false, Boolean(msg.unsure));
       h.points.push({ t: now, scores: msg.scores, label: msg.label });
     } else {
       h.points.push({ t: now, scores: {}, label: null }); // a gap in the lines
@@ -462,9 +466,12 @@
         el = buildFace(key, trackName(face, i));
         ui.faces.append(el);
       }
-      setText(el.querySelector('.face-label'), face.label);
-      setText(el.querySelector('.face-conf'), `${Math.round(face.confidence * 100)} %`);
+      // unsure: the top probability is under results.unsure_below; the guess stays beside it
+      const pct = `${Math.round(face.confidence * 100)} %`;
+      setText(el.querySelector('.face-label'), face.unsure ? 'unsure' : face.label);
+      setText(el.querySelector('.face-conf'), face.unsure ? `${face.label}? ${pct}` : pct);
       el.dataset.label = face.label;
+      el.dataset.unsure = face.unsure ? 'yes' : '';
       const bars = el.querySelector('.bars');
       for (const label of labels) {
         let row = bars.querySelector(`[data-label="${CSS.escape(label)}"]`);
@@ -579,11 +586,13 @@
       const y = r.y + by * ky;
       const fw = bw * kx;
       const fh = bh * ky;
-      const color = colorOf(face.label);
+      const color = face.unsure ? UNSURE_COLOR : colorOf(face.label);
       ctx.lineWidth = 3;
       ctx.strokeStyle = color;
       ctx.strokeRect(x, y, fw, fh);
-      const text = `${trackName(face, i)} ${face.label} ${Math.round(face.confidence * 100)}%`;
+      const pct = `${Math.round(face.confidence * 100)}%`;
+      const said = face.unsure ? `unsure (${face.label}? ${pct})` : `${face.label} ${pct}`;
+      const text = `${trackName(face, i)} ${said}`;
       const tw = ctx.measureText(text).width + 10;
       const ty = y >= 22 ? y : y + fh + 22; // label above the box, or below at the top edge
       ctx.fillStyle = color;

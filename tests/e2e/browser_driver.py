@@ -54,9 +54,12 @@ SNAPSHOT_JS = """(() => {
     error: err && !err.hidden ? err.textContent.trim() : '',
     labels: [...document.querySelectorAll('.face-label')]
       .map((e) => e.textContent.trim()).filter(Boolean),
+    confs: [...document.querySelectorAll('.face-conf')]
+      .map((e) => e.textContent.trim()).filter(Boolean),
     video: v ? [v.videoWidth, v.videoHeight] : null,
     speech: t('voice-speech'), voiceLabel: t('voice-label'), voiceModel: t('voice-model'),
     voiceSilent: document.getElementById('voice-label').dataset.silent || '',
+    voiceUnsure: document.getElementById('voice-label').dataset.unsure || '',
     legends: document.querySelectorAll('.legend > *').length,
     panels: ['chart', 'voice-chart']
       .map((id) => Number(document.getElementById(id).dataset.panels || 0)),
