@@ -30,7 +30,7 @@ from emostream.training.calibrate_data import DEFAULT_FIT_SPEAKERS, HeldOut, Lab
 from emostream.training.evaluate import Report, reliability_panels_png
 from emostream.training.face_run import write_val_report
 from emostream.training.mlflow_store import Tracking
-from emostream.training.onnx_export import Exported
+from emostream.training.onnx_export import Exported, ParityError
 from emostream.training.onnx_temperature import temperature_of, with_logits, with_temperature
 from emostream.training.runs import derived_card, publish, write_info
 from emostream.training.temperature import BOUNDS, Fit, fit_temperature, probabilities
@@ -99,7 +99,7 @@ def _check_file(graph: bytes, calibrated: bytes, folder: Path, fallback: np.ndar
         inputs = fallback[:24]
     outputs = _outputs(calibrated, inputs)[0]
     if not float(np.abs(_outputs(calibrated, inputs, threads=1)[0] - outputs).max()) <= CHECK_ATOL:
-        raise RuntimeError("the calibrated graph does not repeat its own outputs across sessions")
+        raise ParityError("the calibrated graph does not repeat its own outputs across sessions")
     diff = float(np.abs(outputs - _outputs(graph, inputs)[0]).max())
     return Exported(calibrated, inputs, outputs, diff, len(inputs))
 
@@ -120,6 +120,8 @@ def _held_out(
                 "train its training held out"
             )
         return calibrate_data.face(parent, folder, data, not from_file, limit, progress)
+    if from_file and fit_speakers:
+        raise ValueError("fit on --fit-speakers or on --fit-logits, not both")
     speakers = None if from_file else list(fit_speakers or DEFAULT_FIT_SPEAKERS)
     return calibrate_data.voice(parent, folder, data, speakers, limit, progress)
 

@@ -140,7 +140,7 @@ def voice(
     parent's test speakers to check, clean and through a telephone line."""
     from emostream.training.voice_augment import telephone
     from emostream.training.voice_config import VoiceTrainConfig, load_voice_config
-    from emostream.training.voice_data import keep_classes, scan, speaker_split
+    from emostream.training.voice_data import Clip, keep_classes, scan, speaker_split
     from emostream.training.voice_windows import all_windows, audio_input, prepare
 
     if card.input != audio_input():
@@ -154,12 +154,12 @@ def voice(
     split = speaker_split(keep_classes(scan(data, cfg.data.corpus)), test, fit_speakers or [])
     rng = np.random.default_rng(0)
 
-    def cut(clips: list[object]) -> list[object]:
+    def cut(clips: list[Clip]) -> list[Clip]:
         if limit is None or limit >= len(clips):
             return clips
         return [clips[i] for i in sorted(rng.permutation(len(clips))[:limit])]
 
-    tested = prepare(cut(split.test), cfg.data.floor_db, progress, "test clips")  # type: ignore[arg-type]
+    tested = prepare(cut(split.test), cfg.data.floor_db, progress, "test clips")
     where = "held-out speakers " + ", ".join(
         s.split(":", 1)[1] for s in sorted(split.speakers("test"))
     )
@@ -172,7 +172,7 @@ def voice(
         checks[f"{where}, {cond}"] = Labelled(w.inputs, w.labels, w.clip, tested.labels)
     if not fit_speakers:
         return HeldOut("RAVDESS", None, "", checks, [])
-    fitted = prepare(cut(split.val), cfg.data.floor_db, progress, "fit clips")  # type: ignore[arg-type]
+    fitted = prepare(cut(split.val), cfg.data.floor_db, progress, "fit clips")
     w = all_windows(fitted)
     speakers = sorted(split.speakers("val"))
     trained = _trained_speakers(folder)
