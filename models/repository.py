@@ -36,7 +36,7 @@ SHADOW_FRACTION = "shadow_fraction"
 #: voice-emotion/1 was trained by this project on RAVDESS (``emostream train voice``) and
 #: ships the same way; it has no pretrained source.
 DEFAULT_VERSIONS: dict[str, tuple[str, ...]] = {
-    "face-emotion": ("3", "2", "1"),
+    "face-emotion": ("4", "3", "2", "1"),
     "voice-emotion": ("1",),
 }
 #: The package's artefacts folder, where the versions this project trained ship

@@ -227,7 +227,7 @@ def test_voice_cv_runs_every_fold_reports_each_corpus_and_keeps_finished_folds(
     )
     with np.load(out / "oof.npz") as oof:
         assert oof["logits"].shape[1] == len(CLASSES)
-        assert len(oof["labels"]) == len(oof["logits"]) == len(oof["corpus"])
+        assert len(oof["labels"]) == len(oof["logits"]) == len(oof["corpus"]) == len(oof["speaker"])
     runs = Tracking.for_repository(tmp_path / "models").client.search_runs(
         [
             Tracking.for_repository(tmp_path / "models")

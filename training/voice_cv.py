@@ -229,4 +229,7 @@ def _oof(out_dir: Path, done: Sequence[int]) -> None:
     logits = np.concatenate([p["clean_logits"] for p in parts])
     labels = np.concatenate([p["labels"][p["clean_clip"]] for p in parts])
     corpus = np.concatenate([p["corpus"][p["clean_clip"]] for p in parts])
-    np.savez_compressed(out_dir / "oof.npz", logits=logits, labels=labels, corpus=corpus)
+    speaker = np.concatenate([p["speaker"][p["clean_clip"]] for p in parts])
+    np.savez_compressed(
+        out_dir / "oof.npz", logits=logits, labels=labels, corpus=corpus, speaker=speaker
+    )
