@@ -200,14 +200,22 @@ def two_corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return ravdess, nemo
 
 
+def _cv(
+    corpora: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, list[str]]:
+    """A private model root and MLflow store; the CV folder and the command's first args."""
+    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path / "models"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "cv"
+    data = [a for c in corpora for a in ("--data", str(c))]
+    return out, ["train", "voice-cv", *data, "--out", str(out)]
+
+
 def test_voice_cv_runs_every_fold_reports_each_corpus_and_keeps_finished_folds(
     two_corpora: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path / "models"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ravdess, nemo = two_corpora
-    out = tmp_path / "cv"
-    args = ["train", "voice-cv", "--data", str(ravdess), "--data", str(nemo), "--out", str(out)]
+    out, args = _cv(two_corpora, tmp_path, monkeypatch)
     args += ["--folds", "3", "--epochs", "1", "--set", "data.epoch_windows=16"]
     args += ["--set", "optim.batch_size=8", "--set", "data.corpus_balance=0.5"]
     result = runner.invoke(app, args)
@@ -248,11 +256,7 @@ def test_voice_cv_runs_every_fold_reports_each_corpus_and_keeps_finished_folds(
 def test_training_on_one_corpus_still_scores_every_held_out_speaker(
     two_corpora: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EMOSTREAM_MODEL_ROOT", str(tmp_path / "models"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ravdess, nemo = two_corpora
-    out = tmp_path / "cv"
-    args = ["train", "voice-cv", "--data", str(ravdess), "--data", str(nemo), "--out", str(out)]
+    out, args = _cv(two_corpora, tmp_path, monkeypatch)
     args += ["--folds", "2", "--fold", "0", "--epochs", "1", "--set", "data.epoch_windows=8"]
     args += ["--set", "optim.batch_size=8", "--set", "data.train_corpora=[ravdess]"]
     result = runner.invoke(app, args)
