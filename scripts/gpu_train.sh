@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The face recipe of issue 25 on a GPU: diverse teachers, then one student distilled from
-# them, its int8 copy and its calibration, every run resumable (run it again to go on).
+# them, its int8 copy and its calibration; every fit resumes from its last.pt (run it again).
 #
-#   bash scripts/gpu_train.sh prepare   # here: FER2013 decoded once into .cache/gpu-train/
+#   bash scripts/gpu_train.sh prepare   # here: FER2013 decoded once into shared/gpu-train/
 #   bash scripts/gpu_train.sh run       # on the GPU machine, in a copy of the checkout
 #
-# With the device tool: carry `.cache/gpu-train` and `models/artefacts/face-emotion`, run
-# `bash scripts/gpu_train.sh run`; the new versions and runs come back under $OUT
-# (models/ and runs/), to copy into models/artefacts/ and promote here after checking.
+# FER2013 decoded is 71 MB, more than the device tool's carry limit (64 MiB), so it goes in
+# the checkout's `shared/` folder (git-ignored), which the device tool copies as it is. With
+# the device tool: carry `models/artefacts/face-emotion`, run `OUT=$OUT bash
+# scripts/gpu_train.sh run`; the new versions and their runs come back under $OUT (models/,
+# runs/, mlflow.db), to copy into models/artefacts/ and promote here after checking.
 # Voice is not here: its batches are cut, augmented and turned into log-mel by numpy on one
 # CPU thread, so a GPU would wait on them; voice runs on the CPU (docs/TRAINING.md).
 #
@@ -16,7 +18,7 @@
 # DEVICE=cpu EPOCHS=1 LIMIT=512 bash scripts/gpu_train.sh run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE=.cache/gpu-train
+CACHE=shared/gpu-train
 DEVICE=${DEVICE:-cuda}
 EPOCHS=${EPOCHS:-250}
 OUT=${OUT:-$CACHE/out}
@@ -46,7 +48,9 @@ run)
   "$E" train face --data "$data" --run "$OUT/runs/student" "${common[@]}" \
     --set "distill.teachers=[$teachers]" --set optim.distill_weight=0.7 --set seed=13
   student=$(ls "$EMOSTREAM_MODEL_ROOT/face-emotion" | sort -n | tail -1)
-  "$E" train face-quantize --version "$student" --data "$data"
+  "$E" train face-quantize --version "$student" --data "$data" --run "$OUT/runs/student-int8"
+  int8=$(ls "$EMOSTREAM_MODEL_ROOT/face-emotion" | sort -n | tail -1)
+  "$E" train calibrate face-emotion --version "$int8" --data "$data" --run "$OUT/runs/student-calibrated"
   ;;
 *)
   echo "usage: $0 prepare|run" >&2
