@@ -1,9 +1,11 @@
 """The voice training run's configuration (YAML + ``--set section.key=value``).
 
 Shares the optimiser, seed, device and precision keys with the face run
-(:mod:`config`); adds the speaker split, the network and the augmentation. The defaults
-are the recipe of the committed voice-emotion model (docs/TRAINING.md), which was trained
-with ``data.val_speakers=[]`` (actors 01-16, no early stopping).
+(:mod:`config`); adds the speaker split, the corpora, the network and the augmentation.
+The defaults are the recipe of the committed voice-emotion model (docs/TRAINING.md), which
+was trained with ``data.val_speakers=[]`` (actors 01-16, no early stopping), plus speed
+perturbation (``augment.speeds``), which came later (issue 25) and which its own
+``config.yaml`` does not have.
 """
 
 from __future__ import annotations
