@@ -363,3 +363,31 @@ def test_voice_fits_on_named_speakers_and_says_when_it_trained_on_them(
     assert [e.split for e in card.evaluation] == splits
     assert any("were trained on by voice-emotion/1" in n for n in card.notes)
     load_checked(repo, "voice-emotion", "2", modality="voice")
+
+
+@pytest.mark.parametrize("name", ["face-emotion"])
+def test_the_shipped_calibrated_version_is_the_default_and_passes_the_serving_check(
+    name: str, tmp_path: Path
+) -> None:
+    """The calibrated version that ships is the first default, names its parent and the
+    temperature in its card, says its calibration error fell on a set it was not fitted on,
+    passes the serving check, and gives its parent's outputs again at T = 1."""
+    from emostream.models.repository import DEFAULT_VERSIONS
+
+    repo = ModelRepository(BUNDLED_ROOT)
+    version = DEFAULT_VERSIONS[name][0]
+    card = repo.card(name, version)
+    assert card.calibration is not None and card.source.parent is not None
+    assert 0.5 < card.calibration.temperature < 2.0
+    assert card.calibration.checks and all(
+        c.ece_after < c.ece_before and c.split not in card.calibration.fitted_on
+        for c in card.calibration.checks
+    )
+    assert card.calibration.nll_after <= card.calibration.nll_before
+    assert any(e.ece is not None and e.ece < 0.03 for e in card.evaluation)
+    load_checked(repo, name, version, modality=card.modality)  # check.npz included
+    got = temperature_of(repo.onnx_path(name, version).read_bytes())
+    assert got == pytest.approx(card.calibration.temperature, abs=1e-4)
+    parent_name, _, parent_version = card.source.parent.partition("/")
+    parent = repo.card(parent_name, parent_version)
+    assert parent.calibration is None and parent.classes == card.classes
