@@ -9,7 +9,7 @@
 # the checkout's `shared/` folder (git-ignored), which the device tool copies as it is. With
 # the device tool: carry `models/artefacts/face-emotion`, run `OUT=$OUT bash
 # scripts/gpu_train.sh run`; the new versions and their runs come back under $OUT (models/,
-# runs/, mlflow.db), to copy into models/artefacts/ and promote here after checking.
+# runs/, models/mlflow/), to copy into models/artefacts/ and promote here after checking.
 # Voice is not here: its batches are cut, augmented and turned into log-mel by numpy on one
 # CPU thread, so a GPU would wait on them; voice runs on the CPU (docs/TRAINING.md).
 #
@@ -34,7 +34,9 @@ prepare)
   "$E" train prepare --data "$DATA/fer2013" --out "$CACHE/fer2013.npz"
   ;;
 run)
-  export EMOSTREAM_MODEL_ROOT="$OUT/models" MLFLOW_TRACKING_URI="sqlite:///$OUT/mlflow.db"
+  # MLflow's store and artefacts then sit in $OUT/models/mlflow/ (a tracking URI of its own
+  # would put the artefacts in ./mlruns of the checkout)
+  export EMOSTREAM_MODEL_ROOT="$OUT/models"
   mkdir -p "$EMOSTREAM_MODEL_ROOT"
   cp -r models/artefacts/face-emotion "$EMOSTREAM_MODEL_ROOT/" 2>/dev/null || true
   data="$CACHE/fer2013.npz"
